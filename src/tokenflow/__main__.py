@@ -1,0 +1,46 @@
+"""Command line: ``python -m tokenflow keygen | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._errors import ConfigError
+from ._keyring import Key, KeyRing
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    if args.rotate is not None:
+        try:
+            ring = KeyRing.parse(args.rotate)
+            print(ring.rotated(Key.generate(args.kid)).serialize())
+        except ConfigError as exc:
+            print(f"tokenflow keygen: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    print(Key.generate(args.kid).entry(active=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tokenflow`` and the ``tokenflow`` script."""
+    parser = argparse.ArgumentParser(prog="python -m tokenflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    keygen = commands.add_parser(
+        "keygen",
+        help="print a new active key-ring entry (or a rotated ring with --rotate)",
+        description=(
+            "Print a new key-ring entry, marked active, for TOKENFLOW_KEYS. With --rotate, "
+            "print the given ring with a new active key and the old active key retired."
+        ),
+    )
+    keygen.add_argument("--kid", help="key id (default: 6 random characters)")
+    keygen.add_argument("--rotate", metavar="RING", help="an existing key ring to rotate")
+    keygen.set_defaults(run=_keygen)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

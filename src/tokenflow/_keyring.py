@@ -1,0 +1,186 @@
+"""Named sealing keys: one active key seals, every key in the ring opens.
+
+A key ring travels as one environment-variable-friendly string::
+
+    *k7qm2x:Jq0...43 base64url chars...,k3ab9z:Xc1...
+
+Entries are separated by commas. Each is ``<key id>:<key>``, where the key id
+is 1 to 16 characters of ``[A-Za-z0-9_-]`` and the key is 32 random bytes in
+unpadded base64url (43 characters). Exactly one entry starts with ``*``: the
+active key, which seals every new token. The others only open tokens sealed
+before the last rotation; drop them once those tokens have expired (the refresh
+lifetime at most). The order of entries carries no meaning.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ._errors import ConfigError
+
+__all__ = ["KEY_BYTES", "Key", "KeyRing"]
+
+KEY_BYTES = 32
+"""Every key is 256 bits."""
+
+_KID = re.compile(r"[A-Za-z0-9_-]{1,16}")
+_B64URL_KEY = re.compile(r"[A-Za-z0-9_-]{43}")
+_KID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def _decode_key(text: str, kid: str) -> bytes:
+    # Strict: exactly 43 alphabet characters, and canonical (the two spare low
+    # bits of the last character are zero), so one key has one spelling.
+    if not _B64URL_KEY.fullmatch(text):
+        raise ConfigError(
+            f"key {kid!r}: the secret must be 43 base64url characters (32 bytes, no "
+            "padding); generate one with `python -m tokenflow keygen`"
+        )
+    raw = base64.urlsafe_b64decode(text + "=")
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != text:
+        raise ConfigError(f"key {kid!r}: the secret is not canonical base64url")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One named 256-bit key. Its secret never appears in ``repr`` or ``str``."""
+
+    kid: str
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kid, str) or not _KID.fullmatch(self.kid):
+            raise ConfigError(
+                f"key id {self.kid!r} is invalid: use 1 to 16 characters of "
+                "A-Z, a-z, 0-9, '_' or '-'"
+            )
+        if not isinstance(self.secret, bytes) or len(self.secret) != KEY_BYTES:
+            length = len(self.secret) if isinstance(self.secret, bytes) else "non-bytes"
+            raise ConfigError(
+                f"key {self.kid!r} has {length} bytes of secret; tokenflow keys are exactly "
+                f"{KEY_BYTES} random bytes: generate one with `python -m tokenflow keygen`"
+            )
+
+    @classmethod
+    def generate(cls, kid: str | None = None) -> Key:
+        """A fresh key from the operating system's CSPRNG, with a random id if none is given."""
+        if kid is None:
+            kid = "".join(secrets.choice(_KID_ALPHABET) for _ in range(6))
+        return cls(kid, secrets.token_bytes(KEY_BYTES))
+
+    def entry(self, *, active: bool) -> str:
+        """This key as one key-ring entry (contains the secret: handle as one)."""
+        encoded = base64.urlsafe_b64encode(self.secret).rstrip(b"=").decode()
+        return f"{'*' if active else ''}{self.kid}:{encoded}"
+
+
+class KeyRing:
+    """An immutable set of named keys with exactly one active (sealing) key.
+
+    Construct it from :class:`Key` objects, or parse the string form with
+    :meth:`parse`. Validation happens here, so a broken ring fails at start-up
+    with :class:`ConfigError` rather than on the first request.
+    """
+
+    __slots__ = ("_active", "_keys")
+
+    def __init__(self, active: Key, retired: Iterable[Key] = ()) -> None:
+        keys: dict[str, Key] = {}
+        for key in (active, *retired):
+            if not isinstance(key, Key):
+                raise ConfigError(f"a key ring holds Key objects, not {type(key).__name__}")
+            if key.kid in keys:
+                raise ConfigError(
+                    f"key id {key.kid!r} appears twice in the key ring; every key needs its own id"
+                )
+            keys[key.kid] = key
+        self._active = active
+        self._keys = keys
+
+    @classmethod
+    def generate(cls) -> KeyRing:
+        """A ring holding one freshly generated active key."""
+        return cls(Key.generate())
+
+    @classmethod
+    def parse(cls, text: str) -> KeyRing:
+        """Parse the string form (see the module documentation).
+
+        Raises :class:`ConfigError` naming the faulty entry by position and key
+        id, never echoing a secret.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(
+                "the key ring is empty; generate one with `python -m tokenflow keygen`"
+            )
+        active: list[Key] = []
+        retired: list[Key] = []
+        for position, raw_entry in enumerate(text.split(","), start=1):
+            entry = raw_entry.strip()
+            is_active = entry.startswith("*")
+            kid, sep, secret = entry.removeprefix("*").partition(":")
+            if not sep:
+                raise ConfigError(
+                    f"key ring entry {position} is not of the form '<key id>:<key>' "
+                    "(entries are separated by commas; the active one starts with '*')"
+                )
+            key = Key(kid, _decode_key(secret, kid) if _KID.fullmatch(kid) else b"")
+            (active if is_active else retired).append(key)
+        if len(active) != 1:
+            raise ConfigError(
+                f"the key ring marks {len(active)} keys active; mark exactly one entry with a "
+                "leading '*' (the key that seals new tokens)"
+            )
+        return cls(active[0], retired)
+
+    def serialize(self) -> str:
+        """The string form, active key first. The result contains every secret."""
+        return ",".join(key.entry(active=key is self._active) for key in self._keys.values())
+
+    def rotated(self, new_active: Key | None = None) -> KeyRing:
+        """A ring whose active key is ``new_active`` (fresh if omitted).
+
+        The previous active key stays in the ring, open-only, so tokens it
+        sealed keep working until they expire.
+        """
+        new = new_active if new_active is not None else Key.generate()
+        return KeyRing(new, list(self._keys.values()))
+
+    def without(self, kid: str) -> KeyRing:
+        """A ring without the retired key ``kid``. The active key cannot be removed."""
+        if kid == self._active.kid:
+            raise ConfigError(f"key {kid!r} is active; rotate to a new key before removing it")
+        if kid not in self._keys:
+            raise ConfigError(f"key {kid!r} is not in the key ring")
+        return KeyRing(
+            self._active, [k for k in self._keys.values() if k.kid != kid and k is not self._active]
+        )
+
+    @property
+    def active(self) -> Key:
+        """The key that seals new tokens."""
+        return self._active
+
+    def get(self, kid: str) -> Key | None:
+        """The key with id ``kid``, or ``None``."""
+        return self._keys.get(kid)
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._keys.values())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, kid: object) -> bool:
+        return kid in self._keys
+
+    def __repr__(self) -> str:
+        retired = [k.kid for k in self._keys.values() if k is not self._active]
+        return f"KeyRing(active={self._active.kid!r}, retired={retired!r})"
+
+    __str__ = __repr__

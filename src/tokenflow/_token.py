@@ -1,0 +1,322 @@
+"""Token format v1: sealing and opening access and refresh tokens.
+
+The byte layout, associated data, key derivation and validation order are
+specified in ``docs/token-format.md``; this module is the reference
+implementation. In short::
+
+    token  = base64url( 0x01 | kid_len | kid | salt[8] | nonce[12] | AES-256-GCM(subkey) )
+    subkey = HKDF-SHA256-Expand(prk=key, info="tokenflow/v1 subkey" | salt, L=32)
+    ad     = 0x01 | kid_len | kid | salt | purpose
+
+Why subkeys: AES-GCM with random 96-bit nonces must stay near 2^32 messages
+per key. A sealer draws a random 64-bit salt, derives a subkey from it, and
+seals at most ``SUBKEY_SEAL_LIMIT`` (2^24) tokens under that subkey with
+random nonces before drawing a new salt. Two tokens share a (subkey, nonce)
+pair only if they share the salt and the nonce. With N tokens under one key
+and at most m per subkey, the probability of any collision is at most::
+
+    N*m / 2^97            (pairs under the same subkey)
+  + N^2/2 * 2^-64 * 2^-96 (pairs whose independent salts and nonces both collide)
+
+For N = 2^40 and m = 2^24 that is 2^-33 + 2^-81 < 2^-32. Subkeys are cached,
+so the derivation is paid once per salt, not once per token.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+import hmac
+import itertools
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ._errors import ConfigError, InvalidToken, TokenFailure, TokenTooLarge
+from ._keyring import KeyRing
+
+__all__ = ["COOKIE_BUDGET", "Purpose", "TokenCodec"]
+
+VERSION: Final = 1
+SALT_BYTES: Final = 8
+NONCE_BYTES: Final = 12
+TAG_BYTES: Final = 16
+SUBKEY_SEAL_LIMIT: Final = 1 << 24
+"""Tokens sealed under one subkey before the sealer draws a new salt."""
+COOKIE_BUDGET: Final = 4096
+"""Bytes a browser is guaranteed to keep for one cookie's name plus value."""
+MAX_TOKEN_CHARS: Final = COOKIE_BUDGET
+_SUBKEY_INFO: Final = b"tokenflow/v1 subkey"
+_SUBKEY_CACHE_SIZE: Final = 1024
+_VERSION_BYTE: Final = bytes([VERSION])
+# Spaces appended to the JSON so that the sealed bytes are a multiple of 3 long:
+# the base64url text then has no padding and no partial final quantum, so each
+# token has exactly one spelling (canonical by construction).
+_FILL: Final = (b"", b"  ", b" ")
+
+
+class Purpose(enum.Enum):
+    """What a token is for. Bound into the associated data: one never opens as the other."""
+
+    ACCESS = b"A"
+    REFRESH = b"R"
+
+
+_ACCESS: Final = Purpose.ACCESS
+
+
+# base64url -> standard alphabet; '+', '/' and '=' map to '*', which the strict
+# decoder rejects, so only the url-safe alphabet without padding gets through.
+_TO_STD: Final = bytes.maketrans(b"-_+/=", b"+/***")
+_TO_URL: Final = bytes.maketrans(b"+/", b"-_")
+_B64URL_BYTES: Final = re.compile(rb"[A-Za-z0-9+/]*")
+
+if sys.version_info >= (3, 11):
+
+    def _b64decode(std: bytes) -> bytes:
+        return binascii.a2b_base64(std, strict_mode=True)
+
+else:  # pragma: no cover - exercised by the Python 3.10 CI job only
+
+    def _b64decode(std: bytes) -> bytes:
+        if _B64URL_BYTES.fullmatch(std) is None:
+            raise binascii.Error("non-alphabet character")
+        return binascii.a2b_base64(std)
+
+
+def derive_subkey(key: bytes, salt: bytes) -> bytes:
+    """HKDF-SHA256-Expand with the 256-bit key as PRK, one output block."""
+    return hmac.digest(key, _SUBKEY_INFO + salt + b"\x01", "sha256")
+
+
+class _Subkey:
+    """A derived subkey with its AEAD object and both associated-data strings."""
+
+    __slots__ = ("ad_access", "ad_refresh", "aead", "overhead", "prefix", "sealed")
+
+    def __init__(self, key: bytes, header: bytes, salt: bytes) -> None:
+        self.aead = AESGCM(derive_subkey(key, salt))
+        self.prefix = header
+        self.overhead = len(header) + NONCE_BYTES + TAG_BYTES
+        self.ad_access = header + Purpose.ACCESS.value
+        self.ad_refresh = header + Purpose.REFRESH.value
+        # next(count) is atomic, so concurrent sealers never undercount.
+        self.sealed = itertools.count()
+
+
+class TokenCodec:
+    """Seals claim sets into v1 tokens and opens them again.
+
+    ``leeway`` (seconds) absorbs clock skew between servers: a token opens
+    while ``now < exp + leeway`` and is refused if ``iat > now + leeway``.
+    ``cookie_names`` gives the cookie each purpose travels in, so that a token
+    whose cookie would exceed the 4096-byte budget is refused when sealed
+    (:class:`TokenTooLarge`) instead of being dropped by the browser.
+
+    A codec is safe to share between threads. It holds key material: it has no
+    useful ``repr`` beyond the key ids.
+    """
+
+    __slots__ = (
+        "_cache",
+        "_keyring",
+        "_leeway",
+        "_lock",
+        "_max_raw",
+        "_names",
+        "_random",
+        "_sealer",
+    )
+
+    def __init__(
+        self,
+        keyring: KeyRing,
+        *,
+        leeway: int = 5,
+        cookie_names: Mapping[Purpose, str] | None = None,
+    ) -> None:
+        if not isinstance(keyring, KeyRing):
+            raise ConfigError("TokenCodec needs a KeyRing; parse one with KeyRing.parse(...)")
+        if isinstance(leeway, bool) or not isinstance(leeway, int) or not 0 <= leeway <= 300:
+            raise ConfigError(f"leeway must be whole seconds between 0 and 300, not {leeway!r}")
+        names = {Purpose.ACCESS: "__Host-tf_access", Purpose.REFRESH: "__Host-tf_refresh"}
+        names.update(cookie_names or {})
+        self._keyring = keyring
+        self._leeway = leeway
+        self._names = names
+        # Raw bytes that fit every purpose's cookie; longer tokens take the exact check.
+        longest_name = max(len(n.encode()) for n in names.values())
+        self._max_raw = (COOKIE_BUDGET - longest_name - 1) // 4 * 3
+        # The randomness source: os.urandom. Only the known-answer vector seam replaces it.
+        self._random: Callable[[int], bytes] = os.urandom
+        self._cache: dict[bytes, _Subkey] = {}
+        self._lock = threading.Lock()
+        self._sealer = self._new_sealer(self._random(SALT_BYTES))
+        self._cache_subkey(self._sealer)
+
+    @property
+    def keyring(self) -> KeyRing:
+        """The key ring this codec seals and opens with."""
+        return self._keyring
+
+    @property
+    def leeway(self) -> int:
+        """Allowed clock skew, in seconds."""
+        return self._leeway
+
+    def cookie_name(self, purpose: Purpose) -> str:
+        """The name of the cookie that carries tokens of ``purpose``."""
+        return self._names[purpose]
+
+    def __repr__(self) -> str:
+        return f"TokenCodec(keyring={self._keyring!r}, leeway={self._leeway})"
+
+    # -- sealing -------------------------------------------------------------
+
+    def _new_sealer(self, salt: bytes) -> _Subkey:
+        key = self._keyring.active
+        kid = key.kid.encode()
+        return _Subkey(key.secret, _VERSION_BYTE + bytes([len(kid)]) + kid + salt, salt)
+
+    def seal(self, purpose: Purpose, claims: Mapping[str, Any]) -> str:
+        """Seal ``claims`` under the active key and return the token text.
+
+        ``claims`` must hold ``sub`` (a string) and ``iat`` and ``exp`` (whole
+        seconds since the epoch); any other JSON-serialisable members travel
+        too. Raises :class:`TokenTooLarge` if the cookie would not fit and
+        :class:`ValueError` or :class:`TypeError` for claims that break the format.
+        """
+        # This is the hot path of every login and refresh: one pass, no helpers.
+        sub = self._sealer
+        if next(sub.sealed) >= SUBKEY_SEAL_LIMIT:
+            sub = self._rekey()
+        if (
+            type(claims.get("exp")) is not int
+            or type(claims.get("iat")) is not int
+            or type(claims.get("sub")) is not str
+        ):
+            raise ValueError("claims need 'sub' (str), 'iat' (int) and 'exp' (int)")
+        plain = orjson.dumps(claims)
+        plain += _FILL[(sub.overhead + len(plain)) % 3]
+        nonce = self._random(NONCE_BYTES)
+        raw = (
+            sub.prefix
+            + nonce
+            + sub.aead.encrypt(
+                nonce, plain, sub.ad_access if purpose is _ACCESS else sub.ad_refresh
+            )
+        )
+        if len(raw) > self._max_raw:
+            self._refuse_oversized(purpose, len(raw))
+        return binascii.b2a_base64(raw, newline=False).translate(_TO_URL).decode()
+
+    def _refuse_oversized(self, purpose: Purpose, raw_length: int) -> None:
+        name = self._names[purpose]
+        size = len(name.encode()) + 1 + raw_length // 3 * 4
+        if size > COOKIE_BUDGET:
+            raise TokenTooLarge(name, size, COOKIE_BUDGET)
+
+    def _rekey(self) -> _Subkey:
+        # Racing threads may each draw a salt; that only ends a subkey early.
+        with self._lock:
+            if next(self._sealer.sealed) >= SUBKEY_SEAL_LIMIT:
+                self._sealer = self._new_sealer(self._random(SALT_BYTES))
+                self._cache_subkey(self._sealer)
+            return self._sealer
+
+    # -- opening -------------------------------------------------------------
+
+    def open(self, purpose: Purpose, token: str, now: float) -> dict[str, Any]:
+        """Open ``token`` sealed for ``purpose`` and return its claims.
+
+        ``now`` is the current time in seconds since the epoch, passed in by
+        the caller. Every failure raises :class:`InvalidToken`; its ``reason``
+        says which check failed, its message never does.
+        """
+        # The spec's validation order: shape, encoding, version, key id, tag,
+        # claims, time. Everything after the tag check runs on authenticated
+        # bytes only. Inlined on purpose: this is every request's hot path.
+        if type(token) is not str or len(token) & 3 or len(token) > MAX_TOKEN_CHARS:
+            raise InvalidToken(TokenFailure.MALFORMED)
+        try:
+            raw = _b64decode(token.encode("ascii").translate(_TO_STD))
+        except (UnicodeEncodeError, binascii.Error):
+            raise InvalidToken(TokenFailure.MALFORMED) from None
+        try:
+            if raw[0] != VERSION:
+                raise InvalidToken(TokenFailure.UNSUPPORTED_VERSION)
+            end = raw[1] + (2 + SALT_BYTES)
+            sub = self._cache.get(raw[1:end]) or self._subkey_for(raw, end)
+            plain = sub.aead.decrypt(
+                raw[end : end + NONCE_BYTES],
+                raw[end + NONCE_BYTES :],
+                sub.ad_access if purpose is _ACCESS else sub.ad_refresh,
+            )
+        except InvalidTag:
+            raise InvalidToken(TokenFailure.TAG_MISMATCH) from None
+        except (IndexError, ValueError):
+            # Too short for its header, or a nonce cut short by the end of the token.
+            raise InvalidToken(TokenFailure.MALFORMED) from None
+        try:
+            claims = orjson.loads(plain)
+            # The sealer guarantees the member types; a claim set that breaks
+            # them can only come from a leaked key, and still fails closed here.
+            expired = now >= claims["exp"] + self._leeway
+            early = claims["iat"] > now + self._leeway
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise InvalidToken(TokenFailure.BAD_CLAIMS) from None
+        if expired:
+            raise InvalidToken(TokenFailure.EXPIRED)
+        if early:
+            raise InvalidToken(TokenFailure.NOT_YET_VALID)
+        return claims  # type: ignore[no-any-return]
+
+    def _subkey_for(self, raw: bytes, end: int) -> _Subkey:
+        kid_len = raw[1]
+        if not 1 <= kid_len <= 16 or len(raw) < end + NONCE_BYTES + TAG_BYTES + 2:
+            raise InvalidToken(TokenFailure.MALFORMED)
+        try:
+            key = self._keyring.get(raw[2 : 2 + kid_len].decode("ascii"))
+        except UnicodeDecodeError:
+            key = None
+        if key is None:
+            raise InvalidToken(TokenFailure.UNKNOWN_KEY)
+        sub = _Subkey(key.secret, raw[:end], raw[end - SALT_BYTES : end])
+        self._cache_subkey(sub)
+        return sub
+
+    def _cache_subkey(self, sub: _Subkey) -> None:
+        with self._lock:
+            if len(self._cache) >= _SUBKEY_CACHE_SIZE:
+                # Evict the oldest entry. Live salts are few (one per sealing
+                # process per 2^24 tokens), so churn only comes from forged salts.
+                del self._cache[next(iter(self._cache))]
+            self._cache[sub.prefix[1:]] = sub
+
+
+def _codec_with_fixed_randomness(codec: TokenCodec, randomness: bytes) -> TokenCodec:
+    """Make ``codec`` draw its salts and nonces from ``randomness``, in order.
+
+    The seam behind ``tests/vectors/``: known-answer vectors need a chosen salt
+    and nonce. Deliberately private and never re-exported; a codec fed fixed
+    randomness repeats nonces and must never seal a real token.
+    """
+    stream = iter(randomness)
+
+    def draw(n: int) -> bytes:
+        out = bytes(next(stream) for _ in range(n))
+        if len(out) != n:  # pragma: no cover - bytes(generator) stops early only on exhaustion
+            raise ValueError("fixed randomness exhausted")
+        return out
+
+    codec._random = draw
+    codec._sealer = codec._new_sealer(draw(SALT_BYTES))
+    codec._cache_subkey(codec._sealer)
+    return codec
