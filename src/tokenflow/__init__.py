@@ -1,21 +1,97 @@
 """tokenflow: cookie-based authentication with short-lived sealed access tokens
-and revocable, rotating refresh tokens, for any Python web stack."""
+and revocable, rotating refresh tokens, for any Python web stack.
 
+Build a :class:`Flow` (or :class:`AsyncFlow`) once, then ask it for a
+:class:`Decision` on every request::
+
+    flow = Flow(KeyRing.parse(os.environ["TOKENFLOW_KEYS"]), SQLiteStore("sessions.db"),
+                users=my_users, passwords=my_passwords)
+    decision = flow.decide(Request(method="GET", cookie_header=headers.get("Cookie")))
+
+See ``docs/`` for the flow, the token format and the threat model.
+"""
+
+from ._config import FlowConfig
+from ._cookies import CookiePolicy, SameSite, parse_cookie_header
+from ._drivers import AsyncFlow, Flow
 from ._errors import ConfigError, InvalidToken, TokenFailure, TokenflowError, TokenTooLarge
 from ._keyring import Key, KeyRing
+from ._model import (
+    AmbiguousCookie,
+    CrossOriginRejected,
+    Decision,
+    Event,
+    ExternalTokenCredentials,
+    Forbidden,
+    LoggedIn,
+    LoginFailed,
+    LoginFailure,
+    PasswordCredentials,
+    PortFailed,
+    Process,
+    Refreshed,
+    RefreshEnded,
+    Reissue,
+    Request,
+    ReuseCause,
+    ReuseDetected,
+    RevokeCause,
+    SessionEnded,
+    SessionRevoked,
+    TokenRejected,
+    Unauthorized,
+    UnauthorizedReason,
+    Unavailable,
+)
+from ._sessions import SessionInfo
 from ._token import COOKIE_BUDGET, Purpose, TokenCodec
+from .ports import ExternalIdentity, Identity
 
 __all__ = [
     "COOKIE_BUDGET",
+    "AmbiguousCookie",
+    "AsyncFlow",
     "ConfigError",
+    "CookiePolicy",
+    "CrossOriginRejected",
+    "Decision",
+    "Event",
+    "ExternalIdentity",
+    "ExternalTokenCredentials",
+    "Flow",
+    "FlowConfig",
+    "Forbidden",
+    "Identity",
     "InvalidToken",
     "Key",
     "KeyRing",
+    "LoggedIn",
+    "LoginFailed",
+    "LoginFailure",
+    "PasswordCredentials",
+    "PortFailed",
+    "Process",
     "Purpose",
+    "RefreshEnded",
+    "Refreshed",
+    "Reissue",
+    "Request",
+    "ReuseCause",
+    "ReuseDetected",
+    "RevokeCause",
+    "SameSite",
+    "SessionEnded",
+    "SessionInfo",
+    "SessionRevoked",
     "TokenCodec",
     "TokenFailure",
+    "TokenRejected",
     "TokenTooLarge",
     "TokenflowError",
+    "Unauthorized",
+    "UnauthorizedReason",
+    "Unavailable",
+    "parse_cookie_header",
 ]
 
 __version__ = "0.1.0"

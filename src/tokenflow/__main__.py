@@ -23,6 +23,13 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    run_demo(args.db)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tokenflow`` and the ``tokenflow`` script."""
     parser = argparse.ArgumentParser(prog="python -m tokenflow", description=__doc__)
@@ -38,6 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     keygen.add_argument("--kid", help="key id (default: 6 random characters)")
     keygen.add_argument("--rotate", metavar="RING", help="an existing key ring to rotate")
     keygen.set_defaults(run=_keygen)
+    demo = commands.add_parser(
+        "demo",
+        help="walk through login, refresh, grace, reuse detection and logout on SQLite",
+    )
+    demo.add_argument("--db", help="SQLite file to use (default: a temporary file)")
+    demo.set_defaults(run=_demo)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -1,0 +1,76 @@
+"""Flow configuration, validated eagerly: a bad setting fails at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ._cookies import CookiePolicy
+from ._csrf import normalize_trusted_origins
+from ._errors import ConfigError
+
+__all__ = ["FlowConfig"]
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive whole number of seconds, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    """Lifetimes, grace window, cookie policy and trusted origins.
+
+    - ``access_ttl``: access token lifetime (default 120 s). Revocation and
+      role changes take effect within this time.
+    - ``refresh_idle_ttl``: a session dies after this long without a refresh
+      (default 1800 s).
+    - ``refresh_absolute_ttl``: a session dies this long after login whatever
+      happens (default 12 h); sliding renewal never passes it.
+    - ``grace_seconds``: how long after a rotation its immediate predecessor
+      still gets the same successor (default 5 s; 0 disables the window).
+      Parallel tabs and lost responses need it; a thief holding the
+      predecessor inside the window gets the successor too, so keep it short.
+    - ``leeway``: clock skew tolerated between servers (default 5 s).
+    - ``cookies``: names and attributes (:class:`~tokenflow.CookiePolicy`).
+    - ``trusted_origins``: origins (``https://app.example.com``) whose
+      cross-origin unsafe requests are allowed.
+    """
+
+    access_ttl: int = 120
+    refresh_idle_ttl: int = 1800
+    refresh_absolute_ttl: int = 12 * 3600
+    grace_seconds: float = 5.0
+    leeway: int = 5
+    cookies: CookiePolicy = field(default_factory=CookiePolicy)
+    trusted_origins: frozenset[str] | Iterable[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        access = _positive_int("access_ttl", self.access_ttl)
+        idle = _positive_int("refresh_idle_ttl", self.refresh_idle_ttl)
+        absolute = _positive_int("refresh_absolute_ttl", self.refresh_absolute_ttl)
+        if access >= idle:
+            raise ConfigError(
+                f"access_ttl ({access} s) must be shorter than refresh_idle_ttl ({idle} s): "
+                "access tokens are the short-lived half"
+            )
+        if idle > absolute:
+            raise ConfigError(
+                f"refresh_idle_ttl ({idle} s) cannot exceed refresh_absolute_ttl ({absolute} s)"
+            )
+        grace = self.grace_seconds
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 <= grace <= 60:
+            raise ConfigError(
+                f"grace_seconds must be between 0 and 60, not {grace!r}; a few seconds covers "
+                "parallel tabs and retried requests"
+            )
+        if isinstance(self.leeway, bool) or not isinstance(self.leeway, int):
+            raise ConfigError(f"leeway must be whole seconds, not {self.leeway!r}")
+        if not 0 <= self.leeway <= 60:
+            raise ConfigError(f"leeway must be between 0 and 60 seconds, not {self.leeway}")
+        if not isinstance(self.cookies, CookiePolicy):
+            raise ConfigError("cookies must be a CookiePolicy")
+        if isinstance(self.trusted_origins, str):
+            raise ConfigError("trusted_origins is a collection of origins, not one string")
+        object.__setattr__(self, "trusted_origins", normalize_trusted_origins(self.trusted_origins))

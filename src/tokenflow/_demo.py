@@ -1,0 +1,138 @@
+"""``python -m tokenflow demo``: the whole flow, narrated, on a SQLite store.
+
+Every step prints the decision, its status, the Set-Cookie headers it sends
+(token values shortened) and the security events it produced. The clock is a
+fake one, so "two minutes later" takes no time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+from ._browser import Browser
+from ._config import FlowConfig
+from ._drivers import Flow
+from ._keyring import KeyRing
+from ._model import Decision, PasswordCredentials, Process, Reissue, Unauthorized
+from .stores.sqlite import SQLiteStore
+from .testing import FakeClock, FakePasswordVerifier, FakeUserDirectory
+
+__all__ = ["run_demo"]
+
+
+def _short(set_cookie: str) -> str:
+    pair, sep, attributes = set_cookie.partition(";")
+    name, _, value = pair.partition("=")
+    shown = value if len(value) <= 24 else f"{value[:12]}…{value[-8:]} ({len(value)} chars)"
+    return f"{name}={shown}{sep}{attributes}"
+
+
+def _show(out: Callable[[str], None], title: str, decision: Decision) -> None:
+    out(f"\n── {title}")
+    who = ""
+    if isinstance(decision, (Process, Reissue)):
+        who = f" user={decision.user_id} session={decision.session_id[:8]}…"
+    if isinstance(decision, Unauthorized):
+        who = f" reason={decision.reason.value}"
+    out(f"   {type(decision).__name__} {decision.status}{who}")
+    for header in decision.set_cookies:
+        out(f"   Set-Cookie: {_short(header)}")
+    for event in decision.events:
+        out(f"   event: {event!r}")
+
+
+def run_demo(path: str | None = None, out: Callable[[str], None] = print) -> list[Decision]:
+    """Run the walkthrough on a SQLite file (a temporary one by default).
+
+    Returns the decisions in order, so tests can check the story it tells.
+    """
+    directory = None
+    if path is None:
+        directory = tempfile.TemporaryDirectory(prefix="tokenflow-demo-")
+        path = os.path.join(directory.name, "sessions.sqlite3")
+    clock = FakeClock()
+    users = FakeUserDirectory()
+    users.add_user("alice", {"roles": ["editor"]})
+    passwords = FakePasswordVerifier()
+    passwords.set_password("alice@example.com", "correct horse battery staple", user_id="alice")
+    store = SQLiteStore(path)
+    flow = Flow(
+        KeyRing.generate(),
+        store,
+        users,
+        passwords=passwords,
+        config=FlowConfig(grace_seconds=5),
+        clock=clock,
+    )
+    decisions: list[Decision] = []
+
+    def step(title: str, browser: Browser, decision: Decision) -> Decision:
+        browser.receive(decision.set_cookies)
+        decisions.append(decision)
+        _show(out, title, decision)
+        return decision
+
+    out(f"tokenflow demo: session store {path}")
+    out("access tokens live 120 s, refresh sessions 30 min idle / 12 h absolute, grace 5 s")
+    laptop = Browser(clock)
+    login = PasswordCredentials("alice@example.com", "correct horse battery staple")
+    try:
+        step("1. password login", laptop, flow.decide(laptop.request("POST", credentials=login)))
+        first_generation = laptop.clone()  # what a thief copies now
+        step(
+            "2. next request: access token valid, no store call",
+            laptop,
+            flow.decide(laptop.request()),
+        )
+        clock.advance(130)
+        out("\n   … 130 s later: the access cookie has expired (Max-Age=120) …")
+        second_tab = laptop.clone()
+        step("3. silent refresh: the refresh token rotates", laptop, flow.decide(laptop.request()))
+        step(
+            "4. a second tab refreshed with the same token, inside the grace window: "
+            "same successor",
+            second_tab,
+            flow.decide(second_tab.request()),
+        )
+        clock.advance(30)
+        out("\n   … 30 s later, a thief replays the generation-0 refresh token …")
+        thief = first_generation.clone()
+        thief.jar = {k: v for k, v in thief.jar.items() if "refresh" in k}
+        step(
+            "5. stolen old refresh token: reuse detected, session revoked",
+            thief,
+            flow.decide(thief.request()),
+        )
+        clock.advance(130)
+        step(
+            "6. the laptop's session is gone too: 401, log in again",
+            laptop,
+            flow.decide(laptop.request()),
+        )
+        step("7. log in again", laptop, flow.decide(laptop.request("POST", credentials=login)))
+        step(
+            "8. logout: session revoked, both cookies cleared",
+            laptop,
+            flow.logout(laptop.request("POST")),
+        )
+        phone = Browser(clock)
+        step(
+            "9. log in on a laptop and a phone",
+            laptop,
+            flow.decide(laptop.request("POST", credentials=login)),
+        )
+        step("   (phone)", phone, flow.decide(phone.request("POST", credentials=login)))
+        out(f"\n   live sessions of alice: {len(flow.sessions_of('alice'))}")
+        revoked = flow.revoke_user("alice")
+        out(f"\n── 10. revoke all: {revoked} sessions revoked")
+        clock.advance(130)
+        step("    laptop after its access token expired", laptop, flow.decide(laptop.request()))
+        step("    phone after its access token expired", phone, flow.decide(phone.request()))
+        out(f"\n   live sessions of alice: {len(flow.sessions_of('alice'))}")
+    finally:
+        store.close()
+        if directory is not None:
+            directory.cleanup()
+    return decisions

@@ -1,0 +1,346 @@
+"""The values that flow through tokenflow: requests, credentials, decisions, events.
+
+All are frozen, slotted dataclasses matched by type; every reason is an Enum.
+A host builds a :class:`Request`, asks a flow for a decision, and matches on it::
+
+    match flow.decide(request):
+        case Process() | Reissue() as ok:  ...  # serve; send ok.set_cookies
+        case Unauthorized() as no:         ...  # 401; send no.set_cookies
+        case Forbidden():                  ...  # 403
+        case Unavailable() as down:        ...  # 503; log down.error
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
+
+from ._errors import TokenFailure
+from ._token import Purpose
+
+__all__ = [
+    "AmbiguousCookie",
+    "CrossOriginRejected",
+    "Decision",
+    "Event",
+    "ExternalTokenCredentials",
+    "Forbidden",
+    "LoggedIn",
+    "LoginFailed",
+    "LoginFailure",
+    "PasswordCredentials",
+    "PortFailed",
+    "Process",
+    "RefreshEnded",
+    "Refreshed",
+    "Reissue",
+    "Request",
+    "ReuseCause",
+    "ReuseDetected",
+    "RevokeCause",
+    "SessionEnded",
+    "SessionRevoked",
+    "TokenRejected",
+    "Unauthorized",
+    "UnauthorizedReason",
+    "Unavailable",
+]
+
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+# -- credentials ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordCredentials:
+    """A username and password from a login form. The password never appears in ``repr``."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalTokenCredentials:
+    """A token from an external identity provider (an OIDC ID token...).
+
+    ``provider`` names the verifier registered with the flow (``"google"``,
+    ``"okta"``...). The token never appears in ``repr``.
+    """
+
+    provider: str
+    token: str = field(repr=False)
+
+
+Credentials = PasswordCredentials | ExternalTokenCredentials
+
+# -- request -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What tokenflow needs to know about one HTTP request.
+
+    Give the cookies either as the raw ``Cookie`` header (``cookie_header``,
+    parsed by tokenflow's own strict parser, which detects duplicated auth
+    cookies) or as a mapping your framework already parsed (``cookies``).
+    ``sec_fetch_site``, ``origin`` and ``host`` are the raw header values
+    (``None`` when absent) that the cross-origin check needs; ``host`` must be
+    the Host the client sent, not a value from ``X-Forwarded-Host`` unless your
+    proxy is trusted to set it. ``metadata`` (user agent, address...) is stored
+    with sessions created by this request.
+    """
+
+    method: str = "GET"
+    cookie_header: str | None = None
+    cookies: Mapping[str, str] | None = None
+    credentials: Credentials | None = None
+    sec_fetch_site: str | None = None
+    origin: str | None = None
+    host: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=lambda: _NO_METADATA)
+
+
+# -- events ----------------------------------------------------------------------
+
+
+class LoginFailure(enum.Enum):
+    """Why a login attempt failed."""
+
+    BAD_PASSWORD = "bad_password"  # noqa: S105 - a reason name, not a password
+    """Unknown user or wrong password (deliberately not distinguished)."""
+    BAD_EXTERNAL_TOKEN = "bad_external_token"  # noqa: S105 - a reason name
+    """The provider's verifier refused the token."""
+    UNKNOWN_PROVIDER = "unknown_provider"
+    """No verifier is registered under the requested provider name."""
+    NOT_LINKED = "not_linked"
+    """The user directory refused to map the external identity to a user."""
+    USER_DISABLED = "user_disabled"
+    """The credentials were right but the user directory has no active user."""
+
+
+class ReuseCause(enum.Enum):
+    """How a refresh token reuse was recognised."""
+
+    PREDECESSOR_AFTER_GRACE = "predecessor_after_grace"
+    """The immediate predecessor came back after the grace window."""
+    OLDER_GENERATION = "older_generation"
+    """A generation older than the predecessor came back."""
+
+
+class RevokeCause(enum.Enum):
+    """Why a session was revoked."""
+
+    LOGOUT = "logout"
+    REUSE = "reuse"
+    USER_DISABLED = "user_disabled"
+    ADMIN = "admin"
+
+
+class SessionEnded(enum.Enum):
+    """Why a refresh found no session to continue."""
+
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    """A new session was opened. ``method`` is ``"password"`` or the provider name."""
+
+    user_id: str
+    session_id: str
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailed:
+    """Credentials were presented and refused. ``username`` is set for password logins."""
+
+    reason: LoginFailure
+    method: str
+    username: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """A refresh token was rotated (``grace=False``) or replayed inside the grace window."""
+
+    user_id: str
+    session_id: str
+    generation: int
+    grace: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReuseDetected:
+    """A refresh token was reused: the session has been revoked."""
+
+    user_id: str
+    session_id: str
+    cause: ReuseCause
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRevoked:
+    """A session was revoked by this request."""
+
+    user_id: str
+    session_id: str
+    cause: RevokeCause
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRejected:
+    """A token cookie failed to open. ``TAG_MISMATCH`` and ``BAD_CLAIMS`` suggest tampering."""
+
+    purpose: Purpose
+    reason: TokenFailure
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshEnded:
+    """A valid refresh token named a session that is over."""
+
+    user_id: str
+    session_id: str
+    why: SessionEnded
+
+
+@dataclass(frozen=True, slots=True)
+class AmbiguousCookie:
+    """An auth cookie name appeared more than once (cookie tossing): both copies ignored."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CrossOriginRejected:
+    """An unsafe cross-origin browser request was refused (CSRF protection)."""
+
+    method: str
+    origin: str | None
+    sec_fetch_site: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PortFailed:
+    """A port raised; the request was answered with Unavailable."""
+
+    port: str
+    error: BaseException
+
+
+Event = (
+    LoggedIn
+    | LoginFailed
+    | Refreshed
+    | ReuseDetected
+    | SessionRevoked
+    | TokenRejected
+    | RefreshEnded
+    | AmbiguousCookie
+    | CrossOriginRejected
+    | PortFailed
+)
+
+# -- decisions -------------------------------------------------------------------
+
+
+class UnauthorizedReason(enum.Enum):
+    """Why a request got 401. For logs and tests; clients should just log in again."""
+
+    NO_CREDENTIALS = "no_credentials"
+    """Nothing valid was presented (no cookies, or only invalid/expired ones)."""
+    LOGIN_FAILED = "login_failed"
+    """Credentials were presented and refused."""
+    REFRESH_REUSED = "refresh_reused"
+    """A refresh token was reused; the session was revoked."""
+    SESSION_ENDED = "session_ended"
+    """The refresh session expired, was revoked, or does not exist."""
+    USER_DISABLED = "user_disabled"
+    """The user was disabled or deleted; the session was revoked."""
+    LOGGED_OUT = "logged_out"
+    """The request was a logout."""
+    MALFORMED_REQUEST = "malformed_request"
+    """The Cookie header was too large to parse."""
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """200: a valid access token; serve the request. No cookies to send.
+
+    ``claims`` are the access token's claims: ``sub`` (the user id), ``sid``
+    (the session id), ``iat``, ``exp`` and the application claims.
+    """
+
+    claims: Mapping[str, Any]
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[200]] = 200
+    set_cookies: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def user_id(self) -> str:
+        """The authenticated user's id."""
+        return str(self.claims["sub"])
+
+    @property
+    def session_id(self) -> str:
+        """The session the access token belongs to."""
+        return str(self.claims["sid"])
+
+
+@dataclass(frozen=True, slots=True)
+class Reissue:
+    """200: the user is authenticated and new tokens were minted; serve the request
+    and send every ``set_cookies`` value as a ``Set-Cookie`` header."""
+
+    claims: Mapping[str, Any]
+    set_cookies: tuple[str, ...]
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[200]] = 200
+
+    @property
+    def user_id(self) -> str:
+        """The authenticated user's id."""
+        return str(self.claims["sub"])
+
+    @property
+    def session_id(self) -> str:
+        """The session the new tokens belong to."""
+        return str(self.claims["sid"])
+
+
+@dataclass(frozen=True, slots=True)
+class Unauthorized:
+    """401: not authenticated. Send ``set_cookies`` (they clear stale auth cookies)."""
+
+    reason: UnauthorizedReason
+    set_cookies: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[401]] = 401
+
+
+@dataclass(frozen=True, slots=True)
+class Forbidden:
+    """403: an unsafe cross-origin browser request. Nothing was rotated, revoked or minted."""
+
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[403]] = 403
+    set_cookies: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """503: a port failed. Nothing was minted and no cookie is cleared; log ``error``."""
+
+    error: BaseException
+    port: str
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[503]] = 503
+    set_cookies: ClassVar[tuple[str, ...]] = ()
+
+
+Decision = Process | Reissue | Unauthorized | Forbidden | Unavailable

@@ -1,0 +1,192 @@
+"""Session records and the rotation contract shared by the core and every store.
+
+A refresh token carries a random 256-bit *secret*. Stores keep only its
+*verifier*, SHA-256(secret): a leaked store holds no usable bearer secret, and
+a leaked key ring cannot forge a secret whose verifier matches.
+
+Rotation derives the successor secret as SHA-256(label || secret || salt)
+with a fresh random 16-byte salt that the store keeps beside the verifiers.
+When the immediate predecessor comes back inside the grace window, the store
+returns that salt and the core re-derives the very same successor: parallel
+tabs and lost responses converge on one generation. The salt alone is
+useless: deriving the successor needs the predecessor secret, which the store
+never saw.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+__all__ = [
+    "NewSession",
+    "Rotation",
+    "RotationOutcome",
+    "RotationResult",
+    "SessionInfo",
+    "StoredSession",
+    "apply_rotation",
+    "derive_successor",
+    "verifier_of",
+]
+
+SECRET_BYTES = 32
+SALT_BYTES = 16
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def verifier_of(secret: bytes) -> bytes:
+    """What a store keeps for a refresh secret: its SHA-256 digest (32 bytes)."""
+    return hashlib.sha256(secret).digest()
+
+
+_SUCCESSOR_LABEL = b"tokenflow/v1 successor"
+
+
+def derive_successor(secret: bytes, salt: bytes) -> bytes:
+    """The secret of the next refresh generation, from this one and the rotation salt.
+
+    SHA-256 over a label, the 32-byte secret and the 16-byte salt: fixed-length
+    inputs, so no length-extension concern, and a third of HMAC's cost here.
+    """
+    return hashlib.sha256(_SUCCESSOR_LABEL + secret + salt).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A live session as a store reports it. Holds no verifier and no secret.
+
+    Times are seconds since the epoch. ``generation`` counts rotations (the
+    first refresh token is generation 0). ``metadata`` is what the host passed
+    at login (user agent, address...), for "your devices" pages.
+    """
+
+    session_id: str
+    user_id: str
+    created_at: float
+    refreshed_at: float
+    idle_expires_at: float
+    absolute_expires_at: float
+    generation: int = 0
+    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    def is_live(self, now: float) -> bool:
+        """True while neither the idle nor the absolute lifetime has run out."""
+        return now < self.idle_expires_at and now < self.absolute_expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """What :meth:`SessionStore.create` stores: a session and its first verifier."""
+
+    info: SessionInfo
+    verifier: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """One refresh attempt, to be applied atomically by :meth:`SessionStore.rotate`.
+
+    ``presented`` is the verifier of the secret the client sent; ``successor``
+    the verifier of the secret that replaces it, derived with ``salt``.
+    ``idle_seconds`` renews the idle expiry (capped at the absolute expiry);
+    ``grace_seconds`` is how long after a rotation its predecessor is still
+    answered with the same successor.
+    """
+
+    session_id: str
+    presented: bytes = field(repr=False)
+    successor: bytes = field(repr=False)
+    salt: bytes = field(repr=False)
+    now: float
+    idle_seconds: float
+    grace_seconds: float
+
+
+class RotationOutcome(enum.Enum):
+    """Every way a rotation can end. The store decides; the core maps each to a decision."""
+
+    ROTATED = "rotated"
+    """``presented`` was current: the successor is now current."""
+    GRACE = "grace"
+    """``presented`` was the immediate predecessor, within the grace window:
+    nothing changed; the result carries the stored salt to re-derive the successor."""
+    REUSED_PREVIOUS = "reused_previous"
+    """The immediate predecessor, after the grace window: the session is revoked."""
+    REUSED_UNKNOWN = "reused_unknown"
+    """Neither current nor predecessor (an older generation): the session is revoked."""
+    EXPIRED = "expired"
+    """Idle or absolute lifetime over: the session is deleted."""
+    UNKNOWN_SESSION = "unknown_session"
+    """No such session: never existed, revoked, logged out, or expired and purged."""
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    """What :meth:`SessionStore.rotate` returns.
+
+    ``session`` is set on ROTATED and GRACE (the state after the call);
+    ``salt`` on GRACE only (the salt stored by the rotation being replayed).
+    """
+
+    outcome: RotationOutcome
+    session: SessionInfo | None = None
+    salt: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """A session's full server-side state, as stores that keep Python objects hold it.
+
+    ``current`` and ``previous`` are verifiers (never secrets); ``rotated_at``
+    and ``salt`` describe the latest rotation (both ``None`` before the first).
+    """
+
+    info: SessionInfo
+    current: bytes = field(repr=False)
+    previous: bytes | None = field(default=None, repr=False)
+    rotated_at: float | None = None
+    salt: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def new(cls, session: NewSession) -> StoredSession:
+        """The state of a session just created."""
+        return cls(session.info, session.verifier)
+
+
+def apply_rotation(
+    stored: StoredSession, rotation: Rotation
+) -> tuple[RotationResult, StoredSession | None]:
+    """The reference rotation rule: ``(result, state to write back or None to delete)``.
+
+    Stores that hold :class:`StoredSession` objects call this under their lock
+    or transaction. Stores that run the rule elsewhere (a Lua script, one SQL
+    statement) must give the same answers; the conformance kit in
+    :mod:`tokenflow.testing` checks that against this function.
+    """
+    info = stored.info
+    now = rotation.now
+    if not info.is_live(now):
+        return RotationResult(RotationOutcome.EXPIRED), None
+    # Constant-time comparisons: verifiers are digests of unknown secrets, but
+    # timing should not say how many leading bytes matched either way.
+    if hmac.compare_digest(rotation.presented, stored.current):
+        renewed = replace(
+            info,
+            refreshed_at=now,
+            # Sliding renewal never passes the absolute lifetime.
+            idle_expires_at=min(now + rotation.idle_seconds, info.absolute_expires_at),
+            generation=info.generation + 1,
+        )
+        state = StoredSession(renewed, rotation.successor, stored.current, now, rotation.salt)
+        return RotationResult(RotationOutcome.ROTATED, renewed), state
+    if stored.previous is not None and hmac.compare_digest(rotation.presented, stored.previous):
+        assert stored.rotated_at is not None
+        if now - stored.rotated_at < rotation.grace_seconds:
+            return RotationResult(RotationOutcome.GRACE, info, stored.salt), stored
+        return RotationResult(RotationOutcome.REUSED_PREVIOUS), None
+    return RotationResult(RotationOutcome.REUSED_UNKNOWN), None

@@ -1,0 +1,211 @@
+"""The ports: what tokenflow asks of the host's storage and identity systems.
+
+Each port is a small :class:`typing.Protocol` with a sync and an async
+variant; :class:`tokenflow.Flow` drives the sync ones and
+:class:`tokenflow.AsyncFlow` the async ones. The docstrings are contracts:
+:mod:`tokenflow.testing` checks session stores against them.
+
+Failure rule for every port: raise on infrastructure failure (database down,
+identity provider unreachable). tokenflow turns any exception into an
+``Unavailable`` (503) decision that mints nothing and clears nothing. Return
+``None`` (never raise) for a plain "no": wrong password, unknown user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from ._errors import ConfigError
+from ._sessions import NewSession, Rotation, RotationResult, SessionInfo
+
+__all__ = [
+    "AsyncExternalTokenVerifier",
+    "AsyncPasswordVerifier",
+    "AsyncSessionStore",
+    "AsyncUserDirectory",
+    "ExternalIdentity",
+    "ExternalTokenVerifier",
+    "Identity",
+    "PasswordVerifier",
+    "SessionStore",
+    "UserDirectory",
+]
+
+RESERVED_CLAIMS = frozenset({"sub", "sid", "iat", "exp", "rs"})
+"""Claim names tokenflow sets itself; application claims may not use them."""
+
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A user as the application knows them right now.
+
+    ``claims`` are application claims (roles, tenant...) copied into every
+    access token. They must be JSON-serialisable and may not use the names
+    tokenflow reserves (``sub``, ``sid``, ``iat``, ``exp``, ``rs``).
+    """
+
+    user_id: str
+    claims: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user_id, str) or not self.user_id:
+            raise ConfigError("Identity.user_id must be a non-empty string")
+        clash = RESERVED_CLAIMS.intersection(self.claims)
+        if clash:
+            raise ConfigError(
+                f"application claims {sorted(clash)} clash with claims tokenflow sets itself; "
+                "rename them"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalIdentity:
+    """An identity vouched for by a verified external token (an OIDC ID token...).
+
+    ``provider`` is the name the verifier is registered under, ``subject`` the
+    provider's stable user id (the ``sub`` claim), ``claims`` the verified claims.
+    """
+
+    provider: str
+    subject: str
+    claims: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS)
+
+
+class SessionStore(Protocol):
+    """Server-side refresh sessions. Contract:
+
+    - ``create`` stores a new session under a fresh id (tokenflow draws 128
+      random bits; a collision may raise).
+    - ``rotate`` applies :func:`tokenflow.stores.apply_rotation`'s rule
+      **atomically**: concurrent rotations of one session are serialised, so
+      that of N parallel calls presenting the current verifier exactly one
+      gets ROTATED and the others GRACE (inside the window). It deletes the
+      session on EXPIRED, REUSED_PREVIOUS and REUSED_UNKNOWN.
+    - ``revoke`` deletes one session, ``revoke_user`` all of a user's; both
+      report how many existed. Revocation is immediate for refresh.
+    - ``sessions_of`` lists a user's live sessions at ``now``, oldest first.
+    - The store holds verifiers (SHA-256 digests) and salts, never secrets.
+    """
+
+    def create(self, session: NewSession) -> None:
+        """Store a new session."""
+        ...
+
+    def rotate(self, rotation: Rotation) -> RotationResult:
+        """Atomically compare-and-set the session's refresh verifier."""
+        ...
+
+    def revoke(self, session_id: str) -> bool:
+        """Delete the session; True if it existed."""
+        ...
+
+    def revoke_user(self, user_id: str) -> int:
+        """Delete every session of the user; the number deleted."""
+        ...
+
+    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        ...
+
+
+class AsyncSessionStore(Protocol):
+    """The async variant of :class:`SessionStore`, with the same contract."""
+
+    async def create(self, session: NewSession) -> None:
+        """Store a new session."""
+        ...
+
+    async def rotate(self, rotation: Rotation) -> RotationResult:
+        """Atomically compare-and-set the session's refresh verifier."""
+        ...
+
+    async def revoke(self, session_id: str) -> bool:
+        """Delete the session; True if it existed."""
+        ...
+
+    async def revoke_user(self, user_id: str) -> int:
+        """Delete every session of the user; the number deleted."""
+        ...
+
+    async def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        ...
+
+
+class PasswordVerifier(Protocol):
+    """Checks a username and password.
+
+    Returns the user id on success, ``None`` otherwise. Should take the same
+    time for unknown users as for wrong passwords (hash a dummy), so that
+    timing does not reveal which usernames exist.
+    """
+
+    def verify_password(self, username: str, password: str) -> str | None:
+        """The user id if the pair is valid, else ``None``."""
+        ...
+
+
+class AsyncPasswordVerifier(Protocol):
+    """The async variant of :class:`PasswordVerifier`."""
+
+    async def verify_password(self, username: str, password: str) -> str | None:
+        """The user id if the pair is valid, else ``None``."""
+        ...
+
+
+class ExternalTokenVerifier(Protocol):
+    """Verifies one provider's tokens (an ID token from Google, Okta, Cognito...).
+
+    Registered under a provider name in the flow configuration. Returns the
+    verified identity, or ``None`` for an invalid, expired or foreign token.
+    Raises only when it cannot decide (key set unreachable).
+    """
+
+    def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
+        """The verified identity, or ``None``."""
+        ...
+
+
+class AsyncExternalTokenVerifier(Protocol):
+    """The async variant of :class:`ExternalTokenVerifier`."""
+
+    async def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
+        """The verified identity, or ``None``."""
+        ...
+
+
+class UserDirectory(Protocol):
+    """The application's users.
+
+    ``load_user`` is called at every login and every refresh, so that role
+    changes reach the next access token and a disabled or deleted user
+    (``None``) loses their session at its next refresh: within one access
+    token lifetime. ``link_external`` maps a verified external identity to a
+    local user id (creating the user if the application allows sign-up), or
+    ``None`` to refuse.
+    """
+
+    def load_user(self, user_id: str) -> Identity | None:
+        """The user's current identity, or ``None`` if disabled or deleted."""
+        ...
+
+    def link_external(self, identity: ExternalIdentity) -> str | None:
+        """The local user id for a verified external identity, or ``None``."""
+        ...
+
+
+class AsyncUserDirectory(Protocol):
+    """The async variant of :class:`UserDirectory`."""
+
+    async def load_user(self, user_id: str) -> Identity | None:
+        """The user's current identity, or ``None`` if disabled or deleted."""
+        ...
+
+    async def link_external(self, identity: ExternalIdentity) -> str | None:
+        """The local user id for a verified external identity, or ``None``."""
+        ...

@@ -1,0 +1,490 @@
+"""SQLite session stores: the embedded default, one file shared by threads and processes.
+
+Layout of the file (schema version 1, kept in ``PRAGMA user_version``)::
+
+    tokenflow_sessions(session_id TEXT PRIMARY KEY, user_id, created_at REAL,
+                       refreshed_at REAL, idle_expires_at REAL,
+                       absolute_expires_at REAL, generation INTEGER,
+                       metadata TEXT (JSON), current BLOB, previous BLOB,
+                       rotated_at REAL, salt BLOB)
+
+``current`` and ``previous`` are verifiers (SHA-256 digests of refresh
+secrets), never the secrets themselves: a copy of the file opens no session.
+
+Concurrency, in one paragraph: the file is in WAL mode, so readers never
+block the writer or each other. Every rotation runs in a ``BEGIN IMMEDIATE``
+transaction, which takes SQLite's single write lock *before* reading the row:
+the read, :func:`~tokenflow.stores.apply_rotation` and the write-back are one
+critical section for every thread of every process using the file, and no
+transaction ever has to upgrade a read snapshot into a write (the upgrade is
+where deferred transactions fail with ``SQLITE_BUSY`` without waiting).
+Other writes are single statements, atomic on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from types import MappingProxyType, TracebackType
+from typing import Any, TypeVar
+
+from .._errors import ConfigError
+from .._sessions import (
+    NewSession,
+    Rotation,
+    RotationOutcome,
+    RotationResult,
+    SessionInfo,
+    StoredSession,
+    apply_rotation,
+)
+
+__all__ = ["AsyncSQLiteStore", "SQLiteStore"]
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+"""The layout this release reads and writes (``PRAGMA user_version``)."""
+
+# WITHOUT ROWID: every lookup is by session_id, and a row is ~200 bytes, so
+# clustering the table on its primary key saves the second B-tree probe that a
+# rowid table needs (SQLite recommends it for small rows with a non-integer key).
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS tokenflow_sessions (
+        session_id          TEXT PRIMARY KEY NOT NULL,
+        user_id             TEXT NOT NULL,
+        created_at          REAL NOT NULL,
+        refreshed_at        REAL NOT NULL,
+        idle_expires_at     REAL NOT NULL,
+        absolute_expires_at REAL NOT NULL,
+        generation          INTEGER NOT NULL,
+        metadata            TEXT NOT NULL,
+        current             BLOB NOT NULL,
+        previous            BLOB,
+        rotated_at          REAL,
+        salt                BLOB
+    ) WITHOUT ROWID
+    """,
+    # sessions_of and revoke_user: the trailing columns make the index deliver
+    # rows already in "oldest first" order, so listing never sorts.
+    """
+    CREATE INDEX IF NOT EXISTS tokenflow_sessions_by_user
+        ON tokenflow_sessions (user_id, created_at, session_id)
+    """,
+    # purge: a session is dead once the earlier of its two expiries has passed;
+    # indexing that one expression serves the whole purge predicate.
+    """
+    CREATE INDEX IF NOT EXISTS tokenflow_sessions_by_expiry
+        ON tokenflow_sessions (min(idle_expires_at, absolute_expires_at))
+    """,
+)
+
+_INFO_COLUMNS = (
+    "session_id, user_id, created_at, refreshed_at, idle_expires_at, absolute_expires_at, "
+    "generation, metadata"
+)
+_COLUMNS = f"{_INFO_COLUMNS}, current, previous, rotated_at, salt"
+
+_INSERT = f"INSERT INTO tokenflow_sessions ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"  # noqa: S608
+_SELECT_ONE = f"SELECT {_COLUMNS} FROM tokenflow_sessions WHERE session_id = ?"  # noqa: S608
+_UPDATE = """
+    UPDATE tokenflow_sessions SET
+        user_id = ?, created_at = ?, refreshed_at = ?, idle_expires_at = ?,
+        absolute_expires_at = ?, generation = ?, metadata = ?,
+        current = ?, previous = ?, rotated_at = ?, salt = ?
+    WHERE session_id = ?
+"""
+_DELETE_ONE = "DELETE FROM tokenflow_sessions WHERE session_id = ?"
+_DELETE_USER = "DELETE FROM tokenflow_sessions WHERE user_id = ?"
+_LIST_LIVE = f"""
+    SELECT {_INFO_COLUMNS} FROM tokenflow_sessions
+    WHERE user_id = ? AND idle_expires_at > ? AND absolute_expires_at > ?
+    ORDER BY created_at, session_id
+"""  # noqa: S608
+# Written with the indexed expression verbatim so that the planner uses it;
+# ``min(a, b) <= now`` is exactly ``not SessionInfo.is_live(now)``.
+_PURGE = "DELETE FROM tokenflow_sessions WHERE min(idle_expires_at, absolute_expires_at) <= ?"
+
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+# Connections inherited across fork() by a child process. SQLite forbids
+# using *or closing* them in the child (closing can release locks and
+# checkpoint or unlink the WAL under the parent's feet), so they are parked
+# here, referenced forever, and never touched again.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _close_if_owner(conn: sqlite3.Connection, owner_pid: int) -> None:
+    """Close a thread's connection: in the process that opened it, never in a fork child."""
+    if os.getpid() == owner_pid:
+        conn.close()
+    else:
+        _INHERITED.append(conn)
+
+
+class _Held:
+    """One thread's connection. When the thread ends, its thread-local slot
+    drops this holder and the finalizer closes the connection explicitly
+    (closing by garbage collection raises ResourceWarning on Python 3.13+)."""
+
+    __slots__ = ("__weakref__", "conn", "finalizer", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+        self.finalizer = weakref.finalize(self, _close_if_owner, conn, self.pid)
+
+
+def _encode_metadata(metadata: Mapping[str, str]) -> str:
+    # ASCII-only JSON: any str survives (even lone surrogates, which SQLite's
+    # UTF-8 text cannot hold) and the text compares byte-for-byte.
+    return json.dumps(dict(metadata), separators=(",", ":"), sort_keys=True)
+
+
+def _decode_metadata(text: str) -> Mapping[str, str]:
+    if text == "{}":
+        return _NO_METADATA
+    decoded: dict[str, str] = json.loads(text)
+    return MappingProxyType(decoded)
+
+
+def _info_of(row: tuple[Any, ...]) -> SessionInfo:
+    return SessionInfo(
+        session_id=row[0],
+        user_id=row[1],
+        created_at=row[2],
+        refreshed_at=row[3],
+        idle_expires_at=row[4],
+        absolute_expires_at=row[5],
+        generation=row[6],
+        metadata=_decode_metadata(row[7]),
+    )
+
+
+def _stored_of(row: tuple[Any, ...]) -> StoredSession:
+    return StoredSession(
+        _info_of(row), current=row[8], previous=row[9], rotated_at=row[10], salt=row[11]
+    )
+
+
+def _state_values(state: StoredSession) -> tuple[Any, ...]:
+    """The UPDATE parameters of a state: every column, so that the row is
+    exactly what :func:`apply_rotation` returned, whatever fields it changes."""
+    info = state.info
+    return (
+        info.user_id,
+        info.created_at,
+        info.refreshed_at,
+        info.idle_expires_at,
+        info.absolute_expires_at,
+        info.generation,
+        _encode_metadata(info.metadata),
+        state.current,
+        state.previous,
+        state.rotated_at,
+        state.salt,
+        info.session_id,
+    )
+
+
+class SQLiteStore:
+    """A :class:`~tokenflow.ports.SessionStore` in an SQLite database file.
+
+    ``path`` names a file (created if missing, with its ``-wal`` and ``-shm``
+    companions beside it); ``":memory:"`` is refused because every connection
+    would see a different, empty database. Give tokenflow a file of its own:
+    the schema version lives in ``PRAGMA user_version``, which an application
+    sharing the file may also want. Every thread and process that opens the
+    same file shares the same sessions, with atomic rotation across all of
+    them; the file must be on a local disk (WAL mode needs shared memory,
+    which network file systems do not provide).
+
+    ``timeout`` is how many seconds an operation waits for another writer's
+    lock before raising :class:`sqlite3.OperationalError` ("database is
+    locked"), which the flow turns into an Unavailable decision.
+
+    Durability: ``synchronous=NORMAL`` in WAL mode survives an application
+    crash, but a power cut may lose the last transactions. Losing a rotation
+    makes the client's newest refresh token unknown, which ends that session
+    (the user logs in again); nothing is ever wrongly accepted.
+
+    Each thread gets its own connection, opened on first use and closed when
+    the thread ends or :meth:`close` is called. Expired sessions are deleted
+    when rotated; call :meth:`purge` periodically to drop the rest.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        raw = os.fspath(path)
+        if raw in ("", ":memory:"):
+            raise ConfigError(
+                "SQLiteStore needs a database file path; an in-memory database is private "
+                "to one connection. Use MemoryStore for a store that lives in memory"
+            )
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout >= 0):
+            raise ConfigError("SQLiteStore timeout must be a finite number of seconds >= 0")
+        # Absolute, so that a later chdir() cannot point new threads elsewhere.
+        self._path = os.path.abspath(raw)
+        self._timeout = float(timeout)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._closed = False
+        # The schema connection is not kept: a store built at import time in a
+        # pre-fork server (gunicorn --preload) then hands no open connection
+        # to its workers.
+        conn = self._connect()
+        try:
+            self._init_schema(conn)
+        finally:
+            conn.close()
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._timeout,  # SQLite's busy timeout: wait for a lock, don't fail at once
+            isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
+            check_same_thread=False,  # only so that close() may close other threads' connections
+        )
+        try:
+            # Per connection: fsync only at WAL checkpoints, not at every commit.
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        # journal_mode is persistent in the file; it cannot change inside a
+        # transaction, and returns the mode in force (not "wal" if refused).
+        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise ConfigError(
+                f"SQLiteStore could not put {self._path!r} in WAL mode (got {mode!r}); "
+                "use a file on a local file system"
+            )
+        # IMMEDIATE: processes starting together create the schema exactly once.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self._path!r} has tokenflow schema version {version}, but this release "
+                    f"reads version {SCHEMA_VERSION}; upgrade tokenflow or use another file"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.pid == os.getpid() and not self._closed:
+            return held.conn
+        # A holder from another pid was inherited across fork(): replacing it
+        # runs its finalizer, which parks the connection instead of closing it.
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError(f"{self!r} is closed")
+            held = _Held(self._connect())
+            self._held.add(held)
+        self._local.held = held
+        return held.conn
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        """Drop this thread's connection after a failure left it unusable."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.conn is conn:
+            del self._local.held
+            held.finalizer()
+
+    def _immediate(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``body`` in a ``BEGIN IMMEDIATE`` transaction: under the write lock."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    # A connection stuck in a transaction would fail every
+                    # later BEGIN in this thread: replace it.
+                    self._discard(conn)
+            raise
+        return result
+
+    def create(self, session: NewSession) -> None:
+        """Store a new session; a duplicate id raises ``ValueError``."""
+        info = session.info
+        times = (info.created_at, info.refreshed_at, info.idle_expires_at, info.absolute_expires_at)
+        if any(math.isnan(t) for t in times):
+            # SQLite stores NaN as NULL; refuse it here with a clear message.
+            raise ValueError("session times must be numbers, not NaN")
+        values = (
+            info.session_id,
+            info.user_id,
+            info.created_at,
+            info.refreshed_at,
+            info.idle_expires_at,
+            info.absolute_expires_at,
+            info.generation,
+            _encode_metadata(info.metadata),
+            session.verifier,
+            None,
+            None,
+            None,
+        )
+        try:
+            self._conn().execute(_INSERT, values)
+        except sqlite3.IntegrityError as exc:
+            # The only constraint NaN-free values can break is the primary key.
+            raise ValueError("session id already exists") from exc
+
+    def rotate(self, rotation: Rotation) -> RotationResult:
+        """Apply :func:`~tokenflow.stores.apply_rotation` under SQLite's write lock.
+
+        Read, decide and write back happen in one ``BEGIN IMMEDIATE``
+        transaction, so rotations of one session are serialised across every
+        thread and process using the file.
+        """
+
+        def body(conn: sqlite3.Connection) -> RotationResult:
+            row = conn.execute(_SELECT_ONE, (rotation.session_id,)).fetchone()
+            if row is None:
+                return RotationResult(RotationOutcome.UNKNOWN_SESSION)
+            stored = _stored_of(row)
+            result, state = apply_rotation(stored, rotation)
+            if state is None:
+                conn.execute(_DELETE_ONE, (rotation.session_id,))
+            elif state is not stored:  # GRACE returns the state unchanged: no write
+                conn.execute(_UPDATE, _state_values(state))
+            return result
+
+        return self._immediate(body)
+
+    def revoke(self, session_id: str) -> bool:
+        """Delete one session; True if it existed."""
+        return self._conn().execute(_DELETE_ONE, (session_id,)).rowcount > 0
+
+    def revoke_user(self, user_id: str) -> int:
+        """Delete every session of a user; the number deleted."""
+        return self._conn().execute(_DELETE_USER, (user_id,)).rowcount
+
+    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+        """The user's live sessions at ``now``, oldest first (ties by session id)."""
+        rows = self._conn().execute(_LIST_LIVE, (user_id, now, now)).fetchall()
+        return [_info_of(row) for row in rows]
+
+    def purge(self, now: float) -> int:
+        """Delete every session that is no longer live at ``now``; the number deleted."""
+        return self._conn().execute(_PURGE, (now,)).rowcount
+
+    def close(self) -> None:
+        """Close every thread's connection. Later operations raise
+        :class:`sqlite3.ProgrammingError`. Calling it again does nothing."""
+        with self._lock:
+            self._closed = True
+            held = list(self._held)
+            self._held.clear()
+        for h in held:
+            h.finalizer()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncSQLiteStore:
+    """The async face of :class:`SQLiteStore`, with the same file semantics.
+
+    :mod:`sqlite3` is blocking: a call can wait up to ``timeout`` seconds for
+    another process's write lock, and every commit writes to disk. Run on the
+    event loop, that would stall every other request, so each operation runs
+    the sync store's method in a worker thread (:func:`asyncio.to_thread`).
+    Each worker thread keeps its own connection; the default executor's
+    threads are reused, so the number of connections stays bounded.
+
+    A cancelled call may still complete in its thread: a rotation is then
+    applied although its caller never sees the result. That is the case the
+    grace window exists for; the client's retry with the old token gets
+    GRACE and converges on the same successor.
+
+    Constructing the store opens the file and creates the schema
+    synchronously: do it at startup. ``sync`` is the underlying
+    :class:`SQLiteStore`, for sync code sharing the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+        self.sync = SQLiteStore(path, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"AsyncSQLiteStore({self.sync.path!r})"
+
+    async def create(self, session: NewSession) -> None:
+        """Store a new session; a duplicate id raises ``ValueError``."""
+        await asyncio.to_thread(self.sync.create, session)
+
+    async def rotate(self, rotation: Rotation) -> RotationResult:
+        """Apply the reference rotation rule atomically (see :meth:`SQLiteStore.rotate`)."""
+        return await asyncio.to_thread(self.sync.rotate, rotation)
+
+    async def revoke(self, session_id: str) -> bool:
+        """Delete one session; True if it existed."""
+        return await asyncio.to_thread(self.sync.revoke, session_id)
+
+    async def revoke_user(self, user_id: str) -> int:
+        """Delete every session of a user; the number deleted."""
+        return await asyncio.to_thread(self.sync.revoke_user, user_id)
+
+    async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+        """The user's live sessions at ``now``, oldest first."""
+        return await asyncio.to_thread(self.sync.sessions_of, user_id, now)
+
+    async def purge(self, now: float) -> int:
+        """Delete every session that is no longer live; the number deleted."""
+        return await asyncio.to_thread(self.sync.purge, now)
+
+    async def close(self) -> None:
+        """Close every connection (the last close checkpoints the WAL: disk I/O)."""
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> AsyncSQLiteStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

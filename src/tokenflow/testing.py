@@ -1,0 +1,1350 @@
+"""Test helpers for tokenflow and for code built on it.
+
+- :class:`FakeClock`: time that moves only when told to.
+- The **session store conformance kit**: :func:`check_session_store` and
+  :func:`check_async_session_store`. Adapter authors call one of them from
+  their own test suite with a factory for their store; it raises
+  :class:`AssertionError` with an explanation on the first breach of the
+  :class:`~tokenflow.ports.SessionStore` contract.
+- Fakes of the identity ports: :class:`FakeUserDirectory`,
+  :class:`FakePasswordVerifier`, :class:`FakeExternalTokenVerifier`, and their
+  async faces (``AsyncFake...``), for tests and demos.
+
+The kit needs Hypothesis (``pip install 'tokenflow[testing]'``). It is
+imported only when a check runs, so the clock and the fakes work without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import enum
+import hashlib
+import hmac
+import math
+import secrets
+import threading
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from ._sessions import (
+    NewSession,
+    Rotation,
+    RotationOutcome,
+    RotationResult,
+    SessionInfo,
+    StoredSession,
+    apply_rotation,
+    derive_successor,
+    verifier_of,
+)
+from .ports import ExternalIdentity, Identity
+
+if TYPE_CHECKING:
+    from .ports import AsyncSessionStore, SessionStore
+
+__all__ = [
+    "AsyncFakeExternalTokenVerifier",
+    "AsyncFakePasswordVerifier",
+    "AsyncFakeUserDirectory",
+    "FakeClock",
+    "FakeExternalTokenVerifier",
+    "FakePasswordVerifier",
+    "FakeUserDirectory",
+    "check_async_session_store",
+    "check_session_store",
+]
+
+_T = TypeVar("_T")
+
+
+# ---------------------------------------------------------------------------
+# Clock
+# ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock for tests: returns ``start`` until :meth:`advance` moves it.
+
+    Call it like ``time.time``: ``clock()`` is the current time in seconds
+    since the epoch. Safe to read and advance from several threads.
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        if not math.isfinite(start):
+            raise ValueError("FakeClock start must be a finite number of seconds")
+        self._lock = threading.Lock()
+        self._now = float(start)
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds`` (>= 0); the new time."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError("FakeClock only moves forward: seconds must be finite and >= 0")
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+    def __repr__(self) -> str:
+        return f"FakeClock({self()!r})"
+
+
+# ---------------------------------------------------------------------------
+# Session store conformance kit
+# ---------------------------------------------------------------------------
+#
+# Every check is written once, as a scenario: a generator that yields the
+# store calls it needs (one ``_Call``, or a ``_Race`` of calls to release
+# together) and receives their outcomes, the way tokenflow's core is written.
+# The sync driver answers with direct calls and threads, the async driver
+# with awaits and tasks; no check exists twice. The Hypothesis state machine
+# is synchronous, so for an async store it runs in a worker thread and hands
+# each call to the caller's event loop, where the store lives.
+
+_T0 = 1_700_000_000.0
+"""Logical start time of every scenario."""
+_CALL_TIMEOUT = 60.0
+"""Seconds a single store call may take before the kit calls it hung."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One store call: ``store.<method>(*args)``."""
+
+    method: str
+    args: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Race:
+    """Calls to start at the same instant, on their own thread or task each."""
+
+    calls: tuple[_Call, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What a call returned or raised."""
+
+    value: object = None
+    error: Exception | None = None
+
+
+_Step = _Call | _Race
+_Ops = Generator[_Step, Any, _T]
+"""A scenario: yields steps, receives an ``_Outcome`` per ``_Call`` and a list
+of them per ``_Race``, returns its result."""
+
+
+def _fail(message: str) -> NoReturn:
+    # Not ``assert``: the kit must still check under ``python -O``.
+    raise AssertionError(message)
+
+
+def _unwrap(outcome: _Outcome, what: str) -> object:
+    if outcome.error is not None:
+        raise AssertionError(f"{what} raised {outcome.error!r}") from outcome.error
+    return outcome.value
+
+
+def _typed(value: object, kind: type[_T], what: str) -> _T:
+    if not isinstance(value, kind):
+        _fail(f"{what} returned {value!r}, not a {kind.__name__}")
+    return value
+
+
+# Store operations as scenario steps, each checking the type of its answer.
+
+
+def _create(session: NewSession, what: str) -> _Ops[None]:
+    _unwrap((yield _Call("create", (session,))), what)
+
+
+def _rotate(rotation: Rotation, what: str) -> _Ops[RotationResult]:
+    value = _unwrap((yield _Call("rotate", (rotation,))), what)
+    return _typed(value, RotationResult, what)
+
+
+def _revoke(session_id: str, what: str) -> _Ops[bool]:
+    value = _unwrap((yield _Call("revoke", (session_id,))), what)
+    return _typed(value, bool, what)
+
+
+def _revoke_user(user_id: str, what: str) -> _Ops[int]:
+    value = _unwrap((yield _Call("revoke_user", (user_id,))), what)
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(f"{what} returned {value!r}, not an int")
+    return value
+
+
+def _sessions_of(user_id: str, now: float, what: str) -> _Ops[list[SessionInfo]]:
+    value = _unwrap((yield _Call("sessions_of", (user_id, now))), what)
+    if not isinstance(value, Sequence):
+        _fail(f"{what} returned {value!r}, not a sequence")
+    return [_typed(info, SessionInfo, f"an item of {what}") for info in value]
+
+
+# Drivers.
+
+
+def _call_sync(store: SessionStore, call: _Call) -> _Outcome:
+    try:
+        return _Outcome(getattr(store, call.method)(*call.args))
+    except Exception as exc:
+        return _Outcome(error=exc)
+
+
+async def _call_async(store: AsyncSessionStore, call: _Call) -> _Outcome:
+    try:
+        return _Outcome(await getattr(store, call.method)(*call.args))
+    except Exception as exc:
+        return _Outcome(error=exc)
+
+
+def _race_threads(store: SessionStore, calls: Sequence[_Call]) -> list[_Outcome]:
+    """Run each call on its own thread, all released by one barrier."""
+    barrier = threading.Barrier(len(calls), timeout=_CALL_TIMEOUT)
+    outcomes: list[_Outcome | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError as exc:
+            outcomes[i] = _Outcome(error=exc)
+            return
+        outcomes[i] = _call_sync(store, calls[i])
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(_CALL_TIMEOUT * 2)
+    done = [o for o in outcomes if o is not None]
+    if len(done) != len(calls):
+        _fail(f"{len(calls) - len(done)} of {len(calls)} concurrent store calls never returned")
+    return done
+
+
+async def _race_tasks(store: AsyncSessionStore, calls: Sequence[_Call]) -> list[_Outcome]:
+    """Run each call in its own task; none starts its call before all are waiting."""
+    # A hand-made barrier: asyncio.Barrier needs Python 3.11.
+    ready = asyncio.Event()
+    waiting = 0
+
+    async def run(call: _Call) -> _Outcome:
+        nonlocal waiting
+        waiting += 1
+        if waiting == len(calls):
+            ready.set()
+        await ready.wait()
+        return await _call_async(store, call)
+
+    gathered = asyncio.gather(*(run(c) for c in calls))
+    try:
+        return list(await asyncio.wait_for(gathered, _CALL_TIMEOUT * 2))
+    except asyncio.TimeoutError:
+        _fail(f"{len(calls)} concurrent store calls did not all return")
+
+
+def _drive(ops: _Ops[_T], store: SessionStore) -> _T:
+    reply: object = None
+    while True:
+        try:
+            step = ops.send(reply)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        if isinstance(step, _Race):
+            reply = _race_threads(store, step.calls)
+        else:
+            reply = _call_sync(store, step)
+
+
+async def _adrive(ops: _Ops[_T], store: AsyncSessionStore) -> _T:
+    reply: object = None
+    while True:
+        try:
+            step = ops.send(reply)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        if isinstance(step, _Race):
+            reply = await _race_tasks(store, step.calls)
+        else:
+            reply = await _call_async(store, step)
+
+
+def _drive_calls(ops: _Ops[_T], call: Callable[[_Call], _Outcome]) -> _T:
+    """Drive a scenario without races through any way of making one call."""
+    reply: object = None
+    while True:
+        try:
+            step = ops.send(reply)
+        except StopIteration as stop:
+            result: _T = stop.value
+            return result
+        if isinstance(step, _Race):
+            raise TypeError("this driver runs no races")
+        reply = call(step)
+
+
+class _Ids:
+    """Fresh names and verifiers for one scenario.
+
+    Every scenario works under a random prefix, so stores need not start
+    empty: a factory may hand the kit the same store every time, or a store
+    already holding other data, and no scenario ever sees another's sessions.
+    Verifiers are distinct by construction (a collision would make "current"
+    and "previous" ambiguous, which never happens with real 256-bit secrets).
+    """
+
+    def __init__(self) -> None:
+        self.prefix = f"tfcheck-{secrets.token_hex(6)}"
+        self._n = 0
+
+    def _next(self) -> int:
+        self._n += 1
+        return self._n
+
+    def user(self, i: int) -> str:
+        return f"{self.prefix}-user{i}"
+
+    def session(self, tag: str = "s") -> str:
+        return f"{self.prefix}-{tag}-{self._next():05d}"
+
+    def secret(self) -> bytes:
+        return hashlib.sha256(f"{self.prefix}/secret/{self._next()}".encode()).digest()
+
+    def verifier(self) -> bytes:
+        return verifier_of(self.secret())
+
+    def salt(self) -> bytes:
+        return hashlib.sha256(f"{self.prefix}/salt/{self._next()}".encode()).digest()[:16]
+
+    def new_session(
+        self,
+        user_id: str,
+        now: float,
+        *,
+        idle: float,
+        absolute: float,
+        metadata: Mapping[str, str] | None = None,
+        session_id: str | None = None,
+        verifier: bytes | None = None,
+    ) -> NewSession:
+        info = SessionInfo(
+            session_id=session_id if session_id is not None else self.session(),
+            user_id=user_id,
+            created_at=now,
+            refreshed_at=now,
+            idle_expires_at=now + idle,
+            absolute_expires_at=now + absolute,
+            metadata=dict(metadata) if metadata else {},
+        )
+        return NewSession(info, verifier if verifier is not None else self.verifier())
+
+
+_WHY = {
+    RotationOutcome.ROTATED: "the presented verifier is the current one",
+    RotationOutcome.GRACE: (
+        "the presented verifier is the immediate predecessor and "
+        "now - rotated_at < grace_seconds; GRACE changes nothing and carries the stored salt"
+    ),
+    RotationOutcome.REUSED_PREVIOUS: (
+        "the presented verifier is the immediate predecessor, outside the grace window"
+    ),
+    RotationOutcome.REUSED_UNKNOWN: "the presented verifier is neither current nor predecessor",
+    RotationOutcome.EXPIRED: "now is past the session's idle or absolute expiry",
+    RotationOutcome.UNKNOWN_SESSION: "the store holds no such session",
+}
+
+
+def _info_diff(expected: SessionInfo | None, got: SessionInfo | None) -> str:
+    if expected is None or got is None:
+        return f"{got!r}, expected {expected!r}"
+    diffs = [
+        f"{f.name}={getattr(got, f.name)!r} (expected {getattr(expected, f.name)!r})"
+        for f in dataclasses.fields(SessionInfo)
+        if getattr(got, f.name) != getattr(expected, f.name)
+    ]
+    return ", ".join(diffs) or "equal"
+
+
+def _result_diff(expected: RotationResult, got: RotationResult) -> str:
+    parts = []
+    if got.outcome is not expected.outcome:
+        parts.append(
+            f"outcome {got.outcome.name}, expected {expected.outcome.name} "
+            f"({_WHY[expected.outcome]})"
+        )
+    if got.session != expected.session:
+        parts.append(f"session differs: {_info_diff(expected.session, got.session)}")
+    if got.salt != expected.salt:
+        if expected.salt is None:
+            parts.append("a salt was returned; only GRACE carries one")
+        elif got.salt is None:
+            parts.append("no salt was returned; GRACE must carry the stored one")
+        else:
+            parts.append("the salt differs from the one stored by the rotation being replayed")
+    return "; ".join(parts)
+
+
+def _check_rotation(
+    got: RotationResult, expected: RotationResult, what: str, *, may_forget: bool = False
+) -> None:
+    """Compare with the reference answer. ``may_forget``: an expired session
+    may already have been dropped by the store, which then rightly answers
+    UNKNOWN_SESSION instead of EXPIRED."""
+    if got == expected:
+        return
+    if may_forget and got == RotationResult(RotationOutcome.UNKNOWN_SESSION):
+        return
+    _fail(f"{what}: {_result_diff(expected, got)}")
+
+
+def _rotation(
+    session_id: str,
+    presented: bytes,
+    ids: _Ids,
+    now: float,
+    *,
+    idle: float = 1800.0,
+    grace: float = 60.0,
+) -> Rotation:
+    return Rotation(session_id, presented, ids.verifier(), ids.salt(), now, idle, grace)
+
+
+def _contract_scenario(ids: _Ids) -> _Ops[None]:
+    """(c) The contract, one rule at a time, with explicit expectations."""
+    t0 = _T0
+    alice, bob = ids.user(0), ids.user(1)
+    metadata = {"user_agent": "tokenflow conformance kit", "note": 'ünïcödé ☃ "q" \\ {}'}
+
+    # create, then read back through sessions_of: every field round-trips.
+    a = ids.new_session(alice, t0, idle=1800.0, absolute=86_400.0, metadata=metadata)
+    yield from _create(a, "create(new session)")
+    listed = yield from _sessions_of(alice, t0, "sessions_of after create")
+    if listed != [a.info]:
+        _fail(
+            "sessions_of must list a created session with every field unchanged "
+            f"(floats exact, metadata equal); got {listed!r}, expected {[a.info]!r}"
+        )
+
+    # A duplicate id is refused and changes nothing: silently overwriting would
+    # hand an existing session to whoever created the duplicate.
+    dup = ids.new_session(bob, t0 + 1, idle=10.0, absolute=20.0, session_id=a.info.session_id)
+    outcome = yield _Call("create", (dup,))
+    if outcome.error is None:
+        _fail("create accepted a session id that already exists; it must raise")
+    if (yield from _sessions_of(alice, t0, "sessions_of after duplicate")) != [a.info]:
+        _fail("a refused duplicate create changed the existing session")
+    if (yield from _sessions_of(bob, t0 + 1, "sessions_of after duplicate")) != []:
+        _fail("a refused duplicate create left a session behind")
+
+    # Unknown session.
+    ghost = _rotation(ids.session("ghost"), ids.verifier(), ids, t0)
+    got = yield from _rotate(ghost, "rotate(never-created session)")
+    _check_rotation(got, RotationResult(RotationOutcome.UNKNOWN_SESSION), "rotate(unknown id)")
+
+    # Current → ROTATED; the predecessor inside the window → GRACE with the salt.
+    r1 = _rotation(a.info.session_id, a.verifier, ids, t0 + 10, idle=600.0, grace=30.0)
+    rotated = replace(a.info, refreshed_at=t0 + 10, idle_expires_at=t0 + 10 + 600.0, generation=1)
+    got = yield from _rotate(r1, "rotate(current verifier)")
+    _check_rotation(got, RotationResult(RotationOutcome.ROTATED, rotated), "rotate(current)")
+    replay = replace(r1, successor=ids.verifier(), salt=ids.salt(), now=t0 + 20)
+    got = yield from _rotate(replay, "rotate(predecessor, inside grace)")
+    grace = RotationResult(RotationOutcome.GRACE, rotated, r1.salt)
+    _check_rotation(got, grace, "rotate(predecessor 10 s after rotation, grace_seconds=30)")
+    listed = yield from _sessions_of(alice, t0 + 20, "sessions_of after GRACE")
+    if listed != [rotated]:
+        _fail(f"GRACE must leave the session unchanged; sessions_of gives {listed!r}")
+
+    # Predecessor outside the window → REUSED_PREVIOUS, and the session is gone.
+    late = replace(replay, now=t0 + 10 + 30.0)
+    got = yield from _rotate(late, "rotate(predecessor, grace over)")
+    _check_rotation(
+        got,
+        RotationResult(RotationOutcome.REUSED_PREVIOUS),
+        "rotate(predecessor exactly grace_seconds after the rotation)",
+    )
+    after = replace(r1, successor=ids.verifier(), presented=r1.successor, now=t0 + 41)
+    got = yield from _rotate(after, "rotate(current verifier) after reuse")
+    _check_rotation(
+        got,
+        RotationResult(RotationOutcome.UNKNOWN_SESSION),
+        "a session revoked by REUSED_PREVIOUS must be deleted, but rotating its current verifier",
+    )
+
+    # grace_seconds=0: the predecessor is always reuse, even at the same instant.
+    b = ids.new_session(alice, t0, idle=1800.0, absolute=86_400.0)
+    yield from _create(b, "create")
+    rb = _rotation(b.info.session_id, b.verifier, ids, t0 + 5, grace=0.0)
+    got = yield from _rotate(rb, "rotate(current, grace_seconds=0)")
+    if got.outcome is not RotationOutcome.ROTATED:
+        _fail(f"rotate(current verifier) gave {got.outcome.name}, expected ROTATED")
+    same_instant = replace(rb, successor=ids.verifier(), salt=ids.salt())
+    got = yield from _rotate(same_instant, "rotate(predecessor, grace_seconds=0)")
+    _check_rotation(
+        got,
+        RotationResult(RotationOutcome.REUSED_PREVIOUS),
+        "with grace_seconds=0, rotate(predecessor at the very instant of its rotation)",
+    )
+
+    # An older generation → REUSED_UNKNOWN, and the session is gone.
+    c = ids.new_session(alice, t0, idle=1800.0, absolute=86_400.0)
+    yield from _create(c, "create")
+    rc1 = _rotation(c.info.session_id, c.verifier, ids, t0 + 1)
+    rc2 = _rotation(c.info.session_id, rc1.successor, ids, t0 + 2)
+    for r in (rc1, rc2):
+        got = yield from _rotate(r, "rotate(current verifier)")
+        if got.outcome is not RotationOutcome.ROTATED:
+            _fail(f"rotate(current verifier) gave {got.outcome.name}, expected ROTATED")
+    oldest = _rotation(c.info.session_id, c.verifier, ids, t0 + 3)
+    got = yield from _rotate(oldest, "rotate(generation 0 after two rotations)")
+    _check_rotation(
+        got, RotationResult(RotationOutcome.REUSED_UNKNOWN), "rotate(two generations old)"
+    )
+    gone = _rotation(c.info.session_id, rc2.successor, ids, t0 + 4)
+    got = yield from _rotate(gone, "rotate(current) after REUSED_UNKNOWN")
+    _check_rotation(
+        got,
+        RotationResult(RotationOutcome.UNKNOWN_SESSION),
+        "a session revoked by REUSED_UNKNOWN must be deleted, but rotating its current verifier",
+    )
+
+    # Sliding renewal never passes the absolute expiry.
+    d = ids.new_session(alice, t0, idle=60.0, absolute=100.0)
+    yield from _create(d, "create")
+    rd = _rotation(d.info.session_id, d.verifier, ids, t0 + 50, idle=1000.0)
+    capped = replace(
+        d.info, refreshed_at=t0 + 50, idle_expires_at=d.info.absolute_expires_at, generation=1
+    )
+    got = yield from _rotate(rd, "rotate(idle_seconds beyond the absolute expiry)")
+    _check_rotation(
+        got,
+        RotationResult(RotationOutcome.ROTATED, capped),
+        "idle renewal must be capped at absolute_expires_at; rotate",
+    )
+
+    # Expiry: idle, then absolute. A store that already dropped the session
+    # may say UNKNOWN_SESSION; afterwards it must be gone either way.
+    for label, idle, absolute in (("idle", 30.0, 86_400.0), ("absolute", 1800.0, 30.0)):
+        e = ids.new_session(alice, t0, idle=idle, absolute=absolute)
+        yield from _create(e, "create")
+        at = t0 + 30.0
+        re = _rotation(e.info.session_id, e.verifier, ids, at)
+        got = yield from _rotate(re, f"rotate(at its {label} expiry)")
+        _check_rotation(
+            got,
+            RotationResult(RotationOutcome.EXPIRED),
+            f"rotate(exactly at the {label} expiry)",
+            may_forget=True,
+        )
+        again = replace(re, successor=ids.verifier(), salt=ids.salt())
+        got = yield from _rotate(again, "rotate after EXPIRED")
+        _check_rotation(
+            got,
+            RotationResult(RotationOutcome.UNKNOWN_SESSION),
+            "an expired session must be deleted, but rotating it again",
+        )
+
+    # revoke reports whether the session existed.
+    f = ids.new_session(bob, t0, idle=1800.0, absolute=86_400.0)
+    yield from _create(f, "create")
+    if (yield from _revoke(f.info.session_id, "revoke(existing)")) is not True:
+        _fail("revoke of an existing session must return True")
+    if (yield from _revoke(f.info.session_id, "revoke(again)")) is not False:
+        _fail("revoke of an already revoked session must return False")
+    if (yield from _revoke(ids.session("ghost"), "revoke(unknown)")) is not False:
+        _fail("revoke of a never-created session must return False")
+    got = yield from _rotate(_rotation(f.info.session_id, f.verifier, ids, t0 + 1), "rotate")
+    _check_rotation(
+        got, RotationResult(RotationOutcome.UNKNOWN_SESSION), "rotate of a revoked session"
+    )
+
+    # revoke_user counts and touches nobody else.
+    carol, dave = ids.user(2), ids.user(3)
+    for _ in range(3):
+        yield from _create(ids.new_session(carol, t0, idle=1800.0, absolute=86_400.0), "create")
+    kept = ids.new_session(dave, t0, idle=1800.0, absolute=86_400.0)
+    yield from _create(kept, "create")
+    if (n := (yield from _revoke_user(carol, "revoke_user"))) != 3:
+        _fail(f"revoke_user of a user with 3 sessions returned {n}")
+    if (yield from _sessions_of(carol, t0, "sessions_of after revoke_user")) != []:
+        _fail("sessions_of lists sessions of a user after revoke_user")
+    if (yield from _sessions_of(dave, t0, "sessions_of")) != [kept.info]:
+        _fail("revoke_user of one user removed another user's session")
+    if (n := (yield from _revoke_user(carol, "revoke_user(again)"))) != 0:
+        _fail(f"revoke_user of a user without sessions returned {n}")
+
+    # sessions_of: live only, oldest first, ties broken by session id.
+    erin = ids.user(4)
+    late_ = ids.new_session(
+        erin, t0 + 5, idle=1800.0, absolute=86_400.0, session_id=ids.session("a")
+    )
+    tie_z = ids.new_session(
+        erin, t0 + 1, idle=1800.0, absolute=86_400.0, session_id=ids.session("z")
+    )
+    tie_m = ids.new_session(
+        erin, t0 + 1, idle=1800.0, absolute=86_400.0, session_id=ids.session("m")
+    )
+    idle_dead = ids.new_session(erin, t0, idle=9.0, absolute=86_400.0)
+    abs_dead = ids.new_session(erin, t0, idle=1800.0, absolute=10.0)
+    for s in (late_, tie_z, idle_dead, tie_m, abs_dead):
+        yield from _create(s, "create")
+    listed = yield from _sessions_of(erin, t0 + 10, "sessions_of")
+    expected = [tie_m.info, tie_z.info, late_.info]
+    if listed != expected:
+        _fail(
+            "sessions_of must list live sessions only, by (created_at, session_id); got ids "
+            f"{[i.session_id for i in listed]}, expected {[i.session_id for i in expected]}"
+        )
+
+
+def _race_scenario(ids: _Ids, callers: int, rounds: int) -> _Ops[None]:
+    """(b) Concurrent rotations converge on one generation; revocation wins races."""
+    user = ids.user(0)
+    secret = ids.secret()
+    s = ids.new_session(user, _T0, idle=86_400.0, absolute=1e7, verifier=verifier_of(secret))
+    sid = s.info.session_id
+    yield from _create(s, "create")
+    now = _T0
+    grace = 600.0
+    for rnd in range(1, rounds + 1):
+        now += 1.0
+        rotations = []
+        for _ in range(callers):
+            salt = ids.salt()
+            successor = verifier_of(derive_successor(secret, salt))
+            rotations.append(
+                Rotation(sid, verifier_of(secret), successor, salt, now, 86_400.0, grace)
+            )
+        outcomes = yield _Race(tuple(_Call("rotate", (r,)) for r in rotations))
+        what = f"round {rnd}: {callers} concurrent rotate() presenting the current verifier"
+        results = [_typed(_unwrap(o, what), RotationResult, what) for o in outcomes]
+        winners = [i for i, r in enumerate(results) if r.outcome is RotationOutcome.ROTATED]
+        if len(winners) != 1:
+            counts = collections.Counter(r.outcome.name for r in results)
+            _fail(
+                f"{what}: {len(winners)} got ROTATED, exactly one must (the others GRACE); "
+                f"outcomes {dict(counts)}. Rotation is not an atomic compare-and-set"
+            )
+        won = results[winners[0]]
+        if won.session is None or won.session.generation != rnd:
+            _fail(f"{what}: the winner's session has generation {won.session!r}, expected {rnd}")
+        expected_grace = RotationResult(
+            RotationOutcome.GRACE, won.session, rotations[winners[0]].salt
+        )
+        for i, r in enumerate(results):
+            if i != winners[0]:
+                _check_rotation(r, expected_grace, f"{what}, a losing call")
+        # Every caller now derives the same successor from the salt it got.
+        successor_secret = derive_successor(secret, rotations[winners[0]].salt)
+        listed = yield from _sessions_of(user, now, "sessions_of after a race")
+        if listed != [won.session]:
+            _fail(f"{what}: afterwards sessions_of gives {listed!r}, expected {[won.session]!r}")
+        secret = successor_secret
+
+    # The converged successor is the one live generation: it rotates...
+    now += 1.0
+    final = _rotation(sid, verifier_of(secret), ids, now, idle=86_400.0, grace=grace)
+    got = yield from _rotate(final, "rotate(successor derived by every racer)")
+    if got.outcome is not RotationOutcome.ROTATED:
+        _fail(f"after the races, the successor every caller derived gave {got.outcome.name}")
+    # ...and what was current before it is now a predecessor: reuse, once the window is over.
+    stale = _rotation(sid, verifier_of(secret), ids, now + grace, idle=86_400.0, grace=grace)
+    got = yield from _rotate(stale, "rotate(predecessor after the grace window)")
+    _check_rotation(
+        got,
+        RotationResult(RotationOutcome.REUSED_PREVIOUS),
+        "after the races, rotate(predecessor, grace over)",
+    )
+    current = _rotation(sid, final.successor, ids, now + grace, grace=grace)
+    got = yield from _rotate(current, "rotate(current verifier) after reuse")
+    _check_rotation(
+        got,
+        RotationResult(RotationOutcome.UNKNOWN_SESSION),
+        "a session revoked by REUSED_PREVIOUS must be deleted, but rotating its current verifier",
+    )
+
+    # revoke_user racing rotations: no rotation may resurrect a revoked session.
+    for rnd in range(1, rounds + 1):
+        victim = ids.user(100 + rnd)
+        sessions = [
+            ids.new_session(victim, now, idle=86_400.0, absolute=1e7)
+            for _ in range(max(1, callers - 1))
+        ]
+        for ns in sessions:
+            yield from _create(ns, "create")
+        rots = [
+            _rotation(ns.info.session_id, ns.verifier, ids, now + 1, grace=grace) for ns in sessions
+        ]
+        calls = [_Call("rotate", (r,)) for r in rots] + [_Call("revoke_user", (victim,))]
+        outcomes = yield _Race(tuple(calls))
+        what = f"round {rnd}: revoke_user() racing {len(rots)} rotate()"
+        count = _unwrap(outcomes[-1], what)
+        if count != len(sessions):
+            _fail(f"{what}: revoke_user returned {count!r}, but {len(sessions)} sessions existed")
+        for rot, outcome in zip(rots, outcomes[:-1], strict=True):
+            got = _typed(_unwrap(outcome, what), RotationResult, what)
+            if got.outcome not in (RotationOutcome.ROTATED, RotationOutcome.UNKNOWN_SESSION):
+                _fail(f"{what}: a rotation gave {got.outcome.name}, not ROTATED or UNKNOWN_SESSION")
+            for presented in (rot.presented, rot.successor):
+                probe = _rotation(rot.session_id, presented, ids, now + 2)
+                got = yield from _rotate(probe, what)
+                _check_rotation(
+                    got,
+                    RotationResult(RotationOutcome.UNKNOWN_SESSION),
+                    f"{what}: afterwards, rotating a revoked session",
+                )
+        if (left := (yield from _sessions_of(victim, now + 2, what))) != []:
+            _fail(f"{what}: sessions survived revoke_user: {left!r}")
+        now += 10.0
+
+
+class _Presented(enum.Enum):
+    """Which verifier a rotation in the state machine presents."""
+
+    CURRENT = "current"
+    PREVIOUS = "previous"
+    OLDER = "older"
+    RANDOM = "random"
+
+
+def _run_state_machine(
+    open_store: Callable[[], Callable[[_Call], _Outcome]], max_examples: int
+) -> None:
+    """(a) Random sequences of operations, each answer checked against a model.
+
+    The model holds :class:`StoredSession` objects and applies
+    :func:`apply_rotation`: the reference rule, so any disagreement is the
+    store's. ``open_store`` makes a store and returns how to call it.
+    """
+    from hypothesis import HealthCheck, settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import (
+        RuleBasedStateMachine,
+        invariant,
+        precondition,
+        rule,
+        run_state_machine_as_test,
+    )
+
+    users = 3
+    text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+    lifetimes = st.sampled_from([0.0, 1.0, 30.0, 120.0, 1800.0, 86_400.0]) | st.floats(0, 4000)
+    renewals = st.sampled_from([0.0, 1.0, 60.0, 1800.0, 1e6])
+    graces = st.sampled_from([0.0, 0.5, 10.0, 60.0])
+    steps = st.sampled_from([0.0, 0.25, 1.0, 9.75, 10.0, 60.0, 600.0, 1800.0]) | st.floats(0, 2000)
+
+    class SessionStoreMachine(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.call = open_store()
+            self.ids = _Ids()
+            self.now = _T0
+            self.model: dict[str, StoredSession] = {}
+            self.history: dict[str, list[bytes]] = {}  # every verifier, oldest first
+            self.created: list[str] = []  # every id ever created, deleted ones too
+
+        def run(self, ops: _Ops[_T]) -> _T:
+            return _drive_calls(ops, self.call)
+
+        def live_ids(self) -> list[str]:
+            return [sid for sid, s in self.model.items() if s.info.is_live(self.now)]
+
+        @rule(
+            user=st.integers(0, users - 1),
+            tag=st.sampled_from("abc"),
+            idle=lifetimes,
+            absolute=lifetimes,
+            metadata=st.dictionaries(text, text, max_size=3),
+        )
+        def create(
+            self, user: int, tag: str, idle: float, absolute: float, metadata: dict[str, str]
+        ) -> None:
+            new = self.ids.new_session(
+                self.ids.user(user),
+                self.now,
+                idle=idle,
+                absolute=absolute,
+                metadata=metadata,
+                session_id=self.ids.session(tag),
+            )
+            self.run(_create(new, "create(new session)"))
+            sid = new.info.session_id
+            self.model[sid] = StoredSession.new(new)
+            self.history[sid] = [new.verifier]
+            self.created.append(sid)
+
+        @precondition(lambda self: bool(self.live_ids()))
+        @rule(data=st.data(), user=st.integers(0, users - 1))
+        def create_duplicate(self, data: st.DataObject, user: int) -> None:
+            sid = data.draw(st.sampled_from(self.live_ids()), label="session")
+            dup = self.ids.new_session(
+                self.ids.user(user), self.now, idle=60.0, absolute=60.0, session_id=sid
+            )
+            outcome = self.run(_raw(_Call("create", (dup,))))
+            if outcome.error is None:
+                _fail(f"create accepted the id of live session {sid!r}; it must raise")
+
+        @precondition(lambda self: bool(self.created))
+        @rule(
+            data=st.data(),
+            presented=st.sampled_from(_Presented),
+            idle=renewals,
+            grace=graces,
+        )
+        def rotate(
+            self, data: st.DataObject, presented: _Presented, idle: float, grace: float
+        ) -> None:
+            sid = data.draw(st.sampled_from(self.created), label="session")
+            verifier, label = self.pick(data, sid, presented)
+            self.check_rotation(
+                Rotation(
+                    sid, verifier, self.ids.verifier(), self.ids.salt(), self.now, idle, grace
+                ),
+                label,
+            )
+
+        @rule(idle=renewals, grace=graces)
+        def rotate_unknown_session(self, idle: float, grace: float) -> None:
+            rotation = Rotation(
+                self.ids.session("ghost"),
+                self.ids.verifier(),
+                self.ids.verifier(),
+                self.ids.salt(),
+                self.now,
+                idle,
+                grace,
+            )
+            self.check_rotation(rotation, "a random")
+
+        def pick(self, data: st.DataObject, sid: str, which: _Presented) -> tuple[bytes, str]:
+            history = self.history[sid]
+            if which is _Presented.CURRENT:
+                return history[-1], "its current"
+            if which is _Presented.PREVIOUS and len(history) >= 2:
+                return history[-2], "its previous"
+            if which is _Presented.OLDER and len(history) >= 3:
+                older = data.draw(st.sampled_from(history[:-2]), label="older verifier")
+                return older, f"an older (generation {history.index(older)})"
+            return self.ids.verifier(), "a random"
+
+        def check_rotation(self, rotation: Rotation, label: str) -> None:
+            sid = rotation.session_id
+            stored = self.model.get(sid)
+            if stored is None:
+                expected, state = RotationResult(RotationOutcome.UNKNOWN_SESSION), None
+            else:
+                expected, state = apply_rotation(stored, rotation)
+            what = (
+                f"rotate(session {sid!r}, presenting {label} verifier, now=T0+{self.now - _T0!r}, "
+                f"idle_seconds={rotation.idle_seconds!r}, grace_seconds={rotation.grace_seconds!r})"
+            )
+            got = self.run(_rotate(rotation, what))
+            _check_rotation(
+                got, expected, what, may_forget=expected.outcome is RotationOutcome.EXPIRED
+            )
+            if stored is not None:
+                if state is None:
+                    del self.model[sid]
+                else:
+                    self.model[sid] = state
+            if expected.outcome is RotationOutcome.ROTATED:
+                self.history[sid].append(rotation.successor)
+
+        @rule(seconds=steps)
+        def advance_clock(self, seconds: float) -> None:
+            self.now += seconds
+
+        @precondition(lambda self: bool(self.created))
+        @rule(data=st.data())
+        def revoke(self, data: st.DataObject) -> None:
+            sid = data.draw(st.sampled_from(self.created), label="session")
+            stored = self.model.pop(sid, None)
+            got = self.run(_revoke(sid, f"revoke({sid!r})"))
+            if stored is None:
+                allowed = {False}
+            elif stored.info.is_live(self.now):
+                allowed = {True}
+            else:  # expired: the store may have dropped it already
+                allowed = {True, False}
+            if got not in allowed:
+                _fail(f"revoke({sid!r}) returned {got!r}, expected one of {sorted(allowed)}")
+
+        @rule(user=st.integers(0, users - 1))
+        def revoke_user(self, user: int) -> None:
+            uid = self.ids.user(user)
+            mine = [sid for sid, s in self.model.items() if s.info.user_id == uid]
+            live = sum(self.model[sid].info.is_live(self.now) for sid in mine)
+            for sid in mine:
+                del self.model[sid]
+            got = self.run(_revoke_user(uid, f"revoke_user({uid!r})"))
+            # Expired sessions may already be gone from the store.
+            if not live <= got <= len(mine):
+                _fail(
+                    f"revoke_user({uid!r}) returned {got}; the user had {len(mine)} sessions, "
+                    f"{live} of them live"
+                )
+
+        @invariant()
+        def listings_match(self) -> None:
+            for user in range(users):
+                uid = self.ids.user(user)
+                expected = sorted(
+                    (
+                        s.info
+                        for s in self.model.values()
+                        if s.info.user_id == uid and s.info.is_live(self.now)
+                    ),
+                    key=lambda i: (i.created_at, i.session_id),
+                )
+                what = f"sessions_of({uid!r}, T0+{self.now - _T0!r})"
+                got = self.run(_sessions_of(uid, self.now, what))
+                if got != expected:
+                    _fail(
+                        f"{what} returned {got!r}; expected the live sessions oldest first: "
+                        f"{expected!r}"
+                    )
+
+    run_state_machine_as_test(
+        SessionStoreMachine,
+        settings=settings(
+            max_examples=max_examples,
+            stateful_step_count=30,
+            deadline=None,  # stores do I/O; latency is not what is checked here
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+
+
+def _raw(call: _Call) -> _Ops[_Outcome]:
+    """A single call whose outcome, exception included, the scenario inspects."""
+    outcome: _Outcome = yield call
+    return outcome
+
+
+def _validate(max_examples: int, callers: int, rounds: int) -> None:
+    if max_examples < 1:
+        raise ValueError("max_examples must be >= 1")
+    if callers < 2:
+        raise ValueError("a race needs at least 2 concurrent callers")
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+
+
+def check_session_store(
+    make_store: Callable[[], SessionStore],
+    *,
+    max_examples: int = 50,
+    threads: int = 8,
+    rounds: int = 5,
+) -> None:
+    """Check a :class:`~tokenflow.ports.SessionStore` against its contract.
+
+    Raises :class:`AssertionError` saying what went wrong on the first breach;
+    returns ``None`` when the store conforms. Three parts run in order:
+
+    1. **Contract checks**, one rule at a time: create and read back (every
+       field, metadata included, round-trips exactly), duplicate ids refused,
+       ROTATED / GRACE (with the stored salt) / REUSED_PREVIOUS /
+       REUSED_UNKNOWN / EXPIRED / UNKNOWN_SESSION, deletion after reuse and
+       expiry, idle renewal capped by the absolute expiry, ``grace_seconds=0``,
+       ``revoke`` and ``revoke_user`` results, ``sessions_of`` order
+       (``created_at``, then ``session_id``) and liveness.
+    2. **A Hypothesis state machine** (``max_examples`` runs of up to 30
+       steps): create, rotate presenting the current, previous, an older or a
+       random verifier, advance a logical clock, revoke, revoke_user, with
+       ``sessions_of`` compared after every step. Each answer must equal that
+       of :func:`tokenflow.stores.apply_rotation` on a model of the sessions.
+       Times must round-trip exactly and be compared exactly as the reference
+       rule does (``now - rotated_at < grace_seconds``,
+       ``min(now + idle_seconds, absolute_expires_at)``).
+    3. **Races** (``rounds`` each): ``threads`` threads released together
+       rotate one session presenting the same verifier with their own salts:
+       exactly one must get ROTATED and every other GRACE with the winner's
+       salt, so that all derive the same successor, which must then be the one
+       live generation. Then ``revoke_user`` races rotations of the user's
+       sessions: no session may survive.
+
+    One leniency, in every part: a session past its expiry may already have
+    been dropped by the store (a TTL, a purge), so for it UNKNOWN_SESSION is
+    accepted instead of EXPIRED, and ``revoke`` / ``revoke_user`` may leave
+    it out of their answers. Live sessions get no leniency.
+
+    ``make_store`` is called once per part and once per Hypothesis example.
+    It may return a fresh store or the same one every time: every scenario
+    works under random session and user ids, so a store need not be empty
+    and earlier data is never seen. The kit never closes a store; whoever
+    makes them owns them. Metadata in the generated sessions is any Unicode
+    text except NUL and lone surrogates.
+    """
+    _validate(max_examples, threads, rounds)
+    _drive(_contract_scenario(_Ids()), make_store())
+
+    def open_store() -> Callable[[_Call], _Outcome]:
+        store = make_store()
+        return lambda call: _call_sync(store, call)
+
+    _run_state_machine(open_store, max_examples)
+    _drive(_race_scenario(_Ids(), threads, rounds), make_store())
+
+
+async def check_async_session_store(
+    make_store: Callable[[], AsyncSessionStore],
+    *,
+    max_examples: int = 50,
+    tasks: int = 8,
+    rounds: int = 5,
+) -> None:
+    """Check an :class:`~tokenflow.ports.AsyncSessionStore` against its contract.
+
+    The same checks as :func:`check_session_store`, with ``tasks`` asyncio
+    tasks (released together) instead of threads in the races. Await it from
+    a test running on the event loop the store belongs to: ``make_store`` is
+    called, and every store call awaited, on that loop. (The Hypothesis state
+    machine itself is synchronous; it runs in a worker thread and submits
+    each call to the loop.)
+    """
+    _validate(max_examples, tasks, rounds)
+    loop = asyncio.get_running_loop()
+    await _adrive(_contract_scenario(_Ids()), make_store())
+
+    async def made() -> AsyncSessionStore:
+        return make_store()
+
+    def on_loop(coro: Coroutine[Any, Any, _T]) -> _T:
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(_CALL_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            _fail(f"a store call did not return within {_CALL_TIMEOUT} s")
+
+    def open_store() -> Callable[[_Call], _Outcome]:
+        store = on_loop(made())
+        return lambda call: on_loop(_call_async(store, call))
+
+    await asyncio.to_thread(_run_state_machine, open_store, max_examples)
+    await _adrive(_race_scenario(_Ids(), tasks, rounds), make_store())
+
+
+# ---------------------------------------------------------------------------
+# Fakes of the identity ports
+# ---------------------------------------------------------------------------
+
+
+def _unavailable(fake: object) -> ConnectionError:
+    return ConnectionError(f"{type(fake).__name__} is unavailable (its 'unavailable' flag is set)")
+
+
+class FakeUserDirectory:
+    """An in-memory :class:`~tokenflow.ports.UserDirectory` for tests and demos.
+
+    Users are added with claims, can be disabled (``load_user`` then returns
+    ``None``, as for a deleted user) and deleted. External identities map to
+    local users through :meth:`link`; with ``allow_signup``, an unlinked
+    identity gets a new user ``"<provider>:<subject>"``. It never links an
+    identity to an existing user on its own (linking by e-mail address is how
+    accounts are taken over through a rogue identity provider).
+
+    Set ``unavailable`` to make every port call raise :class:`ConnectionError`,
+    as a directory that is down would. Thread-safe.
+    """
+
+    def __init__(self, *, allow_signup: bool = False) -> None:
+        self.allow_signup = allow_signup
+        self.unavailable = False
+        self._lock = threading.Lock()
+        self._users: dict[str, Identity] = {}
+        self._disabled: set[str] = set()
+        self._links: dict[tuple[str, str], str] = {}
+
+    def __repr__(self) -> str:
+        return f"FakeUserDirectory(users={len(self._users)}, links={len(self._links)})"
+
+    def add_user(self, user_id: str, claims: Mapping[str, Any] | None = None) -> Identity:
+        """Add (or replace) an enabled user; the identity ``load_user`` will return."""
+        identity = Identity(user_id, MappingProxyType(dict(claims or {})))
+        with self._lock:
+            self._users[user_id] = identity
+            self._disabled.discard(user_id)
+        return identity
+
+    def set_claims(self, user_id: str, claims: Mapping[str, Any]) -> None:
+        """Change a user's claims (roles...): the next access token carries them."""
+        identity = Identity(user_id, MappingProxyType(dict(claims)))
+        with self._lock:
+            self._require(user_id)
+            self._users[user_id] = identity
+
+    def disable(self, user_id: str) -> None:
+        """Make ``load_user`` return ``None`` for the user until :meth:`enable`."""
+        with self._lock:
+            self._require(user_id)
+            self._disabled.add(user_id)
+
+    def enable(self, user_id: str) -> None:
+        """Undo :meth:`disable`."""
+        with self._lock:
+            self._require(user_id)
+            self._disabled.discard(user_id)
+
+    def delete(self, user_id: str) -> None:
+        """Remove the user and every external identity linked to them."""
+        with self._lock:
+            self._require(user_id)
+            del self._users[user_id]
+            self._disabled.discard(user_id)
+            for key in [k for k, v in self._links.items() if v == user_id]:
+                del self._links[key]
+
+    def link(self, provider: str, subject: str, user_id: str) -> None:
+        """Map an external identity (provider, subject) to an existing local user."""
+        with self._lock:
+            self._require(user_id)
+            self._links[(provider, subject)] = user_id
+
+    def _require(self, user_id: str) -> None:
+        if user_id not in self._users:
+            raise KeyError(f"no user {user_id!r} in this FakeUserDirectory")
+
+    def load_user(self, user_id: str) -> Identity | None:
+        """The user's identity, or ``None`` if unknown, disabled or deleted."""
+        with self._lock:
+            if self.unavailable:
+                raise _unavailable(self)
+            if user_id in self._disabled:
+                return None
+            return self._users.get(user_id)
+
+    def link_external(self, identity: ExternalIdentity) -> str | None:
+        """The linked user's id; a new user's with ``allow_signup``; else ``None``.
+
+        Also ``None`` when the linked user is disabled: refuse at login rather
+        than open a session that the next refresh would end.
+        """
+        key = (identity.provider, identity.subject)
+        with self._lock:
+            if self.unavailable:
+                raise _unavailable(self)
+            user_id = self._links.get(key)
+            if user_id is None and self.allow_signup:
+                user_id = f"{identity.provider}:{identity.subject}"
+                if user_id in self._users:
+                    return None  # taken by an unlinked local user: never merge silently
+                self._users[user_id] = Identity(user_id)
+                self._links[key] = user_id
+            if user_id is None or user_id in self._disabled:
+                return None
+            return user_id
+
+
+class AsyncFakeUserDirectory:
+    """The async face of :class:`FakeUserDirectory`; manage users through ``sync``."""
+
+    def __init__(self, sync: FakeUserDirectory | None = None) -> None:
+        self.sync = sync if sync is not None else FakeUserDirectory()
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    async def load_user(self, user_id: str) -> Identity | None:
+        """See :meth:`FakeUserDirectory.load_user`."""
+        return self.sync.load_user(user_id)
+
+    async def link_external(self, identity: ExternalIdentity) -> str | None:
+        """See :meth:`FakeUserDirectory.link_external`."""
+        return self.sync.link_external(identity)
+
+
+@dataclass(frozen=True, slots=True)
+class _PasswordRecord:
+    user_id: str
+    salt: bytes = dataclasses.field(repr=False)
+    digest: bytes = dataclasses.field(repr=False)
+
+
+# Deliberately cheap parameters: this is a fake for fast tests, not a way to
+# store real passwords (tokenflow's identity helpers do that).
+_SCRYPT = {"n": 2**10, "r": 8, "p": 1, "dklen": 32}
+_PBKDF2_ITERATIONS = 2_000
+
+
+def _hash_password(password: str, salt: bytes) -> bytes:
+    # surrogatepass: a password is untrusted input, and a lone surrogate
+    # (valid in a JSON string) must be a wrong password, not an exception.
+    secret = password.encode("utf-8", "surrogatepass")
+    if hasattr(hashlib, "scrypt"):  # absent when OpenSSL lacks it (some FIPS builds)
+        return hashlib.scrypt(secret, salt=salt, **_SCRYPT)
+    return hashlib.pbkdf2_hmac("sha256", secret, salt, _PBKDF2_ITERATIONS)
+
+
+class FakePasswordVerifier:
+    """An in-memory :class:`~tokenflow.ports.PasswordVerifier` for tests and demos.
+
+    Keeps a salted scrypt hash per username (PBKDF2-HMAC-SHA256 where the
+    platform has no scrypt), never the password, with parameters cheap enough
+    for tests. An unknown username is hashed against a dummy record, so that
+    it takes as long as a wrong password. ``passwords`` maps usernames to
+    passwords to start with (each user id equal to its username).
+
+    Set ``unavailable`` to make :meth:`verify_password` raise
+    :class:`ConnectionError`. Thread-safe.
+    """
+
+    def __init__(self, passwords: Mapping[str, str] | None = None) -> None:
+        self.unavailable = False
+        self._lock = threading.Lock()
+        self._records: dict[str, _PasswordRecord] = {}
+        dummy_salt = secrets.token_bytes(16)
+        self._dummy = _PasswordRecord(
+            "", dummy_salt, _hash_password(secrets.token_urlsafe(16), dummy_salt)
+        )
+        for username, password in (passwords or {}).items():
+            self.set_password(username, password)
+
+    def __repr__(self) -> str:
+        return f"FakePasswordVerifier(users={len(self._records)})"
+
+    def set_password(self, username: str, password: str, *, user_id: str | None = None) -> None:
+        """Set a user's password; ``user_id`` (default: the username) is what a match returns."""
+        salt = secrets.token_bytes(16)
+        record = _PasswordRecord(
+            user_id if user_id is not None else username, salt, _hash_password(password, salt)
+        )
+        with self._lock:
+            self._records[username] = record
+
+    def remove(self, username: str) -> None:
+        """Forget a username (no error if unknown)."""
+        with self._lock:
+            self._records.pop(username, None)
+
+    def verify_password(self, username: str, password: str) -> str | None:
+        """The user id if the pair matches, else ``None``; same work either way."""
+        with self._lock:
+            if self.unavailable:
+                raise _unavailable(self)
+            record = self._records.get(username)
+        known = record is not None
+        checked = record if record is not None else self._dummy
+        match = hmac.compare_digest(_hash_password(password, checked.salt), checked.digest)
+        return checked.user_id if known and match else None
+
+
+class AsyncFakePasswordVerifier:
+    """The async face of :class:`FakePasswordVerifier`; set passwords through ``sync``.
+
+    Hashing runs inline: the fake's parameters are cheap enough not to stall
+    an event loop in tests.
+    """
+
+    def __init__(self, sync: FakePasswordVerifier | None = None) -> None:
+        self.sync = sync if sync is not None else FakePasswordVerifier()
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    async def verify_password(self, username: str, password: str) -> str | None:
+        """See :meth:`FakePasswordVerifier.verify_password`."""
+        return self.sync.verify_password(username, password)
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuedToken:
+    identity: ExternalIdentity
+    expires_at: float
+
+
+class FakeExternalTokenVerifier:
+    """A :class:`~tokenflow.ports.ExternalTokenVerifier` that knows the tokens it issued.
+
+    Tokens are opaque strings mapped to an :class:`~tokenflow.ports.ExternalIdentity`
+    of ``provider``: mint one with :meth:`issue`, or :meth:`register` a string
+    of your choice (a malformed one, say). ``verify_token`` accepts a token
+    while ``now < expires_at``. The identity's claims are the given ones plus
+    ``sub`` and ``exp``, as a verified ID token would carry.
+
+    Set ``unavailable`` to make :meth:`verify_token` raise
+    :class:`ConnectionError`, as a verifier whose key set is unreachable
+    would. Thread-safe.
+    """
+
+    def __init__(self, provider: str = "fake-idp") -> None:
+        self.provider = provider
+        self.unavailable = False
+        self._lock = threading.Lock()
+        self._tokens: dict[str, _IssuedToken] = {}
+
+    def __repr__(self) -> str:
+        return f"FakeExternalTokenVerifier({self.provider!r}, tokens={len(self._tokens)})"
+
+    def register(
+        self,
+        token: str,
+        subject: str,
+        *,
+        expires_at: float,
+        claims: Mapping[str, Any] | None = None,
+    ) -> ExternalIdentity:
+        """Make ``token`` verify as ``subject`` until ``expires_at``; the identity it yields."""
+        all_claims = {**(claims or {}), "sub": subject, "exp": expires_at}
+        identity = ExternalIdentity(self.provider, subject, MappingProxyType(all_claims))
+        with self._lock:
+            self._tokens[token] = _IssuedToken(identity, expires_at)
+        return identity
+
+    def issue(
+        self, subject: str, *, expires_at: float, claims: Mapping[str, Any] | None = None
+    ) -> str:
+        """A fresh random token for ``subject``, valid until ``expires_at``."""
+        token = f"fake-{secrets.token_urlsafe(24)}"
+        self.register(token, subject, expires_at=expires_at, claims=claims)
+        return token
+
+    def revoke(self, token: str) -> None:
+        """Make ``token`` unknown (no error if it already is)."""
+        with self._lock:
+            self._tokens.pop(token, None)
+
+    def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
+        """The identity of a known token that has not expired at ``now``, else ``None``."""
+        with self._lock:
+            if self.unavailable:
+                raise _unavailable(self)
+            issued = self._tokens.get(token)
+        if issued is None or not now < issued.expires_at:
+            return None
+        return issued.identity
+
+
+class AsyncFakeExternalTokenVerifier:
+    """The async face of :class:`FakeExternalTokenVerifier`; issue tokens through ``sync``."""
+
+    def __init__(self, sync: FakeExternalTokenVerifier | None = None) -> None:
+        self.sync = sync if sync is not None else FakeExternalTokenVerifier()
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    async def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
+        """See :meth:`FakeExternalTokenVerifier.verify_token`."""
+        return self.sync.verify_token(token, now)
+
+
+# ---------------------------------------------------------------------------
+# Flow race harness
+# ---------------------------------------------------------------------------
+#
+# Reserved for the harness that races whole refresh flows (parallel tabs,
+# lost responses, a logout during a refresh) against a store. It is added by
+# the flow work; keep this section last.
