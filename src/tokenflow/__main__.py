@@ -19,7 +19,11 @@ def _keygen(args: argparse.Namespace) -> int:
             print(f"tokenflow keygen: {exc}", file=sys.stderr)
             return 2
         return 0
-    print(Key.generate(args.kid).entry(active=True))
+    try:
+        print(Key.generate(args.kid).entry(active=True))
+    except ConfigError as exc:
+        print(f"tokenflow keygen: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

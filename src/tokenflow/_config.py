@@ -12,9 +12,18 @@ from ._errors import ConfigError
 __all__ = ["FlowConfig"]
 
 
+_MAX_LIFETIME = 366 * 86400
+"""No lifetime beyond a year: longer is a mistake, and keeps every expiry in 64 bits."""
+
+
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive whole number of seconds, not {value!r}")
+    if value > _MAX_LIFETIME:
+        raise ConfigError(
+            f"{name} is {value} s, over a year ({_MAX_LIFETIME} s); sessions that long "
+            "belong to a different design (long-lived API keys)"
+        )
     return value
 
 

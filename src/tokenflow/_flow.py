@@ -296,8 +296,8 @@ class FlowCore:
         # and a directory failure leaves the session untouched.
         identity: Identity | None = yield LoadUser(user_id)
         if identity is None:
-            yield RevokeSession(session_id)
-            events.append(SessionRevoked(user_id, session_id, RevokeCause.USER_DISABLED))
+            if (yield RevokeSession(session_id)):
+                events.append(SessionRevoked(user_id, session_id, RevokeCause.USER_DISABLED))
             return UnauthorizedReason.USER_DISABLED
 
         salt = random(SALT_BYTES)
@@ -356,8 +356,12 @@ class FlowCore:
                 return UnauthorizedReason.LOGIN_FAILED
         elif isinstance(credentials, ExternalTokenCredentials):
             method = credentials.provider
-            if method not in self._providers or type(credentials.token) is not str:
+            # Type checks first: client-supplied values may be unhashable.
+            if type(method) is not str or method not in self._providers:
                 events.append(LoginFailed(LoginFailure.UNKNOWN_PROVIDER, str(method)))
+                return UnauthorizedReason.LOGIN_FAILED
+            if type(credentials.token) is not str:
+                events.append(LoginFailed(LoginFailure.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
             external: ExternalIdentity | None = yield VerifyExternalToken(
                 method, credentials.token, now
@@ -471,11 +475,12 @@ class FlowCore:
             session_id = claims.get("sid")
             if type(session_id) is str:
                 try:
-                    yield RevokeSession(session_id)
+                    revoked = yield RevokeSession(session_id)
                 except PortError as failure:
                     events.append(PortFailed(failure.port, failure.error))
                     return Unavailable(failure.error, failure.port, tuple(events))
-                events.append(SessionRevoked(claims["sub"], session_id, RevokeCause.LOGOUT))
+                if revoked:
+                    events.append(SessionRevoked(claims["sub"], session_id, RevokeCause.LOGOUT))
                 break
         return Unauthorized(UnauthorizedReason.LOGGED_OUT, self._clear, tuple(events))
 

@@ -55,8 +55,15 @@ class Key:
 
     def __post_init__(self) -> None:
         if not isinstance(self.kid, str) or not _KID.fullmatch(self.kid):
+            # Never echo an invalid id: with the arguments or the entry's two
+            # halves swapped, the "id" is the secret.
+            found = (
+                f"{len(self.kid)} characters"
+                if isinstance(self.kid, str)
+                else f"a {type(self.kid).__name__}"
+            )
             raise ConfigError(
-                f"key id {self.kid!r} is invalid: use 1 to 16 characters of "
+                f"a key id is invalid ({found}): use 1 to 16 characters of "
                 "A-Z, a-z, 0-9, '_' or '-'"
             )
         if not isinstance(self.secret, bytes) or len(self.secret) != KEY_BYTES:
@@ -129,7 +136,12 @@ class KeyRing:
                     f"key ring entry {position} is not of the form '<key id>:<key>' "
                     "(entries are separated by commas; the active one starts with '*')"
                 )
-            key = Key(kid, _decode_key(secret, kid) if _KID.fullmatch(kid) else b"")
+            if not _KID.fullmatch(kid):
+                raise ConfigError(
+                    f"key ring entry {position} has an invalid key id: use 1 to 16 characters "
+                    "of A-Z, a-z, 0-9, '_' or '-', then ':', then the key"
+                )
+            key = Key(kid, _decode_key(secret, kid))
             (active if is_active else retired).append(key)
         if len(active) != 1:
             raise ConfigError(

@@ -70,6 +70,7 @@ class Purpose(enum.Enum):
 
 
 _ACCESS: Final = Purpose.ACCESS
+_REFRESH: Final = Purpose.REFRESH
 
 
 # base64url -> standard alphabet; '+', '/' and '=' map to '*', which the strict
@@ -224,12 +225,20 @@ class TokenCodec:
             raise TokenTooLarge(name, size, COOKIE_BUDGET)
 
     def _rekey(self) -> _Subkey:
-        # Racing threads may each draw a salt; that only ends a subkey early.
+        # Under the lock only one racing thread draws a new salt; the others
+        # find the fresh sealer and take a count from it like any other seal.
         with self._lock:
-            if next(self._sealer.sealed) >= SUBKEY_SEAL_LIMIT:
-                self._sealer = self._new_sealer(self._random(SALT_BYTES))
-                self._cache_subkey(self._sealer)
-            return self._sealer
+            sealer = self._sealer
+            if next(sealer.sealed) < SUBKEY_SEAL_LIMIT:
+                return sealer
+            sealer = self._new_sealer(self._random(SALT_BYTES))
+            # The seal that triggered the rekey is the new subkey's first: count
+            # it, or the subkey would carry SUBKEY_SEAL_LIMIT + 1 tokens.
+            next(sealer.sealed)
+            self._sealer = sealer
+        # Outside the lock: _cache_subkey takes it, and threading.Lock is not reentrant.
+        self._cache_subkey(sealer)
+        return sealer
 
     # -- opening -------------------------------------------------------------
 
@@ -240,7 +249,7 @@ class TokenCodec:
         the caller. Every failure raises :class:`InvalidToken`; its ``reason``
         says which check failed, its message never does.
         """
-        # The spec's validation order: shape, encoding, version, key id, tag,
+        # The spec's validation order: shape, encoding, version, layout, key id, tag,
         # claims, time. Everything after the tag check runs on authenticated
         # bytes only. Inlined on purpose: this is every request's hot path.
         if type(token) is not str or len(token) & 3 or len(token) > MAX_TOKEN_CHARS:
@@ -253,34 +262,62 @@ class TokenCodec:
             if raw[0] != VERSION:
                 raise InvalidToken(TokenFailure.UNSUPPORTED_VERSION)
             end = raw[1] + (2 + SALT_BYTES)
-            sub = self._cache.get(raw[1:end]) or self._subkey_for(raw, end)
+            # The length check comes before the cache lookup, so a token cut
+            # short is MALFORMED whether or not its subkey is cached, and AES-GCM
+            # never sees a nonce shorter than 12 bytes.
+            if len(raw) < end + (NONCE_BYTES + TAG_BYTES + 2):
+                raise InvalidToken(TokenFailure.MALFORMED)
+            sub = self._cache.get(raw[1:end])
+            fresh = sub is None
+            if sub is None:
+                sub = self._subkey_for(raw, end)
             plain = sub.aead.decrypt(
                 raw[end : end + NONCE_BYTES],
                 raw[end + NONCE_BYTES :],
-                sub.ad_access if purpose is _ACCESS else sub.ad_refresh,
+                # Anything but a Purpose gets an associated data no token has:
+                # a wrong argument fails closed instead of opening the other kind.
+                sub.ad_access
+                if purpose is _ACCESS
+                else sub.ad_refresh
+                if purpose is _REFRESH
+                else b"",
             )
+            if fresh:
+                # Cached only once a tag verified under it: forged salts can
+                # cost a derivation each, but never evict live subkeys.
+                self._cache_subkey(sub)
         except InvalidTag:
             raise InvalidToken(TokenFailure.TAG_MISMATCH) from None
         except (IndexError, ValueError):
-            # Too short for its header, or a nonce cut short by the end of the token.
+            # An empty token (no version byte); ValueError is defensive only.
             raise InvalidToken(TokenFailure.MALFORMED) from None
         try:
             claims = orjson.loads(plain)
-            # The sealer guarantees the member types; a claim set that breaks
-            # them can only come from a leaked key, and still fails closed here.
-            expired = now >= claims["exp"] + self._leeway
-            early = claims["iat"] > now + self._leeway
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+        except orjson.JSONDecodeError:
             raise InvalidToken(TokenFailure.BAD_CLAIMS) from None
+        # The sealer guarantees the member types; a claim set that breaks them
+        # can only come from a leaked key or a faulty implementation, and fails
+        # closed here (a float or boolean exp must not open, nor a missing sub).
+        if (
+            type(claims) is not dict
+            or type(exp := claims.get("exp")) is not int
+            or type(iat := claims.get("iat")) is not int
+            or type(claims.get("sub")) is not str
+        ):
+            raise InvalidToken(TokenFailure.BAD_CLAIMS)
+        # Written so that a NaN ``now`` fails both tests: every comparison with
+        # NaN is false, so "not (now < ...)" holds and the token is refused.
+        expired = not now < exp + self._leeway
+        early = not iat <= now + self._leeway
         if expired:
             raise InvalidToken(TokenFailure.EXPIRED)
         if early:
             raise InvalidToken(TokenFailure.NOT_YET_VALID)
-        return claims  # type: ignore[no-any-return]
+        return claims
 
     def _subkey_for(self, raw: bytes, end: int) -> _Subkey:
         kid_len = raw[1]
-        if not 1 <= kid_len <= 16 or len(raw) < end + NONCE_BYTES + TAG_BYTES + 2:
+        if not 1 <= kid_len <= 16:
             raise InvalidToken(TokenFailure.MALFORMED)
         try:
             key = self._keyring.get(raw[2 : 2 + kid_len].decode("ascii"))
@@ -288,9 +325,7 @@ class TokenCodec:
             key = None
         if key is None:
             raise InvalidToken(TokenFailure.UNKNOWN_KEY)
-        sub = _Subkey(key.secret, raw[:end], raw[end - SALT_BYTES : end])
-        self._cache_subkey(sub)
-        return sub
+        return _Subkey(key.secret, raw[:end], raw[end - SALT_BYTES : end])
 
     def _cache_subkey(self, sub: _Subkey) -> None:
         with self._lock:

@@ -1,0 +1,653 @@
+"""PostgreSQL session stores (psycopg 3): durable sessions shared by every application server.
+
+The table (see ``postgres_schema.sql`` beside this module, applied by
+:func:`apply_schema`) has one row per session: the four times as ``double
+precision`` seconds, the generation, ``jsonb`` metadata, and the current and
+previous verifiers and the last rotation's salt as ``bytea``. Verifiers are
+SHA-256 digests of refresh secrets, never the secrets.
+
+**Rotation is one SQL statement, one round trip.** A data-modifying CTE:
+``cur`` reads the row ``FOR UPDATE`` and computes the outcome with
+:func:`~tokenflow.stores.apply_rotation`'s rule; ``rotated`` updates the row
+when the outcome is ROTATED; ``deleted`` deletes it on EXPIRED and reuse; the
+final SELECT reports the outcome and the session. Run as a single statement
+in autocommit mode, it is its own transaction.
+
+Why it is atomic under concurrency, at PostgreSQL's default READ COMMITTED
+isolation: ``FOR UPDATE`` makes concurrent rotations of one session queue on
+the row lock. When the winner commits, each waiter's lock step re-reads the
+*newest* version of the row (PostgreSQL's EvalPlanQual recheck) and the CASE
+that computes the outcome is evaluated on that version, so a loser that
+presented the same verifier sees the winner's successor as current, its own
+verifier as the predecessor, and answers GRACE with the winner's salt. The
+UPDATE and DELETE join ``cur``, so they can only run after ``cur`` holds the
+lock, and act on the same newest version (the statement's snapshot may still
+show the old one; the same recheck moves them to the newest). A waiter whose
+row was deleted by the winner finds no row: UNKNOWN_SESSION, exactly what the
+serial order would give. Under REPEATABLE READ or SERIALIZABLE (if the
+server, database or role defaults to them) the waiter gets a serialization
+failure instead; the store retries it a few times, and the retry, in a new
+transaction, sees the winner's row.
+
+Comparisons use ``double precision``, IEEE doubles like Python floats, and
+the one addition (``now + idle_seconds``) is the same IEEE addition, so the
+SQL decides exactly as the Python rule. Results are fetched in binary, so no
+``extra_float_digits`` setting can round the times.
+
+Connections: pass a :class:`psycopg_pool.ConnectionPool` (best: configure it
+with ``kwargs={"autocommit": True}`` for one round trip per operation), a
+:class:`psycopg.Connection` opened with ``autocommit=True`` (serialises all
+threads on it), or a conninfo string (the store opens and owns a small
+autocommit pool). In a pool without autocommit every operation is still
+correct, wrapped in BEGIN/COMMIT by the pool: three round trips instead of one.
+
+Expired sessions are deleted when rotated; run :meth:`PostgresStore.purge`
+periodically (every few minutes) for the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from importlib import resources
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg.rows import TupleRow, tuple_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from .._errors import ConfigError
+from .._sessions import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
+
+__all__ = [
+    "AsyncPostgresStore",
+    "PostgresStore",
+    "apply_schema",
+    "apply_schema_async",
+    "schema_sql",
+]
+
+_T = TypeVar("_T")
+
+DEFAULT_TABLE: Final = "tokenflow_sessions"
+
+# Serialisation failures (only under REPEATABLE READ or SERIALIZABLE) are
+# retried: the failed attempt rolled back entirely, and the retry's fresh
+# snapshot shows the winner's committed row.
+_ATTEMPTS = 4
+
+# An unquoted-style name, or schema.name. Index names are derived from the
+# table name and PostgreSQL silently truncates identifiers past 63 bytes,
+# which could make two tables' index names collide: hence the length limit.
+_TABLE_RE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,49})")
+
+# An arbitrary, fixed advisory-lock key ("tokenflow" in ASCII, truncated to
+# 63 bits): servers starting together create the schema one after the other
+# (concurrent CREATE ... IF NOT EXISTS can fail on the catalog's unique keys).
+_SCHEMA_LOCK_KEY: Final = 0x746F6B656E666C6F
+
+_INFO_COLUMNS = (
+    "session_id",
+    "user_id",
+    "created_at",
+    "refreshed_at",
+    "idle_expires_at",
+    "absolute_expires_at",
+    "generation",
+    "metadata",
+)
+
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
+def _names(table: str) -> tuple[sql.Identifier, sql.Identifier, sql.Identifier]:
+    """``(table, user index, expiry index)`` identifiers; raises ConfigError on a bad name."""
+    match = _TABLE_RE.fullmatch(table) if isinstance(table, str) else None
+    if match is None:
+        raise ConfigError(
+            f"invalid table name {table!r}: use letters, digits and underscores "
+            "(at most 50 characters, not starting with a digit), optionally as schema.table"
+        )
+    schema, base = match.groups()
+    ident = sql.Identifier(schema, base) if schema else sql.Identifier(base)
+    # Indexes always live in their table's schema: their names are unqualified.
+    return ident, sql.Identifier(f"{base}_by_user"), sql.Identifier(f"{base}_by_expiry")
+
+
+def _schema_template() -> sql.SQL:
+    text = resources.files("tokenflow.stores").joinpath("postgres_schema.sql").read_text("utf-8")
+    return sql.SQL(text)
+
+
+def _schema(table: str) -> sql.Composed:
+    ident, user_index, expiry_index = _names(table)
+    return _schema_template().format(table=ident, user_index=user_index, expiry_index=expiry_index)
+
+
+def schema_sql(table: str = DEFAULT_TABLE, conn: psycopg.Connection[Any] | None = None) -> str:
+    """The schema's SQL text for ``table``, for migration tools or ``psql``.
+
+    ``conn`` is only used to render identifiers with the server's quoting
+    rules; any psycopg 3.2+ renders them without one.
+    """
+    return _schema(table).as_string(conn)
+
+
+def _lock_and_schema(table: str) -> tuple[sql.Composed, sql.Composed]:
+    return sql.SQL("SELECT pg_advisory_xact_lock({})").format(_SCHEMA_LOCK_KEY), _schema(table)
+
+
+def apply_schema(conn: psycopg.Connection[Any], *, table: str = DEFAULT_TABLE) -> None:
+    """Create the sessions table and its indexes if they do not exist (idempotent).
+
+    Runs in a transaction (a savepoint if ``conn`` is already in one) under an
+    advisory lock, so that application servers starting together do not trip
+    over each other.
+    """
+    lock, schema = _lock_and_schema(table)
+    with conn.transaction():
+        conn.execute(lock)
+        conn.execute(schema)
+
+
+async def apply_schema_async(
+    conn: psycopg.AsyncConnection[Any], *, table: str = DEFAULT_TABLE
+) -> None:
+    """The async variant of :func:`apply_schema`."""
+    lock, schema = _lock_and_schema(table)
+    async with conn.transaction():
+        await conn.execute(lock)
+        await conn.execute(schema)
+
+
+class _Statements:
+    """The SQL of every operation, composed once per table, and the pure
+    parameter/row conversions: shared by the sync and async stores."""
+
+    def __init__(self, table: str) -> None:
+        ident, _, _ = _names(table)
+        self.table = table
+        info_columns = sql.SQL(", ").join(map(sql.Identifier, _INFO_COLUMNS))
+        self.insert = sql.SQL("INSERT INTO {t} ({cols}, current_verifier) VALUES ({vals})").format(
+            t=ident,
+            cols=info_columns,
+            vals=sql.SQL(", ").join([sql.Placeholder()] * (len(_INFO_COLUMNS) + 1)),
+        )
+        # The rotation rule, in the order apply_rotation checks it: liveness
+        # first, then the current verifier, then the predecessor. A NULL
+        # previous_verifier makes its comparisons NULL (not true), so a
+        # session never rotated answers REUSED_UNKNOWN, like the Python rule.
+        # bytea equality is not constant-time; verifiers are SHA-256 digests
+        # of 256-bit random secrets, so timing tells nothing exploitable.
+        self.rotate = sql.SQL(
+            """
+            WITH cur AS MATERIALIZED (
+                SELECT {cols}, current_verifier, salt,
+                    CASE
+                        WHEN NOT (%(now)s < idle_expires_at AND %(now)s < absolute_expires_at)
+                            THEN 'expired'
+                        WHEN current_verifier = %(presented)s
+                            THEN 'rotated'
+                        WHEN previous_verifier = %(presented)s
+                            AND %(now)s - rotated_at < %(grace)s
+                            THEN 'grace'
+                        WHEN previous_verifier = %(presented)s
+                            THEN 'reused_previous'
+                        ELSE 'reused_unknown'
+                    END AS outcome
+                FROM {t}
+                WHERE session_id = %(sid)s
+                FOR UPDATE
+            ),
+            rotated AS (
+                UPDATE {t} AS s SET
+                    current_verifier = %(successor)s,
+                    previous_verifier = cur.current_verifier,
+                    rotated_at = %(now)s,
+                    salt = %(salt)s,
+                    refreshed_at = %(now)s,
+                    -- Sliding renewal never passes the absolute lifetime.
+                    idle_expires_at = LEAST(%(now)s + %(idle)s, cur.absolute_expires_at),
+                    generation = cur.generation + 1
+                FROM cur
+                WHERE s.session_id = cur.session_id AND cur.outcome = 'rotated'
+                RETURNING s.refreshed_at, s.idle_expires_at, s.generation
+            ),
+            deleted AS (
+                DELETE FROM {t} AS s USING cur
+                WHERE s.session_id = cur.session_id
+                    AND cur.outcome IN ('expired', 'reused_previous', 'reused_unknown')
+            )
+            SELECT cur.outcome, cur.session_id, cur.user_id, cur.created_at,
+                COALESCE(rotated.refreshed_at, cur.refreshed_at),
+                COALESCE(rotated.idle_expires_at, cur.idle_expires_at),
+                cur.absolute_expires_at,
+                COALESCE(rotated.generation, cur.generation),
+                cur.metadata, cur.salt, rotated.generation IS NOT NULL
+            FROM cur LEFT JOIN rotated ON true
+            """
+        ).format(t=ident, cols=info_columns)
+        self.revoke = sql.SQL("DELETE FROM {t} WHERE session_id = %s").format(t=ident)
+        self.revoke_user = sql.SQL("DELETE FROM {t} WHERE user_id = %s").format(t=ident)
+        self.sessions_of = sql.SQL(
+            """
+            SELECT {cols} FROM {t}
+            WHERE user_id = %s AND %s < idle_expires_at AND %s < absolute_expires_at
+            ORDER BY created_at, session_id
+            """
+        ).format(t=ident, cols=info_columns)
+        # SKIP LOCKED: never wait behind a rotation holding a row (it deletes
+        # the row itself if it finds it expired). The LEAST(...) expression is
+        # the expiry index's, verbatim; `LEAST(a, b) <= now` is exactly
+        # `not SessionInfo.is_live(now)`.
+        self.purge = sql.SQL(
+            """
+            DELETE FROM {t} WHERE session_id IN (
+                SELECT session_id FROM {t}
+                WHERE LEAST(idle_expires_at, absolute_expires_at) <= %s
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            )
+            """
+        ).format(t=ident)
+
+    @staticmethod
+    def insert_params(session: NewSession) -> tuple[Any, ...]:
+        info = session.info
+        times = (info.created_at, info.refreshed_at, info.idle_expires_at, info.absolute_expires_at)
+        if any(math.isnan(t) for t in times):
+            # PostgreSQL orders NaN above every number, unlike Python: refuse it.
+            raise ValueError("session times must be numbers, not NaN")
+        return (
+            info.session_id,
+            info.user_id,
+            *(float(t) for t in times),
+            int(info.generation),
+            Jsonb(dict(info.metadata)),
+            session.verifier,
+        )
+
+    @staticmethod
+    def rotate_params(rotation: Rotation) -> dict[str, Any]:
+        # float(): the parameters must be float8, whatever numeric type the
+        # caller used, so that the SQL arithmetic is the Python arithmetic.
+        return {
+            "sid": rotation.session_id,
+            "presented": rotation.presented,
+            "successor": rotation.successor,
+            "salt": rotation.salt,
+            "now": float(rotation.now),
+            "idle": float(rotation.idle_seconds),
+            "grace": float(rotation.grace_seconds),
+        }
+
+    @staticmethod
+    def rotation_result(row: TupleRow | None) -> RotationResult:
+        if row is None:
+            return RotationResult(RotationOutcome.UNKNOWN_SESSION)
+        outcome = RotationOutcome(row[0])
+        if outcome is RotationOutcome.ROTATED:
+            if not row[10]:
+                # Cannot happen while the row is locked by `cur`; refuse to
+                # report a rotation that was not written.
+                raise RuntimeError("rotation decided but not written")
+            return RotationResult(outcome, _info_of(row[1:9]))
+        if outcome is RotationOutcome.GRACE:
+            return RotationResult(outcome, _info_of(row[1:9]), bytes(row[9]))
+        return RotationResult(outcome)
+
+
+def _info_of(row: Sequence[Any]) -> SessionInfo:
+    """A SessionInfo from the values of ``_INFO_COLUMNS``, in that order."""
+    metadata: dict[str, str] = row[7]
+    return SessionInfo(
+        session_id=row[0],
+        user_id=row[1],
+        created_at=row[2],
+        refreshed_at=row[3],
+        idle_expires_at=row[4],
+        absolute_expires_at=row[5],
+        generation=row[6],
+        metadata=MappingProxyType(metadata) if metadata else _NO_METADATA,
+    )
+
+
+def _check_batch(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError("batch_size must be a positive integer")
+
+
+def _owned_pool_kwargs() -> dict[str, Any]:
+    # The pool a conninfo string gets: small, autocommit (one round trip per
+    # operation), and failing within 5 s when the server is unreachable rather
+    # than after the pool's default 30 s (the flow turns the error into a 503).
+    return {
+        "min_size": 1,
+        "max_size": 10,
+        "timeout": 5.0,
+        "kwargs": {"autocommit": True},
+        "name": "tokenflow",
+    }
+
+
+def _single_connection_error(name: str) -> ConfigError:
+    return ConfigError(
+        f"{name} needs a connection opened with autocommit=True: each operation is one "
+        "self-committing statement, and row locks must not outlive it. Or pass a pool"
+    )
+
+
+class PostgresStore:
+    """A :class:`~tokenflow.ports.SessionStore` in a PostgreSQL table.
+
+    ``target`` is a :class:`psycopg_pool.ConnectionPool` (recommended; give
+    it ``kwargs={"autocommit": True}``), a :class:`psycopg.Connection` opened
+    with ``autocommit=True``, or a conninfo string, for which the store opens
+    a pool of up to 10 connections and closes it in :meth:`close`. Pools and
+    connections passed in are never closed by the store.
+
+    ``table`` names the table (``name`` or ``schema.name``); create it with
+    :func:`apply_schema`. Rotation is one statement in one round trip; see the
+    module docs for why it is atomic. Call :meth:`purge` periodically.
+    """
+
+    def __init__(
+        self,
+        target: str | psycopg.Connection[Any] | ConnectionPool[Any],
+        *,
+        table: str = DEFAULT_TABLE,
+    ) -> None:
+        self._sql = _Statements(table)
+        self._pool: ConnectionPool[Any] | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self._owns_pool = False
+        if isinstance(target, str):
+            self._pool = ConnectionPool(target, open=True, **_owned_pool_kwargs())
+            self._owns_pool = True
+        elif isinstance(target, ConnectionPool):
+            self._pool = target
+        elif isinstance(target, psycopg.Connection):
+            if not target.autocommit:
+                raise _single_connection_error("PostgresStore")
+            self._conn = target
+        else:
+            raise ConfigError(
+                "PostgresStore needs a psycopg_pool.ConnectionPool, a psycopg.Connection "
+                f"or a conninfo string, not {type(target).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        # The pool and conninfo are left out: a conninfo may hold a password.
+        return f"PostgresStore(table={self._sql.table!r})"
+
+    @property
+    def table(self) -> str:
+        """The sessions table's name."""
+        return self._sql.table
+
+    def close(self) -> None:
+        """Close the pool the store opened for a conninfo string (nothing else)."""
+        if self._owns_pool and self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._pool is not None:
+            # The pool's context commits (or rolls back) a connection that is
+            # not in autocommit mode, and replaces broken ones.
+            with self._pool.connection() as conn:
+                yield conn
+        else:
+            assert self._conn is not None
+            yield self._conn
+
+    def _run(self, body: Callable[[psycopg.Cursor[TupleRow]], _T]) -> _T:
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+                    return body(cur)
+            except psycopg.errors.SerializationFailure:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def create(self, session: NewSession) -> None:
+        """Store a new session; a duplicate id raises ``ValueError``."""
+        params = self._sql.insert_params(session)
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> None:
+            cur.execute(self._sql.insert, params)
+
+        try:
+            self._run(body)
+        except psycopg.errors.UniqueViolation as exc:
+            raise ValueError("session id already exists") from exc
+
+    def rotate(self, rotation: Rotation) -> RotationResult:
+        """Apply the rotation rule atomically: one statement, one round trip."""
+        params = self._sql.rotate_params(rotation)
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> RotationResult:
+            cur.execute(self._sql.rotate, params, binary=True)
+            return self._sql.rotation_result(cur.fetchone())
+
+        return self._run(body)
+
+    def revoke(self, session_id: str) -> bool:
+        """Delete one session; True if it existed."""
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> bool:
+            cur.execute(self._sql.revoke, (session_id,))
+            return cur.rowcount > 0
+
+        return self._run(body)
+
+    def revoke_user(self, user_id: str) -> int:
+        """Delete every session of a user; the number deleted."""
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> int:
+            cur.execute(self._sql.revoke_user, (user_id,))
+            return cur.rowcount
+
+        return self._run(body)
+
+    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+        """The user's live sessions at ``now``, oldest first (ties by session id)."""
+        params = (user_id, float(now), float(now))
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> list[SessionInfo]:
+            cur.execute(self._sql.sessions_of, params, binary=True)
+            return [_info_of(row) for row in cur.fetchall()]
+
+        return self._run(body)
+
+    def purge(self, now: float, *, batch_size: int = 10_000) -> int:
+        """Delete every session that is no longer live at ``now``; the number deleted.
+
+        Deletes in batches of ``batch_size`` rows, each its own statement (and,
+        in autocommit mode, its own transaction), so that a large backlog never
+        holds many row locks or one long transaction. Rows locked by a
+        rotation in progress are skipped; that rotation deletes them itself.
+        """
+        _check_batch(batch_size)
+        total = 0
+        while True:
+
+            def body(cur: psycopg.Cursor[TupleRow]) -> int:
+                cur.execute(self._sql.purge, (float(now), batch_size))
+                return cur.rowcount
+
+            deleted = self._run(body)
+            total += deleted
+            if deleted < batch_size:
+                return total
+
+
+class AsyncPostgresStore:
+    """The async variant of :class:`PostgresStore`, with the same table and semantics.
+
+    ``target`` is a :class:`psycopg_pool.AsyncConnectionPool` (recommended,
+    with ``kwargs={"autocommit": True}``), a :class:`psycopg.AsyncConnection`
+    opened with ``autocommit=True``, or a conninfo string (the store opens its
+    own pool on first use; close it with :meth:`aclose` or ``async with``).
+    """
+
+    def __init__(
+        self,
+        target: str | psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any],
+        *,
+        table: str = DEFAULT_TABLE,
+    ) -> None:
+        self._sql = _Statements(table)
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._owns_pool = False
+        self._opened = False
+        if isinstance(target, str):
+            # Opening an async pool needs a running event loop, which a
+            # constructor may not have: it opens at the first operation.
+            self._pool = AsyncConnectionPool(target, open=False, **_owned_pool_kwargs())
+            self._owns_pool = True
+        elif isinstance(target, AsyncConnectionPool):
+            self._pool = target
+            self._opened = True
+        elif isinstance(target, psycopg.AsyncConnection):
+            if not target.autocommit:
+                raise _single_connection_error("AsyncPostgresStore")
+            self._conn = target
+        else:
+            raise ConfigError(
+                "AsyncPostgresStore needs a psycopg_pool.AsyncConnectionPool, a "
+                f"psycopg.AsyncConnection or a conninfo string, not {type(target).__name__}"
+            )
+
+    def __repr__(self) -> str:
+        return f"AsyncPostgresStore(table={self._sql.table!r})"
+
+    @property
+    def table(self) -> str:
+        """The sessions table's name."""
+        return self._sql.table
+
+    async def aclose(self) -> None:
+        """Close the pool the store opened for a conninfo string (nothing else)."""
+        if self._owns_pool and self._pool is not None and self._opened:
+            await self._pool.close()
+
+    async def __aenter__(self) -> AsyncPostgresStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._pool is not None:
+            if not self._opened:
+                await self._pool.open()  # idempotent, and safe to race
+                self._opened = True
+            async with self._pool.connection() as conn:
+                yield conn
+        else:
+            assert self._conn is not None
+            yield self._conn
+
+    async def _run(self, body: Callable[[psycopg.AsyncCursor[TupleRow]], Awaitable[_T]]) -> _T:
+        for attempt in range(_ATTEMPTS):
+            try:
+                async with (
+                    self._connection() as conn,
+                    conn.cursor(row_factory=tuple_row) as cur,
+                ):
+                    return await body(cur)
+            except psycopg.errors.SerializationFailure:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def create(self, session: NewSession) -> None:
+        """Store a new session; a duplicate id raises ``ValueError``."""
+        params = self._sql.insert_params(session)
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> None:
+            await cur.execute(self._sql.insert, params)
+
+        try:
+            await self._run(body)
+        except psycopg.errors.UniqueViolation as exc:
+            raise ValueError("session id already exists") from exc
+
+    async def rotate(self, rotation: Rotation) -> RotationResult:
+        """Apply the rotation rule atomically: one statement, one round trip."""
+        params = self._sql.rotate_params(rotation)
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> RotationResult:
+            await cur.execute(self._sql.rotate, params, binary=True)
+            return self._sql.rotation_result(await cur.fetchone())
+
+        return await self._run(body)
+
+    async def revoke(self, session_id: str) -> bool:
+        """Delete one session; True if it existed."""
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> bool:
+            await cur.execute(self._sql.revoke, (session_id,))
+            return cur.rowcount > 0
+
+        return await self._run(body)
+
+    async def revoke_user(self, user_id: str) -> int:
+        """Delete every session of a user; the number deleted."""
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> int:
+            await cur.execute(self._sql.revoke_user, (user_id,))
+            return cur.rowcount
+
+        return await self._run(body)
+
+    async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+        """The user's live sessions at ``now``, oldest first (ties by session id)."""
+        params = (user_id, float(now), float(now))
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> list[SessionInfo]:
+            await cur.execute(self._sql.sessions_of, params, binary=True)
+            return [_info_of(row) for row in await cur.fetchall()]
+
+        return await self._run(body)
+
+    async def purge(self, now: float, *, batch_size: int = 10_000) -> int:
+        """Delete every session that is no longer live at ``now``, in batches; the number."""
+        _check_batch(batch_size)
+        total = 0
+        while True:
+
+            async def body(cur: psycopg.AsyncCursor[TupleRow]) -> int:
+                await cur.execute(self._sql.purge, (float(now), batch_size))
+                return cur.rowcount
+
+            deleted = await self._run(body)
+            total += deleted
+            if deleted < batch_size:
+                return total

