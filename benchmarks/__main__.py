@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import tokens
+from . import flow, stores, tokens
 from ._harness import DEFAULT_BATCH_MS, DEFAULT_ROUNDS, Report, Settings
 
 
@@ -35,6 +35,16 @@ class Group:
 
 GROUPS: Final[tuple[Group, ...]] = (
     Group("tokens", "token sealing and opening against floors and other libraries", tokens.run),
+    Group(
+        "stores",
+        "Redis and PostgreSQL rotation: latency, throughput, races, round trips",
+        stores.run,
+    ),
+    Group(
+        "flow",
+        "access and refresh decisions against token opening; memory; Cookie headers",
+        flow.run,
+    ),
 )
 
 QUICK_ROUNDS: Final = 3

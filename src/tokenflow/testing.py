@@ -1366,9 +1366,22 @@ class AsyncFakeExternalTokenVerifier:
 
 
 # ---------------------------------------------------------------------------
-# Flow race harness
+# Flow race harness, browser and fault injection (defined in private modules)
 # ---------------------------------------------------------------------------
 #
-# Reserved for the harness that races whole refresh flows (parallel tabs,
-# lost responses, a logout during a refresh) against a store. It is added by
-# the flow work; keep this section last.
+# Imported last: _races uses the clock and fakes defined above.
+
+from ._browser import Browser  # noqa: E402
+from ._faults import AsyncFaultyStore, Fault, FaultyStore, InjectedFault  # noqa: E402
+from ._races import RaceReport, run_refresh_race, run_refresh_race_async  # noqa: E402
+
+__all__ += [
+    "AsyncFaultyStore",
+    "Browser",
+    "Fault",
+    "FaultyStore",
+    "InjectedFault",
+    "RaceReport",
+    "run_refresh_race",
+    "run_refresh_race_async",
+]
