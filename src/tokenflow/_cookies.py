@@ -370,33 +370,29 @@ def _find(header: str, key: str) -> CookieValue:
     # Fast path for the usual header: the key occurs once, right after "; " or
     # at the start. Same answer as the general loop below, a third of its cost.
     after = pos + step
-    if (pos == 0 or header[pos - 2 : pos] == "; ") and header.find(key, after) < 0:
+    if (pos == 0 or header.startswith("; ", pos - 2)) and header.find(key, after) < 0:
         end = header.find(";", after)
         value = header[after:end] if end >= 0 else header[after:]
         if value and value[-1] not in _OWS and value[0] != '"':
             return value
     found: str | None = None
-    lo = 0
+    lo = 0  # always the start of a ';'-segment
     while pos >= 0:
         # An occurrence starts a pair only if nothing but spaces or tabs lies
-        # between it and the ';' before it (or the start of the header). Only
-        # the first occurrence inside one ';'-segment can: later ones have the
-        # earlier occurrence in front of them. Searching back only as far as
-        # the previous occurrence keeps the whole loop linear in the header.
+        # between it and the start of its segment. Only the first occurrence
+        # in a segment can, so after looking at it the scan jumps to the next
+        # segment: every character is visited a bounded number of times, which
+        # keeps the loop linear even for "a=a=a=..." with a one-letter name.
         semi = header.rfind(";", lo, pos)
-        if semi >= 0:
-            start = semi + 1
-        elif lo == 0:
-            start = 0  # first occurrence, in the first segment
-        else:
-            start = -1  # same segment as an earlier occurrence
-        if start >= 0 and (start == pos or not header[start:pos].strip(_OWS)):
+        start = semi + 1 if semi >= 0 else lo
+        end = header.find(";", pos + step)
+        if start == pos or not header[start:pos].strip(_OWS):
             if found is not None:
                 return CookieFault.AMBIGUOUS
-            end = header.find(";", pos + step)
             found = header[pos + step : end] if end >= 0 else header[pos + step :]
-        # The key holds no ';' (a token never does), so skipping past it loses nothing.
-        lo = pos + step
+        if end < 0:
+            break
+        lo = end + 1
         pos = header.find(key, lo)
     if found is None:
         return None
@@ -420,6 +416,24 @@ def read_auth_cookies(header: str, policy: CookiePolicy) -> tuple[CookieValue, C
     if len(header) > MAX_COOKIE_HEADER_BYTES:
         return _OVERSIZE
     return _find(header, policy._access_key), _find(header, policy._refresh_key)
+
+
+def read_access_cookie(header: str, policy: CookiePolicy) -> CookieValue:
+    """The access cookie alone, as :func:`read_auth_cookies` would report it.
+
+    The valid-access hot path needs nothing else: scanning for the refresh
+    cookie is left for the requests that get that far.
+    """
+    if len(header) > MAX_COOKIE_HEADER_BYTES:
+        return CookieFault.OVERSIZE
+    return _find(header, policy._access_key)
+
+
+def read_refresh_cookie(header: str, policy: CookiePolicy) -> CookieValue:
+    """The refresh cookie alone, as :func:`read_auth_cookies` would report it."""
+    if len(header) > MAX_COOKIE_HEADER_BYTES:
+        return CookieFault.OVERSIZE
+    return _find(header, policy._refresh_key)
 
 
 def read_auth_cookies_from_mapping(

@@ -34,7 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from ._config import FlowConfig
-from ._cookies import CookieFault, read_auth_cookies, render_clear_cookie, render_set_cookie
+from ._cookies import (
+    CookieFault,
+    read_access_cookie,
+    read_auth_cookies,
+    read_refresh_cookie,
+    render_clear_cookie,
+    render_set_cookie,
+)
 from ._csrf import check_cross_origin
 from ._errors import InvalidToken, TokenFailure
 from ._model import (
@@ -214,25 +221,28 @@ class FlowCore:
             forbidden = self._cross_origin(request)
             if forbidden is not None:
                 return forbidden
-        events: list[Event] = []
         cookies = request.cookies
-        access: object
-        refresh: object
+        header = request.cookie_header
         if cookies is not None:
-            access = cookies.get(self._names[0])
-            refresh = cookies.get(self._names[1])
-        elif request.cookie_header:
-            access, refresh = read_auth_cookies(request.cookie_header, self._policy)
+            access: object = cookies.get(self._names[0])
+        elif header:
+            access = read_access_cookie(header, self._policy)
             if access is CookieFault.OVERSIZE:
                 # Cookie bloat: clear ours so the browser can recover.
                 return Unauthorized(UnauthorizedReason.MALFORMED_REQUEST, self._clear)
         else:
-            return Pending(None, (False, False), events)
+            return Pending(None, (False, False), [])
+        events: list[Event] = []
         if type(access) is str:
             try:
                 return Process(self._codec.open(_ACCESS, access, now))
             except InvalidToken as exc:
                 events.append(TokenRejected(_ACCESS, exc.reason))
+        # Only now, past the hot path, look for the refresh cookie.
+        if cookies is not None:
+            refresh: object = cookies.get(self._names[1])
+        else:
+            refresh = read_refresh_cookie(header or "", self._policy)
         sent = (access is not None, refresh is not None)
         for name, value in zip(self._names, (access, refresh), strict=True):
             if value is CookieFault.AMBIGUOUS:

@@ -641,9 +641,12 @@ def _plan(
     # session's absolute lifetime must cover the whole run, or the last trials
     # would fail for a reason that has nothing to do with races.
     per_trial = 2 * access + 1.5 * grace + leeway + 1
-    needed = access + trials * per_trial + (grace + 1 + access if check_stale_reuse else 0)
+    # Before the first trial, the browser's access cookie may have a whole
+    # lifetime left; after the last, the stale-token check waits out one more.
+    overhead = access + (grace + 1 + access if check_stale_reuse else 0)
+    needed = overhead + trials * per_trial
     if needed > config.refresh_absolute_ttl:
-        fits = max(0, int((config.refresh_absolute_ttl - 3 * access - grace - 1) // per_trial))
+        fits = max(0, int((config.refresh_absolute_ttl - overhead) // per_trial))
         raise ValueError(
             f"{trials} trials take about {needed:.0f} s of one session's life, but "
             f"refresh_absolute_ttl is {config.refresh_absolute_ttl} s: run at most {fits} "

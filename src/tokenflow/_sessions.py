@@ -19,7 +19,7 @@ import enum
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 __all__ = [
@@ -175,12 +175,18 @@ def apply_rotation(
     # Constant-time comparisons: verifiers are digests of unknown secrets, but
     # timing should not say how many leading bytes matched either way.
     if hmac.compare_digest(rotation.presented, stored.current):
-        renewed = replace(
-            info,
-            refreshed_at=now,
+        # Built directly rather than with dataclasses.replace, which introspects
+        # the fields on every call: this runs on every refresh.
+        renewed = SessionInfo(
+            info.session_id,
+            info.user_id,
+            info.created_at,
+            now,
             # Sliding renewal never passes the absolute lifetime.
-            idle_expires_at=min(now + rotation.idle_seconds, info.absolute_expires_at),
-            generation=info.generation + 1,
+            min(now + rotation.idle_seconds, info.absolute_expires_at),
+            info.absolute_expires_at,
+            info.generation + 1,
+            info.metadata,
         )
         state = StoredSession(renewed, rotation.successor, stored.current, now, rotation.salt)
         return RotationResult(RotationOutcome.ROTATED, renewed), state

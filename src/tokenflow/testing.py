@@ -1369,7 +1369,7 @@ class AsyncFakeExternalTokenVerifier:
 # Flow race harness, browser and fault injection (defined in private modules)
 # ---------------------------------------------------------------------------
 #
-# Imported last: _races uses the clock and fakes defined above.
+# Imported last, so that the names above are what a reader meets first.
 
 from ._browser import Browser  # noqa: E402
 from ._faults import AsyncFaultyStore, Fault, FaultyStore, InjectedFault  # noqa: E402
