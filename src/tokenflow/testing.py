@@ -750,6 +750,10 @@ def _run_state_machine(
     # reached on purpose by ``advance_to_deadline``, exactly on the boundary.
     steps = st.sampled_from([0.0, 0.25, 1.0, 5.0, 30.0, 600.0]) | st.floats(0, 100)
 
+    new_sessions = st.tuples(
+        st.integers(0, users - 1), lifetimes, lifetimes, st.dictionaries(text, text, max_size=3)
+    )
+
     class SessionStoreMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
@@ -767,21 +771,31 @@ def _run_state_machine(
         def live_ids(self) -> list[str]:
             return [sid for sid, s in self.model.items() if s.info.is_live(self.now)]
 
-        new_sessions = st.tuples(
-            st.integers(0, users - 1), lifetimes, lifetimes, st.dictionaries(text, text, max_size=3)
-        )
+        # Four rules, each drawing its variant with weights written here. How
+        # often Hypothesis picks a rule depends on the rule's place in its
+        # ordering and on which rules it switches off for a whole run (swarm
+        # testing): with a rule per case, runs were mostly revocations of
+        # empty stores. A few rules with explicit weights keep sessions alive
+        # through many rotations, where the interesting answers are.
 
-        # Hypothesis switches rules off at random for whole runs (swarm
-        # testing); without sessions to start from, a run with ``create`` off
-        # would test nothing.
         @initialize(sessions=st.lists(new_sessions, min_size=1, max_size=4))
         def start(self, sessions: list[tuple[int, float, float, dict[str, str]]]) -> None:
+            """Sessions to begin with, even in a run where ``create_session`` is off."""
             for args in sessions:
                 self.create(*args)
 
-        @rule(args=new_sessions)
-        def create_session(self, args: tuple[int, float, float, dict[str, str]]) -> None:
-            self.create(*args)
+        @rule(data=st.data())
+        def create_session(self, data: st.DataObject) -> None:
+            """A new session; now and then, a duplicate of a live id, which must be refused."""
+            live = self.live_ids()
+            if live and data.draw(st.sampled_from([False, False, False, True]), label="duplicate"):
+                sid = data.draw(st.sampled_from(live), label="session")
+                user = self.ids.user(data.draw(st.integers(0, users - 1), label="user"))
+                dup = self.ids.new_session(user, self.now, idle=60.0, absolute=60.0, session_id=sid)
+                if self.run(_raw(_Call("create", (dup,)))).error is None:
+                    _fail(f"create accepted the id of live session {sid!r}; it must raise")
+                return
+            self.create(*data.draw(new_sessions, label="session"))
 
         def create(self, user: int, idle: float, absolute: float, metadata: dict[str, str]) -> None:
             new = self.ids.new_session(
@@ -793,26 +807,20 @@ def _run_state_machine(
             self.history[sid] = [new.verifier]
             self.created.append(sid)
 
-        @precondition(lambda self: bool(self.live_ids()))
-        @rule(data=st.data())
-        def create_duplicate(self, data: st.DataObject) -> None:
-            sid = data.draw(st.sampled_from(self.live_ids()), label="session")
-            user = self.ids.user(data.draw(st.integers(0, users - 1), label="user"))
-            dup = self.ids.new_session(user, self.now, idle=60.0, absolute=60.0, session_id=sid)
-            outcome = self.run(_raw(_Call("create", (dup,))))
-            if outcome.error is None:
-                _fail(f"create accepted the id of live session {sid!r}; it must raise")
-
         @rule(data=st.data())
         def rotate(self, data: st.DataObject) -> None:
             """Present a verifier: the store must answer as the reference rule does.
 
-            One rule with weighted choices rather than a rule per case: how
-            often Hypothesis picks a rule depends on its place among the rules,
-            so the weights are set here, where they can be read. Only choices
-            that exist are offered (no "previous" before a first rotation), so
-            most draws reach ROTATED, GRACE, reuse or expiry.
+            Mostly a session the store still holds (one is created if there
+            is none), presenting its current verifier; also its predecessor,
+            an older one, a random one, a deleted session or one that never
+            existed. Only verifiers that exist are offered (no "previous"
+            before a first rotation).
             """
+            if not self.model:
+                # Swarm testing may switch create_session off for a whole run;
+                # rotating an empty store would then be all a run does.
+                self.create(*data.draw(new_sessions, label="new session"))
             held = sorted(self.model)  # the store must still answer for these
             ghost = self.ids.session("ghost")
             sid = data.draw(st.sampled_from(held * 4 + self.created + [ghost]), label="session")
@@ -825,11 +833,6 @@ def _run_state_machine(
             options += [(f"its generation-{g}", v) for g, v in enumerate(history[:-2])]
             options.append(("a random", self.ids.verifier()))
             label, presented = data.draw(st.sampled_from(options), label="presented")
-            self.check_rotation(data, sid, presented, label)
-
-        def check_rotation(
-            self, data: st.DataObject, sid: str, presented: bytes, label: str
-        ) -> None:
             idle = data.draw(renewals, label="idle_seconds")
             grace = data.draw(graces, label="grace_seconds")
             rotation = Rotation(
@@ -856,28 +859,32 @@ def _run_state_machine(
             if expected.outcome is RotationOutcome.ROTATED:
                 self.history[sid].append(rotation.successor)
 
-        @rule(seconds=steps)
-        def advance_clock(self, seconds: float) -> None:
-            self.now += seconds
-
-        @precondition(lambda self: bool(self.live_ids()))
         @rule(data=st.data())
-        def advance_to_deadline(self, data: st.DataObject) -> None:
-            """Land exactly on a boundary: an idle or absolute expiry, or the
-            end of a grace window (for each grace a rotation may be given)."""
-            sid = data.draw(st.sampled_from(self.live_ids()), label="session")
-            stored = self.model[sid]
-            deadlines = [stored.info.idle_expires_at, stored.info.absolute_expires_at]
-            if stored.rotated_at is not None:
-                deadlines += [stored.rotated_at + g for g in _GRACES]
-            future = sorted(d for d in deadlines if d >= self.now)
-            if future:
-                self.now = data.draw(st.sampled_from(future), label="deadline")
+        def advance_clock(self, data: st.DataObject) -> None:
+            """A small step, or a jump exactly onto a boundary: a live session's
+            idle or absolute expiry, or the end of a grace window after its
+            last rotation (for each grace a rotation may be given)."""
+            deadlines = []
+            for stored in self.model.values():
+                if stored.info.is_live(self.now):
+                    deadlines += [stored.info.idle_expires_at, stored.info.absolute_expires_at]
+                    if stored.rotated_at is not None:
+                        deadlines += [stored.rotated_at + g for g in _GRACES]
+            future = sorted({d for d in deadlines if d >= self.now})
+            if future and data.draw(st.sampled_from([False, False, True]), label="to a boundary"):
+                self.now = data.draw(st.sampled_from(future), label="boundary")
+            else:
+                self.now += data.draw(steps, label="seconds")
 
         @precondition(lambda self: bool(self.created))
         @rule(data=st.data())
         def revoke(self, data: st.DataObject) -> None:
-            sid = data.draw(st.sampled_from(self.created), label="session")
+            """``revoke`` of one session (mostly a held one), or ``revoke_user``."""
+            if data.draw(st.sampled_from([False, False, True]), label="whole user"):
+                self.revoke_user(data.draw(st.integers(0, users - 1), label="user"))
+                return
+            pool = sorted(self.model) * 3 + self.created
+            sid = data.draw(st.sampled_from(pool), label="session")
             stored = self.model.pop(sid, None)
             got = self.run(_revoke(sid, f"revoke({sid!r})"))
             if stored is None:
@@ -889,10 +896,8 @@ def _run_state_machine(
             if got not in allowed:
                 _fail(f"revoke({sid!r}) returned {got!r}, expected one of {sorted(allowed)}")
 
-        @precondition(lambda self: bool(self.model))
-        @rule(data=st.data())
-        def revoke_user(self, data: st.DataObject) -> None:
-            uid = self.ids.user(data.draw(st.integers(0, users - 1), label="user"))
+        def revoke_user(self, user: int) -> None:
+            uid = self.ids.user(user)
             mine = [sid for sid, s in self.model.items() if s.info.user_id == uid]
             live = sum(self.model[sid].info.is_live(self.now) for sid in mine)
             for sid in mine:
