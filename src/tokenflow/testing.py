@@ -807,32 +807,47 @@ def _run_state_machine(
             self.history[sid] = [new.verifier]
             self.created.append(sid)
 
-        @rule(data=st.data())
-        def rotate(self, data: st.DataObject) -> None:
-            """Present a verifier: the store must answer as the reference rule does.
-
-            Mostly a session the store still holds (one is created if there
-            is none), presenting its current verifier; also its predecessor,
-            an older one, a random one, a deleted session or one that never
-            existed. Only verifiers that exist are offered (no "previous"
-            before a first rotation).
-            """
+        def pick_session(self, data: st.DataObject) -> str:
+            """Mostly a session the store holds (one is created if there is
+            none); now and then a deleted one, or one that never existed."""
             if not self.model:
                 # Swarm testing may switch create_session off for a whole run;
                 # rotating an empty store would then be all a run does.
                 self.create(*data.draw(new_sessions, label="new session"))
-            held = sorted(self.model)  # the store must still answer for these
-            ghost = self.ids.session("ghost")
-            sid = data.draw(st.sampled_from(held * 4 + self.created + [ghost]), label="session")
+            deleted = [sid for sid in self.created if sid not in self.model]
+            kinds = ["held"] * 6 + (["deleted"] if deleted else []) + ["never created"]
+            kind = data.draw(st.sampled_from(kinds), label="which session")
+            if kind == "held":
+                return data.draw(st.sampled_from(sorted(self.model)), label="session")
+            if kind == "deleted":
+                return data.draw(st.sampled_from(deleted), label="session")
+            return self.ids.session("ghost")
+
+        @rule(data=st.data())
+        def rotate(self, data: st.DataObject) -> None:
+            """A refresh presenting the session's current verifier."""
+            sid = self.pick_session(data)
+            history = self.history.get(sid) or [self.ids.verifier()]
+            self.check_rotation(data, sid, history[-1], "its current")
+
+        @rule(data=st.data())
+        def replay(self, data: st.DataObject) -> None:
+            """A stale refresh: the predecessor (mostly), an older verifier, or
+            one the session never had. Only verifiers that exist are offered."""
+            sid = self.pick_session(data)
             history = self.history.get(sid, [])
             options: list[tuple[str, bytes]] = []
-            if history:
-                options += [("its current", history[-1])] * 3
             if len(history) >= 2:
-                options += [("its previous", history[-2])] * 2
+                options += [("its previous", history[-2])] * 3
             options += [(f"its generation-{g}", v) for g, v in enumerate(history[:-2])]
             options.append(("a random", self.ids.verifier()))
             label, presented = data.draw(st.sampled_from(options), label="presented")
+            self.check_rotation(data, sid, presented, label)
+
+        def check_rotation(
+            self, data: st.DataObject, sid: str, presented: bytes, label: str
+        ) -> None:
+            """Rotate in the store and in the model; the answers must agree."""
             idle = data.draw(renewals, label="idle_seconds")
             grace = data.draw(graces, label="grace_seconds")
             rotation = Rotation(
@@ -871,7 +886,10 @@ def _run_state_machine(
                     if stored.rotated_at is not None:
                         deadlines += [stored.rotated_at + g for g in _GRACES]
             future = sorted({d for d in deadlines if d >= self.now})
-            if future and data.draw(st.sampled_from([False, False, True]), label="to a boundary"):
+            boundary = data.draw(
+                st.sampled_from([False, False, False, True]), label="to a boundary"
+            )
+            if future and boundary:
                 self.now = data.draw(st.sampled_from(future), label="boundary")
             else:
                 self.now += data.draw(steps, label="seconds")
