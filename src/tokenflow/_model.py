@@ -268,8 +268,25 @@ class UnauthorizedReason(enum.Enum):
     """The Cookie header was too large to parse."""
 
 
+class _Authenticated:
+    """What the two 200 decisions share: who the request is from."""
+
+    __slots__ = ()
+    claims: Mapping[str, Any]
+
+    @property
+    def user_id(self) -> str:
+        """The authenticated user's id (the ``sub`` claim)."""
+        return str(self.claims["sub"])
+
+    @property
+    def session_id(self) -> str:
+        """The session the access token belongs to (the ``sid`` claim)."""
+        return str(self.claims["sid"])
+
+
 @dataclass(frozen=True, slots=True)
-class Process:
+class Process(_Authenticated):
     """200: a valid access token; serve the request. No cookies to send.
 
     ``claims`` are the access token's claims: ``sub`` (the user id), ``sid``
@@ -281,19 +298,9 @@ class Process:
     status: ClassVar[Literal[200]] = 200
     set_cookies: ClassVar[tuple[str, ...]] = ()
 
-    @property
-    def user_id(self) -> str:
-        """The authenticated user's id."""
-        return str(self.claims["sub"])
-
-    @property
-    def session_id(self) -> str:
-        """The session the access token belongs to."""
-        return str(self.claims["sid"])
-
 
 @dataclass(frozen=True, slots=True)
-class Reissue:
+class Reissue(_Authenticated):
     """200: the user is authenticated and new tokens were minted; serve the request
     and send every ``set_cookies`` value as a ``Set-Cookie`` header."""
 
@@ -301,16 +308,6 @@ class Reissue:
     set_cookies: tuple[str, ...]
     events: tuple[Event, ...] = ()
     status: ClassVar[Literal[200]] = 200
-
-    @property
-    def user_id(self) -> str:
-        """The authenticated user's id."""
-        return str(self.claims["sub"])
-
-    @property
-    def session_id(self) -> str:
-        """The session the new tokens belong to."""
-        return str(self.claims["sid"])
 
 
 @dataclass(frozen=True, slots=True)
