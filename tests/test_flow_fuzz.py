@@ -295,7 +295,8 @@ def assert_well_formed(decision: Decision, request: Request, now: float, leeway:
     # Every port is healthy here: nothing the client sends may look like an outage.
     assert not isinstance(decision, Unavailable), decision
     if isinstance(decision, Forbidden):
-        assert request.method not in SAFE
+        # Unsafe methods, and logins whatever their method, are cross-origin checked.
+        assert request.method not in SAFE or request.credentials is not None
         assert decision.set_cookies == ()
     if isinstance(decision, Process):
         assert now < decision.claims["exp"] + leeway

@@ -12,8 +12,11 @@ from ._keyring import Key, KeyRing
 
 def _keygen(args: argparse.Namespace) -> int:
     if args.rotate is not None:
+        # "-" reads the ring from standard input, which keeps it out of the
+        # process list and the shell history.
+        text = sys.stdin.read().strip() if args.rotate == "-" else args.rotate
         try:
-            ring = KeyRing.parse(args.rotate)
+            ring = KeyRing.parse(text)
             print(ring.rotated(Key.generate(args.kid)).serialize())
         except ConfigError as exc:
             print(f"tokenflow keygen: {exc}", file=sys.stderr)
@@ -47,7 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     keygen.add_argument("--kid", help="key id (default: 6 random characters)")
-    keygen.add_argument("--rotate", metavar="RING", help="an existing key ring to rotate")
+    keygen.add_argument(
+        "--rotate",
+        metavar="RING",
+        help="an existing key ring to rotate; '-' reads it from standard input",
+    )
     keygen.set_defaults(run=_keygen)
     demo = commands.add_parser(
         "demo",

@@ -436,6 +436,41 @@ def read_refresh_cookie(header: str, policy: CookiePolicy) -> CookieValue:
     return _find(header, policy._refresh_key)
 
 
+_CANDIDATE_SCAN_LIMIT: Final = 4 * MAX_COOKIE_HEADER_BYTES
+_MAX_CANDIDATES: Final = 8
+
+
+def auth_cookie_candidates(header: str, name: str) -> list[str]:
+    """Every value sent under ``name`` (at most 8), for logout only.
+
+    :func:`read_auth_cookies` refuses a duplicated or oversized auth cookie,
+    which is right for authentication. A logout must not be defeated that
+    way (a sibling subdomain can plant a second cookie, or bloat the header):
+    it tries each candidate and revokes whatever session any of them names.
+    The scan is bounded (the first 64 KiB) and linear, like :func:`_find`.
+    """
+    header = header[:_CANDIDATE_SCAN_LIMIT]
+    key = name + "="
+    step = len(key)
+    found: list[str] = []
+    lo = 0  # always the start of a ';'-segment
+    pos = header.find(key)
+    while pos >= 0 and len(found) < _MAX_CANDIDATES:
+        semi = header.rfind(";", lo, pos)
+        start = semi + 1 if semi >= 0 else lo
+        end = header.find(";", pos + step)
+        if start == pos or not header[start:pos].strip(_OWS):
+            value = (header[pos + step : end] if end >= 0 else header[pos + step :]).rstrip(_OWS)
+            if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+                value = value[1:-1]
+            found.append(value)
+        if end < 0:
+            break
+        lo = end + 1
+        pos = header.find(key, lo)
+    return found
+
+
 def read_auth_cookies_from_mapping(
     cookies: Mapping[str, str], policy: CookiePolicy
 ) -> tuple[str | None, str | None]:

@@ -36,14 +36,14 @@ from typing import Any, Final, TypeAlias
 from ._config import FlowConfig
 from ._cookies import (
     CookieFault,
+    auth_cookie_candidates,
     read_access_cookie,
-    read_auth_cookies,
     read_refresh_cookie,
     render_clear_cookie,
     render_set_cookie,
 )
 from ._csrf import check_cross_origin
-from ._errors import InvalidToken, TokenFailure
+from ._errors import InvalidToken, TokenFailure, TokenTooLarge
 from ._model import (
     AmbiguousCookie,
     CrossOriginRejected,
@@ -179,7 +179,7 @@ class PortError(Exception):
 class Pending:
     """State carried from :meth:`FlowCore.begin` into :meth:`FlowCore.resume`."""
 
-    refresh: str | None
+    refresh: str | None = field(repr=False)
     sent: tuple[bool, bool]
     events: list[Event]
 
@@ -217,7 +217,9 @@ class FlowCore:
 
     def begin(self, request: Request, now: float) -> Decision | Pending:
         """Steps 0 and 1. A decision, or the state :meth:`resume` continues from."""
-        if request.method not in _SAFE_METHODS:
+        # A login is state-changing whatever its method: credentials on a GET
+        # from another site get the same cross-origin check as a POST.
+        if request.method not in _SAFE_METHODS or request.credentials is not None:
             forbidden = self._cross_origin(request)
             if forbidden is not None:
                 return forbidden
@@ -235,9 +237,15 @@ class FlowCore:
         events: list[Event] = []
         if type(access) is str:
             try:
-                return Process(self._codec.open(_ACCESS, access, now))
+                claims = self._codec.open(_ACCESS, access, now)
             except InvalidToken as exc:
                 events.append(TokenRejected(_ACCESS, exc.reason))
+            else:
+                # Only tokens this flow minted name a session; any other
+                # access-purpose token sealed with the same ring is refused.
+                if type(claims.get("sid")) is str:
+                    return Process(claims)
+                events.append(TokenRejected(_ACCESS, TokenFailure.BAD_CLAIMS))
         # Only now, past the hot path, look for the refresh cookie.
         if cookies is not None:
             refresh: object = cookies.get(self._names[1])
@@ -250,8 +258,11 @@ class FlowCore:
         return Pending(refresh if type(refresh) is str else None, sent, events)
 
     def _cross_origin(self, request: Request) -> Forbidden | None:
+        method = request.method
         verdict = check_cross_origin(
-            request.method,
+            # Safe methods reach here only for logins and logouts, which
+            # change state: check them as the unsafe requests they are.
+            "POST" if method in _SAFE_METHODS else method,
             request.sec_fetch_site,
             request.origin,
             request.host,
@@ -259,7 +270,9 @@ class FlowCore:
         )
         if verdict.allowed:
             return None
-        event = CrossOriginRejected(request.method, request.origin, request.sec_fetch_site)
+        event = CrossOriginRejected(
+            _clip(method), _clip_optional(request.origin), _clip_optional(request.sec_fetch_site)
+        )
         return Forbidden((event,))
 
     # 2 to 4: the steps that need ports ---------------------------------------
@@ -268,6 +281,7 @@ class FlowCore:
         self, pending: Pending, request: Request, now: float, random: Callable[[int], bytes]
     ) -> Steps:
         """Steps 2 to 4, as a generator of needs that returns the decision."""
+        _check_now(now)
         events = pending.events
         reason = UnauthorizedReason.NO_CREDENTIALS
         try:
@@ -304,35 +318,50 @@ class FlowCore:
 
         # Reload the user before rotating: a disabled user's session ends here,
         # and a directory failure leaves the session untouched.
-        identity: Identity | None = yield LoadUser(user_id)
+        identity = yield from self._load_user(user_id)
         if identity is None:
             if (yield RevokeSession(session_id)):
                 events.append(SessionRevoked(user_id, session_id, RevokeCause.USER_DISABLED))
             return UnauthorizedReason.USER_DISABLED
 
+        config = self._config
         salt = random(SALT_BYTES)
         successor = derive_successor(secret, salt)
+        # Seal before the store changes: claims that cannot be sealed (too
+        # large, not JSON) must fail while the client's token still works. The
+        # expiries assumed here are the usual ones; a session near its absolute
+        # end gets its tokens sealed again below with the store's figures.
+        iat = int(now)
+        minted = self._mint(
+            identity, user_id, session_id, successor, iat,
+            iat + config.access_ttl, int(now + config.refresh_idle_ttl),
+        )  # fmt: skip
         rotation = Rotation(
             session_id=session_id,
             presented=verifier_of(secret),
             successor=verifier_of(successor),
             salt=salt,
             now=now,
-            idle_seconds=self._config.refresh_idle_ttl,
-            grace_seconds=self._config.grace_seconds,
+            idle_seconds=config.refresh_idle_ttl,
+            grace_seconds=config.grace_seconds,
         )
         result: RotationResult = yield RotateSession(rotation)
         outcome = result.outcome
         if outcome is RotationOutcome.ROTATED or outcome is RotationOutcome.GRACE:
+            session = result.session
+            assert session is not None
             grace = outcome is RotationOutcome.GRACE
             if grace:
                 # Same successor as the rotation being replayed: parallel tabs converge.
                 assert result.salt is not None
                 successor = derive_successor(secret, result.salt)
-            session = result.session
-            assert session is not None
+            access_exp, refresh_exp = self._expiries(session, iat)
+            if grace or minted.claims["exp"] != access_exp or minted.refresh_exp != refresh_exp:
+                minted = self._mint(
+                    identity, user_id, session_id, successor, iat, access_exp, refresh_exp
+                )
             events.append(Refreshed(user_id, session_id, session.generation, grace))
-            return self._issue(identity, user_id, session, successor, now, events)
+            return Reissue(minted.claims, minted.cookies, tuple(events))
         if outcome is RotationOutcome.REUSED_PREVIOUS or outcome is RotationOutcome.REUSED_UNKNOWN:
             cause = (
                 ReuseCause.PREDECESSOR_AFTER_GRACE
@@ -350,7 +379,7 @@ class FlowCore:
         self, request: Request, now: float, random: Callable[[int], bytes], events: list[Event]
     ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
         credentials = request.credentials
-        user_id: str | None
+        need: Need
         if isinstance(credentials, PasswordCredentials):
             method, username = "password", credentials.username
             if (
@@ -360,34 +389,42 @@ class FlowCore:
             ):
                 events.append(LoginFailed(LoginFailure.BAD_PASSWORD, method, None))
                 return UnauthorizedReason.LOGIN_FAILED
-            user_id = yield VerifyPassword(username, credentials.password)
+            need = VerifyPassword(username, credentials.password)
+            user_id = yield need
             if user_id is None:
-                events.append(LoginFailed(LoginFailure.BAD_PASSWORD, method, username))
+                events.append(LoginFailed(LoginFailure.BAD_PASSWORD, method, _clip(username)))
                 return UnauthorizedReason.LOGIN_FAILED
         elif isinstance(credentials, ExternalTokenCredentials):
-            method = credentials.provider
+            provider = credentials.provider
             # Type checks first: client-supplied values may be unhashable.
-            if type(method) is not str or method not in self._providers:
-                events.append(LoginFailed(LoginFailure.UNKNOWN_PROVIDER, str(method)))
+            if type(provider) is not str or provider not in self._providers:
+                events.append(LoginFailed(LoginFailure.UNKNOWN_PROVIDER, _clip(provider)))
                 return UnauthorizedReason.LOGIN_FAILED
+            method = provider
             if type(credentials.token) is not str:
                 events.append(LoginFailed(LoginFailure.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
-            external: ExternalIdentity | None = yield VerifyExternalToken(
-                method, credentials.token, now
-            )
-            if external is None:
+            need = VerifyExternalToken(method, credentials.token, now)
+            external = yield need
+            if external is not None and not isinstance(external, ExternalIdentity):
+                raise PortError(need, TypeError("verify_token must return an ExternalIdentity"))
+            # A verifier vouches for its own provider only: an identity it
+            # labels as another provider's would log in that provider's user.
+            if external is None or external.provider != method:
                 events.append(LoginFailed(LoginFailure.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
-            user_id = yield LinkExternal(external)
+            need = LinkExternal(external)
+            user_id = yield need
             if user_id is None:
                 events.append(LoginFailed(LoginFailure.NOT_LINKED, method))
                 return UnauthorizedReason.LOGIN_FAILED
         else:
             events.append(LoginFailed(LoginFailure.UNKNOWN_PROVIDER, type(credentials).__name__))
             return UnauthorizedReason.LOGIN_FAILED
+        if type(user_id) is not str or not user_id:
+            raise PortError(need, TypeError("a user id must be a non-empty str"))
 
-        identity: Identity | None = yield LoadUser(user_id)
+        identity = yield from self._load_user(user_id)
         if identity is None:
             events.append(LoginFailed(LoginFailure.USER_DISABLED, method))
             return UnauthorizedReason.LOGIN_FAILED
@@ -405,94 +442,140 @@ class FlowCore:
             generation=0,
             metadata=dict(request.metadata),
         )
+        # Sealed before the session is stored: a failure leaves no orphan session.
+        iat = int(now)
+        minted = self._mint(
+            identity, user_id, session.session_id, secret, iat, *self._expiries(session, iat)
+        )
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
-        return self._issue(identity, user_id, session, secret, now, events)
+        return Reissue(minted.claims, minted.cookies, tuple(events))
 
-    def _issue(
+    def _load_user(self, user_id: str) -> Generator[Need, Any, Identity | None]:
+        need = LoadUser(user_id)
+        identity = yield need
+        if identity is not None and not isinstance(identity, Identity):
+            raise PortError(need, TypeError("load_user must return an Identity or None"))
+        return identity
+
+    def _expiries(self, session: SessionInfo, iat: int) -> tuple[int, int]:
+        """Access and refresh ``exp``: no token outlives its session."""
+        access_exp = min(iat + self._config.access_ttl, int(session.absolute_expires_at))
+        return access_exp, int(session.idle_expires_at)
+
+    def _mint(
         self,
         identity: Identity,
         user_id: str,
-        session: SessionInfo,
+        session_id: str,
         secret: bytes,
-        now: float,
-        events: list[Event],
-    ) -> Reissue:
-        iat = int(now)
-        # No token outlives its session: both expiries stop at the session's.
-        access_exp = min(iat + self._config.access_ttl, int(session.absolute_expires_at))
-        refresh_exp = int(session.idle_expires_at)
+        iat: int,
+        access_exp: int,
+        refresh_exp: int,
+    ) -> _Minted:
+        """Seal both tokens and render their cookies.
+
+        The application claims come from the user directory, so claims that
+        cannot be sealed (too large for the cookie, not JSON-serialisable) are
+        that port's failure: Unavailable, with the exception for the host's log.
+        """
         access_claims = {
             **identity.claims,
             "sub": user_id,
-            "sid": session.session_id,
+            "sid": session_id,
             "iat": iat,
             "exp": access_exp,
         }
         refresh_claims = {
             "sub": user_id,
-            "sid": session.session_id,
+            "sid": session_id,
             "rs": _b64(secret),
             "iat": iat,
             "exp": refresh_exp,
         }
-        codec, policy = self._codec, self._config.cookies
+        codec, policy = self._codec, self._policy
+        try:
+            access = codec.seal(_ACCESS, access_claims)
+            refresh = codec.seal(_REFRESH, refresh_claims)
+        except (TokenTooLarge, TypeError, ValueError, OverflowError) as exc:
+            raise PortError(LoadUser(user_id), exc) from exc
         cookies = (
-            render_set_cookie(
-                self._names[0],
-                codec.seal(_ACCESS, access_claims),
-                max_age=access_exp - iat,
-                policy=policy,
-            ),
-            render_set_cookie(
-                self._names[1],
-                codec.seal(_REFRESH, refresh_claims),
-                max_age=refresh_exp - iat,
-                policy=policy,
-            ),
+            render_set_cookie(self._names[0], access, max_age=access_exp - iat, policy=policy),
+            render_set_cookie(self._names[1], refresh, max_age=refresh_exp - iat, policy=policy),
         )
-        return Reissue(access_claims, cookies, tuple(events))
+        return _Minted(access_claims, cookies, refresh_exp)
 
     # logout ------------------------------------------------------------------
 
     def logout(self, request: Request, now: float) -> Steps:
-        """Revoke the session the request's cookies name and clear both cookies.
+        """Revoke the sessions the request's cookies name and clear both cookies.
 
-        The session is found through the refresh token, else the access token;
-        an expired access token still names its session, within the leeway only.
+        Sessions are found through the refresh token, else the access token
+        (while it opens). A duplicated or oversized cookie does not stop a
+        logout: every copy is tried, so whatever session any of them names ends.
         """
-        if request.method not in _SAFE_METHODS:
-            forbidden = self._cross_origin(request)
-            if forbidden is not None:
-                return forbidden
+        forbidden = self._cross_origin(request)  # a logout changes state, whatever its method
+        if forbidden is not None:
+            return forbidden
+        _check_now(now)
         events: list[Event] = []
-        if request.cookies is not None:
-            tokens: tuple[object, object] = (
-                request.cookies.get(self._names[0]),
-                request.cookies.get(self._names[1]),
-            )
-        elif request.cookie_header:
-            tokens = read_auth_cookies(request.cookie_header, self._policy)
-        else:
-            tokens = (None, None)
-        for purpose, token in ((_REFRESH, tokens[1]), (_ACCESS, tokens[0])):
-            if type(token) is not str:
-                continue
-            try:
-                claims = self._codec.open(purpose, token, now)
-            except InvalidToken:
-                continue
-            session_id = claims.get("sid")
-            if type(session_id) is str:
+        revoked: set[str] = set()
+        for purpose, name in ((_REFRESH, self._names[1]), (_ACCESS, self._names[0])):
+            for token in self._candidates(request, name):
                 try:
-                    revoked = yield RevokeSession(session_id)
+                    claims = self._codec.open(purpose, token, now)
+                except InvalidToken:
+                    continue
+                session_id = claims.get("sid")
+                if type(session_id) is not str or session_id in revoked:
+                    continue
+                revoked.add(session_id)
+                try:
+                    existed = yield RevokeSession(session_id)
                 except PortError as failure:
                     events.append(PortFailed(failure.port, failure.error))
                     return Unavailable(failure.error, failure.port, tuple(events))
-                if revoked:
+                if existed:
                     events.append(SessionRevoked(claims["sub"], session_id, RevokeCause.LOGOUT))
-                break
         return Unauthorized(UnauthorizedReason.LOGGED_OUT, self._clear, tuple(events))
+
+    @staticmethod
+    def _candidates(request: Request, name: str) -> list[str]:
+        if request.cookies is not None:
+            value = request.cookies.get(name)
+            return [value] if type(value) is str else []
+        if request.cookie_header:
+            return auth_cookie_candidates(request.cookie_header, name)
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class _Minted:
+    """Both tokens of a Reissue, sealed and rendered."""
+
+    claims: dict[str, Any]
+    cookies: tuple[str, str] = field(repr=False)
+    refresh_exp: int
+
+
+_EVENT_TEXT_LIMIT: Final = 200
+
+
+def _clip(value: object) -> str:
+    """Client-supplied text for an event: a string, and never a long one."""
+    text = value if type(value) is str else type(value).__name__
+    return text if len(text) <= _EVENT_TEXT_LIMIT else text[:_EVENT_TEXT_LIMIT] + "…"
+
+
+def _clip_optional(value: str | None) -> str | None:
+    return None if value is None else _clip(value)
+
+
+def _check_now(now: float) -> None:
+    """``now`` comes from the host's clock: a non-finite or absurd one is its bug."""
+    # Written so that NaN fails: every comparison with NaN is false.
+    if not (type(now) is float or type(now) is int) or not 0 <= now < 2.0**62:
+        raise ValueError(f"now must be seconds since the epoch, a finite number; got {now!r}")
 
 
 def _b64(raw: bytes) -> str:

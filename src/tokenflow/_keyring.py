@@ -15,6 +15,7 @@ lifetime at most). The order of entries carries no meaning.
 from __future__ import annotations
 
 import base64
+import hmac
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -46,7 +47,7 @@ def _decode_key(text: str, kid: str) -> bytes:
     return raw
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Key:
     """One named 256-bit key. Its secret never appears in ``repr`` or ``str``."""
 
@@ -72,6 +73,15 @@ class Key:
                 f"key {self.kid!r} has {length} bytes of secret; tokenflow keys are exactly "
                 f"{KEY_BYTES} random bytes: generate one with `python -m tokenflow keygen`"
             )
+
+    def __eq__(self, other: object) -> bool:
+        # Secrets are compared in constant time, unlike a generated __eq__.
+        if not isinstance(other, Key):
+            return NotImplemented
+        return self.kid == other.kid and hmac.compare_digest(self.secret, other.secret)
+
+    def __hash__(self) -> int:
+        return hash(self.kid)
 
     @classmethod
     def generate(cls, kid: str | None = None) -> Key:

@@ -94,13 +94,30 @@ class Request:
     """
 
     method: str = "GET"
-    cookie_header: str | None = None
-    cookies: Mapping[str, str] | None = None
+    # Cookies carry bearer tokens: kept out of repr, so a logged request leaks none.
+    cookie_header: str | None = field(default=None, repr=False)
+    cookies: Mapping[str, str] | None = field(default=None, repr=False)
     credentials: Credentials | None = None
     sec_fetch_site: str | None = None
     origin: str | None = None
     host: str | None = None
     metadata: Mapping[str, str] = field(default_factory=lambda: _NO_METADATA)
+
+    def __post_init__(self) -> None:
+        # The host's adapter builds a Request, so a wrong type here is an
+        # integration mistake (ASGI hands headers over as bytes): it raises
+        # at once, on every request, instead of only on the first POST.
+        if type(self.method) is not str:
+            raise TypeError(f"Request.method must be str, not {type(self.method).__name__}")
+        for name in ("cookie_header", "sec_fetch_site", "origin", "host"):
+            value = getattr(self, name)
+            if value is not None and type(value) is not str:
+                raise TypeError(
+                    f"Request.{name} must be str or None, not {type(value).__name__} "
+                    "(decode header bytes as latin-1)"
+                )
+        if self.cookies is not None and not isinstance(self.cookies, Mapping):
+            raise TypeError("Request.cookies must be a mapping of cookie names to values")
 
 
 # -- events ----------------------------------------------------------------------
@@ -305,7 +322,8 @@ class Reissue(_Authenticated):
     and send every ``set_cookies`` value as a ``Set-Cookie`` header."""
 
     claims: Mapping[str, Any]
-    set_cookies: tuple[str, ...]
+    # Fresh bearer tokens: kept out of repr, so a logged decision leaks none.
+    set_cookies: tuple[str, ...] = field(repr=False)
     events: tuple[Event, ...] = ()
     status: ClassVar[Literal[200]] = 200
 

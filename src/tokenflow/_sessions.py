@@ -192,7 +192,10 @@ def apply_rotation(
         return RotationResult(RotationOutcome.ROTATED, renewed), state
     if stored.previous is not None and hmac.compare_digest(rotation.presented, stored.previous):
         assert stored.rotated_at is not None
-        if now - stored.rotated_at < rotation.grace_seconds:
+        # "grace > 0" first: a server whose clock lags the rotating one sees a
+        # negative age, which must not reopen a window configured as closed.
+        grace = rotation.grace_seconds
+        if grace > 0 and now - stored.rotated_at < grace:
             return RotationResult(RotationOutcome.GRACE, info, stored.salt), stored
         return RotationResult(RotationOutcome.REUSED_PREVIOUS), None
     return RotationResult(RotationOutcome.REUSED_UNKNOWN), None

@@ -195,7 +195,7 @@ class _Statements:
                         WHEN current_verifier = %(presented)s
                             THEN 'rotated'
                         WHEN previous_verifier = %(presented)s
-                            AND %(now)s - rotated_at < %(grace)s
+                            AND %(grace)s > 0 AND %(now)s - rotated_at < %(grace)s
                             THEN 'grace'
                         WHEN previous_verifier = %(presented)s
                             THEN 'reused_previous'

@@ -172,7 +172,8 @@ if ARGV[1] == current then
   return {'rotated', s[5], s[6], ARGV[4], idle_text, s[9], gen, s[11]}
 end
 if s[2] and ARGV[1] == s[2] then
-  if now - tonumber(s[3]) < tonumber(ARGV[6]) then
+  local grace = tonumber(ARGV[6])
+  if grace > 0 and now - tonumber(s[3]) < grace then
     return {'grace', s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[4]}
   end
   redis.call('DEL', key)
