@@ -2,17 +2,22 @@
 
 For each request, in this order::
 
-    0. unsafe method from a cross-origin browser request  -> Forbidden (403)
-    1. access cookie opens                                -> Process   (200, no store)
+    0. cross-origin browser request that is unsafe,
+       or carries credentials (a login)                -> Forbidden (403)
+       Cookie header over 16 KiB                       -> Unauthorized (401), clear both
+    1. access cookie opens and names a session         -> Process   (200, no store)
     2. refresh cookie opens, user still active, store rotates
-         ROTATED                                          -> Reissue   (new access + refresh)
-         GRACE   (predecessor inside the window)          -> Reissue   (the SAME successor)
-         REUSED_PREVIOUS / REUSED_UNKNOWN                 -> session revoked, go on to 3
-         EXPIRED / UNKNOWN_SESSION                        -> go on to 3
-       user disabled or deleted                           -> session revoked, 401
-    3. credentials verify, user active                    -> new session, Reissue
-    4. otherwise                                     -> Unauthorized (401), clear sent cookies
-    any port raises                                  -> Unavailable (503), nothing minted/cleared
+         ROTATED                                       -> Reissue   (new access + refresh)
+         GRACE   (predecessor inside the window)       -> Reissue   (the SAME successor)
+         REUSED_PREVIOUS / REUSED_UNKNOWN              -> session revoked, go on to 3
+         EXPIRED / UNKNOWN_SESSION                     -> go on to 3
+       user disabled or deleted                        -> session revoked, go on to 3
+    3. credentials verify, user active                 -> new session, Reissue
+    4. otherwise                                       -> Unauthorized (401), clear sent cookies
+    any port raises                                    -> Unavailable (503), nothing minted/cleared
+
+Tokens are sealed before the store is asked to change anything, so claims
+that cannot be sealed end in Unavailable with the client's tokens still good.
 
 The core is sans-IO: it reads no clock (``now`` is passed in), draws no
 randomness of its own (a ``random(n)`` callable is passed in), and performs no

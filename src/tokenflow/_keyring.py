@@ -21,6 +21,8 @@ import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from typing_extensions import Self
+
 from ._errors import ConfigError
 
 __all__ = ["KEY_BYTES", "Key", "KeyRing"]
@@ -84,7 +86,7 @@ class Key:
         return hash(self.kid)
 
     @classmethod
-    def generate(cls, kid: str | None = None) -> Key:
+    def generate(cls, kid: str | None = None) -> Self:
         """A fresh key from the operating system's CSPRNG, with a random id if none is given."""
         if kid is None:
             kid = "".join(secrets.choice(_KID_ALPHABET) for _ in range(6))
@@ -120,12 +122,12 @@ class KeyRing:
         self._keys = keys
 
     @classmethod
-    def generate(cls) -> KeyRing:
+    def generate(cls) -> Self:
         """A ring holding one freshly generated active key."""
         return cls(Key.generate())
 
     @classmethod
-    def parse(cls, text: str) -> KeyRing:
+    def parse(cls, text: str) -> Self:
         """Parse the string form (see the module documentation).
 
         Raises :class:`ConfigError` naming the faulty entry by position and key

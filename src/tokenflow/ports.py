@@ -161,7 +161,7 @@ class AsyncPasswordVerifier(Protocol):
 class ExternalTokenVerifier(Protocol):
     """Verifies one provider's tokens (an ID token from Google, Okta, Cognito...).
 
-    Registered under a provider name in the flow configuration. Returns the
+    Registered under a provider name: ``Flow(..., external={"google": v})``. Returns the
     verified identity, or ``None`` for an invalid, expired or foreign token.
     Raises only when it cannot decide (key set unreachable).
     """

@@ -9,6 +9,14 @@
 - Fakes of the identity ports: :class:`FakeUserDirectory`,
   :class:`FakePasswordVerifier`, :class:`FakeExternalTokenVerifier`, and their
   async faces (``AsyncFake...``), for tests and demos.
+- :class:`Browser`: a cookie jar that applies ``Set-Cookie`` values and builds
+  requests, to drive whole flows as a browser would.
+- The **flow race harness**: :func:`run_refresh_race` and
+  :func:`run_refresh_race_async` race many tabs refreshing one session, with
+  dropped responses and out-of-order Set-Cookie, against your configuration;
+  :class:`RaceReport` tallies them.
+- **Fault injection**: :class:`FaultyStore` / :class:`AsyncFaultyStore` make a
+  store fail before commit, after commit, or hang (:class:`Fault`).
 
 The kit needs Hypothesis (``pip install 'tokenflow[testing]'``). It is
 imported only when a check runs, so the clock and the fakes work without it.
@@ -747,7 +755,7 @@ def _run_state_machine(
     renewals = st.sampled_from([1800.0, 1e6, 60.0, 1.0, 0.0])
     graces = st.sampled_from(_GRACES)
     # Small steps keep sessions alive through many operations; expiry is
-    # reached on purpose by ``advance_to_deadline``, exactly on the boundary.
+    # reached on purpose by ``advance_clock``, exactly on the boundary.
     steps = st.sampled_from([0.0, 0.25, 1.0, 5.0, 30.0, 600.0]) | st.floats(0, 100)
 
     new_sessions = st.tuples(
@@ -1207,7 +1215,7 @@ class _PasswordRecord:
 
 
 # Deliberately cheap parameters: this is a fake for fast tests, not a way to
-# store real passwords (tokenflow's identity helpers do that).
+# store real passwords (use a real password hash library for that).
 _SCRYPT = {"n": 2**10, "r": 8, "p": 1, "dklen": 32}
 _PBKDF2_ITERATIONS = 2_000
 

@@ -21,9 +21,9 @@ class MemoryStore:
     """A :class:`~tokenflow.ports.SessionStore` in a dict, guarded by one lock.
 
     Everything is lost when the process exits, and nothing is shared with
-    other processes: use it for tests and single-process development. Expired
-    sessions are dropped when touched or listed; call :meth:`purge` to drop the
-    rest.
+    other processes: use it for tests and single-process development. An
+    expired session is dropped when a rotation meets it and skipped by
+    :meth:`sessions_of`; call :meth:`purge` to drop the rest.
     """
 
     def __init__(self) -> None:

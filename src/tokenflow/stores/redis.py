@@ -419,7 +419,8 @@ class RedisStore:
     def revoke_user(self, user_id: str) -> int:
         """Delete every session of a user; the number that still existed.
 
-        Index entries are removed one by one, never by deleting the index key:
+        Exactly the index entries it read are removed (one ZREM naming them),
+        never the index key:
         a session created concurrently keeps its fresh entry.
         """
         index = self._layout.user_key(user_id)
