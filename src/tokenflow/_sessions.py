@@ -190,8 +190,11 @@ def apply_rotation(
         )
         state = StoredSession(renewed, rotation.successor, stored.current, now, rotation.salt)
         return RotationResult(RotationOutcome.ROTATED, renewed), state
-    if stored.previous is not None and hmac.compare_digest(rotation.presented, stored.previous):
-        assert stored.rotated_at is not None
+    if (
+        stored.previous is not None
+        and stored.rotated_at is not None  # always set with previous; checked, not asserted
+        and hmac.compare_digest(rotation.presented, stored.previous)
+    ):
         # "grace > 0" first: a server whose clock lags the rotating one sees a
         # negative age, which must not reopen a window configured as closed.
         grace = rotation.grace_seconds

@@ -80,7 +80,9 @@ class SessionStore(Protocol):
     """Server-side refresh sessions. Contract:
 
     - ``create`` stores a new session under a fresh id (tokenflow draws 128
-      random bits; a collision may raise).
+      random bits). An id that already exists must raise ``ValueError`` and
+      leave the existing session untouched: overwriting would hand one user's
+      session to another.
     - ``rotate`` applies :func:`tokenflow.stores.apply_rotation`'s rule
       **atomically**: concurrent rotations of one session are serialised, so
       that of N parallel calls presenting the current verifier exactly one
@@ -88,7 +90,14 @@ class SessionStore(Protocol):
       session on EXPIRED, REUSED_PREVIOUS and REUSED_UNKNOWN.
     - ``revoke`` deletes one session, ``revoke_user`` all of a user's; both
       report how many existed. Revocation is immediate for refresh.
-    - ``sessions_of`` lists a user's live sessions at ``now``, oldest first.
+    - ``sessions_of`` lists a user's live sessions at ``now``, oldest first
+      (``created_at``, ties broken by ``session_id``).
+    - Every ``SessionInfo`` field, times and metadata included, round-trips
+      exactly. Times are compared with the ``now`` of each call, never the
+      store's own clock.
+    - A session past its expiry may already be gone (a TTL, a purge): it may
+      answer UNKNOWN_SESSION instead of EXPIRED. Stores that keep dead
+      sessions also offer ``purge(now) -> int``.
     - The store holds verifiers (SHA-256 digests) and salts, never secrets.
     """
 

@@ -29,6 +29,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
@@ -231,6 +232,10 @@ class SQLiteStore:
             raise ConfigError("SQLiteStore timeout must be a finite number of seconds >= 0")
         # Absolute, so that a later chdir() cannot point new threads elsewhere.
         self._path = os.path.abspath(raw)
+        if not os.path.isdir(os.path.dirname(self._path)):
+            raise ConfigError(
+                f"SQLiteStore: the directory of {self._path!r} does not exist; create it first"
+            )
         self._timeout = float(timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -268,11 +273,30 @@ class SQLiteStore:
             raise
         return conn
 
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
+        """Put the file in WAL mode (persistent: later opens find it so); the mode in force.
+
+        The switch needs an exclusive lock, and when several processes open a
+        new file together SQLite may report "database is locked" at once
+        instead of calling the busy handler: retry until the timeout, as the
+        busy handler would have waited.
+        """
+        deadline = time.monotonic() + self._timeout
+        delay = 0.001
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                return str(mode)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
     def _init_schema(self, conn: sqlite3.Connection) -> None:
-        # journal_mode is persistent in the file; it cannot change inside a
-        # transaction, and returns the mode in force (not "wal" if refused).
-        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        if str(mode).lower() != "wal":
+        # Not inside the transaction below: the journal mode cannot change in one.
+        mode = self._switch_to_wal(conn)
+        if mode.lower() != "wal":
             raise ConfigError(
                 f"SQLiteStore could not put {self._path!r} in WAL mode (got {mode!r}); "
                 "use a file on a local file system"
