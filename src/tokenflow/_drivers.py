@@ -237,5 +237,12 @@ class AsyncFlow:
                     answer = await _call_port(self, need)
                 else:
                     answer = await asyncio.wait_for(_call_port(self, need), self._timeout)
+            except asyncio.TimeoutError as exc:
+                # Hosts match on the builtin TimeoutError; before 3.11 asyncio
+                # raised a class of its own, which is translated here.
+                error: Exception = exc
+                if not isinstance(exc, TimeoutError):
+                    error = TimeoutError(f"the {need.port} port timed out")
+                failure = PortError(need, error)
             except Exception as exc:
                 failure = PortError(need, exc)
