@@ -239,18 +239,20 @@ class FlowCore:
                 return Unauthorized(UnauthorizedReason.MALFORMED_REQUEST, self._clear)
         else:
             return Pending(None, (False, False), [])
-        events: list[Event] = []
+        rejected: TokenRejected | None = None
         if type(access) is str:
             try:
                 claims = self._codec.open(_ACCESS, access, now)
             except InvalidToken as exc:
-                events.append(TokenRejected(_ACCESS, exc.reason))
+                rejected = TokenRejected(_ACCESS, exc.reason)
             else:
                 # Only tokens this flow minted name a session; any other
                 # access-purpose token sealed with the same ring is refused.
                 if type(claims.get("sid")) is str:
                     return Process(claims)
-                events.append(TokenRejected(_ACCESS, TokenFailure.BAD_CLAIMS))
+                rejected = TokenRejected(_ACCESS, TokenFailure.BAD_CLAIMS)
+        # Past the hot path: the event list is only built for requests that go on.
+        events: list[Event] = [] if rejected is None else [rejected]
         # Only now, past the hot path, look for the refresh cookie.
         if cookies is not None:
             refresh: object = cookies.get(self._names[1])
