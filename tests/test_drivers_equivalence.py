@@ -34,7 +34,6 @@ from tokenflow import (
     UnauthorizedReason,
     Unavailable,
 )
-from tokenflow._browser import Browser
 from tokenflow._sessions import NewSession, Rotation, RotationResult, SessionInfo
 from tokenflow.ports import ExternalIdentity, Identity
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
@@ -42,6 +41,7 @@ from tokenflow.testing import (
     AsyncFakeExternalTokenVerifier,
     AsyncFakePasswordVerifier,
     AsyncFakeUserDirectory,
+    Browser,
     FakeClock,
     FakeExternalTokenVerifier,
     FakePasswordVerifier,

@@ -30,15 +30,18 @@ from tokenflow import (
     Reissue,
     Unavailable,
 )
-from tokenflow._browser import Browser
-from tokenflow._faults import AsyncFaultyStore, Fault, FaultyStore, InjectedFault
 from tokenflow.stores import AsyncMemoryStore, AsyncSQLiteStore, MemoryStore, SQLiteStore
 from tokenflow.testing import (
     AsyncFakePasswordVerifier,
     AsyncFakeUserDirectory,
+    AsyncFaultyStore,
+    Browser,
     FakeClock,
     FakePasswordVerifier,
     FakeUserDirectory,
+    Fault,
+    FaultyStore,
+    InjectedFault,
 )
 
 LOGIN = PasswordCredentials("ada@example.com", "analytical engine")

@@ -53,11 +53,11 @@ from tokenflow import (
     UnauthorizedReason,
     Unavailable,
 )
-from tokenflow._browser import Browser
 from tokenflow._sessions import NewSession, Rotation, RotationResult, derive_successor, verifier_of
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
 from tokenflow.testing import (
     AsyncFakeUserDirectory,
+    Browser,
     FakeClock,
     FakeExternalTokenVerifier,
     FakePasswordVerifier,

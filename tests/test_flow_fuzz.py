@@ -43,9 +43,9 @@ from tokenflow import (
     Unavailable,
     parse_cookie_header,
 )
-from tokenflow._browser import Browser
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import (
+    Browser,
     FakeClock,
     FakeExternalTokenVerifier,
     FakePasswordVerifier,

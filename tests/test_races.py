@@ -34,8 +34,6 @@ from tokenflow import (
     PasswordCredentials,
     Reissue,
 )
-from tokenflow._browser import Browser
-from tokenflow._races import RaceReport, run_refresh_race, run_refresh_race_async
 from tokenflow._sessions import (
     Rotation,
     RotationOutcome,
@@ -47,9 +45,13 @@ from tokenflow.stores.sqlite import AsyncSQLiteStore, SQLiteStore
 from tokenflow.testing import (
     AsyncFakePasswordVerifier,
     AsyncFakeUserDirectory,
+    Browser,
     FakeClock,
     FakePasswordVerifier,
     FakeUserDirectory,
+    RaceReport,
+    run_refresh_race,
+    run_refresh_race_async,
 )
 
 LOGIN = PasswordCredentials("ada@example.com", "correct horse battery staple")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import tokenflow.testing
+import tokenflow.testing.fakes
 from tokenflow import ConfigError, ExternalIdentity, Identity
 from tokenflow.ports import (
     AsyncExternalTokenVerifier,
@@ -216,13 +217,13 @@ def test_passwords_are_stored_as_salted_hashes_only() -> None:
 def test_unknown_users_cost_one_hash_like_wrong_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     passwords = FakePasswordVerifier({"alice": "secret"})
     calls: list[bytes] = []
-    original = tokenflow.testing._hash_password
+    original = tokenflow.testing.fakes._hash_password
 
     def counting(password: str, salt: bytes) -> bytes:
         calls.append(salt)
         return original(password, salt)
 
-    monkeypatch.setattr(tokenflow.testing, "_hash_password", counting)
+    monkeypatch.setattr(tokenflow.testing.fakes, "_hash_password", counting)
     assert passwords.verify_password("alice", "wrong") is None
     assert passwords.verify_password("mallory", "wrong") is None
     assert passwords.verify_password("alice", "secret") == "alice"

@@ -11,13 +11,13 @@ import os
 import tempfile
 from collections.abc import Callable
 
-from ._browser import Browser
 from ._config import FlowConfig
 from ._drivers import Flow
 from ._keyring import KeyRing
 from ._model import Decision, PasswordCredentials, Process, Reissue, Unauthorized
 from .stores.sqlite import SQLiteStore
 from .testing import FakeClock, FakePasswordVerifier, FakeUserDirectory
+from .testing.browser import Browser
 
 __all__ = ["run_demo"]
 

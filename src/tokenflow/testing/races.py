@@ -65,10 +65,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from ._browser import Browser
-from ._config import FlowConfig
-from ._drivers import AsyncFlow, Flow
-from ._model import (
+from .._config import FlowConfig
+from .._drivers import AsyncFlow, Flow
+from .._model import (
     Decision,
     Process,
     Refreshed,
@@ -84,6 +83,7 @@ from ._model import (
     UnauthorizedReason,
     Unavailable,
 )
+from .browser import Browser
 
 __all__ = ["RaceReport", "run_refresh_race", "run_refresh_race_async"]
 
@@ -719,7 +719,7 @@ def run_refresh_race(
     changed. ``now`` starts the harness's timeline (default
     ``browser.clock()``); every decision is made at an explicit ``now`` on it,
     so the flow's clock is never read. Each trial is described in the module
-    docstring of :mod:`tokenflow._races`; with ``check_stale_reuse`` the run
+    docstring of :mod:`tokenflow.testing.races`; with ``check_stale_reuse`` the run
     ends by showing that a stale token used after the grace window is
     detected as reuse, which revokes the session.
 

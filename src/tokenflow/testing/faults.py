@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._sessions import NewSession, Rotation, RotationResult, SessionInfo
-from .ports import AsyncSessionStore, SessionStore
+from .._sessions import NewSession, Rotation, RotationResult, SessionInfo
+from ..ports import AsyncSessionStore, SessionStore
 
 __all__ = ["AsyncFaultyStore", "Fault", "FaultyStore", "InjectedFault"]
 

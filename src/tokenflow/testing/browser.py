@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ._model import Credentials, Request
+from .._model import Credentials, Request
 
 __all__ = ["Browser"]
 

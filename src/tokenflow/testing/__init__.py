@@ -1,0 +1,57 @@
+"""Test helpers for tokenflow and for code built on it.
+
+- :class:`FakeClock`: time that moves only when told to.
+- The **session store conformance kit**: :func:`check_session_store` and
+  :func:`check_async_session_store`. Adapter authors call one of them from
+  their own test suite with a factory for their store; it raises
+  :class:`AssertionError` with an explanation on the first breach of the
+  :class:`~tokenflow.ports.SessionStore` contract.
+- Fakes of the identity ports: :class:`FakeUserDirectory`,
+  :class:`FakePasswordVerifier`, :class:`FakeExternalTokenVerifier`, and their
+  async faces (``AsyncFake...``), for tests and demos.
+- :class:`Browser`: a cookie jar that applies ``Set-Cookie`` values and builds
+  requests, to drive whole flows as a browser would.
+- The **flow race harness**: :func:`run_refresh_race` and
+  :func:`run_refresh_race_async` race many tabs refreshing one session, with
+  dropped responses and out-of-order Set-Cookie, against your configuration;
+  :class:`RaceReport` tallies them.
+- **Fault injection**: :class:`FaultyStore` / :class:`AsyncFaultyStore` make a
+  store fail before commit, after commit, or hang (:class:`Fault`).
+
+The kit needs Hypothesis (``pip install 'tokenflow[testing]'``). It is
+imported only when a check runs, so the clock and the fakes work without it.
+"""
+
+from .browser import Browser
+from .clock import FakeClock
+from .fakes import (
+    AsyncFakeExternalTokenVerifier,
+    AsyncFakePasswordVerifier,
+    AsyncFakeUserDirectory,
+    FakeExternalTokenVerifier,
+    FakePasswordVerifier,
+    FakeUserDirectory,
+)
+from .faults import AsyncFaultyStore, Fault, FaultyStore, InjectedFault
+from .races import RaceReport, run_refresh_race, run_refresh_race_async
+from .store_kit import check_async_session_store, check_session_store
+
+__all__ = [
+    "AsyncFakeExternalTokenVerifier",
+    "AsyncFakePasswordVerifier",
+    "AsyncFakeUserDirectory",
+    "AsyncFaultyStore",
+    "Browser",
+    "FakeClock",
+    "FakeExternalTokenVerifier",
+    "FakePasswordVerifier",
+    "FakeUserDirectory",
+    "Fault",
+    "FaultyStore",
+    "InjectedFault",
+    "RaceReport",
+    "check_async_session_store",
+    "check_session_store",
+    "run_refresh_race",
+    "run_refresh_race_async",
+]
