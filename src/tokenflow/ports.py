@@ -67,13 +67,22 @@ class Identity:
 class ExternalIdentity:
     """An identity vouched for by a verified external token (an OIDC ID token...).
 
-    ``provider`` is the name the verifier is registered under, ``subject`` the
-    provider's stable user id (the ``sub`` claim), ``claims`` the verified claims.
+    ``provider`` is the name the verifier is registered under: the flow sets
+    it to that name before the identity reaches the user directory, whatever
+    the verifier put there, so a verifier can only vouch for its own
+    provider. ``subject`` is the provider's stable user id (the ``sub`` claim;
+    the object id for Microsoft Entra ID) and ``issuer`` the exact issuer that
+    signed the token: together they name the user, and are what
+    :meth:`UserDirectory.link_external` should key on. ``email`` is set only
+    when the provider marked the address as verified. ``claims`` are the
+    verified claims.
     """
 
     provider: str
     subject: str
     claims: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS)
+    issuer: str | None = None
+    email: str | None = None
 
 
 class SessionStore(Protocol):
