@@ -145,7 +145,7 @@ def build_world(now: float, sessions: int = SESSIONS) -> World:
         users.link(PROVIDER, f"subject-{i}", user_id)
         token = idp.issue(f"subject-{i}", expires_at=now + 3600)
         login = Request("POST", credentials=ExternalTokenCredentials(PROVIDER, token))
-        decision = flow.decide(login, now)
+        decision = flow.decide(login, now=now)
         if type(decision) is not Reissue:
             raise AssertionError(f"login {i} gave {decision!r}, not Reissue")
         access_cookie, refresh_cookie = decision.set_cookies
@@ -218,7 +218,7 @@ def _check_rotations(world: World, refresher: Refresher) -> int:
     total = sum(
         info.generation
         for user_id in world.users
-        for info in world.flow.sessions_of(user_id, world.now)
+        for info in world.flow.sessions_of(user_id, now=world.now)
     )
     if total != refresher.count:
         raise AssertionError(
@@ -369,10 +369,10 @@ def run(settings: Settings, report: Report) -> None:
     world = build_world(now)
     request = access_request(world.access_header)
     # Prove each case does what its name says before timing it.
-    first = world.flow.decide(request, now)
+    first = world.flow.decide(request, now=now)
     if type(first) is not Process or first.user_id != world.users[0]:
         raise AssertionError(f"the access request gave {first!r}, not Process")
-    if world.codec.open(Purpose.ACCESS, world.access, now) != first.claims:
+    if world.codec.open(Purpose.ACCESS, world.access, now=now) != first.claims:
         raise AssertionError("codec.open and the access decision disagree on the claims")
     refresher = Refresher(world)
 
@@ -470,7 +470,7 @@ def _measure_cookie_headers(settings: Settings, world: World) -> _Parse:
     outcomes: dict[str, str] = {}
     for name, (_, flow) in subjects.items():
         # Never an exception, whatever the header: that is the flow's contract.
-        outcomes[name] = type(flow.decide(requests[name], world.now)).__name__
+        outcomes[name] = type(flow.decide(requests[name], now=world.now)).__name__
     if outcomes["realistic_8k"] != "Process":
         raise AssertionError(f"the 8 KiB header gave {outcomes['realistic_8k']}, not Process")
     cases: list[Case] = []

@@ -380,7 +380,7 @@ class _TalliedStore:
         return self._store.revoke_user(user_id)
 
     def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
-        return self._store.sessions_of(user_id, now)
+        return self._store.sessions_of(user_id, now=now)
 
 
 class _AsyncTalliedStore:
@@ -406,7 +406,7 @@ class _AsyncTalliedStore:
         return await self._store.revoke_user(user_id)
 
     async def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
-        return await self._store.sessions_of(user_id, now)
+        return await self._store.sessions_of(user_id, now=now)
 
 
 @dataclass

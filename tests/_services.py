@@ -163,11 +163,11 @@ class Blocking:
         return result
 
     def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        result: list[SessionInfo] = self.run(self.store.sessions_of(user_id, now))
+        result: list[SessionInfo] = self.run(self.store.sessions_of(user_id, now=now))
         return result
 
     def purge(self, now: float) -> int:
-        result: int = self.run(self.store.purge(now))
+        result: int = self.run(self.store.purge(now=now))
         return result
 
 
@@ -336,14 +336,14 @@ class Replay:
             return got_count
         if isinstance(op, ListSessions):
             user_id = self.user_id(op.user)
-            listed = list(self.store.sessions_of(user_id, self.now))
+            listed = list(self.store.sessions_of(user_id, now=self.now))
             expected_list = self._expect_list(user_id)
             assert listed == expected_list, (
                 f"{op} at {self.now}: store {listed}, ref {expected_list}"
             )
             return listed
         if isinstance(op, Purge):
-            purged = self.store.purge(self.now)
+            purged = self.store.purge(now=self.now)
             expected_purged = self._delete_where(lambda s: not s.info.is_live(self.now))
             assert purged == expected_purged, f"{op}: store {purged}, ref {expected_purged}"
             return purged

@@ -25,13 +25,13 @@ from tokenflow import (
     FlowConfig,
     Forbidden,
     KeyRing,
+    LoggedOut,
     PasswordCredentials,
     PortFailed,
     Process,
     Reissue,
     Request,
     Unauthorized,
-    UnauthorizedReason,
     Unavailable,
 )
 from tokenflow._sessions import NewSession, Rotation, RotationResult, SessionInfo
@@ -87,7 +87,7 @@ class BreakableStore:
 
     def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
         self._check()
-        return self.inner.sessions_of(user_id, now)
+        return self.inner.sessions_of(user_id, now=now)
 
 
 class AsyncBreakableStore:
@@ -117,7 +117,7 @@ class AsyncBreakableStore:
 
     async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
         self._check()
-        return await self.inner.sessions_of(user_id, now)
+        return await self.inner.sessions_of(user_id, now=now)
 
 
 # -- the two worlds -----------------------------------------------------------------
@@ -199,7 +199,7 @@ _TOKEN_VALUE = re.compile(r"^([^=;]+)=[^;]+")
 
 def normalize(decision: object) -> tuple[Any, ...]:
     """Everything a host sees, with token ciphertexts replaced by a placeholder."""
-    assert type(decision) in (Process, Reissue, Unauthorized, Forbidden, Unavailable)
+    assert type(decision) in (Process, Reissue, LoggedOut, Unauthorized, Forbidden, Unavailable)
     cookies = tuple(_TOKEN_VALUE.sub(r"\1=<token>", c) for c in decision.set_cookies)  # type: ignore[attr-defined]
     events = tuple(
         ("PortFailed", e.port, type(e.error).__name__, str(e.error))
@@ -451,7 +451,7 @@ HEADERS = [
                 "Process",
                 "Forbidden",
                 "Forbidden",
-                "LOGGED_OUT",
+                "LoggedOut",
                 "NO_CREDENTIALS",
             ],
             id="login-refresh-grace-logout",
@@ -613,8 +613,7 @@ async def test_a_hanging_store_gives_unavailable_within_the_timeout() -> None:
     assert decision.events == (PortFailed("store", decision.error),)
 
     logout = await flow.logout(Request("POST", cookies={REFRESH: "whatever"}))
-    assert isinstance(logout, Unauthorized)  # no valid token: the store is never asked
-    assert logout.reason is UnauthorizedReason.LOGGED_OUT
+    assert isinstance(logout, LoggedOut)  # no valid token: the store is never asked
 
 
 @pytest.mark.asyncio

@@ -86,7 +86,7 @@ async def async_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     elif kind == "sqlite":
         store = AsyncSQLiteStore(tmp_path / "faults.sqlite3")
         yield store
-        await store.close()
+        await store.aclose()
     elif kind == "redis":
         import redis.asyncio
 
@@ -225,7 +225,7 @@ def test_failed_logout_clears_nothing_and_can_be_retried(sync_store: Any) -> Non
     faulty.disarm()
     assert len(flow.sessions_of("ada")) == 1
     done = flow.logout(browser.request("POST"))
-    assert done.status == 401
+    assert done.status == 200
     assert flow.sessions_of("ada") == []
 
 

@@ -31,6 +31,7 @@ from tokenflow import (
     Key,
     KeyRing,
     LoggedIn,
+    LoggedOut,
     LoginFailed,
     LoginFailedReason,
     PasswordCredentials,
@@ -110,7 +111,7 @@ class CountingStore:
 
     def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
         self._enter("sessions_of")
-        return self.inner.sessions_of(user_id, now)
+        return self.inner.sessions_of(user_id, now=now)
 
 
 @dataclass
@@ -153,7 +154,7 @@ class World:
         return decision
 
     def live(self, user_id: str = "alice") -> list[str]:
-        return [s.session_id for s in self.memory.sessions_of(user_id, self.clock())]
+        return [s.session_id for s in self.memory.sessions_of(user_id, now=self.clock())]
 
     def rebuild(self, ring: KeyRing) -> Flow:
         """Another server process over the same store and users, with another key ring."""
@@ -240,7 +241,7 @@ def refresh_only(browser: Browser) -> Browser:
 
 
 def open_refresh(ring: KeyRing, token: str, now: float) -> dict[str, Any]:
-    return TokenCodec(ring).open(Purpose.REFRESH, token, now)
+    return TokenCodec(ring).open(Purpose.REFRESH, token, now=now)
 
 
 def kid_of(token: str) -> str:
@@ -382,7 +383,7 @@ def test_rotation_reissues_both_tokens_and_the_new_ones_work(world: World) -> No
     assert new[ACCESS] != first[ACCESS]
     assert new[REFRESH] != first[REFRESH]
     assert rotated.claims["exp"] == int(T0) + 130 + 120
-    assert [s.generation for s in world.memory.sessions_of("alice", world.clock())] == [1]
+    assert [s.generation for s in world.memory.sessions_of("alice", now=world.clock())] == [1]
 
     # The new access token serves requests, the new refresh token rotates again.
     assert isinstance(world.send(browser), Process)
@@ -390,7 +391,7 @@ def test_rotation_reissues_both_tokens_and_the_new_ones_work(world: World) -> No
     again = world.send(browser)
     assert isinstance(again, Reissue)
     assert again.events == (Refreshed("alice", login.session_id, 2, False),)
-    assert [s.generation for s in world.memory.sessions_of("alice", world.clock())] == [2]
+    assert [s.generation for s in world.memory.sessions_of("alice", now=world.clock())] == [2]
 
 
 def test_rotation_slides_the_idle_expiry(world: World) -> None:
@@ -400,7 +401,7 @@ def test_rotation_slides_the_idle_expiry(world: World) -> None:
     rotated = world.send(browser)
     assert isinstance(rotated, Reissue)
     assert set_cookie_map(rotated.set_cookies)[REFRESH][1] == 1800
-    (info,) = world.memory.sessions_of("alice", world.clock())
+    (info,) = world.memory.sessions_of("alice", now=world.clock())
     assert info.idle_expires_at == T0 + 1000 + 1800
     assert info.created_at == T0
     assert info.refreshed_at == T0 + 1000
@@ -434,7 +435,7 @@ def test_grace_gives_a_second_tab_the_same_successor(world: World, first_to_rota
     assert second.session_id == login.session_id
     assert tokens(second)[REFRESH] != tokens(first)[REFRESH]  # fresh ciphertexts...
     assert second.claims["exp"] == int(world.clock()) + 120
-    assert [s.generation for s in world.memory.sessions_of("alice", world.clock())] == [1]
+    assert [s.generation for s in world.memory.sessions_of("alice", now=world.clock())] == [1]
 
     # ...of one secret: each tab's token is current or predecessor of the other's.
     leader, follower = (tab_a, tab_b) if first_to_rotate == "tab_a" else (tab_b, tab_a)
@@ -589,7 +590,7 @@ def test_sliding_renewal_never_passes_the_absolute_lifetime() -> None:
         REFRESH: (tokens(last)[REFRESH], 10),
     }
     assert open_refresh(world.ring, tokens(last)[REFRESH], world.clock())["exp"] == end
-    (info,) = world.memory.sessions_of("alice", world.clock())
+    (info,) = world.memory.sessions_of("alice", now=world.clock())
     assert info.idle_expires_at == info.absolute_expires_at == end
 
     world.clock.advance(10)  # the absolute time
@@ -654,7 +655,7 @@ def test_deleted_user_loses_the_session_too(world: World) -> None:
     decision = world.send(browser)
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.USER_DISABLED
-    assert world.memory.sessions_of("alice", world.clock()) == []
+    assert world.memory.sessions_of("alice", now=world.clock()) == []
     assert login.session_id not in world.live()
 
 
@@ -685,7 +686,7 @@ def test_password_login_opens_a_session(world: World) -> None:
     assert login.events == (LoggedIn("alice", login.session_id, "password"),)
     assert login.user_id == "alice"
     assert world.live() == [login.session_id]
-    (info,) = world.memory.sessions_of("alice", world.clock())
+    (info,) = world.memory.sessions_of("alice", now=world.clock())
     assert info.generation == 0
     assert info.created_at == info.refreshed_at == T0
     assert info.idle_expires_at == T0 + 1800
@@ -927,9 +928,8 @@ def test_logout_revokes_and_clears_both_cookies(world: World) -> None:
     login = world.login(browser)
     other = world.login(world.browser())
     decision = world.logout(browser)
-    assert isinstance(decision, Unauthorized)
-    assert decision.status == 401
-    assert decision.reason is UnauthorizedReason.LOGGED_OUT
+    assert isinstance(decision, LoggedOut)
+    assert decision.status == 200
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
     assert decision.events == (
         SessionRevoked("alice", login.session_id, SessionRevokedReason.LOGOUT),
@@ -943,8 +943,7 @@ def test_logout_works_from_either_token(world: World, which: str) -> None:
     login = world.login(world.browser())
     request = Request("POST", cookies={which: tokens(login)[which]}, sec_fetch_site="same-origin")
     decision = world.flow.logout(request)
-    assert isinstance(decision, Unauthorized)
-    assert decision.reason is UnauthorizedReason.LOGGED_OUT
+    assert isinstance(decision, LoggedOut)
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
     assert decision.events == (
         SessionRevoked("alice", login.session_id, SessionRevokedReason.LOGOUT),
@@ -967,8 +966,7 @@ def test_logout_with_an_expired_access_token_only_revokes_through_the_refresh_to
 
 def test_logout_without_cookies_still_clears_both(world: World) -> None:
     decision = world.flow.logout(Request("POST"))
-    assert isinstance(decision, Unauthorized)
-    assert decision.reason is UnauthorizedReason.LOGGED_OUT
+    assert isinstance(decision, LoggedOut)
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
     assert decision.events == ()
     assert world.store.calls == []
@@ -993,7 +991,7 @@ def test_logout_of_an_already_revoked_session_reports_no_revocation(world: World
     login = world.login(browser)
     assert world.flow.revoke_user("alice") == 1
     decision = world.logout(browser)
-    assert isinstance(decision, Unauthorized)
+    assert isinstance(decision, LoggedOut)
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
     assert (
         SessionRevoked("alice", login.session_id, SessionRevokedReason.LOGOUT)

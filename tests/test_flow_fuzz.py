@@ -29,6 +29,7 @@ from tokenflow import (
     Forbidden,
     KeyRing,
     LoggedIn,
+    LoggedOut,
     PasswordCredentials,
     Process,
     Refreshed,
@@ -38,8 +39,8 @@ from tokenflow import (
     ReuseDetected,
     ReuseDetectedReason,
     SessionRevoked,
+    TooManyRequests,
     Unauthorized,
-    UnauthorizedReason,
     Unavailable,
     parse_cookie_header,
 )
@@ -58,7 +59,15 @@ ACCESS = "__Host-tf_access"
 REFRESH = "__Host-tf_refresh"
 PASSWORD = "correct horse battery staple"
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
-STATUS = {Process: 200, Reissue: 200, Unauthorized: 401, Forbidden: 403, Unavailable: 503}
+STATUS = {
+    Process: 200,
+    Reissue: 200,
+    LoggedOut: 200,
+    Unauthorized: 401,
+    Forbidden: 403,
+    TooManyRequests: 429,
+    Unavailable: 503,
+}
 CLEARING = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=; Max-Age=0;")
 
 
@@ -332,8 +341,7 @@ def test_logout_always_returns_logged_out_or_forbidden(draft: dict[str, Any], no
     decision = fx.flow.logout(request, now=now)
     event(f"logout: {type(decision).__name__}, {len(decision.events)} events")
     assert_well_formed(decision, request, now, fx.config.leeway, logout=True)
-    if isinstance(decision, Unauthorized):
-        assert decision.reason is UnauthorizedReason.LOGGED_OUT
+    if isinstance(decision, LoggedOut):
         assert [c.partition("=")[0] for c in decision.set_cookies] == [ACCESS, REFRESH]
     else:
         assert isinstance(decision, Forbidden)
@@ -449,10 +457,10 @@ class BrowsersAgainstOneFlow(RuleBasedStateMachine):
             assert sid not in self.dead, f"Reissue for dead session {sid}"
             assert decision.user_id not in self.disabled, "Reissue for a disabled user"
             assert self.owner[sid] == decision.user_id
-            live = {s.session_id for s in self.store.sessions_of(decision.user_id, now)}
+            live = {s.session_id for s in self.store.sessions_of(decision.user_id, now=now)}
             assert sid in live
             (info,) = [
-                s for s in self.store.sessions_of(decision.user_id, now) if s.session_id == sid
+                s for s in self.store.sessions_of(decision.user_id, now=now) if s.session_id == sid
             ]
             assert info.generation == self.current[sid] == generation
             issued = parse_cookie_header(decision.set_cookies[1].partition(";")[0])[REFRESH]
@@ -542,8 +550,7 @@ class BrowsersAgainstOneFlow(RuleBasedStateMachine):
         decision = self.flow.logout(request)
         self._observe(decision, request)
         if same_origin:
-            assert isinstance(decision, Unauthorized)
-            assert decision.reason is UnauthorizedReason.LOGGED_OUT
+            assert isinstance(decision, LoggedOut)
         else:
             assert isinstance(decision, Forbidden)
         browser.receive(decision.set_cookies)
@@ -551,7 +558,7 @@ class BrowsersAgainstOneFlow(RuleBasedStateMachine):
     @rule(user=st.sampled_from(sorted(USERS)))
     def revoke_user(self, user: str) -> None:
         now = self.clock()
-        live = self.store.sessions_of(user, now)
+        live = self.store.sessions_of(user, now=now)
         assert self.flow.revoke_user(user) >= len(live)
         for sid, owner in self.owner.items():
             if owner == user:
@@ -573,7 +580,7 @@ class BrowsersAgainstOneFlow(RuleBasedStateMachine):
     def dead_sessions_stay_dead(self) -> None:
         now = self.clock()
         for user in USERS:
-            for info in self.store.sessions_of(user, now):
+            for info in self.store.sessions_of(user, now=now):
                 assert info.session_id in self.owner
                 assert info.session_id not in self.dead, "a dead session is live in the store"
 

@@ -17,6 +17,7 @@ from tokenflow import (
     Forbidden,
     InvalidTokenReason,
     KeyRing,
+    LoggedOut,
     LoginFailed,
     LoginFailedReason,
     PasswordCredentials,
@@ -29,7 +30,6 @@ from tokenflow import (
     TokenCodec,
     TokenRejected,
     Unauthorized,
-    UnauthorizedReason,
     Unavailable,
 )
 from tokenflow._flow import Pending
@@ -143,7 +143,7 @@ def test_a_verifier_returning_a_non_string_user_id_is_a_port_failure() -> None:
     decision = flow.decide(Browser(world.clock).request("POST", credentials=LOGIN))
     assert isinstance(decision, Unavailable)
     assert decision.port == "passwords"
-    assert world.store.sessions_of("42", world.clock()) == []
+    assert world.store.sessions_of("42", now=world.clock()) == []
 
 
 # -- the host's clock -----------------------------------------------------------
@@ -225,7 +225,7 @@ def test_logout_revokes_through_a_duplicated_refresh_cookie() -> None:
     refresh = browser.cookies()["__Host-tf_refresh"]
     header = f"__Host-tf_refresh=planted; __Host-tf_refresh={refresh}"
     decision = world.flow.logout(Request(method="POST", cookie_header=header))
-    assert decision.reason is UnauthorizedReason.LOGGED_OUT
+    assert isinstance(decision, LoggedOut)
     assert any(isinstance(e, SessionRevoked) for e in decision.events)
     assert world.flow.sessions_of("ada") == []
 
@@ -246,19 +246,48 @@ def test_logout_revokes_through_an_oversized_header() -> None:
 def test_a_verifier_cannot_vouch_for_another_provider() -> None:
     world = World()
     world.users.link("facebook", "victim-subject", "ada")
+    linked: list[ExternalIdentity] = []
+    link = world.users.link_external
+
+    def recording_link(identity: ExternalIdentity) -> str | None:
+        linked.append(identity)
+        return link(identity)
+
+    world.users.link_external = recording_link  # type: ignore[method-assign]
 
     class SelfHosted:
         """Registered as "selfhosted", but labels its identities as Facebook's."""
 
-        def verify_token(self, token: str, now: float) -> ExternalIdentity:
+        def verify_token(self, token: str, *, now: float) -> ExternalIdentity:
             return ExternalIdentity("facebook", "victim-subject")
 
     flow = Flow(world.ring, world.store, world.users, external={"selfhosted": SelfHosted()})
     credentials = ExternalTokenCredentials("selfhosted", "anything")
     decision = flow.decide(Browser(world.clock).request("POST", credentials=credentials))
+    # The identity reaches the directory under the name the verifier is
+    # registered with, so Facebook's user "victim-subject" is never linked.
+    assert [(i.provider, i.subject) for i in linked] == [("selfhosted", "victim-subject")]
     assert isinstance(decision, Unauthorized)
-    assert LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, "selfhosted") in decision.events
+    assert LoginFailed(LoginFailedReason.NOT_LINKED, "selfhosted") in decision.events
     assert world.store._sessions == {}
+
+
+def test_a_verifier_registered_under_another_name_still_logs_in() -> None:
+    world = World()
+    verifier = FakeExternalTokenVerifier()  # labels its identities "fake-idp"
+    world.users.link("corporate-sso", "emp-7", "ada")
+    flow = Flow(
+        world.ring,
+        world.store,
+        world.users,
+        external={"corporate-sso": verifier},
+        clock=world.clock,
+    )
+    token = verifier.issue("emp-7", expires_at=world.clock() + 60)
+    credentials = ExternalTokenCredentials("corporate-sso", token)
+    decision = flow.decide(Browser(world.clock).request("POST", credentials=credentials))
+    assert isinstance(decision, Reissue)
+    assert decision.user_id == "ada"
 
 
 def test_client_text_in_events_is_clipped() -> None:

@@ -249,7 +249,7 @@ def test_rotated_keeps_the_old_key_open_only() -> None:
 
     old_token = TokenCodec(ring).seal(Purpose.REFRESH, {"sub": "u", "iat": NOW, "exp": NOW + 1800})
     codec = TokenCodec(rotated)
-    assert codec.open(Purpose.REFRESH, old_token, NOW)["sub"] == "u"
+    assert codec.open(Purpose.REFRESH, old_token, now=NOW)["sub"] == "u"
 
 
 def test_rotated_without_argument_generates_a_key() -> None:

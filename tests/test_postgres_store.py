@@ -269,13 +269,13 @@ def test_purge_deletes_dead_sessions_in_batches(sync_store: PostgresStore) -> No
     for n in range(3):
         sync_store.create(_session(f"{user}-live-{n}", user, T0, idle=1000.0)[0])
     # Other tests' rows in this table may be dead at T0 + 100 as well; count ours.
-    purged = sync_store.purge(T0 + 100, batch_size=2)
+    purged = sync_store.purge(now=T0 + 100, batch_size=2)
     assert purged >= 7
-    live = sync_store.sessions_of(user, T0 + 100)
+    live = sync_store.sessions_of(user, now=T0 + 100)
     assert [i.session_id for i in live] == [f"{user}-live-{n}" for n in range(3)]
     assert sync_store.revoke_user(user) == 3
     with pytest.raises(ValueError, match="batch_size"):
-        sync_store.purge(T0, batch_size=0)
+        sync_store.purge(now=T0, batch_size=0)
 
 
 # ------------------------------------------------------------------ connections and configuration

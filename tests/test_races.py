@@ -135,7 +135,7 @@ async def async_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         return
     store = AsyncSQLiteStore(tmp_path / "sessions.sqlite3")
     yield store
-    await store.close()
+    await store.aclose()
 
 
 def _assert_clean(report: RaceReport, tabs: int, trials: int) -> None:

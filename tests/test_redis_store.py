@@ -208,7 +208,7 @@ def test_dead_session_vanishes_by_real_ttl(client: Any, prefix: str) -> None:
     assert store.rotate(rotation).outcome is RotationOutcome.UNKNOWN_SESSION
     index = f"{prefix}:u:{user}"
     assert client.zcard(index) == 1  # stale until someone looks
-    assert store.sessions_of(user, time.time()) == []
+    assert store.sessions_of(user, now=time.time()) == []
     assert not client.exists(index)  # cleaned, and empty sorted sets vanish
 
 
@@ -220,7 +220,7 @@ def test_user_index_lists_and_cleans_stale_entries(client: Any, prefix: str) -> 
         store.create(new)
     index = f"{prefix}:u:{user}"
     assert client.zrange(index, 0, -1) == [f"{user}-{n}".encode() for n in range(5)]
-    listed = store.sessions_of(user, T0 + 10)
+    listed = store.sessions_of(user, now=T0 + 10)
     assert [i.session_id for i in listed] == [f"{user}-{n}" for n in range(5)]
 
     client.delete(f"{prefix}:s:{user}-1")  # as if its TTL ran out
@@ -230,7 +230,10 @@ def test_user_index_lists_and_cleans_stale_entries(client: Any, prefix: str) -> 
     assert client.zscore(index, f"{user}-3") is None
     assert client.zcard(index) == 4  # -1 and -2 are stale entries now
 
-    assert [i.session_id for i in store.sessions_of(user, T0 + 12)] == [f"{user}-0", f"{user}-4"]
+    assert [i.session_id for i in store.sessions_of(user, now=T0 + 12)] == [
+        f"{user}-0",
+        f"{user}-4",
+    ]
     assert client.zcard(index) == 2  # stale entries removed by the listing
     assert store.revoke_user(user) == 2
     assert not client.exists(index)
@@ -272,7 +275,7 @@ def test_revoke_user_keeps_the_entry_of_a_concurrent_login(client: Any, prefix: 
     # The login that raced the revocation keeps its index entry, so the next
     # "log out everywhere" still finds it.
     store._client = client
-    assert [i.session_id for i in store.sessions_of(user, T0 + 2)] == [f"{user}-late"]
+    assert [i.session_id for i in store.sessions_of(user, now=T0 + 2)] == [f"{user}-late"]
     assert store.revoke_user(user) == 1
 
 

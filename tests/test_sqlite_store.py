@@ -116,7 +116,7 @@ def test_reopening_keeps_the_sessions_and_does_not_touch_the_schema(path: Path) 
     schema = raw.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
     raw.close()
     with SQLiteStore(path) as store:
-        assert store.sessions_of("alice", T0) == [new.info]
+        assert store.sessions_of("alice", now=T0) == [new.info]
         rotation, _ = _rotation("s1", secret, T0 + 1)
         assert store.rotate(rotation).outcome is RotationOutcome.ROTATED
     raw = _raw(path)
@@ -161,7 +161,7 @@ def test_a_relative_path_is_resolved_once(tmp_path: Path, monkeypatch: pytest.Mo
         thread = threading.Thread(target=store.create, args=(_session("s1")[0],))
         thread.start()
         thread.join()
-        assert store.sessions_of("alice", T0) != []
+        assert store.sessions_of("alice", now=T0) != []
     assert not (tmp_path / "b" / "sessions.db").exists()
 
 
@@ -186,7 +186,7 @@ def test_metadata_round_trips_and_comes_back_read_only(store: SQLiteStore) -> No
     }
     new, _ = _session("s1", metadata=metadata)
     store.create(new)
-    (listed,) = store.sessions_of("alice", T0)
+    (listed,) = store.sessions_of("alice", now=T0)
     assert listed == new.info
     assert dict(listed.metadata) == metadata
     with pytest.raises(TypeError):
@@ -197,7 +197,7 @@ def test_times_round_trip_exactly(store: SQLiteStore) -> None:
     now = T0 + 1 / 3
     info = SessionInfo("s1", "alice", now, now + 1e-6, now + 1800.1, now + 86_400.7, 41)
     store.create(NewSession(info, verifier_of(b"secret")))
-    assert store.sessions_of("alice", now) == [info]
+    assert store.sessions_of("alice", now=now) == [info]
 
 
 def test_the_file_holds_verifiers_and_salts_as_blobs_and_no_secret(path: Path) -> None:
@@ -227,8 +227,8 @@ def test_a_duplicate_id_raises_value_error(store: SQLiteStore) -> None:
     store.create(new)
     with pytest.raises(ValueError, match="already exists"):
         store.create(_session("s1", "mallory")[0])
-    assert store.sessions_of("mallory", T0) == []
-    assert store.sessions_of("alice", T0) == [new.info]
+    assert store.sessions_of("mallory", now=T0) == []
+    assert store.sessions_of("alice", now=T0) == [new.info]
 
 
 def test_a_nan_time_is_refused(store: SQLiteStore) -> None:
@@ -245,9 +245,9 @@ def test_purge_drops_dead_sessions_only(store: SQLiteStore) -> None:
     store.create(_session("idle-over", idle=50.0)[0])
     store.create(_session("absolute-over", absolute=60.0)[0])
     store.create(_session("ends-now", idle=100.0)[0])  # not live at its expiry instant
-    assert store.purge(T0 + 100.0) == 3
-    assert [i.session_id for i in store.sessions_of("alice", T0 + 100.0)] == ["live"]
-    assert store.purge(T0 + 100.0) == 0
+    assert store.purge(now=T0 + 100.0) == 3
+    assert [i.session_id for i in store.sessions_of("alice", now=T0 + 100.0)] == ["live"]
+    assert store.purge(now=T0 + 100.0) == 0
     assert store.revoke_user("alice") == 1  # purged sessions are really gone
 
 
@@ -302,7 +302,7 @@ def test_a_held_write_lock_makes_writes_fail_after_the_timeout(path: Path) -> No
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 store.create(_session("s2")[0])
             # WAL: readers are not blocked by a writer.
-            assert store.sessions_of("alice", T0) == [new.info]
+            assert store.sessions_of("alice", now=T0) == [new.info]
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
@@ -312,7 +312,10 @@ def test_a_held_write_lock_makes_writes_fail_after_the_timeout(path: Path) -> No
 
 def test_a_thread_connection_is_closed_when_the_thread_ends(store: SQLiteStore) -> None:
     store.create(_session("s1")[0])
-    threads = [threading.Thread(target=store.sessions_of, args=("alice", T0)) for _ in range(4)]
+    threads = [
+        threading.Thread(target=store.sessions_of, args=("alice",), kwargs={"now": T0})
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -328,11 +331,11 @@ def test_close_closes_every_thread_connection_and_refuses_later_use(path: Path) 
     errors: list[BaseException] = []
 
     def worker() -> None:
-        store.sessions_of("alice", T0)  # opens this thread's connection
+        store.sessions_of("alice", now=T0)  # opens this thread's connection
         opened.set()
         release.wait(10)
         try:
-            store.sessions_of("alice", T0)
+            store.sessions_of("alice", now=T0)
         except BaseException as exc:
             errors.append(exc)
 
@@ -401,7 +404,7 @@ def test_rotation_is_atomic_across_processes(path: Path) -> None:
         assert outcomes == ["GRACE"] * (processes - 1) + ["ROTATED"], f"round {rnd}"
         assert len({successor for _, successor in this_round}) == 1, f"round {rnd} diverged"
     with SQLiteStore(path) as store:
-        (info,) = store.sessions_of("alice", T0 + rounds)
+        (info,) = store.sessions_of("alice", now=T0 + rounds)
         assert info.generation == rounds
 
 
@@ -458,7 +461,7 @@ def test_a_forked_child_opens_its_own_connection(path: Path) -> None:
         child.join(30)
         assert child.exitcode == 0
         # The parent's connection still works and sees the child's rotation.
-        (info,) = store.sessions_of("alice", T0 + 1)
+        (info,) = store.sessions_of("alice", now=T0 + 1)
         assert info.generation == 1
         replay, _ = _rotation("s1", secret, T0 + 2)
         assert store.rotate(replay).outcome is RotationOutcome.GRACE
@@ -475,9 +478,9 @@ async def test_the_async_store_shares_the_file_with_sync_code(path: Path) -> Non
         rotation, _ = _rotation("s1", secret, T0 + 1)
         assert (await store.rotate(rotation)).outcome is RotationOutcome.ROTATED
         assert store.sync.rotate(rotation).outcome is RotationOutcome.GRACE
-        assert [i.generation for i in await store.sessions_of("alice", T0 + 1)] == [1]
+        assert [i.generation for i in await store.sessions_of("alice", now=T0 + 1)] == [1]
         await store.create(_session("s2", "bob", idle=10.0)[0])
-        assert await store.purge(T0 + 10.0) == 1
+        assert await store.purge(now=T0 + 10.0) == 1
         assert await store.revoke("s2") is False
         assert await store.revoke_user("alice") == 1
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):

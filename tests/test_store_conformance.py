@@ -82,7 +82,7 @@ async def test_async_sqlite_store_conforms(sqlite_paths: Callable[[], Path]) -> 
         await check_async_session_store(make)
     finally:
         for store in stores:
-            await store.close()
+            await store.aclose()
 
 
 # ------------------------------------------------------------------ the kit's own rules
@@ -92,12 +92,12 @@ class ForgetfulStore(MemoryStore):
     """Drops expired sessions whenever it learns the time: allowed by the contract."""
 
     def rotate(self, rotation: Rotation) -> RotationResult:
-        self.purge(rotation.now)
+        self.purge(now=rotation.now)
         return super().rotate(rotation)
 
     def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        self.purge(now)
-        return super().sessions_of(user_id, now)
+        self.purge(now=now)
+        return super().sessions_of(user_id, now=now)
 
 
 def test_a_store_may_forget_expired_sessions() -> None:
@@ -173,7 +173,7 @@ class InsertionOrder(MemoryStore):
         self.order.append(session.info.session_id)
 
     def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        infos = super().sessions_of(user_id, now)
+        infos = super().sessions_of(user_id, now=now)
         return sorted(infos, key=lambda i: self.order.index(i.session_id))
 
 
@@ -181,7 +181,7 @@ class ListsRecentlyExpired(MemoryStore):
     """Lists sessions that expired up to an hour ago."""
 
     def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        return super().sessions_of(user_id, now - 3600)
+        return super().sessions_of(user_id, now=now - 3600)
 
 
 class DropsEmptyMetadata(MemoryStore):
@@ -322,7 +322,7 @@ class AsyncRacyStore:
         return self.inner.revoke_user(user_id)
 
     async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        return self.inner.sessions_of(user_id, now)
+        return self.inner.sessions_of(user_id, now=now)
 
 
 @pytest.mark.asyncio

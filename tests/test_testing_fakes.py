@@ -260,31 +260,31 @@ async def test_the_async_verifier_shares_the_sync_one() -> None:
 def test_issued_tokens_verify_until_they_expire() -> None:
     google = FakeExternalTokenVerifier("google")
     token = google.issue("g-1", expires_at=T0 + 60, claims={"email": "a@example.com"})
-    identity = google.verify_token(token, T0)
+    identity = google.verify_token(token, now=T0)
     assert identity is not None
     assert identity.provider == "google"
     assert identity.subject == "g-1"
     assert identity.claims == {"email": "a@example.com", "sub": "g-1", "exp": T0 + 60}
-    assert google.verify_token(token, T0 + 59.999) == identity
-    assert google.verify_token(token, T0 + 60) is None  # expiry is exclusive
+    assert google.verify_token(token, now=T0 + 59.999) == identity
+    assert google.verify_token(token, now=T0 + 60) is None  # expiry is exclusive
     assert google.issue("g-1", expires_at=T0 + 60) != token  # every token is new
 
 
 def test_unknown_and_revoked_tokens_do_not_verify() -> None:
     idp = FakeExternalTokenVerifier()
     assert idp.provider == "fake-idp"
-    assert idp.verify_token("", T0) is None
-    assert idp.verify_token("not-a-token", T0) is None
+    assert idp.verify_token("", now=T0) is None
+    assert idp.verify_token("not-a-token", now=T0) is None
     token = idp.issue("s", expires_at=T0 + 60)
     idp.revoke(token)
     idp.revoke(token)
-    assert idp.verify_token(token, T0) is None
+    assert idp.verify_token(token, now=T0) is None
 
 
 def test_a_chosen_token_string_can_be_registered() -> None:
     idp = FakeExternalTokenVerifier("okta")
     identity = idp.register("eyJ.not-really.a-jwt", "u-7", expires_at=T0 + 1)
-    assert idp.verify_token("eyJ.not-really.a-jwt", T0) == identity
+    assert idp.verify_token("eyJ.not-really.a-jwt", now=T0) == identity
     assert identity == ExternalIdentity("okta", "u-7", {"sub": "u-7", "exp": T0 + 1})
     with pytest.raises(TypeError):
         identity.claims["sub"] = "someone else"  # type: ignore[index]
@@ -295,17 +295,17 @@ def test_an_unavailable_token_verifier_raises() -> None:
     token = idp.issue("s", expires_at=T0 + 60)
     idp.unavailable = True
     with pytest.raises(ConnectionError):
-        idp.verify_token(token, T0)
+        idp.verify_token(token, now=T0)
 
 
 @pytest.mark.asyncio
 async def test_the_async_token_verifier_shares_the_sync_one() -> None:
     async_idp = AsyncFakeExternalTokenVerifier(FakeExternalTokenVerifier("apple"))
     token = async_idp.sync.issue("a-1", expires_at=T0 + 60)
-    identity = await async_idp.verify_token(token, T0)
+    identity = await async_idp.verify_token(token, now=T0)
     assert identity is not None
     assert identity.provider == "apple"
-    assert await async_idp.verify_token(token, T0 + 61) is None
+    assert await async_idp.verify_token(token, now=T0 + 61) is None
 
 
 def test_reprs_hold_no_secrets() -> None:

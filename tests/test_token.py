@@ -111,8 +111,8 @@ def test_any_json_claim_set_round_trips(
     assert TOKEN_TEXT.fullmatch(token)
     assert len(token) % 4 == 0
     # now = iat: the token is fresh (exp + leeway is later than now since lifetime > -5).
-    assert codec.open(purpose, token, iat) == sealed
-    assert TokenCodec(RING).open(purpose, token, iat) == sealed
+    assert codec.open(purpose, token, now=iat) == sealed
+    assert TokenCodec(RING).open(purpose, token, now=iat) == sealed
 
 
 def test_reference_claims_token_is_small_and_url_safe(token: str) -> None:
@@ -141,7 +141,7 @@ def test_every_single_bit_flip_is_rejected(codec: TokenCodec, token: str) -> Non
     for bit in range(len(raw) * 8):
         tampered = bytearray(raw)
         tampered[bit // 8] ^= 1 << (bit % 8)
-        reason = reason_of(partial(codec.open, Purpose.ACCESS, text_of(bytes(tampered)), NOW))
+        reason = reason_of(partial(codec.open, Purpose.ACCESS, text_of(bytes(tampered)), now=NOW))
         if bit < 8:
             assert reason is InvalidTokenReason.UNSUPPORTED_VERSION
         elif bit >= HEADER * 8 - 64:  # salt, nonce, ciphertext, tag
@@ -152,17 +152,17 @@ def test_every_single_bit_flip_is_rejected(codec: TokenCodec, token: str) -> Non
 
 def test_every_truncation_is_rejected(codec: TokenCodec, token: str) -> None:
     for n in range(len(token)):
-        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[:n], NOW))
-        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[n + 1 :], NOW))
+        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[:n], now=NOW))
+        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[n + 1 :], now=NOW))
 
 
 def test_truncation_reasons_do_not_depend_on_the_cache(codec: TokenCodec, token: str) -> None:
     warm = [
-        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[:n], NOW))
+        reason_of(lambda n=n: codec.open(Purpose.ACCESS, token[:n], now=NOW))
         for n in range(0, len(token), 4)
     ]
     cold = [
-        reason_of(lambda n=n: TokenCodec(RING).open(Purpose.ACCESS, token[:n], NOW))
+        reason_of(lambda n=n: TokenCodec(RING).open(Purpose.ACCESS, token[:n], now=NOW))
         for n in range(0, len(token), 4)
     ]
     assert warm == cold
@@ -178,7 +178,7 @@ def test_every_single_character_substitution_is_rejected(codec: TokenCodec, toke
         for char in ALPHABET:
             if char != original:
                 changed = token[:index] + char + token[index + 1 :]
-                reason_of(lambda t=changed: codec.open(Purpose.ACCESS, t, NOW))
+                reason_of(lambda t=changed: codec.open(Purpose.ACCESS, t, now=NOW))
 
 
 @settings(max_examples=300, deadline=None)
@@ -189,7 +189,9 @@ def test_any_single_character_substitution_is_rejected(data: st.DataObject) -> N
     index = data.draw(st.integers(0, len(token) - 1))
     char = data.draw(st.characters())
     assume(char != token[index])
-    reason_of(lambda: codec.open(Purpose.ACCESS, token[:index] + char + token[index + 1 :], NOW))
+    reason_of(
+        lambda: codec.open(Purpose.ACCESS, token[:index] + char + token[index + 1 :], now=NOW)
+    )
 
 
 def test_claims_are_never_parsed_before_the_tag_verifies(
@@ -206,11 +208,11 @@ def test_claims_are_never_parsed_before_the_tag_verifies(
     raw = raw_of(token)
     for index in range(HEADER, len(raw)):
         tampered = raw[:index] + bytes([raw[index] ^ 0x80]) + raw[index + 1 :]
-        assert reason_of(partial(codec.open, Purpose.ACCESS, text_of(tampered), NOW)) is (
+        assert reason_of(partial(codec.open, Purpose.ACCESS, text_of(tampered), now=NOW)) is (
             InvalidTokenReason.TAG_MISMATCH
         )
     assert calls == []
-    codec.open(Purpose.ACCESS, token, NOW)
+    codec.open(Purpose.ACCESS, token, now=NOW)
     assert len(calls) == 1
 
 
@@ -220,7 +222,7 @@ def test_claims_are_never_parsed_before_the_tag_verifies(
 def test_an_access_token_never_opens_as_a_refresh_token(codec: TokenCodec) -> None:
     access = codec.seal(Purpose.ACCESS, claims())
     assert (
-        reason_of(lambda: codec.open(Purpose.REFRESH, access, NOW))
+        reason_of(lambda: codec.open(Purpose.REFRESH, access, now=NOW))
         is InvalidTokenReason.TAG_MISMATCH
     )
 
@@ -228,10 +230,10 @@ def test_an_access_token_never_opens_as_a_refresh_token(codec: TokenCodec) -> No
 def test_a_refresh_token_never_opens_as_an_access_token(codec: TokenCodec) -> None:
     refresh = codec.seal(Purpose.REFRESH, claims(exp=NOW + 1800))
     assert (
-        reason_of(lambda: codec.open(Purpose.ACCESS, refresh, NOW))
+        reason_of(lambda: codec.open(Purpose.ACCESS, refresh, now=NOW))
         is InvalidTokenReason.TAG_MISMATCH
     )
-    assert codec.open(Purpose.REFRESH, refresh, NOW)["exp"] == NOW + 1800
+    assert codec.open(Purpose.REFRESH, refresh, now=NOW)["exp"] == NOW + 1800
 
 
 # -- time ------------------------------------------------------------------------------
@@ -243,7 +245,7 @@ def test_expiry_boundaries(leeway: int) -> None:
 
     def open_with(exp: int) -> dict[str, Any]:
         token = codec.seal(Purpose.ACCESS, claims(iat=exp - 60, exp=exp))
-        return codec.open(Purpose.ACCESS, token, NOW)
+        return codec.open(Purpose.ACCESS, token, now=NOW)
 
     # Valid if and only if now < exp + leeway.
     assert reason_of(lambda: open_with(NOW - leeway - 1)) is InvalidTokenReason.EXPIRED
@@ -260,7 +262,7 @@ def test_issued_at_boundaries(leeway: int) -> None:
 
     def open_with(iat: int) -> dict[str, Any]:
         token = codec.seal(Purpose.ACCESS, claims(iat=iat, exp=iat + 120))
-        return codec.open(Purpose.ACCESS, token, NOW)
+        return codec.open(Purpose.ACCESS, token, now=NOW)
 
     assert open_with(NOW + leeway)["iat"] == NOW + leeway
     assert reason_of(lambda: open_with(NOW + leeway + 1)) is InvalidTokenReason.NOT_YET_VALID
@@ -268,8 +270,8 @@ def test_issued_at_boundaries(leeway: int) -> None:
 
 def test_fractional_now(codec: TokenCodec) -> None:
     token = codec.seal(Purpose.ACCESS, claims())
-    assert codec.open(Purpose.ACCESS, token, NOW + 124.999)["sub"] == "user-12345"
-    assert reason_of(lambda: codec.open(Purpose.ACCESS, token, NOW + 125.0)) is (
+    assert codec.open(Purpose.ACCESS, token, now=NOW + 124.999)["sub"] == "user-12345"
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, token, now=NOW + 125.0)) is (
         InvalidTokenReason.EXPIRED
     )
 
@@ -283,21 +285,21 @@ def test_key_rotation() -> None:
 
     rotated = old_ring.rotated(Key("new", SECRET_NEW))
     codec = TokenCodec(rotated)
-    assert codec.open(Purpose.REFRESH, old_token, NOW)["sub"] == "user-12345"
+    assert codec.open(Purpose.REFRESH, old_token, now=NOW)["sub"] == "user-12345"
     new_token = codec.seal(Purpose.REFRESH, claims(exp=NOW + 1800))
     assert raw_of(new_token)[1:5] == b"\x03new"
     assert raw_of(old_token)[1:5] == b"\x03old"
 
     pruned = TokenCodec(rotated.without("old"))
-    assert pruned.open(Purpose.REFRESH, new_token, NOW)["sub"] == "user-12345"
-    assert reason_of(lambda: pruned.open(Purpose.REFRESH, old_token, NOW)) is (
+    assert pruned.open(Purpose.REFRESH, new_token, now=NOW)["sub"] == "user-12345"
+    assert reason_of(lambda: pruned.open(Purpose.REFRESH, old_token, now=NOW)) is (
         InvalidTokenReason.UNKNOWN_KEY
     )
 
 
 def test_a_key_with_the_same_id_but_another_secret_fails_the_tag(token: str) -> None:
     impostor = TokenCodec(KeyRing(Key("k7qm2x", SECRET_NEW)))
-    assert reason_of(lambda: impostor.open(Purpose.ACCESS, token, NOW)) is (
+    assert reason_of(lambda: impostor.open(Purpose.ACCESS, token, now=NOW)) is (
         InvalidTokenReason.TAG_MISMATCH
     )
 
@@ -328,7 +330,7 @@ def test_invalid_token_message_is_the_same_for_every_failure(codec: TokenCodec, 
     reasons = set()
     for text, now in failures.items():
         with pytest.raises(InvalidToken) as caught:
-            codec.open(Purpose.ACCESS, text, now)
+            codec.open(Purpose.ACCESS, text, now=now)
         messages.add(str(caught.value))
         reasons.add(caught.value.reason)
     assert messages == {"invalid token"}
@@ -339,13 +341,13 @@ def test_invalid_token_message_is_the_same_for_every_failure(codec: TokenCodec, 
     "value", [b"AQZr", bytearray(b"AQZr"), memoryview(b"AQZr"), None, 42, 1.5, ["AQZr"]]
 )
 def test_open_of_a_non_string_is_malformed(codec: TokenCodec, value: object) -> None:
-    assert reason_of(lambda: codec.open(Purpose.ACCESS, value, NOW)) is (  # type: ignore[arg-type]
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, value, now=NOW)) is (  # type: ignore[arg-type]
         InvalidTokenReason.MALFORMED
     )
 
 
 def test_open_of_the_token_as_bytes_is_malformed(codec: TokenCodec, token: str) -> None:
-    assert reason_of(lambda: codec.open(Purpose.ACCESS, token.encode(), NOW)) is (  # type: ignore[arg-type]
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, token.encode(), now=NOW)) is (  # type: ignore[arg-type]
         InvalidTokenReason.MALFORMED
     )
 
@@ -372,7 +374,7 @@ def test_seal_rejects_claims_without_sub_iat_exp_or_with_wrong_types(
     with pytest.raises(ValueError, match="'sub' \\(str\\), 'iat' \\(int\\) and 'exp' \\(int\\)"):
         codec.seal(Purpose.ACCESS, bad)
     # The codec is unharmed.
-    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, claims()), NOW)
+    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, claims()), now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -409,7 +411,7 @@ def test_a_token_exactly_at_the_cookie_budget_is_accepted(purpose: Purpose) -> N
     codec = TokenCodec(RING, cookie_names={purpose: "tok"})
     fits, token = _largest_fitting(codec, purpose)
     assert len("tok") + 1 + len(token) == COOKIE_BUDGET
-    assert codec.open(purpose, token, NOW)["pad"] == "x" * fits
+    assert codec.open(purpose, token, now=NOW)["pad"] == "x" * fits
 
     with pytest.raises(TokenTooLarge) as caught:
         codec.seal(purpose, claims(pad="x" * (fits + 1)))
@@ -428,7 +430,7 @@ def test_default_cookie_names_are_within_budget(purpose: Purpose) -> None:
     assert name.startswith("__Host-")
     fits, token = _largest_fitting(codec, purpose)
     assert COOKIE_BUDGET - 4 < len(name) + 1 + len(token) <= COOKIE_BUDGET
-    assert codec.open(purpose, token, NOW)["pad"] == "x" * fits
+    assert codec.open(purpose, token, now=NOW)["pad"] == "x" * fits
     with pytest.raises(TokenTooLarge) as caught:
         codec.seal(purpose, claims(pad="x" * (fits + 1)))
     assert caught.value.size > COOKIE_BUDGET
@@ -436,7 +438,7 @@ def test_default_cookie_names_are_within_budget(purpose: Purpose) -> None:
 
 
 def test_a_token_too_long_for_any_cookie_is_malformed(codec: TokenCodec) -> None:
-    assert reason_of(lambda: codec.open(Purpose.ACCESS, "A" * 4100, NOW)) is (
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, "A" * 4100, now=NOW)) is (
         InvalidTokenReason.MALFORMED
     )
 
@@ -449,13 +451,13 @@ def test_forged_salts_fail_and_do_not_grow_the_cache(codec: TokenCodec, token: s
     for i in range(1500):
         salt = i.to_bytes(8, "big")
         forged = raw[: HEADER - 8] + salt + raw[HEADER:]
-        assert reason_of(partial(codec.open, Purpose.ACCESS, text_of(forged), NOW)) is (
+        assert reason_of(partial(codec.open, Purpose.ACCESS, text_of(forged), now=NOW)) is (
             InvalidTokenReason.TAG_MISMATCH
         )
         assert len(codec._cache) <= 1024
     # The codec still seals and opens.
-    assert codec.open(Purpose.ACCESS, token, NOW) == REFERENCE_CLAIMS
-    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, claims()), NOW)["sub"]
+    assert codec.open(Purpose.ACCESS, token, now=NOW) == REFERENCE_CLAIMS
+    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, claims()), now=NOW)["sub"]
 
 
 def _salt(token: str) -> bytes:
@@ -491,8 +493,8 @@ def test_a_new_salt_after_subkey_seal_limit(monkeypatch: pytest.MonkeyPatch) -> 
     assert len(set(salts)) == 8
     assert all(salts[i] != salts[i + 4] for i in range(0, 26, 4))
     for t in tokens:
-        assert codec.open(Purpose.ACCESS, t, NOW)["sub"] == "user-12345"
-        assert TokenCodec(RING).open(Purpose.ACCESS, t, NOW)["sub"] == "user-12345"
+        assert codec.open(Purpose.ACCESS, t, now=NOW)["sub"] == "user-12345"
+        assert TokenCodec(RING).open(Purpose.ACCESS, t, now=NOW)["sub"] == "user-12345"
 
 
 def test_concurrent_sealers_respect_the_subkey_seal_limit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -518,7 +520,7 @@ def test_concurrent_sealers_respect_the_subkey_seal_limit(monkeypatch: pytest.Mo
     per_salt = Counter(_salt(t) for t in tokens)
     assert max(per_salt.values()) <= 8
     assert len(per_salt) >= 100
-    assert all(codec.open(Purpose.ACCESS, t, NOW)["sub"] == "user-12345" for t in tokens)
+    assert all(codec.open(Purpose.ACCESS, t, now=NOW)["sub"] == "user-12345" for t in tokens)
 
 
 # -- fuzz ------------------------------------------------------------------------------------
@@ -542,7 +544,7 @@ def test_garbage_only_ever_raises_invalid_token(
     garbage: object, purpose: Purpose, now: float
 ) -> None:
     codec = TokenCodec(RING)
-    reason_of(lambda: codec.open(purpose, garbage, now))  # type: ignore[arg-type]
+    reason_of(lambda: codec.open(purpose, garbage, now=now))  # type: ignore[arg-type]
 
 
 @settings(max_examples=300, deadline=None)
@@ -551,7 +553,7 @@ def test_plausible_headers_with_garbage_only_raise_invalid_token(rest: bytes, ki
     # Version 1 and the real key id, so that garbage reaches the tag check.
     body = b"\x01" + bytes([kid_len]) + b"k7qm2x" + rest
     body += b"\0" * (-len(body) % 3)
-    reason = reason_of(lambda: TokenCodec(RING).open(Purpose.ACCESS, text_of(body), NOW))
+    reason = reason_of(lambda: TokenCodec(RING).open(Purpose.ACCESS, text_of(body), now=NOW))
     assert reason in {
         InvalidTokenReason.MALFORMED,
         InvalidTokenReason.UNKNOWN_KEY,
@@ -623,3 +625,64 @@ def test_wycheproof_aes_256_gcm_with_the_codec_call_pattern() -> None:
     assert sum(ran.values()) == expected
     assert ran["valid"] > 0
     assert ran["invalid"] > 0
+
+
+# -- nesting depth ---------------------------------------------------------------------
+
+
+def nested(levels: int) -> Any:
+    """A value that is ``levels`` arrays deep (0: a plain number)."""
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_claims_nested_32_levels_deep_seal_and_open(codec: TokenCodec) -> None:
+    deep = claims(n=nested(31))  # the claim set is level 1
+    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, deep), now=NOW) == deep
+
+
+@pytest.mark.parametrize("levels", [32, 33, 200])
+def test_claims_nested_deeper_are_refused_at_sealing(codec: TokenCodec, levels: int) -> None:
+    with pytest.raises(ValueError, match="deeper than 32 levels"):
+        codec.seal(Purpose.ACCESS, claims(n=nested(levels)))
+
+
+def test_claims_too_deep_for_json_itself_are_refused_too(codec: TokenCodec) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        codec.seal(Purpose.ACCESS, claims(n=nested(5000)))
+
+
+def test_brackets_inside_strings_do_not_count_as_depth(codec: TokenCodec) -> None:
+    text = claims(note="[" * 100 + "{" * 100)
+    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, text), now=NOW) == text
+
+
+def test_deep_claims_sealed_elsewhere_open_as_bad_claims() -> None:
+    spec = _spec_v1()
+    body = b'{"sub":"u","iat":1700000000,"exp":1700000120,"n":' + b"[" * 600 + b"]" * 600 + b"}"
+    plaintext = spec.fill(body, "k7qm2x")
+    token = spec.seal_plaintext(SECRET_OLD, "k7qm2x", "access", plaintext, b"s" * 8, b"n" * 12)
+    reason = reason_of(lambda: TokenCodec(RING).open(Purpose.ACCESS, token, now=NOW))
+    assert reason is InvalidTokenReason.BAD_CLAIMS
+
+
+def _spec_v1() -> Any:
+    """The independent implementation of the spec in tests/vectors/spec_v1.py."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).parent / "vectors" / "spec_v1.py"
+    spec = importlib.util.spec_from_file_location("spec_v1_for_token_tests", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("now", ["1700000000", None, object()])
+def test_a_now_that_is_not_a_number_is_a_value_error(codec: TokenCodec, now: object) -> None:
+    token = codec.seal(Purpose.ACCESS, claims())
+    with pytest.raises(ValueError, match="now must be seconds since the epoch"):
+        codec.open(Purpose.ACCESS, token, now=now)  # type: ignore[arg-type]

@@ -122,7 +122,7 @@ def test_seal_vector_independent_implementation(vector: dict[str, Any]) -> None:
 def test_open_vector(vector: dict[str, Any]) -> None:
     purpose, token, now = vector["purpose"], vector["token"], vector["now"]
     codec = _codec(vector["keyring"], vector["leeway"])
-    assert codec.open(PURPOSES[purpose], token, now) == vector["claims"]
+    assert codec.open(PURPOSES[purpose], token, now=now) == vector["claims"]
     theirs = spec_v1.open_token(vector["keyring"], purpose, token, now, vector["leeway"])
     assert theirs == vector["claims"]
 
@@ -135,7 +135,7 @@ def test_invalid_vector(vector: dict[str, Any]) -> None:
     purpose, token, now = vector["purpose"], vector["token"], vector["now"]
     codec = _codec(vector["keyring"], vector["leeway"])
     with pytest.raises(InvalidToken) as caught:
-        codec.open(PURPOSES[purpose], token, now)
+        codec.open(PURPOSES[purpose], token, now=now)
     assert caught.value.reason.value == vector["reason"]
     assert str(caught.value) == "invalid token"
     with pytest.raises(spec_v1.Rejected) as rejected:
@@ -153,12 +153,12 @@ def test_invalid_vectors_do_not_depend_on_the_subkey_cache() -> None:
             codecs[key] = _codec(*key)
     for vector in OPEN:
         codec = codecs[vector["keyring"], vector["leeway"]]
-        codec.open(PURPOSES[vector["purpose"]], vector["token"], vector["now"])
+        codec.open(PURPOSES[vector["purpose"]], vector["token"], now=vector["now"])
     for _ in range(2):
         for vector in INVALID:
             codec = codecs[vector["keyring"], vector["leeway"]]
             with pytest.raises(InvalidToken) as caught:
-                codec.open(PURPOSES[vector["purpose"]], vector["token"], vector["now"])
+                codec.open(PURPOSES[vector["purpose"]], vector["token"], now=vector["now"])
             assert caught.value.reason.value == vector["reason"], vector["comment"]
 
 
@@ -208,7 +208,7 @@ def test_independent_implementation_seals_byte_for_byte(
     theirs = spec_v1.seal(ring.serialize(), purpose, claims, salt, nonce)
     assert ours == theirs
     # Each opens the other's token.
-    assert TokenCodec(ring).open(PURPOSES[purpose], theirs, iat) == claims
+    assert TokenCodec(ring).open(PURPOSES[purpose], theirs, now=iat) == claims
     assert spec_v1.open_token(ring.serialize(), purpose, ours, iat, 5) == claims
 
 
@@ -227,7 +227,7 @@ def test_independent_implementation_rejects_garbage_for_the_same_reason(
     body += b"\0" * (-len(body) % 3)
     token = base64.urlsafe_b64encode(body).decode()
     with pytest.raises(InvalidToken) as caught:
-        _codec(ring).open(Purpose.ACCESS, token, 1_700_000_000)
+        _codec(ring).open(Purpose.ACCESS, token, now=1_700_000_000)
     with pytest.raises(spec_v1.Rejected) as rejected:
         spec_v1.open_token(ring, "access", token, 1_700_000_000, 5)
     assert caught.value.reason.value == rejected.value.reason

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ._cookies import CookiePolicy
 from ._csrf import normalize_trusted_origins
 from ._errors import ConfigError
+from ._throttle import ThrottlePolicy
 
 __all__ = ["FlowConfig"]
 
@@ -45,6 +46,9 @@ class FlowConfig:
     - ``cookies``: names and attributes (:class:`~tokenflow.CookiePolicy`).
     - ``trusted_origins``: origins (``https://app.example.com``) whose
       cross-origin unsafe requests are allowed.
+    - ``throttle``: how failed logins slow further attempts down
+      (:class:`~tokenflow.ThrottlePolicy`); it applies when the flow is given
+      a throttle port.
     """
 
     access_ttl: int = 120
@@ -54,6 +58,7 @@ class FlowConfig:
     leeway: int = 5
     cookies: CookiePolicy = field(default_factory=CookiePolicy)
     trusted_origins: frozenset[str] | Iterable[str] = frozenset()
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
 
     def __post_init__(self) -> None:
         access = _positive_int("access_ttl", self.access_ttl)
@@ -80,6 +85,8 @@ class FlowConfig:
             raise ConfigError(f"leeway must be between 0 and 60 seconds, not {self.leeway}")
         if not isinstance(self.cookies, CookiePolicy):
             raise ConfigError("cookies must be a CookiePolicy")
+        if not isinstance(self.throttle, ThrottlePolicy):
+            raise ConfigError("throttle must be a ThrottlePolicy")
         if isinstance(self.trusted_origins, str):
             raise ConfigError("trusted_origins is a collection of origins, not one string")
         object.__setattr__(self, "trusted_origins", normalize_trusted_origins(self.trusted_origins))

@@ -436,26 +436,27 @@ def read_refresh_cookie(header: str, policy: CookiePolicy) -> CookieValue:
     return _find(header, policy._refresh_key)
 
 
-_CANDIDATE_SCAN_LIMIT: Final = 4 * MAX_COOKIE_HEADER_BYTES
-_MAX_CANDIDATES: Final = 8
+CANDIDATE_SCAN_LIMIT: Final = 4 * MAX_COOKIE_HEADER_BYTES
+"""How much of a Cookie header a logout or login searches for copies of an auth cookie."""
 
 
 def auth_cookie_candidates(header: str, name: str) -> list[str]:
-    """Every value sent under ``name`` (at most 8), for logout only.
+    """Every value sent under ``name`` in the first 64 KiB of the header.
 
-    :func:`read_auth_cookies` refuses a duplicated or oversized auth cookie,
-    which is right for authentication. A logout must not be defeated that
-    way (a sibling subdomain can plant a second cookie, or bloat the header):
-    it tries each candidate and revokes whatever session any of them names.
-    The scan is bounded (the first 64 KiB) and linear, like :func:`_find`.
+    For logouts and explicit logins only. :func:`read_auth_cookies` refuses a
+    duplicated or oversized auth cookie, which is right for authentication.
+    A logout must not be defeated that way (a sibling subdomain can plant
+    copies, or bloat the header): every candidate is tried, and whatever
+    session any of them names ends. The scan is bounded (the first 64 KiB)
+    and linear, like :func:`_find`; the caller opens each distinct value once.
     """
-    header = header[:_CANDIDATE_SCAN_LIMIT]
+    header = header[:CANDIDATE_SCAN_LIMIT]
     key = name + "="
     step = len(key)
     found: list[str] = []
     lo = 0  # always the start of a ';'-segment
     pos = header.find(key)
-    while pos >= 0 and len(found) < _MAX_CANDIDATES:
+    while pos >= 0:
         semi = header.rfind(";", lo, pos)
         start = semi + 1 if semi >= 0 else lo
         end = header.find(";", pos + step)

@@ -1,6 +1,6 @@
 """The decision core: every authentication decision tokenflow makes, in one place.
 
-For each request, in this order::
+For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this order::
 
     0. cross-origin browser request that is unsafe,
        or carries credentials (a login)                -> Forbidden (403)
@@ -12,9 +12,18 @@ For each request, in this order::
          REUSED_PREVIOUS / REUSED_UNKNOWN              -> session revoked, go on to 3
          EXPIRED / UNKNOWN_SESSION                     -> go on to 3
        user disabled or deleted                        -> session revoked, go on to 3
-    3. credentials verify, user active                 -> new session, Reissue
+    3. credentials presented:
+         too many recent failures (throttle)           -> TooManyRequests (429), nothing verified
+         verify, user active                           -> new session, Reissue
+         refused                                       -> failure counted, go on to 4
     4. otherwise                                       -> Unauthorized (401), clear sent cookies
-    any port raises                                    -> Unavailable (503), nothing minted/cleared
+    any port raises, or answers the wrong type         -> Unavailable (503), nothing minted/cleared
+
+Two explicit operations sit beside it. :meth:`FlowCore.login` runs step 0
+and step 3 whatever cookies the request carries: on success the new session
+replaces the ones the cookies named (revoked, so switching accounts works
+and no session is fixed), on failure they are left alone. :meth:`FlowCore.logout`
+runs step 0, revokes every session the cookies name and answers LoggedOut.
 
 Tokens are sealed before the store is asked to change anything, so claims
 that cannot be sealed end in Unavailable with the client's tokens still good.
@@ -35,7 +44,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 
 from ._config import FlowConfig
@@ -51,14 +60,17 @@ from ._csrf import check_cross_origin
 from ._errors import InvalidToken, InvalidTokenReason, TokenTooLarge
 from ._model import (
     AmbiguousCookie,
+    Credentials,
     CrossOriginRejected,
     Decision,
     Event,
     ExternalTokenCredentials,
     Forbidden,
     LoggedIn,
+    LoggedOut,
     LoginFailed,
     LoginFailedReason,
+    LoginThrottled,
     PasswordCredentials,
     PortFailed,
     Process,
@@ -72,6 +84,7 @@ from ._model import (
     SessionRevoked,
     SessionRevokedReason,
     TokenRejected,
+    TooManyRequests,
     Unauthorized,
     UnauthorizedReason,
     Unavailable,
@@ -87,6 +100,7 @@ from ._sessions import (
     derive_successor,
     verifier_of,
 )
+from ._throttle import FailureCount, address_key, is_username_key, username_key
 from ._token import Purpose, TokenCodec
 from .ports import ExternalIdentity, Identity
 
@@ -96,6 +110,7 @@ _ACCESS: Final = Purpose.ACCESS
 _REFRESH: Final = Purpose.REFRESH
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _SESSION_ID_BYTES: Final = 16
+_MAX_NOW: Final = 2.0**62
 
 # -- needs: what the core asks its driver for ------------------------------------
 
@@ -159,6 +174,33 @@ class RevokeSession:
     port: str = "store"
 
 
+@dataclass(frozen=True, slots=True)
+class CheckThrottle:
+    """Ask the login throttle for the failure counts of some keys."""
+
+    keys: tuple[str, ...]
+    now: float
+    port: str = "throttle"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailure:
+    """Ask the login throttle to count one more failure for some keys."""
+
+    keys: tuple[str, ...]
+    now: float
+    window: float
+    port: str = "throttle"
+
+
+@dataclass(frozen=True, slots=True)
+class ResetThrottle:
+    """Ask the login throttle to forget some keys' failures."""
+
+    keys: tuple[str, ...]
+    port: str = "throttle"
+
+
 Need: TypeAlias = (
     LoadUser
     | LinkExternal
@@ -167,6 +209,9 @@ Need: TypeAlias = (
     | CreateSession
     | RotateSession
     | RevokeSession
+    | CheckThrottle
+    | RecordFailure
+    | ResetThrottle
 )
 Steps: TypeAlias = Generator[Need, Any, Decision]
 
@@ -195,7 +240,16 @@ class Pending:
 class FlowCore:
     """The sans-IO decision logic, shared by both drivers. Holds no mutable state."""
 
-    __slots__ = ("_clear", "_codec", "_config", "_names", "_passwords", "_policy", "_providers")
+    __slots__ = (
+        "_clear",
+        "_codec",
+        "_config",
+        "_names",
+        "_passwords",
+        "_policy",
+        "_providers",
+        "_throttle",
+    )
 
     def __init__(
         self,
@@ -204,6 +258,7 @@ class FlowCore:
         *,
         passwords: bool,
         providers: frozenset[str],
+        throttle: bool = False,
     ) -> None:
         self._codec = codec
         self._config = config
@@ -212,6 +267,7 @@ class FlowCore:
         self._clear = tuple(render_clear_cookie(name, policy) for name in self._names)
         self._passwords = passwords
         self._providers = providers
+        self._throttle = throttle
 
     @property
     def config(self) -> FlowConfig:
@@ -222,6 +278,9 @@ class FlowCore:
 
     def begin(self, request: Request, now: float) -> Decision | Pending:
         """Steps 0 and 1. A decision, or the state :meth:`resume` continues from."""
+        # Inlined _check_now: a host's clock bug raises here, before any parsing.
+        if not (type(now) is float or type(now) is int) or not 0 <= now < _MAX_NOW:
+            _check_now(now)
         # A login is state-changing whatever its method: credentials on a GET
         # from another site get the same cross-origin check as a POST.
         if request.method not in _SAFE_METHODS or request.credentials is not None:
@@ -242,7 +301,7 @@ class FlowCore:
         rejected: TokenRejected | None = None
         if type(access) is str:
             try:
-                claims = self._codec.open(_ACCESS, access, now)
+                claims = self._codec.open(_ACCESS, access, now=now)
             except InvalidToken as exc:
                 rejected = TokenRejected(_ACCESS, exc.reason)
             else:
@@ -288,7 +347,6 @@ class FlowCore:
         self, pending: Pending, request: Request, now: float, random: Callable[[int], bytes]
     ) -> Steps:
         """Steps 2 to 4, as a generator of needs that returns the decision."""
-        _check_now(now)
         events = pending.events
         reason = UnauthorizedReason.NO_CREDENTIALS
         try:
@@ -298,10 +356,10 @@ class FlowCore:
                     return outcome
                 reason = outcome
             if request.credentials is not None:
-                outcome = yield from self._login(request, now, random, events)
-                if not isinstance(outcome, UnauthorizedReason):
-                    return outcome
-                reason = outcome
+                login = yield from self._login(request, now, random, events)
+                if not isinstance(login, UnauthorizedReason):
+                    return login
+                reason = login
         except PortError as failure:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
@@ -312,7 +370,7 @@ class FlowCore:
         self, token: str, now: float, random: Callable[[int], bytes], events: list[Event]
     ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
         try:
-            claims = self._codec.open(_REFRESH, token, now)
+            claims = self._codec.open(_REFRESH, token, now=now)
         except InvalidToken as exc:
             events.append(TokenRejected(_REFRESH, exc.reason))
             return UnauthorizedReason.NO_CREDENTIALS
@@ -327,7 +385,7 @@ class FlowCore:
         # and a directory failure leaves the session untouched.
         identity = yield from self._load_user(user_id)
         if identity is None:
-            if (yield RevokeSession(session_id)):
+            if (yield from self._revoke(session_id)):
                 events.append(
                     SessionRevoked(user_id, session_id, SessionRevokedReason.USER_DISABLED)
                 )
@@ -354,15 +412,16 @@ class FlowCore:
             idle_seconds=config.refresh_idle_ttl,
             grace_seconds=config.grace_seconds,
         )
-        result: RotationResult = yield RotateSession(rotation)
+        need = RotateSession(rotation)
+        result = _checked_rotation(need, (yield need))
         outcome = result.outcome
         if outcome is RotationOutcome.ROTATED or outcome is RotationOutcome.GRACE:
             session = result.session
-            assert session is not None
+            assert session is not None  # _checked_rotation saw to it
             grace = outcome is RotationOutcome.GRACE
             if grace:
                 # Same successor as the rotation being replayed: parallel tabs converge.
-                assert result.salt is not None
+                assert result.salt is not None  # _checked_rotation saw to it
                 successor = derive_successor(secret, result.salt)
             access_exp, refresh_exp = self._expiries(session, iat)
             if grace or minted.claims["exp"] != access_exp or minted.refresh_exp != refresh_exp:
@@ -390,9 +449,10 @@ class FlowCore:
 
     def _login(
         self, request: Request, now: float, random: Callable[[int], bytes], events: list[Event]
-    ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
-        credentials = request.credentials
+    ) -> Generator[Need, Any, Reissue | TooManyRequests | UnauthorizedReason]:
+        credentials: Credentials | None = request.credentials
         need: Need
+        username: str | None = None
         if isinstance(credentials, PasswordCredentials):
             method, username = "password", credentials.username
             if (
@@ -403,10 +463,6 @@ class FlowCore:
                 events.append(LoginFailed(LoginFailedReason.BAD_PASSWORD, method, None))
                 return UnauthorizedReason.LOGIN_FAILED
             need = VerifyPassword(username, credentials.password)
-            user_id = yield need
-            if user_id is None:
-                events.append(LoginFailed(LoginFailedReason.BAD_PASSWORD, method, _clip(username)))
-                return UnauthorizedReason.LOGIN_FAILED
         elif isinstance(credentials, ExternalTokenCredentials):
             provider = credentials.provider
             # Type checks first: client-supplied values may be unhashable.
@@ -418,26 +474,53 @@ class FlowCore:
                 events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
             need = VerifyExternalToken(method, credentials.token, now)
-            external = yield need
-            if external is not None and not isinstance(external, ExternalIdentity):
-                raise PortError(need, TypeError("verify_token must return an ExternalIdentity"))
-            # A verifier vouches for its own provider only: an identity it
-            # labels as another provider's would log in that provider's user.
-            if external is None or external.provider != method:
-                events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
-                return UnauthorizedReason.LOGIN_FAILED
-            need = LinkExternal(external)
-            user_id = yield need
-            if user_id is None:
-                events.append(LoginFailed(LoginFailedReason.NOT_LINKED, method))
-                return UnauthorizedReason.LOGIN_FAILED
         else:
             events.append(
                 LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, type(credentials).__name__)
             )
             return UnauthorizedReason.LOGIN_FAILED
+
+        # The throttle comes before any verification: a throttled guess costs
+        # no hash and no call to an identity provider.
+        keys = self._throttle_keys(username, request.client_address)
+        if keys:
+            wait = yield from self._throttled(keys, now)
+            if wait:
+                events.append(LoginThrottled(method, _clip_optional(username), wait))
+                return TooManyRequests(wait, tuple(events))
+
+        if isinstance(need, VerifyPassword):
+            user_id = yield need
+            if user_id is None:
+                events.append(
+                    LoginFailed(LoginFailedReason.BAD_PASSWORD, method, _clip(need.username))
+                )
+                yield from self._count_failure(keys, now)
+                return UnauthorizedReason.LOGIN_FAILED
+        else:
+            external = yield need
+            if external is not None and not isinstance(external, ExternalIdentity):
+                raise PortError(need, TypeError("verify_token must return an ExternalIdentity"))
+            if external is None:
+                events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
+                yield from self._count_failure(keys, now)
+                return UnauthorizedReason.LOGIN_FAILED
+            # A verifier vouches for its own provider only: the identity is
+            # labelled with the name it is registered under, whatever it says,
+            # so it can never be linked as another provider's user.
+            if external.provider != method:
+                external = replace(external, provider=method)
+            need = LinkExternal(external)
+            user_id = yield need
+            if user_id is None:
+                events.append(LoginFailed(LoginFailedReason.NOT_LINKED, method))
+                return UnauthorizedReason.LOGIN_FAILED
         if type(user_id) is not str or not user_id:
             raise PortError(need, TypeError("a user id must be a non-empty str"))
+        user_keys = tuple(k for k in keys if is_username_key(k))
+        if user_keys:
+            # The right password: its username's count starts over.
+            yield ResetThrottle(user_keys)
 
         identity = yield from self._load_user(user_id)
         if identity is None:
@@ -465,6 +548,37 @@ class FlowCore:
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
         return Reissue(minted.claims, minted.cookies, tuple(events))
+
+    def _throttle_keys(self, username: str | None, address: str | None) -> tuple[str, ...]:
+        """The keys a login's failures count under: its username and its client address."""
+        if not self._throttle:
+            return ()
+        keys = []
+        if username is not None:
+            keys.append(username_key(username))
+        if address:
+            keys.append(address_key(address))
+        return tuple(keys)
+
+    def _throttled(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, int]:
+        """Seconds the attempt must wait, from the throttle's counts (0: go ahead)."""
+        need = CheckThrottle(keys, now)
+        counts = yield need
+        _check_counts(need, counts)
+        return self._config.throttle.retry_after(keys, counts, now)
+
+    def _count_failure(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, None]:
+        if keys:
+            need = RecordFailure(keys, now, self._config.throttle.window)
+            _check_counts(need, (yield need))
+
+    def _revoke(self, session_id: str) -> Generator[Need, Any, bool]:
+        """Revoke a session through the store; whether it existed."""
+        need = RevokeSession(session_id)
+        existed = yield need
+        if type(existed) is not bool:
+            raise PortError(need, TypeError("revoke must return a bool"))
+        return existed
 
     def _load_user(self, user_id: str) -> Generator[Need, Any, Identity | None]:
         need = LoadUser(user_id)
@@ -520,41 +634,83 @@ class FlowCore:
         )
         return _Minted(access_claims, cookies, refresh_exp)
 
-    # logout ------------------------------------------------------------------
+    # explicit login and logout -----------------------------------------------
+
+    def login(self, request: Request, now: float, random: Callable[[int], bytes]) -> Steps:
+        """Log in with the request's credentials, whatever cookies it carries.
+
+        On success a new session starts and every session the request's
+        cookies named is revoked (reason REPLACED): logging in as someone else
+        works, and no session survives a login on the same browser. On
+        failure those sessions are left alone and no cookie is cleared.
+        """
+        _check_now(now)
+        forbidden = self._cross_origin(request)
+        if forbidden is not None:
+            return forbidden
+        if request.credentials is None:
+            return Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
+        events: list[Event] = []
+        carried = self._carried_sessions(request, now)
+        try:
+            outcome = yield from self._login(request, now, random, events)
+            if isinstance(outcome, UnauthorizedReason):
+                return Unauthorized(outcome, (), tuple(events))
+            if isinstance(outcome, TooManyRequests):
+                return outcome
+            # Revoked after the new session exists: if the store fails here,
+            # the answer is Unavailable and the old session is still whole.
+            for user_id, session_id in carried:
+                if (yield from self._revoke(session_id)):
+                    events.append(
+                        SessionRevoked(user_id, session_id, SessionRevokedReason.REPLACED)
+                    )
+        except PortError as failure:
+            events.append(PortFailed(failure.port, failure.error))
+            return Unavailable(failure.error, failure.port, tuple(events))
+        return Reissue(outcome.claims, outcome.set_cookies, tuple(events))
 
     def logout(self, request: Request, now: float) -> Steps:
         """Revoke the sessions the request's cookies name and clear both cookies.
 
         Sessions are found through the refresh token, else the access token
         (while it opens). A duplicated or oversized cookie does not stop a
-        logout: every copy is tried, so whatever session any of them names ends.
+        logout: every copy within the first 64 KiB of the Cookie header is
+        tried, so whatever session any of them names ends.
         """
+        _check_now(now)
         forbidden = self._cross_origin(request)  # a logout changes state, whatever its method
         if forbidden is not None:
             return forbidden
-        _check_now(now)
         events: list[Event] = []
-        revoked: set[str] = set()
+        for user_id, session_id in self._carried_sessions(request, now):
+            try:
+                existed = yield from self._revoke(session_id)
+            except PortError as failure:
+                events.append(PortFailed(failure.port, failure.error))
+                return Unavailable(failure.error, failure.port, tuple(events))
+            if existed:
+                events.append(SessionRevoked(user_id, session_id, SessionRevokedReason.LOGOUT))
+        return LoggedOut(self._clear, tuple(events))
+
+    def _carried_sessions(self, request: Request, now: float) -> list[tuple[str, str]]:
+        """``(user id, session id)`` of every session the request's auth cookies name.
+
+        Every copy of each cookie is opened (duplicates included: a planted
+        second cookie must not shield the real one), refresh tokens first.
+        """
+        found: dict[str, str] = {}
         for purpose, name in ((_REFRESH, self._names[1]), (_ACCESS, self._names[0])):
-            for token in self._candidates(request, name):
+            # dict.fromkeys: each distinct value is opened once.
+            for token in dict.fromkeys(self._candidates(request, name)):
                 try:
-                    claims = self._codec.open(purpose, token, now)
+                    claims = self._codec.open(purpose, token, now=now)
                 except InvalidToken:
                     continue
                 session_id = claims.get("sid")
-                if type(session_id) is not str or session_id in revoked:
-                    continue
-                revoked.add(session_id)
-                try:
-                    existed = yield RevokeSession(session_id)
-                except PortError as failure:
-                    events.append(PortFailed(failure.port, failure.error))
-                    return Unavailable(failure.error, failure.port, tuple(events))
-                if existed:
-                    events.append(
-                        SessionRevoked(claims["sub"], session_id, SessionRevokedReason.LOGOUT)
-                    )
-        return Unauthorized(UnauthorizedReason.LOGGED_OUT, self._clear, tuple(events))
+                if type(session_id) is str and session_id not in found:
+                    found[session_id] = claims["sub"]
+        return [(user_id, session_id) for session_id, user_id in found.items()]
 
     @staticmethod
     def _candidates(request: Request, name: str) -> list[str]:
@@ -589,10 +745,41 @@ def _clip_optional(value: str | None) -> str | None:
 
 
 def _check_now(now: float) -> None:
-    """``now`` comes from the host's clock: a non-finite or absurd one is its bug."""
+    """``now`` comes from the host's clock: a non-number, non-finite or absurd one is its bug."""
     # Written so that NaN fails: every comparison with NaN is false.
-    if not (type(now) is float or type(now) is int) or not 0 <= now < 2.0**62:
-        raise ValueError(f"now must be seconds since the epoch, a finite number; got {now!r}")
+    if not (type(now) is float or type(now) is int) or not 0 <= now < _MAX_NOW:
+        raise ValueError(
+            f"now must be seconds since the epoch, a finite int or float; got {_clip(repr(now))}"
+        )
+
+
+def _checked_rotation(need: RotateSession, result: object) -> RotationResult:
+    """The store's rotation answer, or a port failure if it is not a well-formed one."""
+    if type(result) is not RotationResult:
+        raise PortError(need, TypeError("rotate must return a RotationResult"))
+    outcome = result.outcome
+    if outcome is RotationOutcome.ROTATED or outcome is RotationOutcome.GRACE:
+        if type(result.session) is not SessionInfo:
+            raise PortError(need, TypeError(f"a {outcome.name} result must carry the session"))
+        if outcome is RotationOutcome.GRACE and (
+            type(result.salt) is not bytes or len(result.salt) != SALT_BYTES
+        ):
+            raise PortError(
+                need, TypeError(f"a GRACE result must carry its {SALT_BYTES}-byte salt")
+            )
+    elif not isinstance(outcome, RotationOutcome):
+        raise PortError(need, TypeError("a RotationResult's outcome must be a RotationOutcome"))
+    return result
+
+
+def _check_counts(need: CheckThrottle | RecordFailure, counts: object) -> None:
+    """The throttle's answer: one FailureCount per key, or a port failure."""
+    if (
+        not isinstance(counts, (list, tuple))
+        or len(counts) != len(need.keys)
+        or not all(type(c) is FailureCount for c in counts)
+    ):
+        raise PortError(need, TypeError("the throttle must return one FailureCount per key"))
 
 
 def _b64(raw: bytes) -> str:

@@ -5,8 +5,10 @@ A host builds a :class:`Request`, asks a flow for a decision, and matches on it:
 
     match flow.decide(request):
         case Process() | Reissue() as ok:  ...  # serve; send ok.set_cookies
+        case LoggedOut() as out:           ...  # 200 after a logout; send out.set_cookies
         case Unauthorized() as no:         ...  # 401; send no.set_cookies
         case Forbidden():                  ...  # 403
+        case TooManyRequests() as slow:    ...  # 429; send Retry-After: slow.retry_after
         case Unavailable() as down:        ...  # 503; log down.error
 """
 
@@ -23,14 +25,17 @@ from ._token import Purpose
 
 __all__ = [
     "AmbiguousCookie",
+    "Credentials",
     "CrossOriginRejected",
     "Decision",
     "Event",
     "ExternalTokenCredentials",
     "Forbidden",
     "LoggedIn",
+    "LoggedOut",
     "LoginFailed",
     "LoginFailedReason",
+    "LoginThrottled",
     "PasswordCredentials",
     "PortFailed",
     "Process",
@@ -44,6 +49,7 @@ __all__ = [
     "SessionRevoked",
     "SessionRevokedReason",
     "TokenRejected",
+    "TooManyRequests",
     "Unauthorized",
     "UnauthorizedReason",
     "Unavailable",
@@ -75,6 +81,7 @@ class ExternalTokenCredentials:
 
 
 Credentials = PasswordCredentials | ExternalTokenCredentials
+"""What a login presents: annotate a handler's credentials with this union."""
 
 # -- request -------------------------------------------------------------------
 
@@ -89,8 +96,12 @@ class Request:
     ``sec_fetch_site``, ``origin`` and ``host`` are the raw header values
     (``None`` when absent) that the cross-origin check needs; ``host`` must be
     the Host the client sent, not a value from ``X-Forwarded-Host`` unless your
-    proxy is trusted to set it. ``metadata`` (user agent, address...) is stored
-    with sessions created by this request.
+    proxy is trusted to set it. ``client_address`` is the client's IP address,
+    which the login throttle counts failures under: the peer address of the
+    connection, or the address your trusted proxy reports (trusting proxy
+    headers is your decision; an untrusted ``X-Forwarded-For`` lets a guesser
+    pick a fresh address for every attempt). ``metadata`` (user agent,
+    address...) is stored with sessions created by this request.
     """
 
     method: str = "GET"
@@ -102,6 +113,7 @@ class Request:
     origin: str | None = None
     host: str | None = None
     metadata: Mapping[str, str] = field(default_factory=lambda: _NO_METADATA)
+    client_address: str | None = None
 
     def __post_init__(self) -> None:
         # The host's adapter builds a Request, so a wrong type here is an
@@ -109,7 +121,7 @@ class Request:
         # at once, on every request, instead of only on the first POST.
         if type(self.method) is not str:
             raise TypeError(f"Request.method must be str, not {type(self.method).__name__}")
-        for name in ("cookie_header", "sec_fetch_site", "origin", "host"):
+        for name in ("cookie_header", "sec_fetch_site", "origin", "host", "client_address"):
             value = getattr(self, name)
             if value is not None and type(value) is not str:
                 raise TypeError(
@@ -118,6 +130,10 @@ class Request:
                 )
         if self.cookies is not None and not isinstance(self.cookies, Mapping):
             raise TypeError("Request.cookies must be a mapping of cookie names to values")
+        if not isinstance(self.metadata, Mapping) or not all(
+            type(k) is str and type(v) is str for k, v in self.metadata.items()
+        ):
+            raise TypeError("Request.metadata must be a mapping of str to str")
 
 
 # -- events ----------------------------------------------------------------------
@@ -151,9 +167,15 @@ class SessionRevokedReason(enum.Enum):
     """Why a session was revoked."""
 
     LOGOUT = "logout"
+    """The request was a logout."""
+    REPLACED = "replaced"
+    """A login on the same browser (perhaps as another user) replaced the session."""
     REUSE = "reuse"
+    """A refresh token was reused (see :class:`ReuseDetected`)."""
     USER_DISABLED = "user_disabled"
+    """The user directory no longer has an active user."""
     ADMIN = "admin"
+    """Revoked through the flow's session management calls."""
 
 
 class RefreshEndedReason(enum.Enum):
@@ -179,6 +201,19 @@ class LoginFailed:
     reason: LoginFailedReason
     method: str
     username: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginThrottled:
+    """A login attempt was refused unverified: too many recent failures.
+
+    ``username`` is set for password logins (clipped); ``retry_after`` is the
+    wait, in seconds, that the client was told.
+    """
+
+    method: str
+    username: str | None
+    retry_after: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +288,7 @@ class PortFailed:
 Event = (
     LoggedIn
     | LoginFailed
+    | LoginThrottled
     | Refreshed
     | ReuseDetected
     | SessionRevoked
@@ -279,8 +315,6 @@ class UnauthorizedReason(enum.Enum):
     """The refresh session expired, was revoked, or does not exist."""
     USER_DISABLED = "user_disabled"
     """The user was disabled or deleted; the session was revoked."""
-    LOGGED_OUT = "logged_out"
-    """The request was a logout."""
     MALFORMED_REQUEST = "malformed_request"
     """The Cookie header was too large to parse."""
 
@@ -339,6 +373,20 @@ class Unauthorized:
 
 
 @dataclass(frozen=True, slots=True)
+class LoggedOut:
+    """200: a logout succeeded. Send ``set_cookies`` (they clear both auth cookies).
+
+    The sessions the request's cookies named are revoked (see ``events``).
+    A logout succeeds even when the cookies named no live session: the
+    browser's cookies are cleared either way.
+    """
+
+    set_cookies: tuple[str, ...]
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[200]] = 200
+
+
+@dataclass(frozen=True, slots=True)
 class Forbidden:
     """403: an unsafe cross-origin browser request. Nothing was rotated, revoked or minted."""
 
@@ -348,8 +396,30 @@ class Forbidden:
 
 
 @dataclass(frozen=True, slots=True)
+class TooManyRequests:
+    """429: too many failed logins; the credentials were not even checked.
+
+    Send ``Retry-After: <retry_after>`` (whole seconds). Nothing was minted,
+    revoked or cleared.
+    """
+
+    retry_after: int
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[429]] = 429
+    set_cookies: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Unavailable:
-    """503: a port failed. Nothing was minted and no cookie is cleared; log ``error``."""
+    """503: a port failed. Nothing was minted and no cookie is cleared; log ``error``.
+
+    ``port`` names the port that failed: ``"store"`` (the session store),
+    ``"users"`` (the user directory; also claims it supplied that cannot be
+    sealed into a token), ``"passwords"`` (the password verifier),
+    ``"external"`` (an external token verifier) or ``"throttle"`` (the login
+    throttle). A port that answers with a value of the wrong type counts as
+    failed too: ``error`` is then a :class:`TypeError` saying what was expected.
+    """
 
     error: BaseException
     port: str
@@ -358,4 +428,6 @@ class Unavailable:
     set_cookies: ClassVar[tuple[str, ...]] = ()
 
 
-Decision = Process | Reissue | Unauthorized | Forbidden | Unavailable
+Decision = Process | Reissue | LoggedOut | Unauthorized | Forbidden | TooManyRequests | Unavailable
+"""Every answer a flow gives. Match on the type; each carries ``status``,
+``set_cookies`` (send them all, whatever the status) and ``events``."""

@@ -60,6 +60,39 @@ _VERSION_BYTE: Final = bytes([VERSION])
 # the base64url text then has no padding and no partial final quantum, so each
 # token has exactly one spelling (canonical by construction).
 _FILL: Final = (b"", b"  ", b" ")
+MAX_CLAIMS_DEPTH: Final = 32
+"""Deepest nesting of objects and arrays in a claim set (the claim set itself is depth 1)."""
+
+
+def _within_depth(claims: object) -> bool:
+    """True if no object or array in ``claims`` lies deeper than MAX_CLAIMS_DEPTH.
+
+    Claims nested hundreds of levels deep would make every ``repr`` of a
+    decision carrying them, and any host code that walks them recursively,
+    raise RecursionError. Iterative, so the check itself cannot.
+    """
+    stack: list[tuple[object, int]] = [(claims, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CLAIMS_DEPTH:
+            return False
+        if type(value) is dict:
+            stack.extend((v, depth + 1) for v in value.values() if type(v) in _CONTAINERS)
+        elif type(value) is list:
+            stack.extend((v, depth + 1) for v in value if type(v) in _CONTAINERS)
+    return True
+
+
+_CONTAINERS: Final = (dict, list)
+
+
+def _shallow(json: bytes) -> bool:
+    """A cheap sufficient test: fewer opening brackets than the depth limit.
+
+    Brackets inside strings count too, so this only ever says "maybe deep";
+    the exact walk runs only then, off the usual path.
+    """
+    return json.count(b"{") + json.count(b"[") <= MAX_CLAIMS_DEPTH
 
 
 class Purpose(enum.Enum):
@@ -205,6 +238,8 @@ class TokenCodec:
         ):
             raise ValueError("claims need 'sub' (str), 'iat' (int) and 'exp' (int)")
         plain = orjson.dumps(claims)
+        if not _shallow(plain) and not _within_depth(claims):
+            raise ValueError(f"claims nest objects or arrays deeper than {MAX_CLAIMS_DEPTH} levels")
         plain += _FILL[(sub.overhead + len(plain)) % 3]
         nonce = self._random(NONCE_BYTES)
         raw = (
@@ -242,7 +277,7 @@ class TokenCodec:
 
     # -- opening -------------------------------------------------------------
 
-    def open(self, purpose: Purpose, token: str, now: float) -> dict[str, Any]:
+    def open(self, purpose: Purpose, token: str, *, now: float) -> dict[str, Any]:
         """Open ``token`` sealed for ``purpose`` and return its claims.
 
         ``now`` is the current time in seconds since the epoch, passed in by
@@ -303,12 +338,19 @@ class TokenCodec:
             or type(exp := claims.get("exp")) is not int
             or type(iat := claims.get("iat")) is not int
             or type(claims.get("sub")) is not str
+            or not (_shallow(plain) or _within_depth(claims))
         ):
             raise InvalidToken(InvalidTokenReason.BAD_CLAIMS)
         # Written so that a NaN ``now`` fails both tests: every comparison with
         # NaN is false, so "not (now < ...)" holds and the token is refused.
-        expired = not now < exp + self._leeway
-        early = not iat <= now + self._leeway
+        try:
+            expired = not now < exp + self._leeway
+            early = not iat <= now + self._leeway
+        except TypeError:
+            # The caller's clock, not the token, is wrong: say so, as a ValueError.
+            raise ValueError(
+                f"now must be seconds since the epoch, not {type(now).__name__}"
+            ) from None
         if expired:
             raise InvalidToken(InvalidTokenReason.EXPIRED)
         if early:

@@ -20,15 +20,19 @@ from typing import Any, Protocol
 
 from ._errors import ConfigError
 from ._sessions import NewSession, Rotation, RotationResult, SessionInfo
+from ._throttle import FailureCount
 
 __all__ = [
     "AsyncExternalTokenVerifier",
+    "AsyncLoginThrottle",
     "AsyncPasswordVerifier",
     "AsyncSessionStore",
     "AsyncUserDirectory",
     "ExternalIdentity",
     "ExternalTokenVerifier",
+    "FailureCount",
     "Identity",
+    "LoginThrottle",
     "PasswordVerifier",
     "SessionStore",
     "UserDirectory",
@@ -126,7 +130,7 @@ class SessionStore(Protocol):
         """Delete every session of the user; the number deleted."""
         ...
 
-    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+    def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
         """The user's live sessions, oldest first."""
         ...
 
@@ -150,7 +154,7 @@ class AsyncSessionStore(Protocol):
         """Delete every session of the user; the number deleted."""
         ...
 
-    async def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+    async def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
         """The user's live sessions, oldest first."""
         ...
 
@@ -184,7 +188,7 @@ class ExternalTokenVerifier(Protocol):
     Raises only when it cannot decide (key set unreachable).
     """
 
-    def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
+    def verify_token(self, token: str, *, now: float) -> ExternalIdentity | None:
         """The verified identity, or ``None``."""
         ...
 
@@ -192,7 +196,7 @@ class ExternalTokenVerifier(Protocol):
 class AsyncExternalTokenVerifier(Protocol):
     """The async variant of :class:`ExternalTokenVerifier`."""
 
-    async def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
+    async def verify_token(self, token: str, *, now: float) -> ExternalIdentity | None:
         """The verified identity, or ``None``."""
         ...
 
@@ -226,4 +230,58 @@ class AsyncUserDirectory(Protocol):
 
     async def link_external(self, identity: ExternalIdentity) -> str | None:
         """The local user id for a verified external identity, or ``None``."""
+        ...
+
+
+class LoginThrottle(Protocol):
+    """Counts failed logins per key, for the flow's throttle. Contract:
+
+    - Keys are short strings made by tokenflow (a digest of a username, or a
+      client address); a store treats them as opaque.
+    - ``record_failure`` adds one failure to every key it is given,
+      **atomically** and in one round trip: N concurrent calls for a key
+      count exactly N. A key whose last failure is ``window`` seconds old or
+      older starts again from 1. It returns the new counts, in key order.
+    - ``failures`` reports each key's :class:`FailureCount` at ``now``, in
+      key order: count 0 (and ``last_failure_at`` 0.0) for a key never seen,
+      reset, or whose window ran out.
+    - ``reset`` forgets the keys' failures (a successful login).
+    - Times are the ``now`` passed in, never the store's own clock. A store
+      may drop a key once its window has run out (a TTL).
+
+    :mod:`tokenflow.testing` checks throttles against this contract. The
+    delay policy is not the store's business: the flow computes it from the
+    counts (:class:`~tokenflow.ThrottlePolicy`).
+    """
+
+    def failures(self, keys: Sequence[str], *, now: float) -> Sequence[FailureCount]:
+        """Each key's failure count at ``now``."""
+        ...
+
+    def record_failure(
+        self, keys: Sequence[str], *, now: float, window: float
+    ) -> Sequence[FailureCount]:
+        """Count one more failure for every key, atomically; the new counts."""
+        ...
+
+    def reset(self, keys: Sequence[str]) -> None:
+        """Forget the keys' failures."""
+        ...
+
+
+class AsyncLoginThrottle(Protocol):
+    """The async variant of :class:`LoginThrottle`, with the same contract."""
+
+    async def failures(self, keys: Sequence[str], *, now: float) -> Sequence[FailureCount]:
+        """Each key's failure count at ``now``."""
+        ...
+
+    async def record_failure(
+        self, keys: Sequence[str], *, now: float, window: float
+    ) -> Sequence[FailureCount]:
+        """Count one more failure for every key, atomically; the new counts."""
+        ...
+
+    async def reset(self, keys: Sequence[str]) -> None:
+        """Forget the keys' failures."""
         ...

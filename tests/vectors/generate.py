@@ -89,7 +89,7 @@ def _codec_seal(
 def _open_result(ring: str, purpose: str, token: object, now: float, leeway: int) -> Any:
     """What both implementations say: claims, or the reason string. They must agree."""
     try:
-        ours: Any = _codec(ring, leeway).open(PURPOSES[purpose], token, now)
+        ours: Any = _codec(ring, leeway).open(PURPOSES[purpose], token, now=now)
     except Exception as exc:
         reason = getattr(exc, "reason", None)
         if reason is None:
@@ -249,6 +249,13 @@ def _open_cases(seal_vectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ("leeway 0: iat = now", t, RING_A, "access", NOW, 0),
         ("leeway 300", t, RING_A, "access", NOW + 419, 300),
     ]
+    t = _raw_seal(
+        RING_A,
+        "access",
+        b'{"sub":"u","iat":1700000000,"exp":1700000120,"n":' + b"[" * 31 + b"]" * 31 + b"}",
+        "depth 32",
+    )
+    cases.append(("objects and arrays nested 32 levels deep open", t, RING_A, "access", NOW, 5))
     t = token({**base, "score": 0.5, "ratio": -1.25e-7}, "floats")
     cases.append(("floats are fine in application claims", t, RING_A, "access", NOW, 5))
     t = _raw_seal(
@@ -428,6 +435,10 @@ def _invalid_cases() -> list[dict[str, Any]]:
         ("exp true", b'{"sub":"u","iat":1700000000,"exp":true}'),
         ("iat null", b'{"sub":"u","iat":null,"exp":1700000120}'),
         ("sub a number", b'{"sub":12345,"iat":1700000000,"exp":1700000120}'),
+        (
+            "objects and arrays nested 33 levels deep (the claim set is level 1)",
+            b'{"sub":"u","iat":1700000000,"exp":1700000120,"n":' + b"[" * 32 + b"]" * 32 + b"}",
+        ),
     ]
     cases += [
         (

@@ -162,6 +162,18 @@ def decode_claims(plaintext: bytes) -> Any:
     return value
 
 
+MAX_DEPTH = 32
+
+
+def depth(value: Any) -> int:
+    """Nesting depth of objects and arrays: the claim set itself is depth 1."""
+    if isinstance(value, dict):
+        return 1 + max((depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth(v) for v in value), default=0)
+    return 0
+
+
 def open_token(ring: str, purpose: str, token: object, now: float, leeway: int) -> dict[str, Any]:
     """Open ``token`` following the specification's validation order, step by step."""
     _, keys = parse_keyring(ring)
@@ -208,6 +220,7 @@ def open_token(ring: str, purpose: str, token: object, now: float, leeway: int) 
         or type(claims.get("exp")) is not int
         or type(claims.get("iat")) is not int
         or type(claims.get("sub")) is not str
+        or depth(claims) > MAX_DEPTH
     ):
         raise Rejected("bad_claims")
     # 8. time

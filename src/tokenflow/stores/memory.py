@@ -78,7 +78,7 @@ class MemoryStore:
             ids = list(self._by_user.get(user_id, ()))
             return sum(self._delete(i) for i in ids)
 
-    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+    def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions, oldest first."""
         with self._lock:
             infos = [self._sessions[i].info for i in self._by_user.get(user_id, ())]
@@ -86,11 +86,21 @@ class MemoryStore:
             (i for i in infos if i.is_live(now)), key=lambda i: (i.created_at, i.session_id)
         )
 
-    def purge(self, now: float) -> int:
+    def purge(self, *, now: float) -> int:
         """Drop every session that is no longer live; the number dropped."""
         with self._lock:
             dead = [sid for sid, s in self._sessions.items() if not s.info.is_live(now)]
             return sum(self._delete(sid) for sid in dead)
+
+    def close(self) -> None:
+        """Nothing to release: present so that code can close any store the same way."""
+        return
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class AsyncMemoryStore:
@@ -123,10 +133,20 @@ class AsyncMemoryStore:
         """Delete every session of a user."""
         return self.sync.revoke_user(user_id)
 
-    async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+    async def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions, oldest first."""
-        return self.sync.sessions_of(user_id, now)
+        return self.sync.sessions_of(user_id, now=now)
 
-    async def purge(self, now: float) -> int:
+    async def purge(self, *, now: float) -> int:
         """Drop every session that is no longer live."""
-        return self.sync.purge(now)
+        return self.sync.purge(now=now)
+
+    async def aclose(self) -> None:
+        """Nothing to release: present so that code can close any store the same way."""
+        return
+
+    async def __aenter__(self) -> AsyncMemoryStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

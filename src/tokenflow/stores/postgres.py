@@ -468,7 +468,7 @@ class PostgresStore:
 
         return self._run(body)
 
-    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+    def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first (ties by session id)."""
         params = (user_id, float(now), float(now))
 
@@ -478,7 +478,7 @@ class PostgresStore:
 
         return self._run(body)
 
-    def purge(self, now: float, *, batch_size: int = 10_000) -> int:
+    def purge(self, *, now: float, batch_size: int = 10_000) -> int:
         """Delete every session that is no longer live at ``now``; the number deleted.
 
         Deletes in batches of ``batch_size`` rows, each its own statement (and,
@@ -627,7 +627,7 @@ class AsyncPostgresStore:
 
         return await self._run(body)
 
-    async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+    async def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first (ties by session id)."""
         params = (user_id, float(now), float(now))
 
@@ -637,7 +637,7 @@ class AsyncPostgresStore:
 
         return await self._run(body)
 
-    async def purge(self, now: float, *, batch_size: int = 10_000) -> int:
+    async def purge(self, *, now: float, batch_size: int = 10_000) -> int:
         """Delete every session that is no longer live at ``now``, in batches; the number."""
         _check_batch(batch_size)
         total = 0

@@ -436,7 +436,7 @@ class RedisStore:
         self._client.zrem(index, *members)
         return deleted
 
-    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+    def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first; drops stale index entries."""
         index = self._layout.user_key(user_id)
         members = cast("list[bytes]", self._client.zrange(index, 0, -1))
@@ -449,6 +449,16 @@ class RedisStore:
         if stale:
             self._client.zrem(index, *stale)
         return live
+
+    def close(self) -> None:
+        """Nothing to release: the Redis client is the caller's to close, never the store's."""
+        return
+
+    def __enter__(self) -> RedisStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class AsyncRedisStore:
@@ -516,7 +526,7 @@ class AsyncRedisStore:
         await self._client.zrem(index, *members)
         return deleted
 
-    async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+    async def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first; drops stale index entries."""
         index = self._layout.user_key(user_id)
         members = cast("list[bytes]", await self._client.zrange(index, 0, -1))
@@ -529,3 +539,13 @@ class AsyncRedisStore:
         if stale:
             await self._client.zrem(index, *stale)
         return live
+
+    async def aclose(self) -> None:
+        """Nothing to release: the Redis client is the caller's to close, never the store's."""
+        return
+
+    async def __aenter__(self) -> AsyncRedisStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

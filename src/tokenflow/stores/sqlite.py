@@ -24,6 +24,7 @@ Other writes are single statements, atomic on their own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -417,12 +418,12 @@ class SQLiteStore:
         """Delete every session of a user; the number deleted."""
         return self._conn().execute(_DELETE_USER, (user_id,)).rowcount
 
-    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+    def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first (ties by session id)."""
         rows = self._conn().execute(_LIST_LIVE, (user_id, now, now)).fetchall()
         return [_info_of(row) for row in rows]
 
-    def purge(self, now: float) -> int:
+    def purge(self, *, now: float) -> int:
         """Delete every session that is no longer live at ``now``; the number deleted."""
         return self._conn().execute(_PURGE, (now,)).rowcount
 
@@ -490,15 +491,15 @@ class AsyncSQLiteStore:
         """Delete every session of a user; the number deleted."""
         return await asyncio.to_thread(self.sync.revoke_user, user_id)
 
-    async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
+    async def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first."""
-        return await asyncio.to_thread(self.sync.sessions_of, user_id, now)
+        return await asyncio.to_thread(functools.partial(self.sync.sessions_of, user_id, now=now))
 
-    async def purge(self, now: float) -> int:
+    async def purge(self, *, now: float) -> int:
         """Delete every session that is no longer live; the number deleted."""
-        return await asyncio.to_thread(self.sync.purge, now)
+        return await asyncio.to_thread(functools.partial(self.sync.purge, now=now))
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Close every connection (the last close checkpoints the WAL: disk I/O)."""
         await asyncio.to_thread(self.sync.close)
 
@@ -511,4 +512,4 @@ class AsyncSQLiteStore:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.aclose()

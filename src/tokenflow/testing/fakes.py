@@ -303,7 +303,7 @@ class FakeExternalTokenVerifier:
         with self._lock:
             self._tokens.pop(token, None)
 
-    def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
+    def verify_token(self, token: str, *, now: float) -> ExternalIdentity | None:
         """The identity of a known token that has not expired at ``now``, else ``None``."""
         with self._lock:
             if self.unavailable:
@@ -323,6 +323,6 @@ class AsyncFakeExternalTokenVerifier:
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
 
-    async def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
+    async def verify_token(self, token: str, *, now: float) -> ExternalIdentity | None:
         """See :meth:`FakeExternalTokenVerifier.verify_token`."""
-        return self.sync.verify_token(token, now)
+        return self.sync.verify_token(token, now=now)

@@ -85,14 +85,14 @@ class FaultyStore:
         """How many calls have failed on purpose so far."""
         return self._faults.injected
 
-    def _call(self, operation: str, *args: Any) -> Any:
+    def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         fault = self._faults.active(operation)
         if fault is Fault.BEFORE_COMMIT:
             raise InjectedFault(f"{operation}: failed before commit (injected)")
         if fault is Fault.HANG:
             time.sleep(self._faults.hang_seconds)
             raise TimeoutError(f"{operation}: no answer within the deadline (injected)")
-        result = getattr(self.store, operation)(*args)
+        result = getattr(self.store, operation)(*args, **kwargs)
         if fault is Fault.AFTER_COMMIT:
             raise InjectedFault(f"{operation}: committed, reply lost (injected)")
         return result
@@ -114,9 +114,9 @@ class FaultyStore:
         """See :meth:`tokenflow.ports.SessionStore.revoke_user`."""
         return int(self._call("revoke_user", user_id))
 
-    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+    def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
         """See :meth:`tokenflow.ports.SessionStore.sessions_of`."""
-        result: Sequence[SessionInfo] = self._call("sessions_of", user_id, now)
+        result: Sequence[SessionInfo] = self._call("sessions_of", user_id, now=now)
         return result
 
 
@@ -144,14 +144,14 @@ class AsyncFaultyStore:
         """How many calls have failed on purpose so far."""
         return self._faults.injected
 
-    async def _call(self, operation: str, *args: Any) -> Any:
+    async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         fault = self._faults.active(operation)
         if fault is Fault.BEFORE_COMMIT:
             raise InjectedFault(f"{operation}: failed before commit (injected)")
         if fault is Fault.HANG:
             await asyncio.sleep(self._faults.hang_seconds)
             raise TimeoutError(f"{operation}: no answer within the deadline (injected)")
-        result = await getattr(self.store, operation)(*args)
+        result = await getattr(self.store, operation)(*args, **kwargs)
         if fault is Fault.AFTER_COMMIT:
             raise InjectedFault(f"{operation}: committed, reply lost (injected)")
         return result
@@ -173,7 +173,7 @@ class AsyncFaultyStore:
         """See :meth:`tokenflow.ports.AsyncSessionStore.revoke_user`."""
         return int(await self._call("revoke_user", user_id))
 
-    async def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+    async def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
         """See :meth:`tokenflow.ports.AsyncSessionStore.sessions_of`."""
-        result: Sequence[SessionInfo] = await self._call("sessions_of", user_id, now)
+        result: Sequence[SessionInfo] = await self._call("sessions_of", user_id, now=now)
         return result

@@ -671,7 +671,7 @@ def _label(flow: Flow | AsyncFlow, label: str | None) -> str:
 
 def _decide(flow: Flow, request: Request, now: float) -> _Outcome:
     try:
-        return flow.decide(request, now)
+        return flow.decide(request, now=now)
     except Exception as exc:
         return exc
 
@@ -778,7 +778,7 @@ def run_refresh_race(
 
 async def _adecide(flow: AsyncFlow, request: Request, now: float) -> _Outcome:
     try:
-        return await flow.decide(request, now)
+        return await flow.decide(request, now=now)
     except Exception as exc:
         return exc
 

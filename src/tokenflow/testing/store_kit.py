@@ -58,10 +58,11 @@ _CALL_TIMEOUT = 60.0
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    """One store call: ``store.<method>(*args)``."""
+    """One store call: ``store.<method>(*args, **kwargs)``."""
 
     method: str
     args: tuple[object, ...]
+    kwargs: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,7 @@ def _revoke_user(user_id: str, what: str) -> _Ops[int]:
 
 
 def _sessions_of(user_id: str, now: float, what: str) -> _Ops[list[SessionInfo]]:
-    value = _unwrap((yield _Call("sessions_of", (user_id, now))), what)
+    value = _unwrap((yield _Call("sessions_of", (user_id,), {"now": now})), what)
     if not isinstance(value, Sequence):
         _fail(f"{what} returned {value!r}, not a sequence")
     return [_typed(info, SessionInfo, f"an item of {what}") for info in value]
@@ -138,14 +139,14 @@ def _sessions_of(user_id: str, now: float, what: str) -> _Ops[list[SessionInfo]]
 
 def _call_sync(store: SessionStore, call: _Call) -> _Outcome:
     try:
-        return _Outcome(getattr(store, call.method)(*call.args))
+        return _Outcome(getattr(store, call.method)(*call.args, **call.kwargs))
     except Exception as exc:
         return _Outcome(error=exc)
 
 
 async def _call_async(store: AsyncSessionStore, call: _Call) -> _Outcome:
     try:
-        return _Outcome(await getattr(store, call.method)(*call.args))
+        return _Outcome(await getattr(store, call.method)(*call.args, **call.kwargs))
     except Exception as exc:
         return _Outcome(error=exc)
 
