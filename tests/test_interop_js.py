@@ -136,7 +136,7 @@ class NodeReader:
                 for case in cases
             ]
         }
-        # ensure_ascii: a lone surrogate in a token travels as a \\u escape.
+        # ensure_ascii: a lone surrogate in a token travels as a \u escape.
         self._stdin.write(json.dumps(request).encode("ascii") + b"\n")
         self._stdin.flush()
         if not self._selector.select(REPLY_TIMEOUT):

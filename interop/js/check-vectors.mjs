@@ -15,7 +15,13 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { InvalidToken, openToken, parseKeyRing, parseStrictJSON, sealToken } from "./tokenflow-v1.mjs";
+import {
+  InvalidToken,
+  openToken,
+  parseKeyRing,
+  parseStrictJSON,
+  sealToken,
+} from "./tokenflow-v1.mjs";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const VECTORS = join(ROOT, "tests", "vectors");
@@ -31,7 +37,7 @@ function load(name) {
 }
 
 /** Deep equality that tells apart integer (BigInt) and float (Number), and 0.0 from -0.0. */
-export function sameJSON(a, b) {
+function sameJSON(a, b) {
   if (typeof a !== typeof b) return false;
   if (typeof a === "number") return Object.is(a, b);
   if (a === null || b === null || typeof a !== "object") return a === b;
@@ -48,7 +54,8 @@ function usual(value) {
   if (value === null || typeof value !== "object") return value;
   const copy = {};
   for (const [name, item] of Object.entries(value)) {
-    Object.defineProperty(copy, name, { value: usual(item), writable: true, enumerable: true, configurable: true });
+    const member = { value: usual(item), writable: true, enumerable: true, configurable: true };
+    Object.defineProperty(copy, name, member);
   }
   return copy;
 }

@@ -47,10 +47,8 @@ function typed(value) {
 
 function open({ ring: ringText, purpose, token, now, leeway }) {
   try {
-    const claims = openToken(ring(ringText), purpose, token, typeof now === "string" ? SPECIAL[now] : now, {
-      leeway,
-      integers: "bigint",
-    });
+    const clock = typeof now === "string" ? SPECIAL[now] : now;
+    const claims = openToken(ring(ringText), purpose, token, clock, { leeway, integers: "bigint" });
     return `{"claims":${typed(claims)}}`;
   } catch (error) {
     if (error instanceof InvalidToken) return JSON.stringify({ reason: error.reason });

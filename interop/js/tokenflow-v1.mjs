@@ -99,7 +99,8 @@ const KEY_TEXT = /^[A-Za-z0-9_-]{43}$/;
 // "Surrounding whitespace is ignored": exactly the characters Python's str.strip()
 // removes, as tokenflow does. JavaScript's trim() differs (it strips U+FEFF and
 // keeps U+001C..U+001F and U+0085), so it is not used.
-const PY_SPACE = "\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const PY_SPACE =
+  "\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, "g");
 const pyStrip = (text) => text.replace(PY_STRIP, "");
 
@@ -271,11 +272,15 @@ function deriveSubkey(key, salt) {
 
 const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;
+const HEX4 = /^[0-9A-Fa-f]{4}$/;
 const INT_MIN = -(2n ** 63n);
 const INT_MAX = 2n ** 64n - 1n;
 const SAFE_MIN = BigInt(Number.MIN_SAFE_INTEGER);
 const SAFE_MAX = BigInt(Number.MAX_SAFE_INTEGER);
-const ESCAPES = { 0x22: '"', 0x5c: "\\", 0x2f: "/", 0x62: "\b", 0x66: "\f", 0x6e: "\n", 0x72: "\r", 0x74: "\t" };
+// The one-character escapes after a backslash, by character code.
+const ESCAPES = {
+  0x22: '"', 0x5c: "\\", 0x2f: "/", 0x62: "\b", 0x66: "\f", 0x6e: "\n", 0x72: "\r", 0x74: "\t",
+};
 
 class Rejected extends Error {}
 
@@ -292,15 +297,9 @@ function decodeJSON(text) {
     }
   };
   const hex4 = (at) => {
-    let v = 0;
-    for (let k = at; k < at + 4; k++) {
-      const h = text.charCodeAt(k); // NaN past the end: no digit
-      const d =
-        h >= 0x30 && h <= 0x39 ? h - 0x30 : h >= 0x61 && h <= 0x66 ? h - 0x57 : h >= 0x41 && h <= 0x46 ? h - 0x37 : -1;
-      if (d < 0) fail();
-      v = v * 16 + d;
-    }
-    return v;
+    const digits = text.slice(at, at + 4);
+    if (!HEX4.test(digits)) fail();
+    return Number.parseInt(digits, 16);
   };
 
   function value(depth) {
@@ -526,9 +525,8 @@ export function openToken(keyRing, purpose, token, now, options = {}) {
   // 4. Layout. (A non-empty raw is a multiple of 3 long, so raw[1] exists.)
   const kidLength = raw[1];
   const end = 2 + kidLength + SALT_BYTES;
-  if (raw.length < end + NONCE_BYTES + TAG_BYTES + MIN_PLAINTEXT || kidLength < 1 || kidLength > 16) {
-    throw refuse(TokenFailure.MALFORMED);
-  }
+  const tooShort = raw.length < end + NONCE_BYTES + TAG_BYTES + MIN_PLAINTEXT;
+  if (tooShort || kidLength < 1 || kidLength > 16) throw refuse(TokenFailure.MALFORMED);
   // 5. Key. The header is read only to pick the key; the tag authenticates it next.
   let key;
   if (raw.subarray(2, 2 + kidLength).every((byte) => byte < 0x80)) {
@@ -568,7 +566,8 @@ export function openToken(keyRing, purpose, token, now, options = {}) {
   }
   const exp = own(claims, "exp");
   const iat = own(claims, "iat");
-  if (typeof exp !== "bigint" || typeof iat !== "bigint" || typeof own(claims, "sub") !== "string") {
+  const sub = own(claims, "sub");
+  if (typeof exp !== "bigint" || typeof iat !== "bigint" || typeof sub !== "string") {
     throw refuse(TokenFailure.BAD_CLAIMS);
   }
   // 8. Time, in the "unless" form so that a NaN `now` fails both tests. A
@@ -588,7 +587,10 @@ export function openToken(keyRing, purpose, token, now, options = {}) {
 // must hand out tokens a tokenflow server accepts.
 
 const TO_ESCAPE = /["\\\u0000-\u001f]/g;
-const ESCAPED = { '"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r" };
+const ESCAPED = {
+  '"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r",
+};
+const escape = (c) => ESCAPED[c] ?? `\\u00${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
 
 function quote(text) {
   if (!text.isWellFormed()) {
@@ -596,7 +598,7 @@ function quote(text) {
   }
   // Only '"', '\' and U+0000..U+001F are escaped, as orjson does; everything else
   // is written as itself (UTF-8 once encoded).
-  return `"${text.replace(TO_ESCAPE, (c) => ESCAPED[c] ?? `\\u00${c.charCodeAt(0).toString(16).padStart(2, "0")}`)}"`;
+  return `"${text.replace(TO_ESCAPE, escape)}"`;
 }
 
 function isIntegerClaim(v) {
@@ -642,7 +644,9 @@ function encodeJSON(v, depth) {
   } else {
     const proto = Object.getPrototypeOf(v);
     if ((proto !== Object.prototype && proto !== null) || Object.getOwnPropertySymbols(v).length) {
-      throw new TypeError("claims hold plain objects, Maps, arrays, strings, numbers, BigInts, booleans and null");
+      throw new TypeError(
+        "claims hold plain objects, Maps, arrays, strings, numbers, BigInts, booleans and null",
+      );
     }
     entries = Object.entries(v);
   }
@@ -681,8 +685,9 @@ export function sealToken(keyRing, purpose, claims, options = {}) {
   if ((options.salt === undefined) !== (options.nonce === undefined)) {
     throw new TypeError("options.salt and options.nonce go together (known-answer tests only)");
   }
-  const salt = options.salt === undefined ? randomBytes(SALT_BYTES) : bytesOption(options.salt, SALT_BYTES, "salt");
-  const nonce = options.nonce === undefined ? randomBytes(NONCE_BYTES) : bytesOption(options.nonce, NONCE_BYTES, "nonce");
+  const fixed = options.salt !== undefined;
+  const salt = fixed ? bytesOption(options.salt, SALT_BYTES, "salt") : randomBytes(SALT_BYTES);
+  const nonce = fixed ? bytesOption(options.nonce, NONCE_BYTES, "nonce") : randomBytes(NONCE_BYTES);
   const cookieName = options.cookieName ?? DEFAULT_COOKIE_NAMES[purpose];
   if (typeof cookieName !== "string" || cookieName === "") {
     throw new TypeError("options.cookieName must be a non-empty string");
@@ -705,11 +710,11 @@ export function sealToken(keyRing, purpose, claims, options = {}) {
   // 0, 1 or 2 spaces make the sealed bytes a multiple of 3 long: base64url
   // without padding or spare bits, so the token has exactly one spelling.
   const fill = FILL[(3 - ((header.length + NONCE_BYTES + TAG_BYTES + json.length) % 3)) % 3];
-  const cipher = createCipheriv("aes-256-gcm", deriveSubkey(keys.get(keyRing.active), salt), nonce, {
-    authTagLength: TAG_BYTES,
-  });
+  const subkey = deriveSubkey(keys.get(keyRing.active), salt);
+  const cipher = createCipheriv("aes-256-gcm", subkey, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(Buffer.concat([header, purposeTag]));
-  const sealed = Buffer.concat([header, nonce, cipher.update(Buffer.concat([json, fill])), cipher.final(), cipher.getAuthTag()]);
+  const ciphertext = Buffer.concat([cipher.update(Buffer.concat([json, fill])), cipher.final()]);
+  const sealed = Buffer.concat([header, nonce, ciphertext, cipher.getAuthTag()]);
   const token = sealed.toString("base64url");
   const size = Buffer.byteLength(cookieName, "utf8") + 1 + token.length;
   if (size > COOKIE_BUDGET) throw new TokenTooLarge(cookieName, size, COOKIE_BUDGET);
