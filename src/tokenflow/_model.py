@@ -262,6 +262,7 @@ Event = (
     | CrossOriginRejected
     | PortFailed
 )
+"""Every security event a decision can carry: match on the type, log what you need."""
 
 # -- decisions -------------------------------------------------------------------
 
@@ -359,3 +360,4 @@ class Unavailable:
 
 
 Decision = Process | Reissue | Unauthorized | Forbidden | Unavailable
+"""Every decision the flow returns. Each has ``status``, ``set_cookies`` and ``events``."""
