@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 __all__ = ["Chart", "Page", "build_page", "load_run", "main", "ratio_figures", "write_report"]
 
@@ -102,7 +102,8 @@ def load_run(path: Path) -> dict[str, Any]:
     return data
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
+    """A finite int or float (never a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -179,7 +180,7 @@ def _x(value: float) -> str:
 
 
 def _pct(value: object) -> str:
-    return f"{float(value):.1f} %" if _is_number(value) else "n/a"  # type: ignore[arg-type]
+    return f"{float(value):.1f} %" if _is_number(value) else "n/a"
 
 
 def _cell(text: object) -> str:
@@ -596,9 +597,9 @@ def _cookie_headers(
     cookie = group.get("access_cookie_header")
     points: list[tuple[str, float, float, bool]] = []
     if _is_stats(access) and isinstance(cookie, str):
-        points.append(
-            ("typical page (6 cookies)", float(len(cookie)), float(access["median_us"]), False)
-        )  # type: ignore[index]
+        median = _median(access)
+        assert median is not None
+        points.append(("typical page (6 cookies)", float(len(cookie)), median, False))
     for name, row in headers.items():
         hostile = not name.startswith("realistic")
         points.append(
@@ -895,7 +896,9 @@ def _generic(page: Page, name: str, group: JSONObject) -> None:
         page.text("This group reported no ratio figures in this run.")
     else:
         goals = _goals(group)
-        labels, values, colors = [], [], []
+        labels: list[str] = []
+        values: list[float | None] = []
+        colors: list[str] = []
         goal_marks: list[tuple[int, float]] = []
         for row_name, row in live.items():
             for metric, value in ratio_figures(row).items():
@@ -1005,7 +1008,7 @@ def _draw(chart: Chart) -> bytes:
     import matplotlib
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
         fig = Figure(figsize=chart.size, layout="constrained")
         chart.draw(fig)
         buffer = io.BytesIO()
