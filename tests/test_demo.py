@@ -15,12 +15,12 @@ from tokenflow import (
     Process,
     Refreshed,
     RefreshEnded,
+    RefreshEndedReason,
     Reissue,
-    ReuseCause,
     ReuseDetected,
-    RevokeCause,
-    SessionEnded,
+    ReuseDetectedReason,
     SessionRevoked,
+    SessionRevokedReason,
     Unauthorized,
     UnauthorizedReason,
 )
@@ -77,11 +77,11 @@ def test_login_refresh_grace_and_reuse(story: tuple[list[Decision], list[str], P
     assert grace.events == (Refreshed("alice", first, 1, True),)
     assert isinstance(stolen, Unauthorized)
     assert stolen.events == (
-        ReuseDetected("alice", first, ReuseCause.PREDECESSOR_AFTER_GRACE),
-        SessionRevoked("alice", first, RevokeCause.REUSE),
+        ReuseDetected("alice", first, ReuseDetectedReason.PREDECESSOR_AFTER_GRACE),
+        SessionRevoked("alice", first, SessionRevokedReason.REUSE),
     )
     assert isinstance(gone, Unauthorized)
-    assert gone.events == (RefreshEnded("alice", first, SessionEnded.UNKNOWN),)
+    assert gone.events == (RefreshEnded("alice", first, RefreshEndedReason.UNKNOWN),)
 
 
 def test_logout_and_revoke_all(story: tuple[list[Decision], list[str], Path]) -> None:
@@ -96,13 +96,17 @@ def test_logout_and_revoke_all(story: tuple[list[Decision], list[str], Path]) ->
         [f"{ACCESS}=", " Max-Age=0"],
         [f"{REFRESH}=", " Max-Age=0"],
     ]
-    assert logout.events == (SessionRevoked("alice", relogin.session_id, RevokeCause.LOGOUT),)
+    assert logout.events == (
+        SessionRevoked("alice", relogin.session_id, SessionRevokedReason.LOGOUT),
+    )
     assert isinstance(laptop, Reissue)
     assert isinstance(phone, Reissue)
     assert laptop.session_id != phone.session_id
     for after, session in ((laptop_after, laptop), (phone_after, phone)):
         assert isinstance(after, Unauthorized)
-        assert after.events == (RefreshEnded("alice", session.session_id, SessionEnded.UNKNOWN),)
+        assert after.events == (
+            RefreshEnded("alice", session.session_id, RefreshEndedReason.UNKNOWN),
+        )
     told = [line.strip() for line in lines]
     assert "live sessions of alice: 2" in told
     assert "── 10. revoke all: 2 sessions revoked" in told

@@ -27,27 +27,27 @@ from tokenflow import (
     Flow,
     FlowConfig,
     Forbidden,
+    InvalidTokenReason,
     Key,
     KeyRing,
     LoggedIn,
     LoginFailed,
-    LoginFailure,
+    LoginFailedReason,
     PasswordCredentials,
     PortFailed,
     Process,
     Purpose,
     Refreshed,
     RefreshEnded,
+    RefreshEndedReason,
     Reissue,
     Request,
-    ReuseCause,
     ReuseDetected,
-    RevokeCause,
-    SessionEnded,
+    ReuseDetectedReason,
     SessionInfo,
     SessionRevoked,
+    SessionRevokedReason,
     TokenCodec,
-    TokenFailure,
     TokenRejected,
     Unauthorized,
     UnauthorizedReason,
@@ -303,13 +303,13 @@ def test_login_reissue_sets_both_cookies_with_secure_attributes(world: World) ->
     assert login.claims["roles"] == ["editor"]
 
 
-def _access_variants(login: Reissue) -> dict[str, tuple[str, TokenFailure]]:
+def _access_variants(login: Reissue) -> dict[str, tuple[str, InvalidTokenReason]]:
     sent = tokens(login)
     return {
-        "expired": (sent[ACCESS], TokenFailure.EXPIRED),
-        "tampered": (tamper(sent[ACCESS]), TokenFailure.TAG_MISMATCH),
-        "refresh token in the access cookie": (sent[REFRESH], TokenFailure.TAG_MISMATCH),
-        "garbage": ("not a token!", TokenFailure.MALFORMED),
+        "expired": (sent[ACCESS], InvalidTokenReason.EXPIRED),
+        "tampered": (tamper(sent[ACCESS]), InvalidTokenReason.TAG_MISMATCH),
+        "refresh token in the access cookie": (sent[REFRESH], InvalidTokenReason.TAG_MISMATCH),
+        "garbage": ("not a token!", InvalidTokenReason.MALFORMED),
     }
 
 
@@ -343,8 +343,8 @@ def test_tokens_from_the_future_are_not_yet_valid(world: World) -> None:
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.NO_CREDENTIALS
     assert decision.events == (
-        TokenRejected(Purpose.ACCESS, TokenFailure.NOT_YET_VALID),
-        TokenRejected(Purpose.REFRESH, TokenFailure.NOT_YET_VALID),
+        TokenRejected(Purpose.ACCESS, InvalidTokenReason.NOT_YET_VALID),
+        TokenRejected(Purpose.REFRESH, InvalidTokenReason.NOT_YET_VALID),
     )
     assert world.store.calls == ["create"]
     # Within the leeway, a server whose clock is slightly behind accepts them.
@@ -357,7 +357,7 @@ def test_access_token_in_the_refresh_cookie_is_rejected_as_a_wrong_purpose(world
     decision = world.flow.decide(with_cookies(refresh=access), now=T0 + 1)
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.NO_CREDENTIALS
-    assert decision.events == (TokenRejected(Purpose.REFRESH, TokenFailure.TAG_MISMATCH),)
+    assert decision.events == (TokenRejected(Purpose.REFRESH, InvalidTokenReason.TAG_MISMATCH),)
     assert decision.set_cookies == (CLEAR_REFRESH,)
     assert world.live() == [login.session_id]
 
@@ -484,8 +484,8 @@ def test_predecessor_after_the_grace_window_revokes_the_whole_session(world: Wor
     assert stolen.status == 401
     assert stolen.reason is UnauthorizedReason.REFRESH_REUSED
     assert stolen.events == (
-        ReuseDetected("alice", login.session_id, ReuseCause.PREDECESSOR_AFTER_GRACE),
-        SessionRevoked("alice", login.session_id, RevokeCause.REUSE),
+        ReuseDetected("alice", login.session_id, ReuseDetectedReason.PREDECESSOR_AFTER_GRACE),
+        SessionRevoked("alice", login.session_id, SessionRevokedReason.REUSE),
     )
     assert stolen.set_cookies == (CLEAR_REFRESH,)
     assert world.live() == []
@@ -498,7 +498,7 @@ def test_predecessor_after_the_grace_window_revokes_the_whole_session(world: Wor
     ended = world.send(tab_a)
     assert isinstance(ended, Unauthorized)
     assert ended.reason is UnauthorizedReason.SESSION_ENDED
-    assert ended.events == (RefreshEnded("alice", login.session_id, SessionEnded.UNKNOWN),)
+    assert ended.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.UNKNOWN),)
     assert tab_a.cookies() == {}
 
 
@@ -517,8 +517,8 @@ def test_older_generation_inside_the_window_is_reuse(world: World) -> None:
     assert isinstance(old, Unauthorized)
     assert old.reason is UnauthorizedReason.REFRESH_REUSED
     assert old.events == (
-        ReuseDetected("alice", login.session_id, ReuseCause.OLDER_GENERATION),
-        SessionRevoked("alice", login.session_id, RevokeCause.REUSE),
+        ReuseDetected("alice", login.session_id, ReuseDetectedReason.OLDER_GENERATION),
+        SessionRevoked("alice", login.session_id, SessionRevokedReason.REUSE),
     )
     assert world.live() == []
 
@@ -534,7 +534,7 @@ def test_zero_grace_makes_any_predecessor_reuse() -> None:
     assert isinstance(same_instant, Unauthorized)
     assert same_instant.reason is UnauthorizedReason.REFRESH_REUSED
     assert same_instant.events[0] == ReuseDetected(
-        "alice", login.session_id, ReuseCause.PREDECESSOR_AFTER_GRACE
+        "alice", login.session_id, ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
     )
     assert world.live() == []
 
@@ -556,14 +556,14 @@ def test_idle_expiry_ends_the_session(world: World) -> None:
     skewed = world.flow.decide(with_cookies(refresh=refresh))
     assert isinstance(skewed, Unauthorized)
     assert skewed.reason is UnauthorizedReason.SESSION_ENDED
-    assert skewed.events == (RefreshEnded("alice", login.session_id, SessionEnded.EXPIRED),)
+    assert skewed.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.EXPIRED),)
     assert skewed.set_cookies == (CLEAR_REFRESH,)
     assert world.live() == []
 
     late = world.flow.decide(with_cookies(refresh=refresh), now=T0 + 1805)
     assert isinstance(late, Unauthorized)
     assert late.reason is UnauthorizedReason.NO_CREDENTIALS
-    assert late.events == (TokenRejected(Purpose.REFRESH, TokenFailure.EXPIRED),)
+    assert late.events == (TokenRejected(Purpose.REFRESH, InvalidTokenReason.EXPIRED),)
 
 
 def test_sliding_renewal_never_passes_the_absolute_lifetime() -> None:
@@ -600,10 +600,10 @@ def test_sliding_renewal_never_passes_the_absolute_lifetime() -> None:
     # A client that ignores Max-Age gets nothing more out of the session.
     ended = world.flow.decide(Request(cookies={REFRESH: kept[REFRESH]}))
     assert isinstance(ended, Unauthorized)
-    assert ended.events == (RefreshEnded("alice", login.session_id, SessionEnded.EXPIRED),)
+    assert ended.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.EXPIRED),)
     past_leeway = world.flow.decide(Request(cookies=kept), now=end + config.leeway)
     assert isinstance(past_leeway, Unauthorized)
-    assert past_leeway.events[0] == TokenRejected(Purpose.ACCESS, TokenFailure.EXPIRED)
+    assert past_leeway.events[0] == TokenRejected(Purpose.ACCESS, InvalidTokenReason.EXPIRED)
 
 
 def test_revoked_session_refresh_is_session_ended(world: World) -> None:
@@ -615,7 +615,7 @@ def test_revoked_session_refresh_is_session_ended(world: World) -> None:
     decision = world.send(browser)
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.SESSION_ENDED
-    assert decision.events == (RefreshEnded("alice", login.session_id, SessionEnded.UNKNOWN),)
+    assert decision.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.UNKNOWN),)
     assert decision.set_cookies == (CLEAR_REFRESH,)
 
 
@@ -635,7 +635,7 @@ def test_disabled_user_loses_the_session_at_the_next_refresh(world: World) -> No
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.USER_DISABLED
     assert decision.events == (
-        SessionRevoked("alice", login.session_id, RevokeCause.USER_DISABLED),
+        SessionRevoked("alice", login.session_id, SessionRevokedReason.USER_DISABLED),
     )
     assert decision.set_cookies == (CLEAR_REFRESH,)
     assert world.live() == []
@@ -721,7 +721,7 @@ def test_bad_password_fails_and_never_leaks_the_password(
     decision = world.flow.decide(request)
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
-    assert decision.events == (LoginFailed(LoginFailure.BAD_PASSWORD, "password", username),)
+    assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", username),)
     assert decision.set_cookies == ()
     assert world.store.calls == []
     for text in (repr(request), repr(decision), str(decision), repr(decision.events)):
@@ -742,7 +742,7 @@ def test_without_a_password_verifier_password_logins_fail() -> None:
     decision = world.flow.decide(Request("POST", credentials=PasswordCredentials(ALICE, PASSWORD)))
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
-    assert decision.events == (LoginFailed(LoginFailure.BAD_PASSWORD, "password", None),)
+    assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", None),)
     assert world.store.calls == []
     assert PASSWORD not in repr(decision)
 
@@ -772,10 +772,10 @@ def test_external_sign_up_creates_the_user_when_the_directory_allows_it(world: W
 @pytest.mark.parametrize(
     ("provider", "token", "failure"),
     [
-        ("okta", "issued", LoginFailure.UNKNOWN_PROVIDER),
-        ("google", "never-issued", LoginFailure.BAD_EXTERNAL_TOKEN),
-        ("google", "expired", LoginFailure.BAD_EXTERNAL_TOKEN),
-        ("google", "unlinked", LoginFailure.NOT_LINKED),
+        ("okta", "issued", LoginFailedReason.UNKNOWN_PROVIDER),
+        ("google", "never-issued", LoginFailedReason.BAD_EXTERNAL_TOKEN),
+        ("google", "expired", LoginFailedReason.BAD_EXTERNAL_TOKEN),
+        ("google", "unlinked", LoginFailedReason.NOT_LINKED),
     ],
 )
 def test_external_login_failures(world: World, provider: str, token: str, failure: Any) -> None:
@@ -801,13 +801,13 @@ def test_disabled_user_cannot_log_in(world: World, method: str) -> None:
     credentials: PasswordCredentials | ExternalTokenCredentials
     if method == "password":
         credentials = PasswordCredentials(ALICE, PASSWORD)
-        expected = LoginFailed(LoginFailure.USER_DISABLED, "password")
+        expected = LoginFailed(LoginFailedReason.USER_DISABLED, "password")
     else:
         credentials = ExternalTokenCredentials(
             "google", world.google.issue("g-alice", expires_at=T0 + 60)
         )
         # The fake directory refuses to link a disabled user.
-        expected = LoginFailed(LoginFailure.NOT_LINKED, "google")
+        expected = LoginFailed(LoginFailedReason.NOT_LINKED, "google")
     decision = world.flow.decide(Request("POST", credentials=credentials))
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
@@ -818,7 +818,7 @@ def test_disabled_user_cannot_log_in(world: World, method: str) -> None:
 def test_unknown_credentials_type_fails_the_login(world: World) -> None:
     decision = world.flow.decide(Request("POST", credentials=("alice", "pw")))  # type: ignore[arg-type]
     assert isinstance(decision, Unauthorized)
-    assert decision.events == (LoginFailed(LoginFailure.UNKNOWN_PROVIDER, "tuple"),)
+    assert decision.events == (LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, "tuple"),)
 
 
 @pytest.mark.parametrize("provider", [["google"], {"name": "google"}])
@@ -835,7 +835,7 @@ def test_non_string_token_for_a_known_provider_is_a_bad_token(world: World) -> N
     credentials = ExternalTokenCredentials("google", 12345)  # type: ignore[arg-type]
     decision = world.flow.decide(Request("POST", credentials=credentials))
     assert isinstance(decision, Unauthorized)
-    assert decision.events == (LoginFailed(LoginFailure.BAD_EXTERNAL_TOKEN, "google"),)
+    assert decision.events == (LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, "google"),)
 
 
 @pytest.mark.parametrize(
@@ -851,7 +851,7 @@ def test_smuggled_non_string_password_fields_fail_the_login(
 ) -> None:
     decision = world.flow.decide(Request("POST", credentials=credentials))
     assert isinstance(decision, Unauthorized)
-    assert decision.events == (LoginFailed(LoginFailure.BAD_PASSWORD, "password", None),)
+    assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", None),)
     assert world.store.calls == []
 
 
@@ -931,7 +931,9 @@ def test_logout_revokes_and_clears_both_cookies(world: World) -> None:
     assert decision.status == 401
     assert decision.reason is UnauthorizedReason.LOGGED_OUT
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
-    assert decision.events == (SessionRevoked("alice", login.session_id, RevokeCause.LOGOUT),)
+    assert decision.events == (
+        SessionRevoked("alice", login.session_id, SessionRevokedReason.LOGOUT),
+    )
     assert browser.cookies() == {}
     assert world.live() == [other.session_id]
 
@@ -944,7 +946,9 @@ def test_logout_works_from_either_token(world: World, which: str) -> None:
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.LOGGED_OUT
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
-    assert decision.events == (SessionRevoked("alice", login.session_id, RevokeCause.LOGOUT),)
+    assert decision.events == (
+        SessionRevoked("alice", login.session_id, SessionRevokedReason.LOGOUT),
+    )
     assert world.live() == []
 
 
@@ -955,7 +959,9 @@ def test_logout_with_an_expired_access_token_only_revokes_through_the_refresh_to
     login = world.login(browser)
     world.clock.advance(600)  # the access token is long expired, the refresh one is not
     decision = world.logout(browser)
-    assert decision.events == (SessionRevoked("alice", login.session_id, RevokeCause.LOGOUT),)
+    assert decision.events == (
+        SessionRevoked("alice", login.session_id, SessionRevokedReason.LOGOUT),
+    )
     assert world.live() == []
 
 
@@ -989,7 +995,10 @@ def test_logout_of_an_already_revoked_session_reports_no_revocation(world: World
     decision = world.logout(browser)
     assert isinstance(decision, Unauthorized)
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
-    assert SessionRevoked("alice", login.session_id, RevokeCause.LOGOUT) not in decision.events
+    assert (
+        SessionRevoked("alice", login.session_id, SessionRevokedReason.LOGOUT)
+        not in decision.events
+    )
 
 
 def test_disabled_user_with_an_already_revoked_session_reports_no_revocation(
@@ -1003,7 +1012,7 @@ def test_disabled_user_with_an_already_revoked_session_reports_no_revocation(
     decision = world.send(browser)
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.USER_DISABLED
-    assert SessionRevoked("alice", login.session_id, RevokeCause.USER_DISABLED) not in (
+    assert SessionRevoked("alice", login.session_id, SessionRevokedReason.USER_DISABLED) not in (
         decision.events
     )
 
@@ -1174,14 +1183,14 @@ def test_cookies_as_a_mapping_behave_like_the_header(world: World, via: str) -> 
     refreshed = world.flow.decide(request(access=sent[ACCESS], refresh=sent[REFRESH]))
     assert isinstance(refreshed, Reissue)
     assert refreshed.events == (
-        TokenRejected(Purpose.ACCESS, TokenFailure.EXPIRED),
+        TokenRejected(Purpose.ACCESS, InvalidTokenReason.EXPIRED),
         Refreshed("alice", login.session_id, 1, False),
     )
 
     junk = world.flow.decide(request(access="not a token!"))
     assert isinstance(junk, Unauthorized)
     assert junk.set_cookies == (CLEAR_ACCESS,)
-    assert junk.events == (TokenRejected(Purpose.ACCESS, TokenFailure.MALFORMED),)
+    assert junk.events == (TokenRejected(Purpose.ACCESS, InvalidTokenReason.MALFORMED),)
 
 
 def test_quoted_cookie_values_are_unquoted(world: World) -> None:
@@ -1313,7 +1322,7 @@ def test_unavailable_keeps_the_events_that_came_before(world: World) -> None:
     )
     assert isinstance(decision, Unavailable)
     assert decision.events == (
-        TokenRejected(Purpose.ACCESS, TokenFailure.EXPIRED),
+        TokenRejected(Purpose.ACCESS, InvalidTokenReason.EXPIRED),
         PortFailed("store", world.store.down),
     )
 
@@ -1327,7 +1336,7 @@ def test_disabled_user_with_the_store_down_is_unavailable(world: World) -> None:
     decision = world.send(browser)
     assert isinstance(decision, Unavailable)
     assert decision.port == "store"
-    assert SessionRevoked("alice", login.session_id, RevokeCause.USER_DISABLED) not in (
+    assert SessionRevoked("alice", login.session_id, SessionRevokedReason.USER_DISABLED) not in (
         decision.events
     )
 
@@ -1351,7 +1360,7 @@ def test_tokens_sealed_before_a_key_rotation_still_work(world: World) -> None:
     # The old process, still on the old ring, can no longer open the new tokens.
     old_view = world.send(browser.clone())
     assert isinstance(old_view, Unauthorized)
-    assert old_view.events[0] == TokenRejected(Purpose.ACCESS, TokenFailure.UNKNOWN_KEY)
+    assert old_view.events[0] == TokenRejected(Purpose.ACCESS, InvalidTokenReason.UNKNOWN_KEY)
 
 
 def test_removing_the_old_key_after_the_refresh_lifetime_logs_out_nobody_alive(
@@ -1379,7 +1388,7 @@ def test_removing_the_old_key_rejects_access_tokens_it_sealed(world: World) -> N
     pruned = world.rebuild(world.ring.rotated(Key.generate("k2")).without("k1"))
     decision = pruned.decide(with_cookies(tokens(login)[ACCESS]))
     assert isinstance(decision, Unauthorized)
-    assert decision.events == (TokenRejected(Purpose.ACCESS, TokenFailure.UNKNOWN_KEY),)
+    assert decision.events == (TokenRejected(Purpose.ACCESS, InvalidTokenReason.UNKNOWN_KEY),)
 
 
 # -- leaked secrets --------------------------------------------------------------------------
@@ -1423,7 +1432,7 @@ def test_leaked_store_and_key_ring_still_open_no_session(world: World, secret_fr
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.REFRESH_REUSED
     assert decision.events[0] == ReuseDetected(
-        "alice", login.session_id, ReuseCause.OLDER_GENERATION
+        "alice", login.session_id, ReuseDetectedReason.OLDER_GENERATION
     )
 
 
@@ -1434,7 +1443,7 @@ def test_leaked_store_alone_cannot_even_seal_a_token(world: World) -> None:
     forged = _forged_refresh(world, login.session_id, stored.current, guessed_ring)
     decision = world.flow.decide(with_cookies(refresh=forged))
     assert isinstance(decision, Unauthorized)
-    assert decision.events == (TokenRejected(Purpose.REFRESH, TokenFailure.TAG_MISMATCH),)
+    assert decision.events == (TokenRejected(Purpose.REFRESH, InvalidTokenReason.TAG_MISMATCH),)
     assert world.live() == [login.session_id]
 
 
@@ -1463,7 +1472,7 @@ def test_refresh_token_with_a_malformed_secret_claim_is_bad_claims(
     forged = TokenCodec(world.ring).seal(Purpose.REFRESH, claims)
     decision = world.flow.decide(with_cookies(refresh=forged))
     assert isinstance(decision, Unauthorized)
-    assert decision.events == (TokenRejected(Purpose.REFRESH, TokenFailure.BAD_CLAIMS),)
+    assert decision.events == (TokenRejected(Purpose.REFRESH, InvalidTokenReason.BAD_CLAIMS),)
     assert world.store.calls == ["create"]
     assert world.live() == [login.session_id]
 

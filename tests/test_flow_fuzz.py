@@ -35,8 +35,8 @@ from tokenflow import (
     RefreshEnded,
     Reissue,
     Request,
-    ReuseCause,
     ReuseDetected,
+    ReuseDetectedReason,
     SessionRevoked,
     Unauthorized,
     UnauthorizedReason,
@@ -409,11 +409,11 @@ class BrowsersAgainstOneFlow(RuleBasedStateMachine):
             assert sent < current, "a current refresh token was called reuse"
             assert not (sent == current - 1 and inside), "the predecessor in grace was reuse"
             expected = (
-                ReuseCause.PREDECESSOR_AFTER_GRACE
+                ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
                 if sent == current - 1
-                else ReuseCause.OLDER_GENERATION
+                else ReuseDetectedReason.OLDER_GENERATION
             )
-            assert happened.cause is expected
+            assert happened.reason is expected
         elif happened.grace:
             assert sent == current - 1, "grace for a token that is not the predecessor"
             assert inside, "grace outside the window"

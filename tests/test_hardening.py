@@ -15,9 +15,10 @@ from tokenflow import (
     Flow,
     FlowConfig,
     Forbidden,
+    InvalidTokenReason,
     KeyRing,
     LoginFailed,
-    LoginFailure,
+    LoginFailedReason,
     PasswordCredentials,
     Process,
     Purpose,
@@ -26,7 +27,6 @@ from tokenflow import (
     Request,
     SessionRevoked,
     TokenCodec,
-    TokenFailure,
     TokenRejected,
     Unauthorized,
     UnauthorizedReason,
@@ -168,7 +168,7 @@ def test_an_access_purpose_token_without_a_session_id_is_not_a_login() -> None:
     )
     decision = world.flow.decide(Request(cookies={"__Host-tf_access": foreign}))
     assert isinstance(decision, Unauthorized)
-    assert TokenRejected(Purpose.ACCESS, TokenFailure.BAD_CLAIMS) in decision.events
+    assert TokenRejected(Purpose.ACCESS, InvalidTokenReason.BAD_CLAIMS) in decision.events
 
 
 # -- request types ---------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_a_verifier_cannot_vouch_for_another_provider() -> None:
     credentials = ExternalTokenCredentials("selfhosted", "anything")
     decision = flow.decide(Browser(world.clock).request("POST", credentials=credentials))
     assert isinstance(decision, Unauthorized)
-    assert LoginFailed(LoginFailure.BAD_EXTERNAL_TOKEN, "selfhosted") in decision.events
+    assert LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, "selfhosted") in decision.events
     assert world.store._sessions == {}
 
 
@@ -269,7 +269,7 @@ def test_client_text_in_events_is_clipped() -> None:
     assert len(event.method) <= 201
     big = ExternalTokenCredentials(10**5000, "token")  # type: ignore[arg-type]
     decision = world.flow.decide(Browser(world.clock).request("POST", credentials=big))
-    assert LoginFailed(LoginFailure.UNKNOWN_PROVIDER, "int") in decision.events
+    assert LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, "int") in decision.events
 
 
 # -- a closed grace window stays closed under clock lag -----------------------------

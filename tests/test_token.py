@@ -23,11 +23,11 @@ from tokenflow import (
     COOKIE_BUDGET,
     ConfigError,
     InvalidToken,
+    InvalidTokenReason,
     Key,
     KeyRing,
     Purpose,
     TokenCodec,
-    TokenFailure,
     TokenTooLarge,
 )
 
@@ -60,7 +60,7 @@ def text_of(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def reason_of(call: Callable[[], object]) -> TokenFailure:
+def reason_of(call: Callable[[], object]) -> InvalidTokenReason:
     with pytest.raises(InvalidToken) as caught:
         call()
     assert str(caught.value) == "invalid token"
@@ -143,11 +143,11 @@ def test_every_single_bit_flip_is_rejected(codec: TokenCodec, token: str) -> Non
         tampered[bit // 8] ^= 1 << (bit % 8)
         reason = reason_of(partial(codec.open, Purpose.ACCESS, text_of(bytes(tampered)), NOW))
         if bit < 8:
-            assert reason is TokenFailure.UNSUPPORTED_VERSION
+            assert reason is InvalidTokenReason.UNSUPPORTED_VERSION
         elif bit >= HEADER * 8 - 64:  # salt, nonce, ciphertext, tag
-            assert reason is TokenFailure.TAG_MISMATCH, bit
+            assert reason is InvalidTokenReason.TAG_MISMATCH, bit
         else:  # kid_len or kid
-            assert reason in {TokenFailure.MALFORMED, TokenFailure.UNKNOWN_KEY}, bit
+            assert reason in {InvalidTokenReason.MALFORMED, InvalidTokenReason.UNKNOWN_KEY}, bit
 
 
 def test_every_truncation_is_rejected(codec: TokenCodec, token: str) -> None:
@@ -169,8 +169,8 @@ def test_truncation_reasons_do_not_depend_on_the_cache(codec: TokenCodec, token:
     # Shorter than header + nonce + tag + 2 bytes: malformed; longer: the tag fails.
     for n, reason in zip(range(0, len(token), 4), warm, strict=True):
         long_enough = n // 4 * 3 >= HEADER + 12 + 16 + 2
-        expected = TokenFailure.TAG_MISMATCH if long_enough else TokenFailure.MALFORMED
-        assert reason is expected or (n == 0 and reason is TokenFailure.MALFORMED)
+        expected = InvalidTokenReason.TAG_MISMATCH if long_enough else InvalidTokenReason.MALFORMED
+        assert reason is expected or (n == 0 and reason is InvalidTokenReason.MALFORMED)
 
 
 def test_every_single_character_substitution_is_rejected(codec: TokenCodec, token: str) -> None:
@@ -207,7 +207,7 @@ def test_claims_are_never_parsed_before_the_tag_verifies(
     for index in range(HEADER, len(raw)):
         tampered = raw[:index] + bytes([raw[index] ^ 0x80]) + raw[index + 1 :]
         assert reason_of(partial(codec.open, Purpose.ACCESS, text_of(tampered), NOW)) is (
-            TokenFailure.TAG_MISMATCH
+            InvalidTokenReason.TAG_MISMATCH
         )
     assert calls == []
     codec.open(Purpose.ACCESS, token, NOW)
@@ -219,12 +219,18 @@ def test_claims_are_never_parsed_before_the_tag_verifies(
 
 def test_an_access_token_never_opens_as_a_refresh_token(codec: TokenCodec) -> None:
     access = codec.seal(Purpose.ACCESS, claims())
-    assert reason_of(lambda: codec.open(Purpose.REFRESH, access, NOW)) is TokenFailure.TAG_MISMATCH
+    assert (
+        reason_of(lambda: codec.open(Purpose.REFRESH, access, NOW))
+        is InvalidTokenReason.TAG_MISMATCH
+    )
 
 
 def test_a_refresh_token_never_opens_as_an_access_token(codec: TokenCodec) -> None:
     refresh = codec.seal(Purpose.REFRESH, claims(exp=NOW + 1800))
-    assert reason_of(lambda: codec.open(Purpose.ACCESS, refresh, NOW)) is TokenFailure.TAG_MISMATCH
+    assert (
+        reason_of(lambda: codec.open(Purpose.ACCESS, refresh, NOW))
+        is InvalidTokenReason.TAG_MISMATCH
+    )
     assert codec.open(Purpose.REFRESH, refresh, NOW)["exp"] == NOW + 1800
 
 
@@ -240,8 +246,8 @@ def test_expiry_boundaries(leeway: int) -> None:
         return codec.open(Purpose.ACCESS, token, NOW)
 
     # Valid if and only if now < exp + leeway.
-    assert reason_of(lambda: open_with(NOW - leeway - 1)) is TokenFailure.EXPIRED
-    assert reason_of(lambda: open_with(NOW - leeway)) is TokenFailure.EXPIRED
+    assert reason_of(lambda: open_with(NOW - leeway - 1)) is InvalidTokenReason.EXPIRED
+    assert reason_of(lambda: open_with(NOW - leeway)) is InvalidTokenReason.EXPIRED
     assert open_with(NOW - leeway + 1)["exp"] == NOW - leeway + 1
     if leeway:  # with no leeway, exp = now + leeway is exp = now - leeway: expired
         assert open_with(NOW + leeway)["exp"] == NOW + leeway
@@ -257,14 +263,14 @@ def test_issued_at_boundaries(leeway: int) -> None:
         return codec.open(Purpose.ACCESS, token, NOW)
 
     assert open_with(NOW + leeway)["iat"] == NOW + leeway
-    assert reason_of(lambda: open_with(NOW + leeway + 1)) is TokenFailure.NOT_YET_VALID
+    assert reason_of(lambda: open_with(NOW + leeway + 1)) is InvalidTokenReason.NOT_YET_VALID
 
 
 def test_fractional_now(codec: TokenCodec) -> None:
     token = codec.seal(Purpose.ACCESS, claims())
     assert codec.open(Purpose.ACCESS, token, NOW + 124.999)["sub"] == "user-12345"
     assert reason_of(lambda: codec.open(Purpose.ACCESS, token, NOW + 125.0)) is (
-        TokenFailure.EXPIRED
+        InvalidTokenReason.EXPIRED
     )
 
 
@@ -285,22 +291,22 @@ def test_key_rotation() -> None:
     pruned = TokenCodec(rotated.without("old"))
     assert pruned.open(Purpose.REFRESH, new_token, NOW)["sub"] == "user-12345"
     assert reason_of(lambda: pruned.open(Purpose.REFRESH, old_token, NOW)) is (
-        TokenFailure.UNKNOWN_KEY
+        InvalidTokenReason.UNKNOWN_KEY
     )
 
 
 def test_a_key_with_the_same_id_but_another_secret_fails_the_tag(token: str) -> None:
     impostor = TokenCodec(KeyRing(Key("k7qm2x", SECRET_NEW)))
     assert reason_of(lambda: impostor.open(Purpose.ACCESS, token, NOW)) is (
-        TokenFailure.TAG_MISMATCH
+        InvalidTokenReason.TAG_MISMATCH
     )
 
 
 # -- errors ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reason", list(TokenFailure))
-def test_invalid_token_never_reveals_its_reason(reason: TokenFailure) -> None:
+@pytest.mark.parametrize("reason", list(InvalidTokenReason))
+def test_invalid_token_never_reveals_its_reason(reason: InvalidTokenReason) -> None:
     error = InvalidToken(reason)
     assert str(error) == "invalid token"
     assert error.args == ("invalid token",)
@@ -334,13 +340,13 @@ def test_invalid_token_message_is_the_same_for_every_failure(codec: TokenCodec, 
 )
 def test_open_of_a_non_string_is_malformed(codec: TokenCodec, value: object) -> None:
     assert reason_of(lambda: codec.open(Purpose.ACCESS, value, NOW)) is (  # type: ignore[arg-type]
-        TokenFailure.MALFORMED
+        InvalidTokenReason.MALFORMED
     )
 
 
 def test_open_of_the_token_as_bytes_is_malformed(codec: TokenCodec, token: str) -> None:
     assert reason_of(lambda: codec.open(Purpose.ACCESS, token.encode(), NOW)) is (  # type: ignore[arg-type]
-        TokenFailure.MALFORMED
+        InvalidTokenReason.MALFORMED
     )
 
 
@@ -431,7 +437,7 @@ def test_default_cookie_names_are_within_budget(purpose: Purpose) -> None:
 
 def test_a_token_too_long_for_any_cookie_is_malformed(codec: TokenCodec) -> None:
     assert reason_of(lambda: codec.open(Purpose.ACCESS, "A" * 4100, NOW)) is (
-        TokenFailure.MALFORMED
+        InvalidTokenReason.MALFORMED
     )
 
 
@@ -444,7 +450,7 @@ def test_forged_salts_fail_and_do_not_grow_the_cache(codec: TokenCodec, token: s
         salt = i.to_bytes(8, "big")
         forged = raw[: HEADER - 8] + salt + raw[HEADER:]
         assert reason_of(partial(codec.open, Purpose.ACCESS, text_of(forged), NOW)) is (
-            TokenFailure.TAG_MISMATCH
+            InvalidTokenReason.TAG_MISMATCH
         )
         assert len(codec._cache) <= 1024
     # The codec still seals and opens.
@@ -546,7 +552,11 @@ def test_plausible_headers_with_garbage_only_raise_invalid_token(rest: bytes, ki
     body = b"\x01" + bytes([kid_len]) + b"k7qm2x" + rest
     body += b"\0" * (-len(body) % 3)
     reason = reason_of(lambda: TokenCodec(RING).open(Purpose.ACCESS, text_of(body), NOW))
-    assert reason in {TokenFailure.MALFORMED, TokenFailure.UNKNOWN_KEY, TokenFailure.TAG_MISMATCH}
+    assert reason in {
+        InvalidTokenReason.MALFORMED,
+        InvalidTokenReason.UNKNOWN_KEY,
+        InvalidTokenReason.TAG_MISMATCH,
+    }
 
 
 # -- configuration ----------------------------------------------------------------------------

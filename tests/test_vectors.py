@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokenflow import InvalidToken, Key, KeyRing, Purpose, TokenCodec, TokenFailure
+from tokenflow import InvalidToken, InvalidTokenReason, Key, KeyRing, Purpose, TokenCodec
 from tokenflow._token import _codec_with_fixed_randomness, derive_subkey
 
 VECTORS = pathlib.Path(__file__).resolve().parent / "vectors"
@@ -63,7 +63,7 @@ def test_vector_files_are_what_generate_py_produces() -> None:
 
 
 def test_invalid_vectors_cover_every_failure_reason() -> None:
-    assert {v["reason"] for v in INVALID} == {reason.value for reason in TokenFailure}
+    assert {v["reason"] for v in INVALID} == {reason.value for reason in InvalidTokenReason}
 
 
 def test_invalid_vectors_cover_every_kind_of_malformed_text() -> None:

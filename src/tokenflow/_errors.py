@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ConfigError", "InvalidToken", "TokenFailure", "TokenTooLarge", "TokenflowError"]
+__all__ = ["ConfigError", "InvalidToken", "InvalidTokenReason", "TokenTooLarge", "TokenflowError"]
 
 
 class TokenflowError(Exception):
@@ -26,7 +26,7 @@ class ConfigError(TokenflowError, ValueError):
     """
 
 
-class TokenFailure(enum.Enum):
+class InvalidTokenReason(enum.Enum):
     """Why a token failed to open: for security events and tests only.
 
     The reason is deliberately kept out of ``str(InvalidToken)``: a client must
@@ -60,7 +60,7 @@ class InvalidToken(TokenflowError):
 
     __slots__ = ("reason",)
 
-    def __init__(self, reason: TokenFailure) -> None:
+    def __init__(self, reason: InvalidTokenReason) -> None:
         super().__init__("invalid token")
         self.reason = reason
 

@@ -48,7 +48,7 @@ from ._cookies import (
     render_set_cookie,
 )
 from ._csrf import check_cross_origin
-from ._errors import InvalidToken, TokenFailure, TokenTooLarge
+from ._errors import InvalidToken, InvalidTokenReason, TokenTooLarge
 from ._model import (
     AmbiguousCookie,
     CrossOriginRejected,
@@ -58,19 +58,19 @@ from ._model import (
     Forbidden,
     LoggedIn,
     LoginFailed,
-    LoginFailure,
+    LoginFailedReason,
     PasswordCredentials,
     PortFailed,
     Process,
     Refreshed,
     RefreshEnded,
+    RefreshEndedReason,
     Reissue,
     Request,
-    ReuseCause,
     ReuseDetected,
-    RevokeCause,
-    SessionEnded,
+    ReuseDetectedReason,
     SessionRevoked,
+    SessionRevokedReason,
     TokenRejected,
     Unauthorized,
     UnauthorizedReason,
@@ -250,7 +250,7 @@ class FlowCore:
                 # access-purpose token sealed with the same ring is refused.
                 if type(claims.get("sid")) is str:
                     return Process(claims)
-                rejected = TokenRejected(_ACCESS, TokenFailure.BAD_CLAIMS)
+                rejected = TokenRejected(_ACCESS, InvalidTokenReason.BAD_CLAIMS)
         # Past the hot path: the event list is only built for requests that go on.
         events: list[Event] = [] if rejected is None else [rejected]
         # Only now, past the hot path, look for the refresh cookie.
@@ -320,7 +320,7 @@ class FlowCore:
         session_id = claims.get("sid")
         secret = _decode_secret(claims.get("rs"))
         if type(session_id) is not str or secret is None:
-            events.append(TokenRejected(_REFRESH, TokenFailure.BAD_CLAIMS))
+            events.append(TokenRejected(_REFRESH, InvalidTokenReason.BAD_CLAIMS))
             return UnauthorizedReason.NO_CREDENTIALS
 
         # Reload the user before rotating: a disabled user's session ends here,
@@ -328,7 +328,9 @@ class FlowCore:
         identity = yield from self._load_user(user_id)
         if identity is None:
             if (yield RevokeSession(session_id)):
-                events.append(SessionRevoked(user_id, session_id, RevokeCause.USER_DISABLED))
+                events.append(
+                    SessionRevoked(user_id, session_id, SessionRevokedReason.USER_DISABLED)
+                )
             return UnauthorizedReason.USER_DISABLED
 
         config = self._config
@@ -371,14 +373,18 @@ class FlowCore:
             return Reissue(minted.claims, minted.cookies, tuple(events))
         if outcome is RotationOutcome.REUSED_PREVIOUS or outcome is RotationOutcome.REUSED_UNKNOWN:
             cause = (
-                ReuseCause.PREDECESSOR_AFTER_GRACE
+                ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
                 if outcome is RotationOutcome.REUSED_PREVIOUS
-                else ReuseCause.OLDER_GENERATION
+                else ReuseDetectedReason.OLDER_GENERATION
             )
             events.append(ReuseDetected(user_id, session_id, cause))
-            events.append(SessionRevoked(user_id, session_id, RevokeCause.REUSE))
+            events.append(SessionRevoked(user_id, session_id, SessionRevokedReason.REUSE))
             return UnauthorizedReason.REFRESH_REUSED
-        why = SessionEnded.EXPIRED if outcome is RotationOutcome.EXPIRED else SessionEnded.UNKNOWN
+        why = (
+            RefreshEndedReason.EXPIRED
+            if outcome is RotationOutcome.EXPIRED
+            else RefreshEndedReason.UNKNOWN
+        )
         events.append(RefreshEnded(user_id, session_id, why))
         return UnauthorizedReason.SESSION_ENDED
 
@@ -394,22 +400,22 @@ class FlowCore:
                 or type(username) is not str
                 or type(credentials.password) is not str
             ):
-                events.append(LoginFailed(LoginFailure.BAD_PASSWORD, method, None))
+                events.append(LoginFailed(LoginFailedReason.BAD_PASSWORD, method, None))
                 return UnauthorizedReason.LOGIN_FAILED
             need = VerifyPassword(username, credentials.password)
             user_id = yield need
             if user_id is None:
-                events.append(LoginFailed(LoginFailure.BAD_PASSWORD, method, _clip(username)))
+                events.append(LoginFailed(LoginFailedReason.BAD_PASSWORD, method, _clip(username)))
                 return UnauthorizedReason.LOGIN_FAILED
         elif isinstance(credentials, ExternalTokenCredentials):
             provider = credentials.provider
             # Type checks first: client-supplied values may be unhashable.
             if type(provider) is not str or provider not in self._providers:
-                events.append(LoginFailed(LoginFailure.UNKNOWN_PROVIDER, _clip(provider)))
+                events.append(LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, _clip(provider)))
                 return UnauthorizedReason.LOGIN_FAILED
             method = provider
             if type(credentials.token) is not str:
-                events.append(LoginFailed(LoginFailure.BAD_EXTERNAL_TOKEN, method))
+                events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
             need = VerifyExternalToken(method, credentials.token, now)
             external = yield need
@@ -418,22 +424,24 @@ class FlowCore:
             # A verifier vouches for its own provider only: an identity it
             # labels as another provider's would log in that provider's user.
             if external is None or external.provider != method:
-                events.append(LoginFailed(LoginFailure.BAD_EXTERNAL_TOKEN, method))
+                events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
             need = LinkExternal(external)
             user_id = yield need
             if user_id is None:
-                events.append(LoginFailed(LoginFailure.NOT_LINKED, method))
+                events.append(LoginFailed(LoginFailedReason.NOT_LINKED, method))
                 return UnauthorizedReason.LOGIN_FAILED
         else:
-            events.append(LoginFailed(LoginFailure.UNKNOWN_PROVIDER, type(credentials).__name__))
+            events.append(
+                LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, type(credentials).__name__)
+            )
             return UnauthorizedReason.LOGIN_FAILED
         if type(user_id) is not str or not user_id:
             raise PortError(need, TypeError("a user id must be a non-empty str"))
 
         identity = yield from self._load_user(user_id)
         if identity is None:
-            events.append(LoginFailed(LoginFailure.USER_DISABLED, method))
+            events.append(LoginFailed(LoginFailedReason.USER_DISABLED, method))
             return UnauthorizedReason.LOGIN_FAILED
         # A login always opens a fresh session under a fresh id: it never
         # continues or upgrades a session the client may already hold.
@@ -543,7 +551,9 @@ class FlowCore:
                     events.append(PortFailed(failure.port, failure.error))
                     return Unavailable(failure.error, failure.port, tuple(events))
                 if existed:
-                    events.append(SessionRevoked(claims["sub"], session_id, RevokeCause.LOGOUT))
+                    events.append(
+                        SessionRevoked(claims["sub"], session_id, SessionRevokedReason.LOGOUT)
+                    )
         return Unauthorized(UnauthorizedReason.LOGGED_OUT, self._clear, tuple(events))
 
     @staticmethod

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
-from ._errors import TokenFailure
+from ._errors import InvalidTokenReason
 from ._token import Purpose
 
 __all__ = [
@@ -30,19 +30,19 @@ __all__ = [
     "Forbidden",
     "LoggedIn",
     "LoginFailed",
-    "LoginFailure",
+    "LoginFailedReason",
     "PasswordCredentials",
     "PortFailed",
     "Process",
     "RefreshEnded",
+    "RefreshEndedReason",
     "Refreshed",
     "Reissue",
     "Request",
-    "ReuseCause",
     "ReuseDetected",
-    "RevokeCause",
-    "SessionEnded",
+    "ReuseDetectedReason",
     "SessionRevoked",
+    "SessionRevokedReason",
     "TokenRejected",
     "Unauthorized",
     "UnauthorizedReason",
@@ -123,7 +123,7 @@ class Request:
 # -- events ----------------------------------------------------------------------
 
 
-class LoginFailure(enum.Enum):
+class LoginFailedReason(enum.Enum):
     """Why a login attempt failed."""
 
     BAD_PASSWORD = "bad_password"  # noqa: S105 - a reason name, not a password
@@ -138,7 +138,7 @@ class LoginFailure(enum.Enum):
     """The credentials were right but the user directory has no active user."""
 
 
-class ReuseCause(enum.Enum):
+class ReuseDetectedReason(enum.Enum):
     """How a refresh token reuse was recognised."""
 
     PREDECESSOR_AFTER_GRACE = "predecessor_after_grace"
@@ -147,7 +147,7 @@ class ReuseCause(enum.Enum):
     """A generation older than the predecessor came back."""
 
 
-class RevokeCause(enum.Enum):
+class SessionRevokedReason(enum.Enum):
     """Why a session was revoked."""
 
     LOGOUT = "logout"
@@ -156,7 +156,7 @@ class RevokeCause(enum.Enum):
     ADMIN = "admin"
 
 
-class SessionEnded(enum.Enum):
+class RefreshEndedReason(enum.Enum):
     """Why a refresh found no session to continue."""
 
     EXPIRED = "expired"
@@ -176,7 +176,7 @@ class LoggedIn:
 class LoginFailed:
     """Credentials were presented and refused. ``username`` is set for password logins."""
 
-    reason: LoginFailure
+    reason: LoginFailedReason
     method: str
     username: str | None = None
 
@@ -197,7 +197,7 @@ class ReuseDetected:
 
     user_id: str
     session_id: str
-    cause: ReuseCause
+    reason: ReuseDetectedReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +206,7 @@ class SessionRevoked:
 
     user_id: str
     session_id: str
-    cause: RevokeCause
+    reason: SessionRevokedReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +214,7 @@ class TokenRejected:
     """A token cookie failed to open. ``TAG_MISMATCH`` and ``BAD_CLAIMS`` suggest tampering."""
 
     purpose: Purpose
-    reason: TokenFailure
+    reason: InvalidTokenReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +223,7 @@ class RefreshEnded:
 
     user_id: str
     session_id: str
-    why: SessionEnded
+    reason: RefreshEndedReason
 
 
 @dataclass(frozen=True, slots=True)

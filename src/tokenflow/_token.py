@@ -39,7 +39,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._errors import ConfigError, InvalidToken, TokenFailure, TokenTooLarge
+from ._errors import ConfigError, InvalidToken, InvalidTokenReason, TokenTooLarge
 from ._keyring import KeyRing
 
 __all__ = ["COOKIE_BUDGET", "Purpose", "TokenCodec"]
@@ -253,20 +253,20 @@ class TokenCodec:
         # claims, time. Everything after the tag check runs on authenticated
         # bytes only. Inlined on purpose: this is every request's hot path.
         if type(token) is not str or len(token) & 3 or len(token) > MAX_TOKEN_CHARS:
-            raise InvalidToken(TokenFailure.MALFORMED)
+            raise InvalidToken(InvalidTokenReason.MALFORMED)
         try:
             raw = _b64decode(token.encode("ascii").translate(_TO_STD))
         except (UnicodeEncodeError, binascii.Error):
-            raise InvalidToken(TokenFailure.MALFORMED) from None
+            raise InvalidToken(InvalidTokenReason.MALFORMED) from None
         try:
             if raw[0] != VERSION:
-                raise InvalidToken(TokenFailure.UNSUPPORTED_VERSION)
+                raise InvalidToken(InvalidTokenReason.UNSUPPORTED_VERSION)
             end = raw[1] + (2 + SALT_BYTES)
             # The length check comes before the cache lookup, so a token cut
             # short is MALFORMED whether or not its subkey is cached, and AES-GCM
             # never sees a nonce shorter than 12 bytes.
             if len(raw) < end + (NONCE_BYTES + TAG_BYTES + 2):
-                raise InvalidToken(TokenFailure.MALFORMED)
+                raise InvalidToken(InvalidTokenReason.MALFORMED)
             sub = self._cache.get(raw[1:end])
             fresh = sub is None
             if sub is None:
@@ -287,14 +287,14 @@ class TokenCodec:
                 # cost a derivation each, but never evict live subkeys.
                 self._cache_subkey(sub)
         except InvalidTag:
-            raise InvalidToken(TokenFailure.TAG_MISMATCH) from None
+            raise InvalidToken(InvalidTokenReason.TAG_MISMATCH) from None
         except (IndexError, ValueError):
             # An empty token (no version byte); ValueError is defensive only.
-            raise InvalidToken(TokenFailure.MALFORMED) from None
+            raise InvalidToken(InvalidTokenReason.MALFORMED) from None
         try:
             claims = orjson.loads(plain)
         except orjson.JSONDecodeError:
-            raise InvalidToken(TokenFailure.BAD_CLAIMS) from None
+            raise InvalidToken(InvalidTokenReason.BAD_CLAIMS) from None
         # The sealer guarantees the member types; a claim set that breaks them
         # can only come from a leaked key or a faulty implementation, and fails
         # closed here (a float or boolean exp must not open, nor a missing sub).
@@ -304,27 +304,27 @@ class TokenCodec:
             or type(iat := claims.get("iat")) is not int
             or type(claims.get("sub")) is not str
         ):
-            raise InvalidToken(TokenFailure.BAD_CLAIMS)
+            raise InvalidToken(InvalidTokenReason.BAD_CLAIMS)
         # Written so that a NaN ``now`` fails both tests: every comparison with
         # NaN is false, so "not (now < ...)" holds and the token is refused.
         expired = not now < exp + self._leeway
         early = not iat <= now + self._leeway
         if expired:
-            raise InvalidToken(TokenFailure.EXPIRED)
+            raise InvalidToken(InvalidTokenReason.EXPIRED)
         if early:
-            raise InvalidToken(TokenFailure.NOT_YET_VALID)
+            raise InvalidToken(InvalidTokenReason.NOT_YET_VALID)
         return claims
 
     def _subkey_for(self, raw: bytes, end: int) -> _Subkey:
         kid_len = raw[1]
         if not 1 <= kid_len <= 16:
-            raise InvalidToken(TokenFailure.MALFORMED)
+            raise InvalidToken(InvalidTokenReason.MALFORMED)
         try:
             key = self._keyring.get(raw[2 : 2 + kid_len].decode("ascii"))
         except UnicodeDecodeError:
             key = None
         if key is None:
-            raise InvalidToken(TokenFailure.UNKNOWN_KEY)
+            raise InvalidToken(InvalidTokenReason.UNKNOWN_KEY)
         return _Subkey(key.secret, raw[:end], raw[end - SALT_BYTES : end])
 
     def _cache_subkey(self, sub: _Subkey) -> None:

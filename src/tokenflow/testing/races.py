@@ -72,13 +72,13 @@ from .._model import (
     Process,
     Refreshed,
     RefreshEnded,
+    RefreshEndedReason,
     Reissue,
     Request,
-    ReuseCause,
     ReuseDetected,
-    RevokeCause,
-    SessionEnded,
+    ReuseDetectedReason,
     SessionRevoked,
+    SessionRevokedReason,
     Unauthorized,
     UnauthorizedReason,
     Unavailable,
@@ -377,8 +377,8 @@ class _Run:
                         "predecessor, which is then reuse; set a grace window of a few seconds"
                     )
             elif type(event) is SessionRevoked and not reuse_expected:
-                self.revoked = self.revoked or f"revoked ({event.cause.value})"
-            elif type(event) is RefreshEnded and event.why is SessionEnded.EXPIRED:
+                self.revoked = self.revoked or f"revoked ({event.reason.value})"
+            elif type(event) is RefreshEnded and event.reason is RefreshEndedReason.EXPIRED:
                 self.hint(
                     "the session reached its idle or absolute lifetime during the run: log "
                     "the browser in right before it, or lower trials"
@@ -550,10 +550,12 @@ def _stale_after_window(run: _Run, clock: _Timeline, tabs: list[Browser], late: 
         isinstance(outcome, Unauthorized)
         and outcome.reason is UnauthorizedReason.REFRESH_REUSED
         and any(
-            type(e) is ReuseDetected and e.cause is ReuseCause.PREDECESSOR_AFTER_GRACE
+            type(e) is ReuseDetected and e.reason is ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
             for e in events
         )
-        and any(type(e) is SessionRevoked and e.cause is RevokeCause.REUSE for e in events)
+        and any(
+            type(e) is SessionRevoked and e.reason is SessionRevokedReason.REUSE for e in events
+        )
     )
     run.report.stale_reuse_detected = detected
     if not detected:
