@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import flow, stores, tokens
+from . import flow, scale, stores, tokens
 from ._harness import DEFAULT_BATCH_MS, DEFAULT_ROUNDS, Report, Settings
 
 
@@ -44,6 +44,9 @@ GROUPS: Final[tuple[Group, ...]] = (
         "flow",
         "access and refresh decisions against token opening; memory; Cookie headers",
         flow.run,
+    ),
+    Group(
+        "scale", "access and refresh decisions as the store fills: 10^3 to 10^5 sessions", scale.run
     ),
 )
 

@@ -61,6 +61,7 @@ from tokenflow import (
     TokenCodec,
 )
 from tokenflow._cookies import MAX_COOKIE_HEADER_BYTES, read_auth_cookies
+from tokenflow.ports import SessionStore
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import FakeExternalTokenVerifier, FakeUserDirectory
 
@@ -121,13 +122,15 @@ def _pair(set_cookie: str) -> str:
     return set_cookie.partition(";")[0]
 
 
-def build_world(now: float, sessions: int = SESSIONS) -> World:
+def build_world(now: float, sessions: int = SESSIONS, store: SessionStore | None = None) -> World:
     """Log ``sessions`` users in through the flow itself (an external-token login,
-    which costs no password hashing), and keep what their browsers would hold."""
+    which costs no password hashing), and keep what their browsers would hold.
+
+    The flow's store is ``store``, or a fresh :class:`MemoryStore`."""
     users = FakeUserDirectory()
     idp = FakeExternalTokenVerifier(PROVIDER)
     keyring = KeyRing.generate()
-    flow = Flow(keyring, MemoryStore(), users, external={PROVIDER: idp})
+    flow = Flow(keyring, MemoryStore() if store is None else store, users, external={PROVIDER: idp})
     config = flow.config
     names = {
         Purpose.ACCESS: config.cookies.access_name,

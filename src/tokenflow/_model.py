@@ -298,6 +298,7 @@ Event = (
     | CrossOriginRejected
     | PortFailed
 )
+"""Every security event a decision can carry: match on the type, log what you need."""
 
 # -- decisions -------------------------------------------------------------------
 
