@@ -183,7 +183,7 @@ def _python(case: dict[str, Any]) -> Outcome:
     """What tokenflow says for a case."""
     codec = _codec(case["ring"], case["leeway"])
     try:
-        return ("claims", codec.open(PURPOSES[case["purpose"]], case["token"], case["now"]))
+        return ("claims", codec.open(PURPOSES[case["purpose"]], case["token"], now=case["now"]))
     except InvalidToken as exc:
         return ("reason", exc.reason.value)
 

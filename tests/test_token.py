@@ -686,3 +686,16 @@ def test_a_now_that_is_not_a_number_is_a_value_error(codec: TokenCodec, now: obj
     token = codec.seal(Purpose.ACCESS, claims())
     with pytest.raises(ValueError, match="now must be seconds since the epoch"):
         codec.open(Purpose.ACCESS, token, now=now)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_floats_are_refused_not_turned_into_null(codec: TokenCodec, bad: float) -> None:
+    with pytest.raises(ValueError, match="NaN or an infinity"):
+        codec.seal(Purpose.ACCESS, claims(score=bad))
+    with pytest.raises(ValueError, match="NaN or an infinity"):
+        codec.seal(Purpose.ACCESS, claims(scores={"a": [None, bad]}))
+
+
+def test_a_null_claim_still_seals(codec: TokenCodec) -> None:
+    with_null = claims(manager=None)
+    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, with_null), now=NOW) == with_null

@@ -284,7 +284,7 @@ const ESCAPES = {
 
 class Rejected extends Error {}
 
-function decodeJSON(text) {
+function decodeJSON(text, maxDepth = MAX_CLAIMS_DEPTH) {
   const n = text.length;
   let i = 0;
   const fail = () => {
@@ -381,7 +381,7 @@ function decodeJSON(text) {
   }
 
   function array(depth) {
-    if (depth > MAX_CLAIMS_DEPTH) fail();
+    if (depth > maxDepth) fail();
     i++;
     const items = [];
     skipSpace();
@@ -399,7 +399,7 @@ function decodeJSON(text) {
   }
 
   function object(depth) {
-    if (depth > MAX_CLAIMS_DEPTH) fail();
+    if (depth > maxDepth) fail();
     i++;
     const members = {};
     skipSpace();
@@ -469,9 +469,14 @@ function integersOption(options) {
 export function parseStrictJSON(text, options = {}) {
   const integers = integersOption(options);
   if (typeof text !== "string") throw new TypeError("parseStrictJSON reads a string");
+  // Claims may nest 32 levels; other documents (a vector file) may ask for more.
+  const maxDepth = options.maxDepth ?? MAX_CLAIMS_DEPTH;
+  if (!Number.isInteger(maxDepth) || maxDepth < 1) {
+    throw new RangeError("options.maxDepth must be a positive whole number");
+  }
   let result;
   try {
-    result = decodeJSON(text);
+    result = decodeJSON(text, maxDepth);
   } catch (error) {
     if (error instanceof Rejected) throw new SyntaxError("not strict JSON");
     throw error;

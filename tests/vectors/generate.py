@@ -436,6 +436,10 @@ def _invalid_cases() -> list[dict[str, Any]]:
         ("iat null", b'{"sub":"u","iat":null,"exp":1700000120}'),
         ("sub a number", b'{"sub":12345,"iat":1700000000,"exp":1700000120}'),
         (
+            "a number that overflows a double",
+            b'{"sub":"u","iat":1700000000,"exp":1700000120,"x":1e400}',
+        ),
+        (
             "objects and arrays nested 33 levels deep (the claim set is level 1)",
             b'{"sub":"u","iat":1700000000,"exp":1700000120,"n":' + b"[" * 32 + b"]" * 32 + b"}",
         ),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from typing import Any
 
@@ -149,6 +150,14 @@ def _int_in_range(text: str) -> int | float:
     return value if -(2**63) <= value < 2**64 else float(text)
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number that overflows a double (1e400) is not a value a claim can hold."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} overflows a double")
+    return value
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -156,7 +165,9 @@ def _no_constants(name: str) -> Any:
 def decode_claims(plaintext: bytes) -> Any:
     """Strict RFC 8259 / I-JSON decoding; ValueError on anything else."""
     text = plaintext.decode("utf-8")  # strict: invalid UTF-8 raises
-    value = json.loads(text, parse_int=_int_in_range, parse_constant=_no_constants)
+    value = json.loads(
+        text, parse_int=_int_in_range, parse_float=_finite_float, parse_constant=_no_constants
+    )
     # Escaped lone surrogates ("\\ud800") are not Unicode text: re-encoding finds them.
     json.dumps(value, ensure_ascii=False).encode("utf-8")
     return value
