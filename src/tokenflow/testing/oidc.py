@@ -317,7 +317,7 @@ def sign_raw(header: Mapping[str, Any], payload: bytes, key: Key, alg: str) -> s
     to sign with, a ``crit`` list, a ``jku``...
     """
     registry = jws.JWSRegistry(algorithms=[alg], strict_check_header=False)
-    registry.check_header = lambda _header: None  # type: ignore[method-assign]
+    registry.check_header = lambda _header: None  # type: ignore[method-assign,assignment]
     return jws.serialize_compact(dict(header), payload, key, registry=registry)
 
 
@@ -569,8 +569,8 @@ class FakeGraphAPI:
             known = self._tokens.get(token)
         if known is None:
             if not token.startswith("EAA"):
-                error = {"message": "Invalid parameter", "type": "OAuthException", "code": 100}
-                return json_answer({"error": error}, status=400)
+                invalid = {"message": "Invalid parameter", "type": "OAuthException", "code": 100}
+                return json_answer({"error": invalid}, status=400)
             data: dict[str, Any] = {"is_valid": False, "error": {"code": 190}}
             return json_answer({"data": data})
         data = {
@@ -620,8 +620,8 @@ class LoopbackServer:
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def url_for(self, url: str) -> str:
         """The loopback URL that serves the real ``url``."""
