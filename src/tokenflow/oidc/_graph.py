@@ -9,9 +9,10 @@ sets. The rules, written once in :class:`GraphRules`::
     token       printable token characters only, at most 4 KiB (never sent otherwise)
     answer 200  data.is_valid is true, data.app_id is ours, data.type is USER,
                 data.expires_at is a time after now, data.user_id is set
-    answer 400  Graph refused the token itself: a failed login
-    otherwise   (5xx, 429, 401/403 for a bad app secret, unreadable JSON,
-                no answer): ProviderUnavailable, the flow answers 503
+    answer 400  Graph refused the token itself: a failed login; but an
+                OAuthException 190 (our app access token refused) is not
+    otherwise   (5xx, 429, a refused app secret, unreadable JSON, no
+                answer): ProviderUnavailable, the flow answers 503
 """
 
 from __future__ import annotations
@@ -81,8 +82,12 @@ class GraphRules:
 
     def read(self, fetched: Fetched, now: float) -> Verdict:
         """The verdict on ``debug_token``'s answer; raises :class:`ProviderUnavailable`."""
-        if fetched.status == 400:
+        if fetched.status == 400 and not _app_token_refused(fetched.body):
             return Rejected(RejectReason.INVALID)
+        if fetched.status in (400, 401, 403):
+            raise ProviderUnavailable(
+                f"{self.provider}: Graph refused the app access token; check app_id and app_secret"
+            )
         if fetched.status != 200:
             raise ProviderUnavailable(f"{self.provider}: debug_token answered {fetched.status}")
         try:
@@ -120,6 +125,17 @@ class GraphRules:
             claims=MappingProxyType(claims),
             issuer=FACEBOOK_ISSUER,
         )
+
+
+def _app_token_refused(body: bytes) -> bool:
+    """Whether a 400 from Graph is about our app access token (OAuthException 190),
+    not the token being checked: the first is a configuration fault for every login."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    error = document.get("error") if type(document) is dict else None
+    return type(error) is dict and error.get("code") == 190
 
 
 def _failure(provider: str, exc: Exception) -> str:
