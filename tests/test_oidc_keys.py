@@ -14,18 +14,17 @@ import time
 from collections.abc import Mapping
 
 import pytest
-from _oidc import CLIENT, NOW, World, google_world
 
-from tokenflow import ConfigError
-from tokenflow import oidc
+from _oidc import CLIENT, NOW, World, google_world
+from tokenflow import ConfigError, oidc
 from tokenflow.oidc import (
     CachePolicy,
     Fetched,
     FetchError,
     HttpKeySetSource,
     ProviderUnavailable,
-    RejectReason,
     Rejected,
+    RejectReason,
 )
 from tokenflow.oidc._http import check_url
 from tokenflow.oidc._keys import lifetime_of
@@ -112,7 +111,7 @@ def test_failed_refreshes_are_spaced_out() -> None:
 def test_no_key_set_and_no_answer_is_an_outage_not_a_bad_token() -> None:
     world = google_world()
     world.endpoints.fail(KEYS, 500)
-    with pytest.raises(ProviderUnavailable, match="no key set fetched yet.*500"):
+    with pytest.raises(ProviderUnavailable, match=r"no key set fetched yet.*500"):
         world.verifier.verify_token(world.token(), NOW)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _oidc import NOW
 
-from tokenflow import ConfigError
-from tokenflow import oidc
-from tokenflow.oidc import ProviderUnavailable, RejectReason, Rejected
+from _oidc import NOW
+from tokenflow import ConfigError, oidc
+from tokenflow.oidc import ProviderUnavailable, Rejected, RejectReason
 from tokenflow.testing.oidc import (
     FakeEndpoints,
     FakeGraphAPI,
@@ -34,7 +33,7 @@ def why(verifier: Any, token: str, now: float = NOW) -> RejectReason | None:
     return verdict.reason if isinstance(verdict, Rejected) else None
 
 
-# -- Google ------------------------------------------------------------------------------
+# -- Google --------------------------------------------------------------------------------------
 
 
 def test_google_hosted_domain() -> None:
@@ -51,7 +50,7 @@ def test_google_hosted_domain() -> None:
     assert endpoints.hits("https://www.googleapis.com/oauth2/v3/certs") == 2
 
 
-# -- Apple -------------------------------------------------------------------------------
+# -- Apple ---------------------------------------------------------------------------------------
 
 
 def test_apple_string_booleans_and_pinned_keys() -> None:
@@ -69,7 +68,7 @@ def test_apple_string_booleans_and_pinned_keys() -> None:
     assert endpoints.total_hits() == 1  # no discovery document was asked for
 
 
-# -- Facebook ------------------------------------------------------------------------------
+# -- Facebook ------------------------------------------------------------------------------------
 
 
 def test_facebook_limited_login_with_nonce() -> None:
@@ -178,7 +177,7 @@ def test_facebook_classic_secret_stays_out_of_reprs() -> None:
         oidc.facebook("1234567890", "not a secret")
 
 
-# -- AWS Cognito --------------------------------------------------------------------------------
+# -- AWS Cognito ---------------------------------------------------------------------------------
 
 
 def test_cognito_id_and_access_tokens() -> None:
@@ -216,7 +215,7 @@ def test_cognito_configuration_is_checked(region: str, pool: str) -> None:
         oidc.cognito(region, pool, ["client"])
 
 
-# -- Okta ---------------------------------------------------------------------------------------
+# -- Okta ----------------------------------------------------------------------------------------
 
 
 def test_okta_org_and_custom_servers() -> None:
@@ -262,7 +261,7 @@ def test_okta_access_tokens_only_from_custom_servers() -> None:
         oidc.okta("https://example.okta.com", ["client"])
 
 
-# -- JumpCloud ------------------------------------------------------------------------------------
+# -- JumpCloud -----------------------------------------------------------------------------------
 
 
 def test_jumpcloud_issuer_comes_verbatim_from_discovery() -> None:
@@ -288,7 +287,7 @@ def test_jumpcloud_discovery_naming_another_origin_is_an_outage() -> None:
         verifier.verify_token(provider.id_token(NOW, audience="client"), NOW)
 
 
-# -- Microsoft Entra ID -------------------------------------------------------------------------------
+# -- Microsoft Entra ID --------------------------------------------------------------------------
 
 
 def test_entra_id_tenant_allow_list() -> None:
@@ -330,12 +329,12 @@ def test_entra_id_needs_a_list_of_tenant_guids(tenants: Any) -> None:
         oidc.entra_id(["app-id"], tenants=tenants)
 
 
-# -- any OIDC issuer -------------------------------------------------------------------------------
+# -- any OIDC issuer -----------------------------------------------------------------------------
 
 
 def test_generic_oidc_discovery_issuer_must_match_exactly() -> None:
     provider = FakeProvider.generic("https://idp.example.com")
-    endpoints, source = served(provider)
+    _, source = served(provider)
     verifier = oidc.oidc("https://idp.example.com", ["app"], source=source)
     assert verifier.verify_token(provider.id_token(NOW, audience="app"), NOW) is not None
     slashed = oidc.oidc("https://idp.example.com/", ["app"], source=source)

@@ -14,9 +14,9 @@ import pytest
 from joserfc.jwk import ECKey, OctKey, RSAKey
 from joserfc.jws import serialize_compact
 
-from tokenflow import ConfigError, ExternalIdentity
-from tokenflow import oidc
-from tokenflow.oidc import RejectReason, Rejected
+from _oidc import CLIENT, NOW, World, b64, google_world, hmac_token, segment, unsigned_token
+from tokenflow import ConfigError, ExternalIdentity, oidc
+from tokenflow.oidc import Rejected, RejectReason
 from tokenflow.testing.oidc import (
     FakeEndpoints,
     FakeKeySetSource,
@@ -24,8 +24,6 @@ from tokenflow.testing.oidc import (
     fake_key,
     sign_raw,
 )
-
-from _oidc import CLIENT, NOW, World, b64, google_world, hmac_token, segment, unsigned_token
 
 
 @pytest.fixture(scope="module")
@@ -392,9 +390,7 @@ def test_ec_provider_with_es256_pinned() -> None:
     assert isinstance(provider.signing[-1], ECKey)
     assert verifier.verify_token(provider.id_token(NOW, audience="app"), NOW) is not None
     rs = oidc.oidc(provider.issuer, ["app"], source=FakeKeySetSource(endpoints))
-    assert rs.check(provider.id_token(NOW, audience="app"), NOW) == Rejected(
-        RejectReason.ALGORITHM
-    )
+    assert rs.check(provider.id_token(NOW, audience="app"), NOW) == Rejected(RejectReason.ALGORITHM)
 
 
 def test_an_embedded_jwk_small_enough_to_read_is_not_used_either() -> None:
