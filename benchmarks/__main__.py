@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import flow, stores, tokens
+from . import flow, oidc, stores, tokens
 from ._harness import DEFAULT_BATCH_MS, DEFAULT_ROUNDS, Report, Settings
 
 
@@ -45,6 +45,7 @@ GROUPS: Final[tuple[Group, ...]] = (
         "access and refresh decisions against token opening; memory; Cookie headers",
         flow.run,
     ),
+    Group("oidc", "ID-token verification against joserfc, a kid storm, a whole login", oidc.run),
 )
 
 QUICK_ROUNDS: Final = 3

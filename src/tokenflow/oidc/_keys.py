@@ -31,7 +31,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -151,6 +151,23 @@ class _Snapshot:
     """The key to use for a token without ``kid``: set only when the set has one key."""
     issuer: str | None
     fresh_until: float
+    found: Mapping[str, Found] = field(default_factory=dict)
+    """``by_kid`` as ready answers, for the lock-free fast path."""
+
+    def __post_init__(self) -> None:
+        if not self.found:
+            answers = {kid: Found(keys, self.issuer) for kid, keys in self.by_kid.items()}
+            object.__setattr__(self, "found", answers)
+
+    def fresh_answer(self, kid: str | None, now: float) -> Found | None:
+        """The answer for ``kid`` while this snapshot is fresh, else ``None``.
+
+        Reading it needs no lock: a snapshot never changes, and the faces
+        replace the whole snapshot in one assignment.
+        """
+        if kid is None or not now < self.fresh_until:
+            return None
+        return self.found.get(kid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +445,11 @@ class KeySetCache:
         """The keys for ``kid``; ``None`` when there are none; raises
         :class:`ProviderUnavailable` when it cannot tell."""
         state = self._state
+        snapshot = state.snapshot
+        if snapshot is not None:
+            found = snapshot.fresh_answer(kid, now)
+            if found is not None:
+                return found  # the hot path: a fresh key set that has this kid
         for _ in range(4):
             with self._lock:
                 plan = state.plan(kid, now)
@@ -491,6 +513,11 @@ class AsyncKeySetCache:
     async def find(self, kid: str | None, now: float) -> Found | None:
         """See :meth:`KeySetCache.find`."""
         state = self._state
+        snapshot = state.snapshot
+        if snapshot is not None:
+            found = snapshot.fresh_answer(kid, now)
+            if found is not None:
+                return found
         for _ in range(4):
             plan = state.plan(kid, now)
             if plan.action is _Action.USE:

@@ -22,6 +22,7 @@ only: one line each, a call or an await. Every other step is a method of
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import math
@@ -33,7 +34,7 @@ from typing import Any, Final, Protocol
 import orjson
 from joserfc.errors import ClaimError, ExpiredTokenError, JoseError, MissingClaimError
 from joserfc.jwk import Key
-from joserfc.jwt import JWTClaimsRegistry
+from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
 from .._errors import ConfigError
 from ..ports import ExternalIdentity
@@ -185,6 +186,28 @@ def check_names(values: Iterable[str], what: str) -> frozenset[str]:
     return names
 
 
+@functools.lru_cache(maxsize=256)
+def _claims_registry(
+    issuers: frozenset[str], audiences: frozenset[str] | None, leeway: int, now: int
+) -> JWTClaimsRegistry:
+    """joserfc's claims registry for an issuer set (and ``aud`` when it is the
+    audience claim), at one whole second.
+
+    Cached: a registry holds no state of its own beyond its options and its
+    ``now``, so verifications within the same second share one. The key space
+    is bounded by configuration: issuer sets are configured, discovered, or
+    (Entra ID) made from a tenant on the allow-list.
+    """
+    options: dict[str, ClaimsOption] = {
+        "iss": {"essential": True, "values": sorted(issuers)},
+        "exp": {"essential": True},
+        "iat": {"essential": True},
+    }
+    if audiences is not None:
+        options["aud"] = {"essential": True, "values": sorted(audiences)}
+    return JWTClaimsRegistry(now=now, leeway=leeway, **options)
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRules:
     """One provider's rules for its tokens. Pure: no state, no I/O, no clock.
@@ -226,8 +249,10 @@ class TokenRules:
         """Steps 3 to 7, given the keys step 2 found (``None``: no such key)."""
         if found is None:
             return Rejected(RejectReason.UNKNOWN_KEY)
+        keys = found.keys
+        key = keys[0] if len(keys) == 1 else _choose(keys, parsed.alg)
         try:
-            payload = verify_parsed(parsed, _choose(found.keys, parsed.alg), self.algorithms)
+            payload = verify_parsed(parsed, key, self.algorithms)
         except JWSRejected as exc:
             return Rejected(_FROM_JWS[exc.reason])
         try:
@@ -250,26 +275,26 @@ class TokenRules:
             expected = self.issuer_of(claims)
             if expected is None:
                 return Rejected(RejectReason.TENANT)
-            issuers = [expected]
+            issuers = frozenset((expected,))
         elif discovered_issuer is not None:
-            issuers = [discovered_issuer]
+            issuers = frozenset((discovered_issuer,))
         else:
-            issuers = list(self.issuers)
+            issuers = self.issuers
         if not issuers:
             # joserfc skips a check whose value list is empty: never let that happen.
             return Rejected(RejectReason.ISSUER)
-        options: dict[str, Any] = {
-            "iss": {"essential": True, "values": issuers},
-            "exp": {"essential": True},
-            "iat": {"essential": True},
-        }
         audience = claims.get(self.audience_claim)
-        if self.audience_claim == "aud":
-            options["aud"] = {"essential": True, "values": list(self.audiences)}
-        elif type(audience) is not str or audience not in self.audiences:
+        if self.audience_claim != "aud" and (
+            type(audience) is not str or audience not in self.audiences
+        ):
             return Rejected(RejectReason.AUDIENCE)
-        # joserfc compares with whole seconds: floor keeps "exp <= now" exact for integer exp.
-        registry = JWTClaimsRegistry(now=math.floor(now), leeway=self.leeway, **options)
+        registry = _claims_registry(
+            issuers,
+            self.audiences if self.audience_claim == "aud" else None,
+            self.leeway,
+            # joserfc compares whole seconds: floor keeps "exp <= now" exact for integer exp.
+            math.floor(now),
+        )
         try:
             registry.validate(claims)
         except ExpiredTokenError:
@@ -380,7 +405,13 @@ class IdTokenVerifier:
 
     def verify_token(self, token: str, now: float) -> ExternalIdentity | None:
         """The verified identity, or ``None``; raises when it cannot decide."""
-        verdict = self.check(token, now)
+        # check()'s steps, inlined: this is the call the flow makes at every login.
+        now = check_now(now)
+        rules = self.rules
+        parsed = rules.parse(token)
+        if isinstance(parsed, Rejected):
+            return None
+        verdict = rules.finish(parsed, self._keys.find(parsed.kid, now), now)
         return None if isinstance(verdict, Rejected) else verdict
 
 
