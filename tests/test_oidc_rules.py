@@ -377,6 +377,16 @@ def test_a_symmetric_key_in_the_key_set_is_never_used() -> None:
     )
     assert verifier.check(forged, NOW) == Rejected(RejectReason.ALGORITHM)
     assert verifier.verify_token(provider.id_token(NOW, audience="app"), NOW) is not None
+    snapshot = verifier._keys._state.snapshot
+    assert snapshot is not None
+    assert "shared" not in snapshot.by_kid  # never even imported
+    # And should one reach the verifier, it is refused as a verification key.
+    from tokenflow.oidc._jws import JWSFailure, JWSRejected, parse_compact, verify_parsed
+
+    parsed = parse_compact(forged, frozenset({"HS256"}))
+    with pytest.raises(JWSRejected) as refused:
+        verify_parsed(parsed, secret, frozenset({"HS256"}))
+    assert refused.value.reason is JWSFailure.ALGORITHM
 
 
 def test_ec_provider_with_es256_pinned() -> None:
@@ -407,3 +417,16 @@ def test_an_embedded_jwk_small_enough_to_read_is_not_used_either() -> None:
         verdict = verifier.check(sign_raw(header, body, attacker, "ES256"), NOW)
         # Under the provider's own kid the key there is RSA: joserfc refuses ES256 for it.
         assert verdict == Rejected(refused or RejectReason.ALGORITHM)
+
+
+def test_rules_without_any_issuer_refuse_everything(world: World) -> None:
+    """joserfc skips a value check whose list is empty: tokenflow must not hand it one."""
+    rules = oidc.TokenRules(
+        provider="google", audiences=frozenset({CLIENT}), algorithms=frozenset({"RS256"})
+    )
+    parsed = rules.parse(world.token())
+    assert not isinstance(parsed, Rejected)
+    found = world.verifier._keys.find(parsed.kid, NOW)
+    assert rules.finish(parsed, found, NOW) == Rejected(RejectReason.ISSUER)
+    with pytest.raises(ConfigError):
+        oidc.TokenRules(provider="x", audiences=frozenset(), algorithms=frozenset({"RS256"}))
