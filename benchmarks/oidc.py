@@ -149,7 +149,7 @@ class _Login:
         self.count = 0
 
     def __call__(self) -> None:
-        decision = self.flow.decide(self.request, self.now)
+        decision = self.flow.decide(self.request, now=self.now)
         if type(decision) is not Reissue:
             raise AssertionError(f"login {self.count} gave {decision!r}")
         self.count += 1
