@@ -111,18 +111,20 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A function and its positional arguments: one operation to repeat.
+    """A function and its arguments: one operation to repeat.
 
-    The batch loop calls ``fn(*args)`` directly. A bound method such as
-    ``codec.seal`` with ``args=(Purpose.ACCESS, claims)`` is therefore timed
-    exactly as an application calls it, with no wrapper frame added.
+    The batch loop calls ``fn(*args, **kwargs)`` directly. A bound method such
+    as ``codec.open`` with ``args=(Purpose.ACCESS, token)`` and
+    ``kwargs={"now": now}`` is therefore timed exactly as an application calls
+    it (``now`` is keyword-only throughout tokenflow), with no wrapper frame.
     """
 
     fn: Callable[..., object]
     args: tuple[object, ...] = ()
+    kwargs: Mapping[str, object] = field(default_factory=dict)
 
     def __call__(self) -> object:
-        return self.fn(*self.args)
+        return self.fn(*self.args, **self.kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +184,19 @@ class Stats:
 
 def _time_batch(call: Call, n: int) -> int:
     """Nanoseconds to run ``call`` ``n`` times, with the cyclic collector off."""
-    fn, args = call.fn, call.args
+    fn, args, kwargs = call.fn, call.args, dict(call.kwargs)
     loop = itertools.repeat(None, n)
     collector_was_on = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter_ns()
-        for _ in loop:
-            fn(*args)
+        if kwargs:
+            start = time.perf_counter_ns()
+            for _ in loop:
+                fn(*args, **kwargs)
+        else:
+            start = time.perf_counter_ns()
+            for _ in loop:
+                fn(*args)
         return time.perf_counter_ns() - start
     finally:
         if collector_was_on:

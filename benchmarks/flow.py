@@ -198,7 +198,7 @@ class Refresher:
         self._next = i + 1 if i + 1 < len(self._headers) else 0
         decision = self._decide(
             Request("GET", cookie_header=self._headers[i], sec_fetch_site="same-origin", host=HOST),
-            self._now,
+            now=self._now,
         )
         # The decision must be exactly one rotation: anything else (grace,
         # reuse, a 401) is a different and cheaper path, and the figure a lie.
@@ -338,7 +338,7 @@ def decide_in_a_loop(
     started = time.perf_counter()
     for part in range(1, 11):
         for _ in itertools.repeat(None, chunk):
-            decide(request, now)
+            decide(request, now=now)
         settings.log(
             f"{GROUP}: {part * chunk:,} decisions ({time.perf_counter() - started:.1f} s, "
             f"RSS {current_rss_kib()} KiB)"
@@ -380,8 +380,8 @@ def run(settings: Settings, report: Report) -> None:
     refresher = Refresher(world)
 
     cases = [
-        Case("open", Call(world.codec.open, (Purpose.ACCESS, world.access, now))),
-        Case("access_decision", Call(world.flow.decide, (request, now))),
+        Case("open", Call(world.codec.open, (Purpose.ACCESS, world.access), {"now": now})),
+        Case("access_decision", Call(world.flow.decide, (request,), {"now": now})),
         Case("refresh_decision", Call(refresher)),
     ]
     stats = measure(GROUP, cases, settings, status=_status)
@@ -480,7 +480,9 @@ def _measure_cookie_headers(settings: Settings, world: World) -> _Parse:
     for name, (header, flow) in subjects.items():
         policy = flow.config.cookies
         cases.append(Case(f"read/{name}", Call(read_auth_cookies, (header, policy))))
-        cases.append(Case(f"decide/{name}", Call(flow.decide, (requests[name], world.now))))
+        cases.append(
+            Case(f"decide/{name}", Call(flow.decide, (requests[name],), {"now": world.now}))
+        )
     stats = measure(f"{GROUP} cookie headers", cases, settings)
     return {
         name: (header, stats[f"read/{name}"], stats[f"decide/{name}"], outcomes[name])

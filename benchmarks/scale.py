@@ -100,10 +100,13 @@ def run(settings: Settings, report: Report) -> None:
                 cases.append(Case(f"refresh/{name}/{count}", Call(refresher)))
                 if name == "MemoryStore":
                     request = access_request(world.access_header)
-                    cases.append(Case(f"access/{count}", Call(world.flow.decide, (request, now))))
+                    cases.append(
+                        Case(f"access/{count}", Call(world.flow.decide, (request,), {"now": now}))
+                    )
                     if codec_case is None:
                         codec_case = Case(
-                            "open", Call(world.codec.open, (Purpose.ACCESS, world.access, now))
+                            "open",
+                            Call(world.codec.open, (Purpose.ACCESS, world.access), {"now": now}),
                         )
         assert codec_case is not None
         # The stores now hold hundreds of thousands of objects, which the

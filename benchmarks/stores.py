@@ -379,7 +379,7 @@ class _TalliedStore:
     def revoke_user(self, user_id: str) -> int:
         return self._store.revoke_user(user_id)
 
-    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+    def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
         return self._store.sessions_of(user_id, now=now)
 
 
@@ -405,7 +405,7 @@ class _AsyncTalliedStore:
     async def revoke_user(self, user_id: str) -> int:
         return await self._store.revoke_user(user_id)
 
-    async def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+    async def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
         return await self._store.sessions_of(user_id, now=now)
 
 

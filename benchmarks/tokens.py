@@ -111,7 +111,7 @@ def _tokenflow(claims: Claims, now: int) -> Contender:
         "tokenflow",
         "tokenflow v1 (AES-256-GCM, HKDF subkeys)",
         Call(codec.seal, (Purpose.ACCESS, claims)),
-        lambda token: Call(codec.open, (Purpose.ACCESS, token, now)),
+        lambda token: Call(codec.open, (Purpose.ACCESS, token), {"now": now}),
     )
 
 

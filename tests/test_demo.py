@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -28,6 +29,11 @@ from tokenflow.__main__ import main
 from tokenflow._demo import run_demo
 
 PASSWORD = "correct horse battery staple"
+HAS_OIDC = importlib.util.find_spec("joserfc") is not None and (
+    importlib.util.find_spec("httpx") is not None
+)
+needs_oidc = pytest.mark.skipif(not HAS_OIDC, reason="needs the oidc extra")
+LAST_LINE = f"live sessions of alice: {1 if HAS_OIDC else 0}"
 ACCESS = "__Host-tf_access"
 REFRESH = "__Host-tf_refresh"
 
@@ -58,7 +64,7 @@ def test_the_decisions_follow_the_story(story: tuple[list[Decision], list[str], 
         "Reissue",  #    and phone
         "SESSION_ENDED",  # 10. after "revoke all": laptop
         "SESSION_ENDED",  #     and phone
-    ]
+    ] + (["Reissue"] if HAS_OIDC else [])  # 11. sign in with Google on a tablet
 
 
 def test_login_refresh_grace_and_reuse(story: tuple[list[Decision], list[str], Path]) -> None:
@@ -86,7 +92,7 @@ def test_login_refresh_grace_and_reuse(story: tuple[list[Decision], list[str], P
 
 def test_logout_and_revoke_all(story: tuple[list[Decision], list[str], Path]) -> None:
     decisions, lines, _ = story
-    relogin, logout, laptop, phone, laptop_after, phone_after = decisions[6:]
+    relogin, logout, laptop, phone, laptop_after, phone_after = decisions[6:12]
     assert isinstance(relogin, Reissue)
     assert isinstance(decisions[0], Reissue)
     assert relogin.session_id != decisions[0].session_id
@@ -110,10 +116,27 @@ def test_logout_and_revoke_all(story: tuple[list[Decision], list[str], Path]) ->
     told = [line.strip() for line in lines]
     assert "live sessions of alice: 2" in told
     assert "── 10. revoke all: 2 sessions revoked" in told
-    assert told[-1] == "live sessions of alice: 0"
+    assert "live sessions of alice: 0" in told
+    assert told[-1] == LAST_LINE
     assert told.index("live sessions of alice: 2") < told.index(
         "── 10. revoke all: 2 sessions revoked"
     )
+
+
+@needs_oidc
+def test_sign_in_with_google_against_a_local_fake(
+    story: tuple[list[Decision], list[str], Path],
+) -> None:
+    decisions, lines, _ = story
+    google = decisions[12]
+    assert isinstance(google, Reissue)
+    assert google.events == (LoggedIn("alice", google.session_id, "google"),)
+    assert google.claims["roles"] == ["editor"]
+    assert google.session_id not in {d.session_id for d in decisions[:12] if isinstance(d, Reissue)}
+    told = [line.strip() for line in lines]
+    title = "── 11. sign in with Google on a tablet: an ID token from a local fake provider"
+    assert told.index(title) > told.index("live sessions of alice: 0")
+    assert "eyJ" not in "\n".join(lines)  # the ID token itself is never printed
 
 
 def test_the_narration_hides_secrets(story: tuple[list[Decision], list[str], Path]) -> None:
@@ -134,7 +157,7 @@ def test_the_narration_hides_secrets(story: tuple[list[Decision], list[str], Pat
 def test_the_default_temporary_store_is_removed_afterwards() -> None:
     lines: list[str] = []
     decisions = run_demo(out=lines.append)
-    assert len(decisions) == 12
+    assert len(decisions) == (13 if HAS_OIDC else 12)
     store = lines[0].removeprefix("tokenflow demo: session store ")
     assert store.endswith("sessions.sqlite3")
     assert not os.path.exists(os.path.dirname(store))
@@ -145,7 +168,7 @@ def test_cli_demo_exits_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     out = capsys.readouterr().out
     assert "── 1. password login" in out
     assert "ReuseDetected" in out
-    assert out.rstrip().endswith("live sessions of alice: 0")
+    assert out.rstrip().endswith(LAST_LINE)
 
     db = tmp_path / "cli.sqlite3"
     assert main(["demo", "--db", str(db)]) == 0

@@ -10,16 +10,41 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 from ._config import FlowConfig
 from ._drivers import Flow
 from ._keyring import KeyRing
-from ._model import Decision, PasswordCredentials, Process, Reissue, Unauthorized
+from ._model import (
+    Decision,
+    ExternalTokenCredentials,
+    PasswordCredentials,
+    Process,
+    Reissue,
+    Unauthorized,
+)
 from .stores.sqlite import SQLiteStore
 from .testing import FakeClock, FakePasswordVerifier, FakeUserDirectory
 from .testing.browser import Browser
 
 __all__ = ["run_demo"]
+
+GOOGLE_CLIENT = "demo-app.apps.googleusercontent.com"
+GOOGLE_SUBJECT = "110248495921238986420"
+
+
+def _fake_google() -> tuple[Any, Any] | None:
+    """A local fake of Google (keys served from memory, no network) and a verifier
+    for it, or ``None`` without the ``oidc`` extra."""
+    try:
+        from . import oidc
+        from .testing.oidc import FakeEndpoints, FakeKeySetSource, FakeProvider
+    except ImportError:
+        return None
+    google = FakeProvider.google()
+    endpoints = FakeEndpoints()
+    endpoints.serve_provider(google, cache_control="public, max-age=21600")
+    return google, oidc.google([GOOGLE_CLIENT], source=FakeKeySetSource(endpoints))
 
 
 def _short(set_cookie: str) -> str:
@@ -58,11 +83,13 @@ def run_demo(path: str | None = None, out: Callable[[str], None] = print) -> lis
     passwords = FakePasswordVerifier()
     passwords.set_password("alice@example.com", "correct horse battery staple", user_id="alice")
     store = SQLiteStore(path)
+    fake_google = _fake_google()
     flow = Flow(
         KeyRing.generate(),
         store,
         users,
         passwords=passwords,
+        external={"google": fake_google[1]} if fake_google else None,
         config=FlowConfig(grace_seconds=5),
         clock=clock,
     )
@@ -131,6 +158,19 @@ def run_demo(path: str | None = None, out: Callable[[str], None] = print) -> lis
         step("    laptop after its access token expired", laptop, flow.decide(laptop.request()))
         step("    phone after its access token expired", phone, flow.decide(phone.request()))
         out(f"\n   live sessions of alice: {len(flow.sessions_of('alice'))}")
+        title = "11. sign in with Google on a tablet: an ID token from a local fake provider"
+        if fake_google is None:
+            out(f"\n── {title}: skipped (pip install 'tokenflow[oidc]')")
+        else:
+            google = fake_google[0]
+            users.link("google", GOOGLE_SUBJECT, "alice")  # alice linked her Google account
+            token = google.id_token(
+                clock(), audience=GOOGLE_CLIENT, subject=GOOGLE_SUBJECT, email="alice@example.com"
+            )
+            tablet = Browser(clock)
+            sign_in = ExternalTokenCredentials("google", token)
+            step(title, tablet, flow.decide(tablet.request("POST", credentials=sign_in)))
+            out(f"\n   live sessions of alice: {len(flow.sessions_of('alice'))}")
     finally:
         store.close()
         if directory is not None:

@@ -1,0 +1,88 @@
+"""Verify third-party ID tokens: Google, Apple, Facebook, Cognito, Okta, JumpCloud,
+Entra ID, or any OpenID Connect issuer (``pip install 'tokenflow[oidc]'``).
+
+Each preset is one call and returns a verifier that plugs into the flow::
+
+    from tokenflow import oidc
+
+    flow = Flow(keyring, store, users, external={
+        "google": oidc.google(client_ids=["1234.apps.googleusercontent.com"]),
+        "apple": oidc.apple(client_ids=["com.example.app"]),
+    })
+    # AsyncFlow: the same presets with asynchronous=True
+    flow = AsyncFlow(keyring, store, users, external={
+        "google": oidc.google(client_ids=[...], asynchronous=True),
+    })
+
+A bad token is a failed login (401); a key set that cannot be had is an
+outage: the verifier raises :class:`ProviderUnavailable` and the flow answers
+503, minting nothing. Signature and claim checks run on joserfc; tokenflow
+adds the provider rules around them. See ``docs/identity.md``.
+"""
+
+from ._graph import AsyncFacebookTokenVerifier, FacebookTokenVerifier, GraphRules
+from ._http import (
+    AsyncHttpKeySetSource,
+    AsyncKeySetSource,
+    Fetched,
+    FetchError,
+    HttpKeySetSource,
+    KeySetSource,
+)
+from ._keys import CachePolicy, KeyLocation, KeySetError, ProviderUnavailable
+from ._providers import (
+    apple,
+    cognito,
+    entra_id,
+    facebook,
+    facebook_limited_login,
+    google,
+    jumpcloud,
+    oidc,
+    okta,
+)
+from ._verify import (
+    AsyncIdTokenVerifier,
+    IdTokenVerifier,
+    NonceCheck,
+    Rejected,
+    RejectReason,
+    TokenRules,
+    Verdict,
+    hashed_nonce,
+    nonce_matches,
+)
+
+__all__ = [
+    "AsyncFacebookTokenVerifier",
+    "AsyncHttpKeySetSource",
+    "AsyncIdTokenVerifier",
+    "AsyncKeySetSource",
+    "CachePolicy",
+    "FacebookTokenVerifier",
+    "FetchError",
+    "Fetched",
+    "GraphRules",
+    "HttpKeySetSource",
+    "IdTokenVerifier",
+    "KeyLocation",
+    "KeySetError",
+    "KeySetSource",
+    "NonceCheck",
+    "ProviderUnavailable",
+    "RejectReason",
+    "Rejected",
+    "TokenRules",
+    "Verdict",
+    "apple",
+    "cognito",
+    "entra_id",
+    "facebook",
+    "facebook_limited_login",
+    "google",
+    "hashed_nonce",
+    "jumpcloud",
+    "nonce_matches",
+    "oidc",
+    "okta",
+]

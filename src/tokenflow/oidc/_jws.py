@@ -1,0 +1,208 @@
+"""Compact JWS verification on joserfc, with the algorithms pinned by the caller.
+
+tokenflow writes no signature code: joserfc checks the signature, the key's
+type against ``alg`` and a key's declared ``alg``. What this module adds are
+the refusals that come *before* any key is chosen, in this order:
+
+1. a token that is not a short ASCII string (over 8 KiB by default);
+2. five segments: an encrypted token (JWE), which nothing here decrypts;
+3. any other layout than three segments, or a header that is not a JSON object;
+4. an ``alg`` outside the caller's pinned list (``none`` and every ``HS*``
+   can never be on it: :func:`pin_algorithms` refuses them);
+5. a ``crit`` header (no extension is understood, so none may be critical),
+   and RFC 7797's ``b64`` (an unencoded payload changes what is signed).
+
+The key is then chosen by the caller from the header (its ``kid``), never
+from ``jku``, ``x5u``, ``x5c`` or an embedded ``jwk``: those are not read.
+The payload is returned as bytes, and only once the signature verified.
+
+:func:`verify_compact` is the whole thing in one call, for callers that hold
+the key (a proof-of-possession JWT whose key the caller already trusts, say).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
+
+from joserfc import jws
+from joserfc.errors import (
+    InvalidKeyTypeError,
+    JoseError,
+    UnsupportedKeyAlgorithmError,
+    UnsupportedKeyUseError,
+)
+from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
+
+from .._errors import ConfigError
+
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "MAX_TOKEN_BYTES",
+    "JWSFailure",
+    "JWSRejected",
+    "ParsedJWS",
+    "VerifiedJWS",
+    "parse_compact",
+    "pin_algorithms",
+    "verify_compact",
+    "verify_parsed",
+]
+
+MAX_TOKEN_BYTES: Final = 8192
+"""Longest token read at all. Real ID tokens are 1 to 2 KiB."""
+
+ASYMMETRIC_ALGORITHMS: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+"""Every algorithm a verifier may be pinned to: public-key signatures only."""
+
+# Header parameters whose presence changes what is signed or how it must be
+# read. tokenflow understands none of the extensions they announce.
+_REFUSED_HEADERS: Final = ("crit", "b64")
+
+
+class JWSFailure(enum.Enum):
+    """Why a compact JWS was refused (for events and tests; never tell the client)."""
+
+    TOO_LARGE = "too_large"
+    ENCRYPTED = "encrypted"
+    MALFORMED = "malformed"
+    ALGORITHM = "algorithm"
+    """``alg`` not pinned, or not the key's type or declared algorithm."""
+    CRITICAL_HEADER = "critical_header"
+    NO_KEY = "no_key"
+    SIGNATURE = "signature"
+
+
+class JWSRejected(Exception):
+    """A compact JWS failed verification; :attr:`reason` says at which step."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: JWSFailure) -> None:
+        super().__init__(f"JWS rejected: {reason.value}")
+        self.reason = reason
+
+
+class ParsedJWS(NamedTuple):
+    """A compact JWS whose header passed the pre-checks; nothing is verified yet.
+
+    A named tuple rather than a frozen dataclass: it is built on every
+    verification, and a tuple is built several times faster.
+    """
+
+    header: Mapping[str, Any]
+    alg: str
+    kid: str | None
+    obj: jws.CompactSignature
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedJWS:
+    """A compact JWS whose signature verified: its header and raw payload."""
+
+    header: Mapping[str, Any]
+    payload: bytes = field(repr=False)
+
+
+def pin_algorithms(algorithms: Collection[str]) -> frozenset[str]:
+    """Validate a configured algorithm list: non-empty, public-key algorithms only."""
+    if isinstance(algorithms, str):
+        raise ConfigError("algorithms must be a list of names, such as ['RS256'], not a string")
+    pinned = frozenset(algorithms)
+    if not pinned:
+        raise ConfigError("algorithms must name at least one algorithm, such as 'RS256'")
+    refused = sorted(a for a in pinned if a not in ASYMMETRIC_ALGORITHMS)
+    if refused:
+        raise ConfigError(
+            f"algorithms {refused} are not allowed: only public-key signature algorithms "
+            f"({', '.join(sorted(ASYMMETRIC_ALGORITHMS))}) can verify third-party tokens"
+        )
+    return pinned
+
+
+_REGISTRIES: dict[frozenset[str], jws.JWSRegistry] = {}
+
+
+def _registry(algorithms: frozenset[str]) -> jws.JWSRegistry:
+    registry = _REGISTRIES.get(algorithms)
+    if registry is None:
+        # strict_check_header=False: RFC 7515 says to ignore header parameters one
+        # does not understand, unless they are critical, and ``crit`` is refused.
+        registry = jws.JWSRegistry(algorithms=sorted(algorithms), strict_check_header=False)
+        # A pinned list is configuration: the dictionary stays as small as the config.
+        _REGISTRIES[algorithms] = registry
+    return registry
+
+
+def parse_compact(
+    token: object, algorithms: frozenset[str], *, max_bytes: int = MAX_TOKEN_BYTES
+) -> ParsedJWS:
+    """Pre-check a compact JWS and read its header; raises :class:`JWSRejected`."""
+    if type(token) is not str or not token.isascii():
+        raise JWSRejected(JWSFailure.MALFORMED)
+    if len(token) > max_bytes:
+        raise JWSRejected(JWSFailure.TOO_LARGE)
+    dots = token.count(".")
+    if dots == 4:
+        raise JWSRejected(JWSFailure.ENCRYPTED)
+    if dots != 2:
+        raise JWSRejected(JWSFailure.MALFORMED)
+    registry = _registry(algorithms)
+    try:
+        obj = jws.extract_compact(token.encode("ascii"), registry=registry)
+    except (JoseError, ValueError, TypeError, RecursionError) as exc:
+        raise JWSRejected(JWSFailure.MALFORMED) from exc
+    header = obj.protected
+    if type(header) is not dict:
+        raise JWSRejected(JWSFailure.MALFORMED)
+    alg = header.get("alg")
+    if type(alg) is not str or alg not in algorithms:
+        raise JWSRejected(JWSFailure.ALGORITHM)
+    for name in _REFUSED_HEADERS:
+        if name in header:
+            raise JWSRejected(JWSFailure.CRITICAL_HEADER)
+    kid = header.get("kid")
+    if kid is not None and type(kid) is not str:
+        raise JWSRejected(JWSFailure.MALFORMED)
+    return ParsedJWS(header, alg, kid, obj)
+
+
+def verify_parsed(parsed: ParsedJWS, key: Key, algorithms: frozenset[str]) -> bytes:
+    """Verify a parsed JWS's signature with ``key``; its payload, or :class:`JWSRejected`."""
+    if not isinstance(key, (RSAKey, ECKey, OKPKey)):
+        # A symmetric key can only mean confusion: a verifier never holds one.
+        raise JWSRejected(JWSFailure.ALGORITHM)
+    try:
+        valid = jws.validate_compact(parsed.obj, key, registry=_registry(algorithms))
+    except (InvalidKeyTypeError, UnsupportedKeyAlgorithmError, UnsupportedKeyUseError) as exc:
+        raise JWSRejected(JWSFailure.ALGORITHM) from exc
+    except (JoseError, ValueError, TypeError) as exc:
+        raise JWSRejected(JWSFailure.SIGNATURE) from exc
+    if not valid:
+        raise JWSRejected(JWSFailure.SIGNATURE)
+    payload: bytes = parsed.obj.payload
+    return payload
+
+
+def verify_compact(
+    token: object,
+    key_for: Callable[[Mapping[str, Any]], Key | None],
+    algorithms: Collection[str],
+    *,
+    max_bytes: int = MAX_TOKEN_BYTES,
+) -> VerifiedJWS:
+    """Verify a compact JWS in one call; raises :class:`JWSRejected`.
+
+    ``key_for`` receives the pre-checked header and returns the key to verify
+    with (``None``: no such key). ``algorithms`` is the pinned list.
+    """
+    pinned = pin_algorithms(algorithms)
+    parsed = parse_compact(token, pinned, max_bytes=max_bytes)
+    key = key_for(parsed.header)
+    if key is None:
+        raise JWSRejected(JWSFailure.NO_KEY)
+    return VerifiedJWS(parsed.header, verify_parsed(parsed, key, pinned))
