@@ -524,3 +524,81 @@ async def test_async_flow_login(users: Users, hasher: PasswordHasher) -> None:
     )
     assert isinstance(await flow.decide(_login("ada", PASSWORD)), Reissue)
     assert isinstance(await flow.decide(_login("eve", PASSWORD)), Unauthorized)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_hash_password_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from tokenflow.__main__ import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(" spaced \ufb01 \n"))
+    assert main(["hash-password", "--stdin", "--memory-cost", "8", "--time-cost", "1"]) == 0
+    out, err = capsys.readouterr()
+    encoded = out.strip()
+    assert encoded.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert err == ""
+    hasher = PasswordHasher(CHEAP)
+    users = Users()
+    users.rows["ada"] = ("u1", encoded)
+    verifier = PasswordVerifier(users, hasher=hasher)
+    assert verifier.verify_password("ada", " spaced fi ") == "u1"  # NFKC, spaces kept
+    assert verifier.verify_password("ada", "spaced fi") is None
+
+
+def test_hash_password_default_parameters_without_echo(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import getpass
+
+    from tokenflow.__main__ import main
+
+    prompts: list[str] = []
+
+    def fake_getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return PASSWORD
+
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    assert main(["hash-password"]) == 0
+    out, _ = capsys.readouterr()
+    defaults = Argon2Parameters()
+    assert out.startswith(f"$argon2id$v=19$m={defaults.memory_cost},t={defaults.time_cost},")
+    assert PASSWORD not in out
+    assert len(prompts) == 2  # asked twice, to catch a typo
+
+
+@pytest.mark.parametrize(
+    ("answers", "stdin", "args"),
+    [
+        (["one", "two"], "", []),
+        ([], "\n", ["--stdin"]),
+        ([], "x" * 2000 + "\n", ["--stdin"]),
+        ([], "ok\n", ["--stdin", "--memory-cost", "1"]),
+    ],
+)
+def test_hash_password_refusals(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answers: list[str],
+    stdin: str,
+    args: list[str],
+) -> None:
+    import getpass
+    import io
+
+    from tokenflow.__main__ import main
+
+    replies = iter(answers)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(replies))
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    assert main(["hash-password", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("tokenflow hash-password: ")
+    assert "xxxx" not in err
+    assert "one" not in err
