@@ -337,3 +337,26 @@ def test_the_kit_catches_broken_throttles(broken: type[MemoryThrottle], message:
     throttle = broken()
     with pytest.raises(AssertionError, match=message):
         check_login_throttle(lambda: throttle)
+
+
+def test_drivers_are_imported_only_when_their_backend_is_used() -> None:
+    """``tokenflow.throttles`` imports without the redis and psycopg extras."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tokenflow.throttles as t\n"
+        "assert 'redis' not in sys.modules and 'psycopg' not in sys.modules, 'eager import'\n"
+        "t.RedisThrottle\n"
+        "assert 'redis' in sys.modules\n"
+        "try:\n"
+        "    t.NoSuchThrottle\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
