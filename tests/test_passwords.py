@@ -304,6 +304,26 @@ def test_weaker_parameters_are_upgraded_once(users: Users) -> None:
     assert len(users.stored) == 1  # already current: no second upgrade
 
 
+def test_argon2i_and_argon2d_hashes_are_upgraded_to_argon2id(users: Users) -> None:
+    from argon2.low_level import hash_secret
+
+    hasher = PasswordHasher(CHEAP)
+    verifier = PasswordVerifier(users, sink=users, hasher=hasher)
+    for number, kind in enumerate((Type.I, Type.D)):
+        old = hash_secret(PASSWORD.encode(), b"0123456789abcdef", 1, 8, 1, 32, kind).decode()
+        users.rows[f"user{number}"] = (f"u{number}", old)
+        assert verifier.verify_password(f"user{number}", PASSWORD) == f"u{number}"
+        assert users.stored[-1][1].startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert len(users.stored) == 2
+
+
+def test_rehash_request_keeps_the_password_out_of_repr(users: Users) -> None:
+    hasher = PasswordHasher(CHEAP, legacy=[Pbkdf2Sha256()])
+    checked = hasher.check(PASSWORD, ("u1", Pbkdf2Sha256.encode(PASSWORD, "s", 5)))
+    assert checked.user_id == "u1"
+    assert PASSWORD not in repr(checked)
+
+
 def test_no_rehash_on_failure_or_without_sink(users: Users) -> None:
     users.rows["ada"] = ("u1", PasswordHasher(WEAKER).hash(PASSWORD))
     current = PasswordHasher(STRONGER)

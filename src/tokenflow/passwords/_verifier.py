@@ -26,7 +26,7 @@ import asyncio
 import secrets
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol, runtime_checkable
 
 import argon2
@@ -143,10 +143,11 @@ class AsyncRehashSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Checked:
-    """What a verification found: the user id on success, and a replacement hash if due."""
+    """What a verification found: the user id on success, and, when the stored
+    hash must be replaced, the normalised password to hash (kept out of repr)."""
 
     user_id: str | None
-    new_hash: str | None = None
+    rehash_from: str | None = field(default=None, repr=False)
 
 
 class PasswordHasher:
@@ -285,9 +286,9 @@ class PasswordHasher:
 
     def rehash(self, checked: _Checked) -> str | None:
         """The replacement hash a successful check asked for, or ``None``."""
-        if checked.user_id is None or checked.new_hash is None:
+        if checked.user_id is None or checked.rehash_from is None:
             return None
-        return self._hasher.hash(checked.new_hash.encode("utf-8", "surrogatepass"))
+        return self._hasher.hash(checked.rehash_from.encode("utf-8", "surrogatepass"))
 
 
 def _hasher_of(
