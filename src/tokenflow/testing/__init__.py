@@ -6,6 +6,9 @@
   their own test suite with a factory for their store; it raises
   :class:`AssertionError` with an explanation on the first breach of the
   :class:`~tokenflow.ports.SessionStore` contract.
+- The **login throttle conformance kit**: :func:`check_login_throttle` and
+  :func:`check_async_login_throttle`, for :class:`~tokenflow.ports.LoginThrottle`
+  backends.
 - Fakes of the identity ports: :class:`FakeUserDirectory`,
   :class:`FakePasswordVerifier`, :class:`FakeExternalTokenVerifier`, and their
   async faces (``AsyncFake...``), for tests and demos.
@@ -35,6 +38,7 @@ from .fakes import (
 from .faults import AsyncFaultyStore, Fault, FaultyStore, InjectedFault
 from .races import RaceReport, run_refresh_race, run_refresh_race_async
 from .store_kit import check_async_session_store, check_session_store
+from .throttle_kit import check_async_login_throttle, check_login_throttle
 
 __all__ = [
     "AsyncFakeExternalTokenVerifier",
@@ -50,7 +54,9 @@ __all__ = [
     "FaultyStore",
     "InjectedFault",
     "RaceReport",
+    "check_async_login_throttle",
     "check_async_session_store",
+    "check_login_throttle",
     "check_session_store",
     "run_refresh_race",
     "run_refresh_race_async",

@@ -84,6 +84,12 @@ class MemoryThrottle:
         """Nothing to release: present so that code can close any throttle the same way."""
         return
 
+    def __enter__(self) -> MemoryThrottle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class AsyncMemoryThrottle:
     """The async face of :class:`MemoryThrottle` (same semantics).
@@ -119,3 +125,9 @@ class AsyncMemoryThrottle:
     async def aclose(self) -> None:
         """Nothing to release: present so that code can close any throttle the same way."""
         return
+
+    async def __aenter__(self) -> AsyncMemoryThrottle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
