@@ -1,0 +1,966 @@
+"""Failover drills: what users see when the session store's primary dies mid-stream.
+
+Run from the repository root, after starting the drill's own servers::
+
+    .ci/services/redis-cluster.sh start
+    .ci/services/pg-replica.sh start
+    python -m benchmarks.failover [--quick] [--runs N] [--only redis|postgres] [--json FILE]
+
+Both engines get the same treatment. Many simulated browsers (one
+:class:`~tokenflow.testing.Browser` and one session each) refresh through one
+:class:`~tokenflow.Flow` as fast as a few worker threads can drive them: every
+request carries only the refresh cookie, so every request rotates. After a
+warm-up the primary holding sessions is killed, the stream goes on, and the
+drill records every decision until every browser has been answered again.
+
+* **Redis Cluster** (three masters, a replica each): ``kill -9`` of the master
+  serving the most sessions; the cluster promotes its replica by itself
+  (``cluster-node-timeout`` 1 s). Two variants: plain asynchronous
+  replication, and ``WAIT 1 <timeout>`` sent after each rotation on the same
+  connection (see :class:`WaitingRedisStore`).
+* **PostgreSQL** primary with a streaming replica: ``pg_ctl stop -m
+  immediate`` on the primary, a fixed detection delay standing in for a
+  failover manager, then ``pg_promote()`` on the replica. The application's
+  pool lists both servers with ``target_session_attrs=read-write``, so its new
+  connections find the promoted server by themselves. Two variants:
+  asynchronous replication, and synchronous (``synchronous_standby_names``
+  naming the replica, ``synchronous_commit = on``).
+
+Definitions (they are what the figures count):
+
+* A **grant** is a :class:`~tokenflow.Reissue` answering a refresh: the
+  client is handed the refresh token of generation *g* (its
+  :class:`~tokenflow.Refreshed` event says which).
+* A **grant without commit** is a grant for which the store had not confirmed
+  that rotation: the rotate call made while deciding that request did not
+  return ROTATED or GRACE with that same generation *g* (it raised, or
+  answered something else). A store wrapper records every answer per thread,
+  so each decision is matched with the store's own answer to it. "Confirmed"
+  is what the store calls committed: executed by the Redis master (and, with
+  WAIT, acknowledged by a replica); committed by PostgreSQL (and, in
+  synchronous mode, flushed by the standby). Must be 0.
+* **Cookies cleared on 503**: :class:`~tokenflow.Unavailable` decisions that
+  carried any ``Set-Cookie`` at all. Must be 0: a 503 never clears or mints.
+* A **rotation lost** is a grant that the promoted node does not know. Before
+  its first request after the kill, each browser's session is read on the
+  promoted node (its generation); every generation the browser was granted
+  beyond the one found there is a rotation lost, and a missing session counts
+  all of them. When the store answered the request before that read could
+  (a race of a few milliseconds), the answer itself tells: a rotation of the
+  held token means the store knew it; a reuse answer means it did not.
+* **Recovery** is the time from the kill to the first refresh of a session
+  on the failed primary that the store answered again. **Outage** is the
+  time from the kill to the last 503.
+
+What a user experiences follows from the counts: a browser whose rotation
+was lost presents a token the promoted node never saw, which is indistinguishable
+from a stolen token: the session is revoked as reused and the user must log
+in again. A browser that got 503s and no grant meanwhile keeps its token and
+stays logged in. The grace window covers the other case: a rotation that
+was committed and replicated while its reply was lost to the crash, retried
+within ``grace_seconds``.
+
+Races for ``cluster_double_rotations``: before the drills, the flow race
+harness (:func:`tokenflow.testing.run_refresh_race`, N = 2, 20, 100 tabs)
+runs on the cluster, with a store wrapper that counts ROTATED answers per
+presented token: more than one is a double rotation.
+
+Results are printed, and with ``--json`` written with the top-level keys
+``cluster_double_rotations``, ``failover_grants_without_commit``,
+``failover_cookies_cleared_on_503``, ``pg_sync_rotations_lost`` and the
+asynchronous and recovery figures (``redis_async_rotations_lost``,
+``redis_wait_rotations_lost``, ``pg_async_rotations_lost``, ``*_recovery_s``
+as ``[min, median, max]`` over the runs). The whole command is bounded: each
+phase has a deadline, and a drill that does not recover within it is
+reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from tokenflow import (
+    Decision,
+    Flow,
+    FlowConfig,
+    KeyRing,
+    PasswordCredentials,
+    Refreshed,
+    Reissue,
+    Unauthorized,
+    Unavailable,
+)
+from tokenflow.ports import SessionStore
+from tokenflow.stores import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
+from tokenflow.testing import Browser, FakeClock, FakeUserDirectory, run_refresh_race
+
+__all__ = ["WaitingRedisStore", "main"]
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+SERVICES: Final = ROOT / ".ci" / "services"
+CLUSTER_SEED: Final = os.environ.get("TOKENFLOW_REDIS_CLUSTER", "127.0.0.1:7000")
+PG_PRIMARY_PORT: Final = int(os.environ.get("TOKENFLOW_PG_PRIMARY_PORT", "5433"))
+PG_REPLICA_PORT: Final = int(os.environ.get("TOKENFLOW_PG_REPLICA_PORT", "5434"))
+PG_STANDBY: Final = "tokenflow_replica"
+PG_HOST: Final = "127.0.0.1"
+
+PASSWORD: Final = "correct horse battery staple"
+RACE_TRIALS: Final = {2: 40, 20: 12, 100: 4}
+QUICK_RACE_TRIALS: Final = {2: 10, 20: 4, 100: 2}
+WAIT_TIMEOUT_MS: Final = 200
+"""How long a rotation waits for a replica's acknowledgement before failing closed."""
+PG_DETECTION_DELAY: Final = 1.0
+"""Seconds between the primary's death and the promotion: a failover manager's
+detection time, kept short and fixed so that runs compare."""
+RECOVERY_DEADLINE: Final = 60.0
+"""Seconds after the kill before a drill gives up waiting for every browser."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big a drill is."""
+
+    sessions: int
+    workers: int
+    warm_up: float
+    runs: int
+    cost_rotations: int
+
+
+FULL: Final = Sizes(sessions=300, workers=6, warm_up=2.0, runs=3, cost_rotations=300)
+QUICK: Final = Sizes(sessions=120, workers=4, warm_up=1.0, runs=1, cost_rotations=100)
+
+
+def log(message: str) -> None:
+    """A progress line on stderr (stdout holds the results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _services_required() -> bool:
+    return os.environ.get("TOKENFLOW_REQUIRE_SERVICES", "") == "1"
+
+
+def _service(script: str, *args: str, timeout: float = 120.0) -> None:
+    """Run one of the repository's service scripts (start, crash-primary...)."""
+    # The repository's own scripts, with fixed verbs: no outside input reaches them.
+    subprocess.run(  # noqa: S603
+        ["bash", str(SERVICES / script), *args],  # noqa: S607
+        check=True,
+        timeout=timeout,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+# -- the flow and its browsers ------------------------------------------------------
+
+
+class _Passwords:
+    """Every user ``u<n>`` has the one drill password: logins cost nothing measurable."""
+
+    def verify_password(self, username: str, password: str) -> str | None:
+        ok = hmac.compare_digest(password.encode(), PASSWORD.encode())
+        return username if ok and username.startswith("u") else None
+
+
+_NO_ANSWER: Final = object()
+
+
+class _Recording:
+    """A store wrapper that remembers, per thread, the store's answer to the last rotation."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self._local = threading.local()
+
+    def forget(self) -> None:
+        self._local.answer = _NO_ANSWER
+
+    def last_answer(self) -> object:
+        return getattr(self._local, "answer", _NO_ANSWER)
+
+    def create(self, session: NewSession) -> None:
+        self.store.create(session)
+
+    def rotate(self, rotation: Rotation) -> RotationResult:
+        try:
+            result = self.store.rotate(rotation)
+        except BaseException as exc:
+            self._local.answer = exc
+            raise
+        self._local.answer = result
+        return result
+
+    def revoke(self, session_id: str) -> bool:
+        return self.store.revoke(session_id)
+
+    def revoke_user(self, user_id: str) -> int:
+        return self.store.revoke_user(user_id)
+
+    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+        return self.store.sessions_of(user_id, now)
+
+
+@dataclass
+class _Client:
+    """One browser with one session, and what the drill knows about it."""
+
+    user_id: str
+    browser: Browser
+    session_id: str
+    granted: int = 0
+    """Generation of the newest refresh token this browser was granted."""
+    affected: bool = True
+    """Its session lived on the primary that is killed."""
+    checked: bool = False
+    """Its session was read on the promoted node (or judged by the store's answer)."""
+    found: int | None = None
+    """The generation the promoted node held for it (None: no such session)."""
+    lost: int = 0
+    judged: bool = False
+    """Judged by the store's answer: it answered before the read could."""
+    answered_after_kill: float | None = None
+    logged_out: str | None = None
+
+
+def _refreshed(decision: Decision) -> Refreshed | None:
+    return next((e for e in decision.events if isinstance(e, Refreshed)), None)
+
+
+@dataclass
+class _Tally:
+    """Every decision of one drill run, by phase."""
+
+    before: Counter[str] = field(default_factory=Counter)
+    after: Counter[str] = field(default_factory=Counter)
+    grants_without_commit: int = 0
+    cookies_on_503: int = 0
+    last_503: float | None = None
+    refresh_ms: list[float] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class _Drill:
+    """One run: log in, stream refreshes, kill, watch the recovery, audit."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        recording: _Recording,
+        clients: list[_Client],
+        audit: Callable[[_Client], int | None],
+        sizes: Sizes,
+    ) -> None:
+        self.flow = flow
+        self.recording = recording
+        self.clients = clients
+        self.audit = audit
+        self.sizes = sizes
+        self.tally = _Tally()
+        self.killed_at: float | None = None
+        self.stop = threading.Event()
+        self.access_name = flow.config.cookies.access_name
+
+    def _judge(self, decision: Decision, now: float, after: bool) -> None:
+        """Count one decision; the grant-without-commit check happens here."""
+        kind = type(decision).__name__
+        refreshed = _refreshed(decision)
+        if isinstance(decision, Reissue) and refreshed is not None and refreshed.grace:
+            kind = "Reissue(grace)"
+        answer = self.recording.last_answer()
+        with self.tally.lock:
+            (self.tally.after if after else self.tally.before)[kind] += 1
+            if isinstance(decision, Reissue):
+                confirmed = (
+                    isinstance(answer, RotationResult)
+                    and answer.outcome in (RotationOutcome.ROTATED, RotationOutcome.GRACE)
+                    and answer.session is not None
+                    and refreshed is not None
+                    and answer.session.generation == refreshed.generation
+                )
+                if not confirmed:
+                    self.tally.grants_without_commit += 1
+            elif isinstance(decision, Unavailable):
+                self.tally.last_503 = now
+                if decision.set_cookies:
+                    self.tally.cookies_on_503 += 1
+
+    def _check(self, client: _Client) -> None:
+        """Read the client's session on the promoted node before its next request."""
+        try:
+            found = self.audit(client)
+        except Exception:
+            return  # the store does not answer yet: the request will be a 503
+        client.checked, client.found = True, found
+        client.lost = client.granted - found if found is not None else client.granted + 1
+        client.lost = max(client.lost, 0)
+
+    def _infer(self, client: _Client, decision: Decision) -> None:
+        """The store answered before the read could: judge by its answer."""
+        client.checked = client.judged = True
+        refreshed = _refreshed(decision)
+        if isinstance(decision, Reissue) and refreshed is not None:
+            # It rotated (or replayed) the token the client held: it knew it.
+            client.found = client.granted
+            client.lost = 0
+        elif isinstance(decision, Unauthorized):
+            client.found = None
+            client.lost = 1
+
+    def _request(self, client: _Client) -> None:
+        if client.logged_out is not None:
+            return
+        after = self.killed_at is not None
+        if after and not client.checked:
+            self._check(client)
+        client.browser.jar.pop(self.access_name, None)  # the access token "expired"
+        self.recording.forget()
+        started = time.perf_counter()
+        now = time.time()
+        decision = self.flow.decide(client.browser.request())
+        elapsed = time.perf_counter() - started
+        self._judge(decision, now, after)
+        if not after:
+            with self.tally.lock:
+                self.tally.refresh_ms.append(elapsed * 1000)
+        if isinstance(decision, Unavailable):
+            return
+        if after and client.answered_after_kill is None:
+            client.answered_after_kill = time.monotonic()
+            if not client.checked:
+                self._infer(client, decision)
+        if isinstance(decision, Reissue):
+            refreshed = _refreshed(decision)
+            if refreshed is not None:
+                client.granted = refreshed.generation
+            client.browser.receive(decision.set_cookies)
+        elif isinstance(decision, Unauthorized):
+            client.logged_out = decision.reason.value
+
+    def _worker(self, mine: list[_Client]) -> None:
+        while not self.stop.is_set():
+            for client in mine:
+                if self.stop.is_set():
+                    return
+                self._request(client)
+            if all(c.logged_out is not None for c in mine):
+                time.sleep(0.01)
+
+    def run(self, kill: Callable[[], None], after_kill: Callable[[], None] | None = None) -> float:
+        """Stream, kill, wait for every browser to be answered; seconds to recover."""
+        workers = [
+            threading.Thread(
+                target=self._worker, args=(self.clients[i :: self.sizes.workers],), daemon=True
+            )
+            for i in range(self.sizes.workers)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            time.sleep(self.sizes.warm_up)
+            kill_monotonic = time.monotonic()
+            self.killed_at = time.time()
+            kill()
+            if after_kill is not None:
+                after_kill()
+            deadline = kill_monotonic + RECOVERY_DEADLINE
+            while time.monotonic() < deadline:
+                if all(c.answered_after_kill is not None for c in self.clients):
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)  # a little of the stream after recovery
+        finally:
+            self.stop.set()
+            for worker in workers:
+                worker.join(30)
+        first = [
+            c.answered_after_kill - kill_monotonic
+            for c in self.clients
+            if c.affected and c.answered_after_kill is not None
+        ]
+        return min(first) if first else float("nan")
+
+
+@dataclass
+class RunResult:
+    """What one drill run measured."""
+
+    engine: str
+    mode: str
+    sessions: int
+    affected_sessions: int
+    recovered: bool
+    recovery_s: float
+    outage_s: float
+    decisions_before_kill: dict[str, int]
+    decisions_after_kill: dict[str, int]
+    unavailable_after_kill: int
+    grants_without_commit: int
+    cookies_cleared_on_503: int
+    rotations_lost: int
+    sessions_rolled_back: int
+    logged_out_after_kill: int
+    logged_out_reasons: dict[str, int]
+    judged_by_answer: int
+    refresh_ms_median: float
+    refresh_ms_p99: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _result(engine: str, mode: str, drill: _Drill, recovery: float) -> RunResult:
+    tally = drill.tally
+    clients = drill.clients
+    killed = drill.killed_at or 0.0
+    latencies = sorted(tally.refresh_ms) or [float("nan")]
+    lost = [c for c in clients if c.lost > 0]
+    out = [c for c in clients if c.logged_out is not None]
+    return RunResult(
+        engine=engine,
+        mode=mode,
+        sessions=len(clients),
+        affected_sessions=sum(c.affected for c in clients),
+        recovered=all(c.answered_after_kill is not None for c in clients),
+        recovery_s=round(recovery, 3),
+        outage_s=round((tally.last_503 - killed) if tally.last_503 else 0.0, 3),
+        decisions_before_kill=dict(tally.before),
+        decisions_after_kill=dict(tally.after),
+        unavailable_after_kill=tally.after["Unavailable"],
+        grants_without_commit=tally.grants_without_commit,
+        cookies_cleared_on_503=tally.cookies_on_503,
+        rotations_lost=sum(c.lost for c in clients),
+        sessions_rolled_back=len(lost),
+        logged_out_after_kill=len(out),
+        logged_out_reasons=dict(Counter(str(c.logged_out) for c in out)),
+        judged_by_answer=sum(c.judged for c in clients),
+        refresh_ms_median=round(statistics.median(latencies), 3),
+        refresh_ms_p99=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
+    )
+
+
+def _login_all(flow: Flow, users: FakeUserDirectory, count: int, tag: str) -> list[_Client]:
+    clients = []
+    for n in range(count):
+        user_id = f"u{tag}-{n}"
+        users.add_user(user_id)
+        browser = Browser(time.time)
+        decision = flow.decide(
+            browser.request("POST", credentials=PasswordCredentials(user_id, PASSWORD))
+        )
+        if not isinstance(decision, Reissue):
+            raise RuntimeError(f"login failed before the drill: {decision!r}")
+        browser.receive(decision.set_cookies)
+        (session,) = flow.sessions_of(user_id)
+        clients.append(_Client(user_id, browser, session.session_id))
+    return clients
+
+
+def _flow(store: SessionStore) -> tuple[Flow, FakeUserDirectory]:
+    users = FakeUserDirectory()
+    # The default lifetimes and the default 5 s grace window: what users get.
+    flow = Flow(KeyRing.generate(), store, users, passwords=_Passwords(), config=FlowConfig())
+    return flow, users
+
+
+# -- Redis -------------------------------------------------------------------------
+
+
+def _cluster_client(timeout: float = 0.5) -> Any:
+    from redis.cluster import ClusterNode, RedisCluster
+
+    host, _, port = CLUSTER_SEED.rpartition(":")
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, int(port))],
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+    )
+
+
+class WaitingRedisStore:
+    """A :class:`~tokenflow.stores.redis.RedisStore` on a cluster that sends
+    ``WAIT numreplicas timeout`` after each rotation, and fails closed when
+    fewer replicas than asked acknowledged it.
+
+    WAIT counts the replicas that have received every write *of the
+    connection it runs on*, so the rotation script and the WAIT must share a
+    connection: both are pipelined, in one round trip, on a connection to the
+    master that serves the session's slot (``RedisCluster.get_redis_connection``).
+    A redirection or a connection error raises (the flow answers 503), after
+    asking the cluster client to reload its slot map, so the next call goes to
+    the new master. Every other operation is the plain store's.
+
+    This is the drill's variant, to measure what WAIT buys and costs; a
+    GRACE answer writes nothing and is not waited on.
+    """
+
+    def __init__(self, client: Any, *, prefix: str, replicas: int, timeout_ms: int) -> None:
+        from tokenflow.stores.redis import RedisStore
+
+        self.plain = RedisStore(client, prefix=prefix)
+        self._client = client
+        self._replicas = replicas
+        self._timeout_ms = timeout_ms
+        # The script object and key layout of the plain store: same bytes on the wire.
+        self._script = self.plain._rotate
+        self._layout = self.plain._layout
+
+    def create(self, session: NewSession) -> None:
+        self.plain.create(session)
+
+    def revoke(self, session_id: str) -> bool:
+        return self.plain.revoke(session_id)
+
+    def revoke_user(self, user_id: str) -> int:
+        return self.plain.revoke_user(user_id)
+
+    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+        return self.plain.sessions_of(user_id, now)
+
+    def _reload_map(self) -> None:
+        try:
+            self._client.nodes_manager.initialize()
+        except Exception:  # still failing over: the next call tries again
+            return
+
+    def rotate(self, rotation: Rotation) -> RotationResult:
+        import redis
+        from redis.exceptions import NoScriptError
+
+        key = self._layout.session_key(rotation.session_id)
+        args = self._layout.rotate_args(rotation)
+        for attempt in (1, 2):
+            node = self._client.get_node_from_key(key)
+            pipe = self._client.get_redis_connection(node).pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
+            pipe.execute_command("WAIT", self._replicas, self._timeout_ms)
+            try:
+                reply, acknowledged = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._reload_map()
+                raise
+            if isinstance(reply, NoScriptError) and attempt == 1:
+                self._client.get_redis_connection(node).script_load(self._script.script)
+                continue
+            if isinstance(reply, Exception):
+                self._reload_map()  # MOVED, CLUSTERDOWN...: the map is stale
+                raise reply
+            result = self._layout.rotation_result(rotation.session_id, reply)
+            if result.outcome is RotationOutcome.ROTATED and (
+                not isinstance(acknowledged, int) or acknowledged < self._replicas
+            ):
+                raise redis.TimeoutError(
+                    f"rotation acknowledged by {acknowledged} replicas, not {self._replicas}"
+                )
+            return result
+        raise AssertionError("unreachable")
+
+
+class _CountingStore(_Recording):
+    """Counts ROTATED answers per presented verifier: more than one is a double rotation."""
+
+    def __init__(self, store: SessionStore) -> None:
+        super().__init__(store)
+        self.wins: Counter[tuple[str, bytes]] = Counter()
+        self._lock = threading.Lock()
+
+    def rotate(self, rotation: Rotation) -> RotationResult:
+        result = super().rotate(rotation)
+        if result.outcome is RotationOutcome.ROTATED:
+            with self._lock:
+                self.wins[(rotation.session_id, rotation.presented)] += 1
+        return result
+
+    def double_rotations(self) -> int:
+        return sum(n - 1 for n in self.wins.values() if n > 1)
+
+
+def cluster_races(quick: bool) -> dict[str, Any]:
+    """The flow race harness on the cluster, N = 2, 20, 100 tabs."""
+    from tokenflow.stores.redis import RedisStore
+
+    client = _cluster_client(timeout=30)
+    prefix = f"tokenflow_races_{secrets.token_hex(4)}"
+    counting = _CountingStore(RedisStore(client, prefix=prefix))
+    flow, users = _flow(counting)
+    users.add_user("u-race")
+    rows = []
+    try:
+        for tabs, trials in (QUICK_RACE_TRIALS if quick else RACE_TRIALS).items():
+            browser = Browser(FakeClock(time.time()))
+            login = flow.decide(
+                browser.request("POST", credentials=PasswordCredentials("u-race", PASSWORD))
+            )
+            assert isinstance(login, Reissue)
+            browser.receive(login.set_cookies)
+            report = run_refresh_race(flow, browser, tabs=tabs, trials=trials, label="cluster")
+            rows.append(
+                {
+                    "tabs": tabs,
+                    "trials": trials,
+                    "completed": report.completed,
+                    "rotations": report.rotations,
+                    "graces": report.graces,
+                    "reuses": report.reuses,
+                    "unavailable": report.unavailable,
+                    "ok": report.ok,
+                }
+            )
+            log(f"races: {report.summary()}")
+    finally:
+        for node in client.get_primaries():
+            for key in client.scan_iter(match=f"{prefix}:*", count=1000, target_nodes=node):
+                client.delete(key)
+        client.close()
+    return {"rows": rows, "double_rotations": counting.double_rotations()}
+
+
+def _master_pid(client: Any, node: Any) -> int:
+    info = client.info("server", target_nodes=node)
+    return int(info["process_id"])
+
+
+def _rotation_cost(store_a: SessionStore, store_b: SessionStore, count: int) -> dict[str, Any]:
+    """Per-rotation microseconds of two stores, interleaved in rounds; their ratio."""
+    from tokenflow._sessions import derive_successor, verifier_of
+
+    rounds = 5
+    times: dict[str, list[float]] = {"a": [], "b": []}
+    now = time.time()
+    for _ in range(rounds):
+        for name, store in (("a", store_a), ("b", store_b)):
+            chain = []
+            for _ in range(count):
+                secret = secrets.token_bytes(32)
+                sid = secrets.token_urlsafe(16)
+                info = SessionInfo(sid, "u-cost", now, now, now + 1800, now + 86400)
+                store.create(NewSession(info, verifier_of(secret)))
+                chain.append((sid, secret))
+            started = time.perf_counter()
+            for sid, secret in chain:
+                salt = secrets.token_bytes(16)
+                successor = verifier_of(derive_successor(secret, salt))
+                store.rotate(Rotation(sid, verifier_of(secret), successor, salt, now, 1800, 5))
+            times[name].append((time.perf_counter() - started) / count * 1e6)
+            store.revoke_user("u-cost")
+    a, b = statistics.median(times["a"]), statistics.median(times["b"])
+    return {"plain_us": round(a, 1), "variant_us": round(b, 1), "ratio": round(b / a, 3)}
+
+
+def redis_drill(mode: str, sizes: Sizes) -> RunResult:
+    """One Redis Cluster run: ``mode`` is ``async`` or ``wait1``."""
+    from tokenflow.stores.redis import RedisStore
+
+    _service("redis-cluster.sh", "start")
+    client = _cluster_client()
+    audit_client = _cluster_client(timeout=0.3)
+    prefix = f"tokenflow_drill_{secrets.token_hex(4)}"
+    store: SessionStore
+    if mode == "wait1":
+        store = WaitingRedisStore(client, prefix=prefix, replicas=1, timeout_ms=WAIT_TIMEOUT_MS)
+    else:
+        store = RedisStore(client, prefix=prefix)
+    recording = _Recording(store)
+    flow, users = _flow(recording)
+    clients = _login_all(flow, users, sizes.sessions, secrets.token_hex(3))
+    homes = Counter()
+    for c in clients:
+        homes[client.get_node_from_key(f"{prefix}:s:{c.session_id}").name] += 1
+    victim_name = homes.most_common(1)[0][0]
+    victim = client.get_node(node_name=victim_name)
+    pid = _master_pid(client, victim)
+    for c in clients:
+        c.affected = client.get_node_from_key(f"{prefix}:s:{c.session_id}").name == victim_name
+
+    def audit(c: _Client) -> int | None:
+        raw = audit_client.hget(f"{prefix}:s:{c.session_id}", "gen")
+        return None if raw is None else int(raw)
+
+    drill = _Drill(flow, recording, clients, audit, sizes)
+    log(
+        f"redis/{mode}: {len(clients)} sessions, killing master {victim_name} (pid {pid}) "
+        f"holding {homes[victim_name]} of them after {sizes.warm_up:g} s"
+    )
+    recovery = drill.run(lambda: os.kill(pid, signal.SIGKILL))
+    result = _result("redis", mode, drill, recovery)
+    try:
+        _service("redis-cluster.sh", "start")  # the killed node rejoins as a replica
+        for node in client.get_primaries():
+            for key in client.scan_iter(match=f"{prefix}:*", count=1000, target_nodes=node):
+                client.delete(key)
+    finally:
+        client.close()
+        audit_client.close()
+    return result
+
+
+def redis_wait_cost(sizes: Sizes) -> dict[str, Any]:
+    from tokenflow.stores.redis import RedisStore
+
+    _service("redis-cluster.sh", "start")
+    client = _cluster_client(timeout=5)
+    prefix = f"tokenflow_cost_{secrets.token_hex(4)}"
+    try:
+        plain = RedisStore(client, prefix=prefix)
+        waiting = WaitingRedisStore(client, prefix=prefix, replicas=1, timeout_ms=WAIT_TIMEOUT_MS)
+        return _rotation_cost(plain, waiting, sizes.cost_rotations)
+    finally:
+        client.close()
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+def _pg_dsn(port: int) -> str:
+    return f"host={PG_HOST} port={port} dbname=test user=postgres connect_timeout=2"
+
+
+# Both servers, and libpq picks the one that accepts writes: after a failover
+# new connections land on the promoted replica with no reconfiguration.
+PG_BOTH: Final = (
+    f"host={PG_HOST},{PG_HOST} port={PG_PRIMARY_PORT},{PG_REPLICA_PORT} dbname=test "
+    "user=postgres connect_timeout=2 target_session_attrs=read-write"
+)
+
+
+def _pg_mode(mode: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_dsn(PG_PRIMARY_PORT), autocommit=True) as conn:
+        if mode == "sync":
+            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{PG_STANDBY}'")
+        else:
+            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        conn.execute("SELECT pg_reload_conf()")
+        wanted = "sync" if mode == "sync" else "async"
+        deadline = time.monotonic() + 15
+        while conn.execute(
+            "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
+            (PG_STANDBY,),
+        ).fetchone() != (wanted,):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica did not become {wanted}")
+            time.sleep(0.05)
+
+
+def _pg_pool(conninfo: str, size: int, options: str = "") -> Any:
+    from psycopg_pool import ConnectionPool
+
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if options:
+        kwargs["options"] = options
+    pool = ConnectionPool(
+        conninfo,
+        min_size=size,
+        max_size=size,
+        timeout=2.0,
+        kwargs=kwargs,
+        check=ConnectionPool.check_connection,
+        open=True,
+    )
+    pool.wait(10)
+    return pool
+
+
+def postgres_drill(mode: str, sizes: Sizes) -> RunResult:
+    """One PostgreSQL run: ``mode`` is ``async`` or ``sync``."""
+    import psycopg
+
+    from tokenflow.stores.postgres import PostgresStore, apply_schema
+
+    _service("pg-replica.sh", "start")  # a fresh pair if the last run failed it over
+    _pg_mode(mode)
+    table = f"tokenflow_drill_{secrets.token_hex(4)}"
+    with psycopg.connect(_pg_dsn(PG_PRIMARY_PORT), autocommit=True) as conn:
+        apply_schema(conn, table=table)
+    pool = _pg_pool(PG_BOTH, sizes.workers)
+    recording = _Recording(PostgresStore(pool, table=table))
+    flow, users = _flow(recording)
+    clients = _login_all(flow, users, sizes.sessions, secrets.token_hex(3))
+    audit_conn: list[Any] = []
+
+    def audit(c: _Client) -> int | None:
+        if not audit_conn or audit_conn[0].closed:
+            audit_conn[:] = [psycopg.connect(PG_BOTH, autocommit=True, connect_timeout=1)]
+        try:
+            row = (
+                audit_conn[0]
+                .execute(
+                    f'SELECT generation FROM "{table}" WHERE session_id = %s',  # noqa: S608
+                    (c.session_id,),
+                )
+                .fetchone()
+            )
+        except psycopg.Error:
+            audit_conn[0].close()
+            raise
+        return None if row is None else int(row[0])
+
+    timings: dict[str, float] = {}
+
+    def promote() -> None:
+        time.sleep(PG_DETECTION_DELAY)
+        started = time.monotonic()
+        with psycopg.connect(_pg_dsn(PG_REPLICA_PORT), autocommit=True) as conn:
+            conn.execute("SELECT pg_promote(true, 30)")
+        timings["promote_s"] = round(time.monotonic() - started, 3)
+
+    drill = _Drill(flow, recording, clients, audit, sizes)
+    log(
+        f"postgres/{mode}: {len(clients)} sessions, stopping the primary (immediate) after "
+        f"{sizes.warm_up:g} s, promoting the replica {PG_DETECTION_DELAY:g} s later"
+    )
+    try:
+        recovery = drill.run(lambda: _service("pg-replica.sh", "crash-primary"), promote)
+    finally:
+        pool.close()
+        for conn in audit_conn:
+            conn.close()
+    result = _result("postgres", mode, drill, recovery)
+    result.extra.update(timings)
+    result.extra["detection_delay_s"] = PG_DETECTION_DELAY
+    return result
+
+
+def postgres_sync_cost(sizes: Sizes) -> dict[str, Any]:
+    """Rotations waiting for the standby's flush against rotations that do not."""
+    import psycopg
+
+    from tokenflow.stores.postgres import PostgresStore, apply_schema
+
+    _service("pg-replica.sh", "start")
+    _pg_mode("sync")
+    table = f"tokenflow_cost_{secrets.token_hex(4)}"
+    dsn = _pg_dsn(PG_PRIMARY_PORT)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        apply_schema(conn, table=table)
+    # synchronous_commit=local: wait for the local flush only, as with no standby named.
+    local = _pg_pool(dsn, 1, "-c synchronous_commit=local")
+    remote = _pg_pool(dsn, 1, "-c synchronous_commit=on")
+    try:
+        return _rotation_cost(
+            PostgresStore(local, table=table),
+            PostgresStore(remote, table=table),
+            sizes.cost_rotations,
+        )
+    finally:
+        local.close()
+        remote.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        _pg_mode("async")
+
+
+# -- the command -------------------------------------------------------------------
+
+
+def _spread(values: Sequence[float]) -> list[float] | None:
+    clean = [v for v in values if v == v]  # drop NaN (a run that did not recover)
+    if not clean:
+        return None
+    return [round(min(clean), 3), round(statistics.median(clean), 3), round(max(clean), 3)]
+
+
+def _print(results: Sequence[RunResult], keys: dict[str, Any]) -> None:
+    header = (
+        f"{'engine':9} {'mode':6} {'run':>3} {'recover s':>9} {'outage s':>8} {'503s':>5} "
+        f"{'lost':>4} {'logged out':>10} {'no-commit':>9} {'cleared':>7} {'refresh ms':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    runs: Counter[tuple[str, str]] = Counter()
+    for r in results:
+        runs[(r.engine, r.mode)] += 1
+        print(
+            f"{r.engine:9} {r.mode:6} {runs[(r.engine, r.mode)]:>3} {r.recovery_s:>9.2f} "
+            f"{r.outage_s:>8.2f} {r.unavailable_after_kill:>5} {r.rotations_lost:>4} "
+            f"{r.logged_out_after_kill:>10} {r.grants_without_commit:>9} "
+            f"{r.cookies_cleared_on_503:>7} {r.refresh_ms_median:>10.2f}"
+        )
+    print()
+    for key, value in keys.items():
+        if key != "runs":
+            print(f"{key}: {json.dumps(value)}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.failover",
+        description="Failover drills on a Redis Cluster and a PostgreSQL primary with a "
+        "replica (start them with .ci/services/redis-cluster.sh and pg-replica.sh).",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each (CI)")
+    parser.add_argument("--runs", type=int, help="runs of each drill (default 3, 1 with --quick)")
+    parser.add_argument(
+        "--only", choices=["redis", "postgres"], action="append", help="one engine only"
+    )
+    parser.add_argument("--json", metavar="FILE", type=Path, help="also write results as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks.failover``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    runs = args.runs if args.runs is not None else sizes.runs
+    engines = args.only or ["redis", "postgres"]
+    started = time.monotonic()
+    results: list[RunResult] = []
+    keys: dict[str, Any] = {}
+    if "redis" in engines:
+        races = cluster_races(args.quick)
+        keys["cluster_double_rotations"] = races["double_rotations"]
+        keys["cluster_races"] = races["rows"]
+        for _ in range(runs):
+            for mode in ("async", "wait1"):
+                results.append(redis_drill(mode, sizes))
+        keys["redis_wait_cost"] = redis_wait_cost(sizes)
+    if "postgres" in engines:
+        for _ in range(runs):
+            for mode in ("async", "sync"):
+                results.append(postgres_drill(mode, sizes))
+        _service("pg-replica.sh", "start")  # leave a healthy pair behind
+        keys["pg_sync_cost"] = postgres_sync_cost(sizes)
+
+    def of(engine: str, mode: str) -> list[RunResult]:
+        return [r for r in results if (r.engine, r.mode) == (engine, mode)]
+
+    keys["failover_grants_without_commit"] = sum(r.grants_without_commit for r in results)
+    keys["failover_cookies_cleared_on_503"] = sum(r.cookies_cleared_on_503 for r in results)
+    for engine, mode, name in (
+        ("redis", "async", "redis_async"),
+        ("redis", "wait1", "redis_wait"),
+        ("postgres", "async", "pg_async"),
+        ("postgres", "sync", "pg_sync"),
+    ):
+        chosen = of(engine, mode)
+        if not chosen:
+            continue
+        keys[f"{name}_rotations_lost"] = sum(r.rotations_lost for r in chosen)
+        keys[f"{name}_rotations_lost_per_run"] = [r.rotations_lost for r in chosen]
+        keys[f"{name}_recovery_s"] = _spread([r.recovery_s for r in chosen])
+        keys[f"{name}_outage_s"] = _spread([r.outage_s for r in chosen])
+        keys[f"{name}_recovered_every_run"] = all(r.recovered for r in chosen)
+    keys["duration_s"] = round(time.monotonic() - started, 1)
+    _print(results, keys)
+    if args.json is not None:
+        data = {**keys, "runs": [asdict(r) for r in results]}
+        args.json.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
