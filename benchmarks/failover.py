@@ -80,6 +80,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import json
+import logging
 import os
 import secrets
 import signal
@@ -122,11 +123,16 @@ PG_HOST: Final = "127.0.0.1"
 PASSWORD: Final = "correct horse battery staple"
 RACE_TRIALS: Final = {2: 40, 20: 12, 100: 4}
 QUICK_RACE_TRIALS: Final = {2: 10, 20: 4, 100: 2}
-WAIT_TIMEOUT_MS: Final = 200
+WAIT_TIMEOUT_MS: Final = 100
 """How long a rotation waits for a replica's acknowledgement before failing closed."""
+REDIS_RESTART_DELAY: Final = 2.0
+"""Seconds between a Redis node's death and its restart: a supervisor's
+restart delay. The restarted node rejoins as a replica of its successor."""
 PG_DETECTION_DELAY: Final = 1.0
 """Seconds between the primary's death and the promotion: a failover manager's
 detection time, kept short and fixed so that runs compare."""
+DEFAULT_LAG: Final = 0.5
+"""Seconds of replication the replica misses when its primary dies, by default."""
 RECOVERY_DEADLINE: Final = 60.0
 """Seconds after the kill before a drill gives up waiting for every browser."""
 
@@ -246,11 +252,13 @@ class _Tally:
     """Every decision of one drill run, by phase."""
 
     before: Counter[str] = field(default_factory=Counter)
+    lag: Counter[str] = field(default_factory=Counter)
     after: Counter[str] = field(default_factory=Counter)
     grants_without_commit: int = 0
     cookies_on_503: int = 0
     last_503: float | None = None
     refresh_ms: list[float] = field(default_factory=list)
+    slowest_after: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -271,19 +279,32 @@ class _Drill:
         self.audit = audit
         self.sizes = sizes
         self.tally = _Tally()
+        self.lag_started: float | None = None
+        self.kill_started: float | None = None
+        """Wall time the kill began: decisions from here on count as after the kill."""
         self.killed_at: float | None = None
+        """Wall time the kill had returned: the primary is dead for any request
+        started later, which alone may count as answered after the kill."""
         self.stop = threading.Event()
         self.access_name = flow.config.cookies.access_name
 
-    def _judge(self, decision: Decision, now: float, after: bool) -> None:
+    def _phase(self, when: float) -> Counter[str]:
+        if self.kill_started is not None and when >= self.kill_started:
+            return self.tally.after
+        if self.lag_started is not None and when >= self.lag_started:
+            return self.tally.lag
+        return self.tally.before
+
+    def _judge(self, decision: Decision) -> None:
         """Count one decision; the grant-without-commit check happens here."""
         kind = type(decision).__name__
         refreshed = _refreshed(decision)
         if isinstance(decision, Reissue) and refreshed is not None and refreshed.grace:
             kind = "Reissue(grace)"
         answer = self.recording.last_answer()
+        now = time.time()
         with self.tally.lock:
-            (self.tally.after if after else self.tally.before)[kind] += 1
+            self._phase(now)[kind] += 1
             if isinstance(decision, Reissue):
                 confirmed = (
                     isinstance(answer, RotationResult)
@@ -330,12 +351,13 @@ class _Drill:
         client.browser.jar.pop(self.access_name, None)  # the access token "expired"
         self.recording.forget()
         started = time.perf_counter()
-        now = time.time()
         decision = self.flow.decide(client.browser.request())
         elapsed = time.perf_counter() - started
-        self._judge(decision, now, after)
-        if not after:
-            with self.tally.lock:
+        self._judge(decision)
+        with self.tally.lock:
+            if after:
+                self.tally.slowest_after = max(self.tally.slowest_after, elapsed)
+            else:
                 self.tally.refresh_ms.append(elapsed * 1000)
         if isinstance(decision, Unavailable):
             return
@@ -360,8 +382,17 @@ class _Drill:
             if all(c.logged_out is not None for c in mine):
                 time.sleep(0.01)
 
-    def run(self, kill: Callable[[], None], after_kill: Callable[[], None] | None = None) -> float:
-        """Stream, kill, wait for every browser to be answered; seconds to recover."""
+    def run(
+        self,
+        *,
+        interrupt: Callable[[], None] | None,
+        lag: float,
+        kill: Callable[[], None],
+        after_kill: Callable[[], None] | None = None,
+    ) -> float:
+        """Stream; cut replication ``lag`` seconds before the kill (``interrupt``);
+        kill; run ``after_kill`` (promotion, restart) beside the stream; wait for
+        every browser to be answered again. Returns the seconds to recover."""
         workers = [
             threading.Thread(
                 target=self._worker, args=(self.clients[i :: self.sizes.workers],), daemon=True
@@ -370,13 +401,20 @@ class _Drill:
         ]
         for worker in workers:
             worker.start()
+        helper: threading.Thread | None = None
         try:
             time.sleep(self.sizes.warm_up)
+            if interrupt is not None and lag > 0:
+                self.lag_started = time.time()
+                interrupt()
+                time.sleep(lag)
             kill_monotonic = time.monotonic()
-            self.killed_at = time.time()
+            self.kill_started = time.time()
             kill()
+            self.killed_at = time.time()
             if after_kill is not None:
-                after_kill()
+                helper = threading.Thread(target=after_kill, daemon=True)
+                helper.start()
             deadline = kill_monotonic + RECOVERY_DEADLINE
             while time.monotonic() < deadline:
                 if all(c.answered_after_kill is not None for c in self.clients):
@@ -387,6 +425,8 @@ class _Drill:
             self.stop.set()
             for worker in workers:
                 worker.join(30)
+            if helper is not None:
+                helper.join(RECOVERY_DEADLINE)
         first = [
             c.answered_after_kill - kill_monotonic
             for c in self.clients
@@ -407,6 +447,7 @@ class RunResult:
     recovery_s: float
     outage_s: float
     decisions_before_kill: dict[str, int]
+    decisions_while_replica_behind: dict[str, int]
     decisions_after_kill: dict[str, int]
     unavailable_after_kill: int
     grants_without_commit: int
@@ -416,6 +457,7 @@ class RunResult:
     logged_out_after_kill: int
     logged_out_reasons: dict[str, int]
     judged_by_answer: int
+    slowest_request_after_kill_s: float
     refresh_ms_median: float
     refresh_ms_p99: float
     extra: dict[str, Any] = field(default_factory=dict)
@@ -424,7 +466,7 @@ class RunResult:
 def _result(engine: str, mode: str, drill: _Drill, recovery: float) -> RunResult:
     tally = drill.tally
     clients = drill.clients
-    killed = drill.killed_at or 0.0
+    killed = drill.kill_started or 0.0
     latencies = sorted(tally.refresh_ms) or [float("nan")]
     lost = [c for c in clients if c.lost > 0]
     out = [c for c in clients if c.logged_out is not None]
@@ -435,8 +477,9 @@ def _result(engine: str, mode: str, drill: _Drill, recovery: float) -> RunResult
         affected_sessions=sum(c.affected for c in clients),
         recovered=all(c.answered_after_kill is not None for c in clients),
         recovery_s=round(recovery, 3),
-        outage_s=round((tally.last_503 - killed) if tally.last_503 else 0.0, 3),
+        outage_s=round(max(0.0, tally.last_503 - killed) if tally.last_503 else 0.0, 3),
         decisions_before_kill=dict(tally.before),
+        decisions_while_replica_behind=dict(tally.lag),
         decisions_after_kill=dict(tally.after),
         unavailable_after_kill=tally.after["Unavailable"],
         grants_without_commit=tally.grants_without_commit,
@@ -446,6 +489,7 @@ def _result(engine: str, mode: str, drill: _Drill, recovery: float) -> RunResult
         logged_out_after_kill=len(out),
         logged_out_reasons=dict(Counter(str(c.logged_out) for c in out)),
         judged_by_answer=sum(c.judged for c in clients),
+        slowest_request_after_kill_s=round(tally.slowest_after, 3),
         refresh_ms_median=round(statistics.median(latencies), 3),
         refresh_ms_p99=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
     )
@@ -489,33 +533,51 @@ def _cluster_client(timeout: float = 0.5) -> Any:
     )
 
 
+_GRACE_RETURN = "    return {'grace', s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[4]}"
+# The GRACE branch of the store's rotation script writes nothing, so a WAIT
+# after it would not cover the rotation it replays (made earlier, maybe on
+# another connection). The waiting variant adds a write that changes nothing
+# (the key's TTL set to itself): the connection's replication offset then
+# passes that rotation, and WAIT covers it.
+_GRACE_TOUCH = (
+    "    local ttl = redis.call('PTTL', key)\n"
+    "    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end\n" + _GRACE_RETURN
+)
+
+
 class WaitingRedisStore:
-    """A :class:`~tokenflow.stores.redis.RedisStore` on a cluster that sends
-    ``WAIT numreplicas timeout`` after each rotation, and fails closed when
-    fewer replicas than asked acknowledged it.
+    """A :class:`~tokenflow.stores.redis.RedisStore` on a cluster that makes
+    every grant wait for a replica: ``WAIT numreplicas timeout`` follows each
+    rotation, and fewer acknowledgements than asked fail closed (an error, so
+    the flow answers 503 and the client keeps its token).
 
     WAIT counts the replicas that have received every write *of the
-    connection it runs on*, so the rotation script and the WAIT must share a
+    connection it runs on*, so the rotation script and the WAIT share a
     connection: both are pipelined, in one round trip, on a connection to the
     master that serves the session's slot (``RedisCluster.get_redis_connection``).
-    A redirection or a connection error raises (the flow answers 503), after
-    asking the cluster client to reload its slot map, so the next call goes to
-    the new master. Every other operation is the plain store's.
+    A redirection or a connection error raises (503), after asking the
+    cluster client to reload its slot map, so the next call goes to the new
+    master. A GRACE answer is made to write (see ``_GRACE_TOUCH``) so that it
+    is waited on too. Every other operation is the plain store's.
 
-    This is the drill's variant, to measure what WAIT buys and costs; a
-    GRACE answer writes nothing and is not waited on.
+    This is the drill's variant, to measure what WAIT buys and costs.
     """
 
     def __init__(self, client: Any, *, prefix: str, replicas: int, timeout_ms: int) -> None:
-        from tokenflow.stores.redis import RedisStore
+        from tokenflow.stores import redis as redis_store
 
-        self.plain = RedisStore(client, prefix=prefix)
+        if _GRACE_RETURN not in redis_store._ROTATE_LUA:
+            raise RuntimeError("the rotation script changed: update WaitingRedisStore")
+        self.plain = redis_store.RedisStore(client, prefix=prefix)
         self._client = client
         self._replicas = replicas
         self._timeout_ms = timeout_ms
-        # The script object and key layout of the plain store: same bytes on the wire.
-        self._script = self.plain._rotate
+        self._script = client.register_script(
+            redis_store._ROTATE_LUA.replace(_GRACE_RETURN, _GRACE_TOUCH)
+        )
         self._layout = self.plain._layout
+        self.unacknowledged = 0
+        self._lock = threading.Lock()
 
     def create(self, session: NewSession) -> None:
         self.plain.create(session)
@@ -543,7 +605,8 @@ class WaitingRedisStore:
         args = self._layout.rotate_args(rotation)
         for attempt in (1, 2):
             node = self._client.get_node_from_key(key)
-            pipe = self._client.get_redis_connection(node).pipeline(transaction=False)
+            connection = self._client.get_redis_connection(node)
+            pipe = connection.pipeline(transaction=False)
             pipe.execute_command("EVALSHA", self._script.sha, 1, key, *args)
             pipe.execute_command("WAIT", self._replicas, self._timeout_ms)
             try:
@@ -552,15 +615,16 @@ class WaitingRedisStore:
                 self._reload_map()
                 raise
             if isinstance(reply, NoScriptError) and attempt == 1:
-                self._client.get_redis_connection(node).script_load(self._script.script)
+                connection.script_load(self._script.script)
                 continue
             if isinstance(reply, Exception):
                 self._reload_map()  # MOVED, CLUSTERDOWN...: the map is stale
                 raise reply
             result = self._layout.rotation_result(rotation.session_id, reply)
-            if result.outcome is RotationOutcome.ROTATED and (
-                not isinstance(acknowledged, int) or acknowledged < self._replicas
-            ):
+            granted = result.outcome in (RotationOutcome.ROTATED, RotationOutcome.GRACE)
+            if granted and (not isinstance(acknowledged, int) or acknowledged < self._replicas):
+                with self._lock:
+                    self.unacknowledged += 1
                 raise redis.TimeoutError(
                     f"rotation acknowledged by {acknowledged} replicas, not {self._replicas}"
                 )
@@ -627,39 +691,62 @@ def cluster_races(quick: bool) -> dict[str, Any]:
     return {"rows": rows, "double_rotations": counting.double_rotations()}
 
 
+def _master_port_of(client: Any, replica: Any) -> int:
+    info = client.info("replication", target_nodes=replica)
+    return int(info["master_port"])
+
+
 def _master_pid(client: Any, node: Any) -> int:
     info = client.info("server", target_nodes=node)
     return int(info["process_id"])
 
 
 def _rotation_cost(store_a: SessionStore, store_b: SessionStore, count: int) -> dict[str, Any]:
-    """Per-rotation microseconds of two stores, interleaved in rounds; their ratio."""
+    """Per-rotation microseconds of two stores, timed alternately (one rotation
+    of each in turn, so drift and neighbours hit both alike); medians and ratio."""
     from tokenflow._sessions import derive_successor, verifier_of
 
-    rounds = 5
-    times: dict[str, list[float]] = {"a": [], "b": []}
     now = time.time()
-    for _ in range(rounds):
-        for name, store in (("a", store_a), ("b", store_b)):
-            chain = []
-            for _ in range(count):
-                secret = secrets.token_bytes(32)
-                sid = secrets.token_urlsafe(16)
-                info = SessionInfo(sid, "u-cost", now, now, now + 1800, now + 86400)
-                store.create(NewSession(info, verifier_of(secret)))
-                chain.append((sid, secret))
+    stores = (store_a, store_b)
+    chains: list[list[tuple[str, bytes]]] = [[], []]
+    for store, chain in zip(stores, chains, strict=True):
+        for _ in range(count):
+            secret = secrets.token_bytes(32)
+            sid = secrets.token_urlsafe(16)
+            info = SessionInfo(sid, "u-cost", now, now, now + 1800, now + 86400)
+            store.create(NewSession(info, verifier_of(secret)))
+            chain.append((sid, secret))
+    times: list[list[float]] = [[], []]
+    for i in range(count):
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            sid, secret = chains[which][i]
+            salt = secrets.token_bytes(16)
+            rotation = Rotation(
+                sid,
+                verifier_of(secret),
+                verifier_of(derive_successor(secret, salt)),
+                salt,
+                now,
+                1800,
+                5,
+            )
             started = time.perf_counter()
-            for sid, secret in chain:
-                salt = secrets.token_bytes(16)
-                successor = verifier_of(derive_successor(secret, salt))
-                store.rotate(Rotation(sid, verifier_of(secret), successor, salt, now, 1800, 5))
-            times[name].append((time.perf_counter() - started) / count * 1e6)
-            store.revoke_user("u-cost")
-    a, b = statistics.median(times["a"]), statistics.median(times["b"])
-    return {"plain_us": round(a, 1), "variant_us": round(b, 1), "ratio": round(b / a, 3)}
+            outcome = stores[which].rotate(rotation).outcome
+            times[which].append((time.perf_counter() - started) * 1e6)
+            if outcome is not RotationOutcome.ROTATED:
+                raise RuntimeError(f"cost measurement: rotation answered {outcome}")
+    for store in stores:
+        store.revoke_user("u-cost")
+    a, b = statistics.median(times[0]), statistics.median(times[1])
+    return {
+        "plain_us": round(a, 1),
+        "variant_us": round(b, 1),
+        "ratio": round(b / a, 3),
+        "rotations": count,
+    }
 
 
-def redis_drill(mode: str, sizes: Sizes) -> RunResult:
+def redis_drill(mode: str, sizes: Sizes, lag: float) -> RunResult:
     """One Redis Cluster run: ``mode`` is ``async`` or ``wait1``."""
     from tokenflow.stores.redis import RedisStore
 
@@ -688,15 +775,34 @@ def redis_drill(mode: str, sizes: Sizes) -> RunResult:
         raw = audit_client.hget(f"{prefix}:s:{c.session_id}", "gen")
         return None if raw is None else int(raw)
 
+    replica = next(n for n in client.get_replicas() if _master_port_of(client, n) == victim.port)
+
+    def interrupt() -> None:
+        # The replica stops receiving: its next connection attempts fail to
+        # authenticate, and its current link is dropped by the master.
+        client.config_set("masterauth", secrets.token_hex(8), target_nodes=replica)
+        client.execute_command("CLIENT KILL", "TYPE", "replica", target_nodes=victim)
+
+    def restart() -> None:
+        client.config_set("masterauth", "", target_nodes=replica)
+        time.sleep(REDIS_RESTART_DELAY)
+        _service("redis-cluster.sh", "start")  # the killed node rejoins as a replica
+
     drill = _Drill(flow, recording, clients, audit, sizes)
     log(
         f"redis/{mode}: {len(clients)} sessions, killing master {victim_name} (pid {pid}) "
-        f"holding {homes[victim_name]} of them after {sizes.warm_up:g} s"
+        f"holding {homes[victim_name]} of them after {sizes.warm_up:g} s, its replica "
+        f"{lag:g} s behind; restarting it {REDIS_RESTART_DELAY:g} s later"
     )
-    recovery = drill.run(lambda: os.kill(pid, signal.SIGKILL))
+    recovery = drill.run(
+        interrupt=interrupt, lag=lag, kill=lambda: os.kill(pid, signal.SIGKILL), after_kill=restart
+    )
     result = _result("redis", mode, drill, recovery)
+    result.extra.update(lag_s=lag, restart_delay_s=REDIS_RESTART_DELAY, victim=victim_name)
+    if isinstance(store, WaitingRedisStore):
+        result.extra["unacknowledged_grants_refused"] = store.unacknowledged
     try:
-        _service("redis-cluster.sh", "start")  # the killed node rejoins as a replica
+        _service("redis-cluster.sh", "start")
         for node in client.get_primaries():
             for key in client.scan_iter(match=f"{prefix}:*", count=1000, target_nodes=node):
                 client.delete(key)
@@ -774,7 +880,7 @@ def _pg_pool(conninfo: str, size: int, options: str = "") -> Any:
     return pool
 
 
-def postgres_drill(mode: str, sizes: Sizes) -> RunResult:
+def postgres_drill(mode: str, sizes: Sizes, lag: float) -> RunResult:
     """One PostgreSQL run: ``mode`` is ``async`` or ``sync``."""
     import psycopg
 
@@ -817,20 +923,41 @@ def postgres_drill(mode: str, sizes: Sizes) -> RunResult:
             conn.execute("SELECT pg_promote(true, 30)")
         timings["promote_s"] = round(time.monotonic() - started, 3)
 
+    walsender: list[int] = []
+
+    def interrupt() -> None:
+        # The primary stops sending WAL: its walsender is frozen. Commits go
+        # on (asynchronous) or wait for the standby (synchronous).
+        with psycopg.connect(_pg_dsn(PG_PRIMARY_PORT), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pid FROM pg_stat_replication WHERE application_name = %s", (PG_STANDBY,)
+            ).fetchone()
+        if row is None:
+            raise RuntimeError("the replica is not streaming")
+        walsender.append(int(row[0]))
+        os.kill(walsender[0], signal.SIGSTOP)
+
+    def crash() -> None:
+        if walsender:
+            # Killed, not resumed: what it had not sent never leaves.
+            os.kill(walsender[0], signal.SIGKILL)
+        _service("pg-replica.sh", "crash-primary")
+
     drill = _Drill(flow, recording, clients, audit, sizes)
     log(
         f"postgres/{mode}: {len(clients)} sessions, stopping the primary (immediate) after "
-        f"{sizes.warm_up:g} s, promoting the replica {PG_DETECTION_DELAY:g} s later"
+        f"{sizes.warm_up:g} s, its replica {lag:g} s behind; promoting the replica "
+        f"{PG_DETECTION_DELAY:g} s later"
     )
     try:
-        recovery = drill.run(lambda: _service("pg-replica.sh", "crash-primary"), promote)
+        recovery = drill.run(interrupt=interrupt, lag=lag, kill=crash, after_kill=promote)
     finally:
         pool.close()
         for conn in audit_conn:
             conn.close()
     result = _result("postgres", mode, drill, recovery)
     result.extra.update(timings)
-    result.extra["detection_delay_s"] = PG_DETECTION_DELAY
+    result.extra.update(detection_delay_s=PG_DETECTION_DELAY, lag_s=lag)
     return result
 
 
@@ -875,8 +1002,9 @@ def _spread(values: Sequence[float]) -> list[float] | None:
 
 def _print(results: Sequence[RunResult], keys: dict[str, Any]) -> None:
     header = (
-        f"{'engine':9} {'mode':6} {'run':>3} {'recover s':>9} {'outage s':>8} {'503s':>5} "
-        f"{'lost':>4} {'logged out':>10} {'no-commit':>9} {'cleared':>7} {'refresh ms':>10}"
+        f"{'engine':8} {'mode':5} {'run':>3} {'recover s':>9} {'outage s':>8} {'503s':>5} "
+        f"{'lost':>5} {'rolled back':>11} {'logged out':>10} {'no-commit':>9} {'cleared':>7} "
+        f"{'refresh ms':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -884,15 +1012,15 @@ def _print(results: Sequence[RunResult], keys: dict[str, Any]) -> None:
     for r in results:
         runs[(r.engine, r.mode)] += 1
         print(
-            f"{r.engine:9} {r.mode:6} {runs[(r.engine, r.mode)]:>3} {r.recovery_s:>9.2f} "
-            f"{r.outage_s:>8.2f} {r.unavailable_after_kill:>5} {r.rotations_lost:>4} "
-            f"{r.logged_out_after_kill:>10} {r.grants_without_commit:>9} "
-            f"{r.cookies_cleared_on_503:>7} {r.refresh_ms_median:>10.2f}"
+            f"{r.engine:8} {r.mode:5} {runs[(r.engine, r.mode)]:>3} {r.recovery_s:>9.2f} "
+            f"{r.outage_s:>8.2f} {r.unavailable_after_kill:>5} {r.rotations_lost:>5} "
+            f"{r.sessions_rolled_back:>11} {r.logged_out_after_kill:>10} "
+            f"{r.grants_without_commit:>9} {r.cookies_cleared_on_503:>7} "
+            f"{r.refresh_ms_median:>10.2f}"
         )
     print()
     for key, value in keys.items():
-        if key != "runs":
-            print(f"{key}: {json.dumps(value)}")
+        print(f"{key}: {json.dumps(value)}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -906,6 +1034,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only", choices=["redis", "postgres"], action="append", help="one engine only"
     )
+    parser.add_argument(
+        "--lag",
+        type=float,
+        default=DEFAULT_LAG,
+        help=f"seconds the replica stops receiving before its primary dies (default "
+        f"{DEFAULT_LAG:g}; 0: a healthy replica)",
+    )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write results as JSON")
     return parser
 
@@ -913,6 +1048,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.failover``; returns the exit status."""
     args = _parser().parse_args(argv)
+    # The pool logs every failed reconnection during a failover; the drill
+    # counts what the flow answered instead.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     sizes = QUICK if args.quick else FULL
     runs = args.runs if args.runs is not None else sizes.runs
     engines = args.only or ["redis", "postgres"]
@@ -925,12 +1063,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys["cluster_races"] = races["rows"]
         for _ in range(runs):
             for mode in ("async", "wait1"):
-                results.append(redis_drill(mode, sizes))
+                results.append(redis_drill(mode, sizes, args.lag))
         keys["redis_wait_cost"] = redis_wait_cost(sizes)
     if "postgres" in engines:
         for _ in range(runs):
             for mode in ("async", "sync"):
-                results.append(postgres_drill(mode, sizes))
+                results.append(postgres_drill(mode, sizes, args.lag))
         _service("pg-replica.sh", "start")  # leave a healthy pair behind
         keys["pg_sync_cost"] = postgres_sync_cost(sizes)
 
@@ -950,9 +1088,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         keys[f"{name}_rotations_lost"] = sum(r.rotations_lost for r in chosen)
         keys[f"{name}_rotations_lost_per_run"] = [r.rotations_lost for r in chosen]
+        keys[f"{name}_sessions_rolled_back_per_run"] = [r.sessions_rolled_back for r in chosen]
+        keys[f"{name}_logged_out_per_run"] = [r.logged_out_after_kill for r in chosen]
         keys[f"{name}_recovery_s"] = _spread([r.recovery_s for r in chosen])
         keys[f"{name}_outage_s"] = _spread([r.outage_s for r in chosen])
         keys[f"{name}_recovered_every_run"] = all(r.recovered for r in chosen)
+    keys["lag_s"] = args.lag
     keys["duration_s"] = round(time.monotonic() - started, 1)
     _print(results, keys)
     if args.json is not None:
