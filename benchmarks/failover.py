@@ -1,28 +1,37 @@
 """Failover drills: what users see when the session store's primary dies mid-stream.
 
-Run from the repository root, after starting the drill's own servers::
+Run from the repository root::
 
-    .ci/services/redis-cluster.sh start
-    .ci/services/pg-replica.sh start
-    python -m benchmarks.failover [--quick] [--runs N] [--only redis|postgres] [--json FILE]
+    python -m benchmarks.failover [--quick] [--runs N] [--lag SECONDS]
+                                  [--only redis|postgres] [--json FILE]
+
+The drill brings up (or heals) its own servers with the repository's
+service scripts, ``.ci/services/redis-cluster.sh start`` and
+``.ci/services/pg-replica.sh start``, and leaves them healthy when it ends.
+It never touches another server: it kills its primaries.
 
 Both engines get the same treatment. Many simulated browsers (one
 :class:`~tokenflow.testing.Browser` and one session each) refresh through one
 :class:`~tokenflow.Flow` as fast as a few worker threads can drive them: every
 request carries only the refresh cookie, so every request rotates. After a
-warm-up the primary holding sessions is killed, the stream goes on, and the
+warm-up, the replica stops receiving for ``--lag`` seconds (0.5 by default: a
+replica on a congested network or a slow disk; 0: a replica that keeps up),
+then the primary holding sessions is killed, the stream goes on, and the
 drill records every decision until every browser has been answered again.
 
 * **Redis Cluster** (three masters, a replica each): ``kill -9`` of the master
   serving the most sessions; the cluster promotes its replica by itself
-  (``cluster-node-timeout`` 1 s). Two variants: plain asynchronous
-  replication, and ``WAIT 1 <timeout>`` sent after each rotation on the same
-  connection (see :class:`WaitingRedisStore`).
+  (``cluster-node-timeout`` 1 s), and the dead node is restarted 2 s later,
+  as a supervisor would, to rejoin as a replica. The lag: the replica's link
+  is dropped and its reconnections refused (a wrong ``masterauth``). Two
+  variants: plain asynchronous replication, and ``WAIT 1`` on every grant
+  (:class:`WaitingRedisStore`).
 * **PostgreSQL** primary with a streaming replica: ``pg_ctl stop -m
   immediate`` on the primary, a fixed detection delay standing in for a
   failover manager, then ``pg_promote()`` on the replica. The application's
   pool lists both servers with ``target_session_attrs=read-write``, so its new
-  connections find the promoted server by themselves. Two variants:
+  connections find the promoted server by themselves. The lag: the primary's
+  walsender is frozen (SIGSTOP), then killed with the primary. Two variants:
   asynchronous replication, and synchronous (``synchronous_standby_names``
   naming the replica, ``synchronous_commit = on``).
 
@@ -41,13 +50,13 @@ Definitions (they are what the figures count):
   synchronous mode, flushed by the standby). Must be 0.
 * **Cookies cleared on 503**: :class:`~tokenflow.Unavailable` decisions that
   carried any ``Set-Cookie`` at all. Must be 0: a 503 never clears or mints.
-* A **rotation lost** is a grant that the promoted node does not know. Before
-  its first request after the kill, each browser's session is read on the
-  promoted node (its generation); every generation the browser was granted
+* A **rotation lost** is a grant that the promoted node does not know.
+  Right before the first rotation of each session after the kill (inside the
+  store call, so nothing touches the session in between), the drill reads
+  the session on the promoted node: every generation the browser was granted
   beyond the one found there is a rotation lost, and a missing session counts
-  all of them. When the store answered the request before that read could
-  (a race of a few milliseconds), the answer itself tells: a rotation of the
-  held token means the store knew it; a reuse answer means it did not.
+  all of them. While that read fails, the rotation is not attempted and the
+  flow answers 503, as it would have: the store is not answering.
 * **Recovery** is the time from the kill to the first refresh of a session
   on the failed primary that the store answered again. **Outage** is the
   time from the kill to the last 503.
@@ -65,7 +74,10 @@ harness (:func:`tokenflow.testing.run_refresh_race`, N = 2, 20, 100 tabs)
 runs on the cluster, with a store wrapper that counts ROTATED answers per
 presented token: more than one is a double rotation.
 
-Results are printed, and with ``--json`` written with the top-level keys
+The command exits 1 if any of the four figures that must be 0
+(``INVARIANTS``) is not; recovery times and the asynchronous losses are
+measurements, never a failure. Results are printed, and with ``--json``
+written with the top-level keys
 ``cluster_double_rotations``, ``failover_grants_without_commit``,
 ``failover_cookies_cleared_on_503``, ``pg_sync_rotations_lost`` and the
 asynchronous and recovery figures (``redis_async_rotations_lost``,
@@ -131,6 +143,13 @@ restart delay. The restarted node rejoins as a replica of its successor."""
 PG_DETECTION_DELAY: Final = 1.0
 """Seconds between the primary's death and the promotion: a failover manager's
 detection time, kept short and fixed so that runs compare."""
+INVARIANTS: Final = (
+    "cluster_double_rotations",
+    "failover_grants_without_commit",
+    "failover_cookies_cleared_on_503",
+    "pg_sync_rotations_lost",
+)
+"""Figures that must be 0: the command exits 1 otherwise."""
 DEFAULT_LAG: Final = 0.5
 """Seconds of replication the replica misses when its primary dies, by default."""
 RECOVERY_DEADLINE: Final = 60.0
@@ -187,11 +206,13 @@ _NO_ANSWER: Final = object()
 
 
 class _Recording:
-    """A store wrapper that remembers, per thread, the store's answer to the last rotation."""
+    """A store wrapper that remembers, per thread, the store's answer to the
+    last rotation, and runs ``before_rotate`` (if set) ahead of each one."""
 
     def __init__(self, store: SessionStore) -> None:
         self.store = store
         self._local = threading.local()
+        self.before_rotate: Callable[[str], None] | None = None
 
     def forget(self) -> None:
         self._local.answer = _NO_ANSWER
@@ -204,6 +225,8 @@ class _Recording:
 
     def rotate(self, rotation: Rotation) -> RotationResult:
         try:
+            if self.before_rotate is not None:
+                self.before_rotate(rotation.session_id)
             result = self.store.rotate(rotation)
         except BaseException as exc:
             self._local.answer = exc
@@ -233,12 +256,10 @@ class _Client:
     affected: bool = True
     """Its session lived on the primary that is killed."""
     checked: bool = False
-    """Its session was read on the promoted node (or judged by the store's answer)."""
+    """Its session was read on the promoted node."""
     found: int | None = None
     """The generation the promoted node held for it (None: no such session)."""
     lost: int = 0
-    judged: bool = False
-    """Judged by the store's answer: it answered before the read could."""
     answered_after_kill: float | None = None
     logged_out: str | None = None
 
@@ -287,6 +308,8 @@ class _Drill:
         started later, which alone may count as answered after the kill."""
         self.stop = threading.Event()
         self.access_name = flow.config.cookies.access_name
+        self.by_session = {c.session_id: c for c in clients}
+        recording.before_rotate = self._check
 
     def _phase(self, when: float) -> Counter[str]:
         if self.kill_started is not None and when >= self.kill_started:
@@ -320,34 +343,28 @@ class _Drill:
                 if decision.set_cookies:
                     self.tally.cookies_on_503 += 1
 
-    def _check(self, client: _Client) -> None:
-        """Read the client's session on the promoted node before its next request."""
-        try:
-            found = self.audit(client)
-        except Exception:
-            return  # the store does not answer yet: the request will be a 503
+    def _check(self, session_id: str) -> None:
+        """Before the first rotation of a session after the kill, read it on the
+        promoted node. Runs inside the store call (see ``_Recording``), so that
+        nothing can touch the session between the read and the rotation; a read
+        that fails raises, which the flow answers with 503, like the rotation
+        that would have followed it."""
+        if self.killed_at is None:
+            return
+        client = self.by_session.get(session_id)
+        if client is None or client.checked:
+            return
+        found = self.audit(client)
         client.checked, client.found = True, found
-        client.lost = client.granted - found if found is not None else client.granted + 1
-        client.lost = max(client.lost, 0)
-
-    def _infer(self, client: _Client, decision: Decision) -> None:
-        """The store answered before the read could: judge by its answer."""
-        client.checked = client.judged = True
-        refreshed = _refreshed(decision)
-        if isinstance(decision, Reissue) and refreshed is not None:
-            # It rotated (or replayed) the token the client held: it knew it.
-            client.found = client.granted
-            client.lost = 0
-        elif isinstance(decision, Unauthorized):
-            client.found = None
-            client.lost = 1
+        if found is None:  # the session itself is gone: every generation lost
+            client.lost = client.granted + 1
+        else:
+            client.lost = max(client.granted - found, 0)
 
     def _request(self, client: _Client) -> None:
         if client.logged_out is not None:
             return
         after = self.killed_at is not None
-        if after and not client.checked:
-            self._check(client)
         client.browser.jar.pop(self.access_name, None)  # the access token "expired"
         self.recording.forget()
         started = time.perf_counter()
@@ -363,8 +380,6 @@ class _Drill:
             return
         if after and client.answered_after_kill is None:
             client.answered_after_kill = time.monotonic()
-            if not client.checked:
-                self._infer(client, decision)
         if isinstance(decision, Reissue):
             refreshed = _refreshed(decision)
             if refreshed is not None:
@@ -401,7 +416,7 @@ class _Drill:
         ]
         for worker in workers:
             worker.start()
-        helper: threading.Thread | None = None
+        beside: threading.Thread | None = None
         try:
             time.sleep(self.sizes.warm_up)
             if interrupt is not None and lag > 0:
@@ -413,8 +428,8 @@ class _Drill:
             kill()
             self.killed_at = time.time()
             if after_kill is not None:
-                helper = threading.Thread(target=after_kill, daemon=True)
-                helper.start()
+                beside = threading.Thread(target=after_kill, daemon=True)
+                beside.start()
             deadline = kill_monotonic + RECOVERY_DEADLINE
             while time.monotonic() < deadline:
                 if all(c.answered_after_kill is not None for c in self.clients):
@@ -425,8 +440,8 @@ class _Drill:
             self.stop.set()
             for worker in workers:
                 worker.join(30)
-            if helper is not None:
-                helper.join(RECOVERY_DEADLINE)
+            if beside is not None:
+                beside.join(RECOVERY_DEADLINE)
         first = [
             c.answered_after_kill - kill_monotonic
             for c in self.clients
@@ -456,7 +471,7 @@ class RunResult:
     sessions_rolled_back: int
     logged_out_after_kill: int
     logged_out_reasons: dict[str, int]
-    judged_by_answer: int
+    unchecked: int
     slowest_request_after_kill_s: float
     refresh_ms_median: float
     refresh_ms_p99: float
@@ -488,7 +503,7 @@ def _result(engine: str, mode: str, drill: _Drill, recovery: float) -> RunResult
         sessions_rolled_back=len(lost),
         logged_out_after_kill=len(out),
         logged_out_reasons=dict(Counter(str(c.logged_out) for c in out)),
-        judged_by_answer=sum(c.judged for c in clients),
+        unchecked=sum(not c.checked for c in clients),
         slowest_request_after_kill_s=round(tally.slowest_after, 3),
         refresh_ms_median=round(statistics.median(latencies), 3),
         refresh_ms_p99=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
@@ -1100,7 +1115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = {**keys, "runs": [asdict(r) for r in results]}
         args.json.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
         log(f"wrote {args.json}")
-    return 0
+    # These are safety properties, not performance goals: any breach fails the command.
+    breaches = [key for key in INVARIANTS if keys.get(key, 0)]
+    for key in breaches:
+        log(f"FAILED: {key} is {keys[key]}, must be 0")
+    return 1 if breaches else 0
 
 
 if __name__ == "__main__":
