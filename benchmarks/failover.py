@@ -420,8 +420,8 @@ class _Drill:
         try:
             time.sleep(self.sizes.warm_up)
             if interrupt is not None and lag > 0:
-                self.lag_started = time.time()
                 interrupt()
+                self.lag_started = time.time()
                 time.sleep(lag)
             kill_monotonic = time.monotonic()
             self.kill_started = time.time()
