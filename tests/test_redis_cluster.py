@@ -257,7 +257,8 @@ async def test_async_faults_fail_closed_and_recover(
 ) -> None:
     clock = FakeClock()
     faulty = AsyncFaultyStore(async_store)
-    flow = await _async_flow(faulty, clock, timeout=0.2)
+    # Long enough for a real rotation on a busy machine; a HANG is cut short at it.
+    flow = await _async_flow(faulty, clock, timeout=2.0)
     login = await flow.decide(Browser(clock).request("POST", credentials=LOGIN))
     browser = _logged_in(login, clock)
     clock.advance(130)
