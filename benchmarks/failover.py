@@ -240,8 +240,8 @@ class _Recording:
     def revoke_user(self, user_id: str) -> int:
         return self.store.revoke_user(user_id)
 
-    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
-        return self.store.sessions_of(user_id, now)
+    def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
+        return self.store.sessions_of(user_id, now=now)
 
 
 @dataclass
@@ -603,8 +603,8 @@ class WaitingRedisStore:
     def revoke_user(self, user_id: str) -> int:
         return self.plain.revoke_user(user_id)
 
-    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
-        return self.plain.sessions_of(user_id, now)
+    def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
+        return self.plain.sessions_of(user_id, now=now)
 
     def _reload_map(self) -> None:
         try:

@@ -62,9 +62,9 @@ class _ReplicatedStore:
         with self._lock:
             return self.serving().revoke_user(user_id)
 
-    def sessions_of(self, user_id: str, now: float) -> Sequence[SessionInfo]:
+    def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
         with self._lock:
-            return self.serving().sessions_of(user_id, now)
+            return self.serving().sessions_of(user_id, now=now)
 
     def cut(self) -> None:
         with self._lock:
@@ -80,7 +80,7 @@ class _ReplicatedStore:
 
 
 def _generation(store: MemoryStore, client: failover._Client) -> int | None:
-    sessions = store.sessions_of(client.user_id, time.time())
+    sessions = store.sessions_of(client.user_id, now=time.time())
     return sessions[0].generation if sessions else None
 
 
@@ -149,10 +149,10 @@ class _GrantsWithoutStore:
         self._stale: Decision | None = None
         self._lock = threading.Lock()
 
-    def decide(self, request: Request, now: float | None = None) -> Decision:
+    def decide(self, request: Request, *, now: float | None = None) -> Decision:
         with self._lock:
             if self._stale is None:
-                self._stale = self._flow.decide(request, now)
+                self._stale = self._flow.decide(request, now=now)
             return self._stale
 
 

@@ -235,7 +235,7 @@ def test_a_store_on_the_read_only_replica_fails_closed(
     # The session must be on the replica before the replica can refuse to rotate it.
     with PostgresStore(pair[1], table=table) as replica_store:
         deadline = time.monotonic() + 10
-        while not replica_store.sessions_of("ada", clock()):
+        while not replica_store.sessions_of("ada", now=clock()):
             assert time.monotonic() < deadline, "the replica never caught up"
             time.sleep(0.02)
     with ConnectionPool(

@@ -327,20 +327,20 @@ def test_index_spans_masters(cluster: RedisCluster, store: RedisStore) -> None:
         new, secret = _new(sid, user, now + offset)
         store.create(new)
         secrets_by_sid[sid] = secret
-    assert [s.session_id for s in store.sessions_of(user, now + 10)] == sids
+    assert [s.session_id for s in store.sessions_of(user, now=now + 10)] == sids
 
     # A session that dies on its own master (as by TTL) leaves a stale entry
     # on the index's master; the listing drops it there.
     gone = sids[1]
     cluster.delete(f"{store.prefix}:s:{gone}")
     assert cluster.zscore(f"{store.prefix}:u:{user}", gone) is not None
-    assert [s.session_id for s in store.sessions_of(user, now + 10)] == [sids[0], sids[2]]
+    assert [s.session_id for s in store.sessions_of(user, now=now + 10)] == [sids[0], sids[2]]
     assert cluster.zscore(f"{store.prefix}:u:{user}", gone) is None
 
     # revoke removes the session on its master and its entry on the index's.
     assert store.revoke(sids[0]) is True
     assert cluster.zscore(f"{store.prefix}:u:{user}", sids[0]) is None
-    assert [s.session_id for s in store.sessions_of(user, now + 10)] == [sids[2]]
+    assert [s.session_id for s in store.sessions_of(user, now=now + 10)] == [sids[2]]
     assert store.revoke_user(user) == 1
     assert not cluster.exists(f"{store.prefix}:u:{user}")
     for sid in sids:
@@ -381,7 +381,7 @@ async def test_async_index_spans_masters(cluster: RedisCluster, async_store: Any
     pairs = [_new(sid, user, now + i) for i, sid in enumerate(sids)]
     for new, _ in pairs:
         await async_store.create(new)
-    assert [s.session_id for s in await async_store.sessions_of(user, now + 5)] == sids
+    assert [s.session_id for s in await async_store.sessions_of(user, now=now + 5)] == sids
     # Sync and async stores share the layout: one rotates, the other sees it.
     sid, secret = sids[2], pairs[2][1]
     salt = secrets.token_bytes(16)
@@ -397,4 +397,4 @@ async def test_async_index_spans_masters(cluster: RedisCluster, async_store: Any
     assert (await async_store.rotate(rotation)).outcome is RotationOutcome.ROTATED
     assert sync_view.rotate(rotation).outcome is RotationOutcome.GRACE
     assert await async_store.revoke_user(user) == 3
-    assert sync_view.sessions_of(user, now + 7) == []
+    assert sync_view.sessions_of(user, now=now + 7) == []
