@@ -15,13 +15,16 @@ A host builds a :class:`Request`, asks a flow for a decision, and matches on it:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ._errors import InvalidTokenReason
 from ._token import Purpose
+
+if TYPE_CHECKING:
+    from ._http import TrustedProxies
 
 __all__ = [
     "AmbiguousCookie",
@@ -134,6 +137,69 @@ class Request:
             type(k) is str and type(v) is str for k, v in self.metadata.items()
         ):
             raise TypeError("Request.metadata must be a mapping of str to str")
+
+    @classmethod
+    def from_asgi(
+        cls,
+        scope: Mapping[str, Any],
+        *,
+        credentials: Credentials | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> Request:
+        """The request an ASGI server describes in ``scope`` (an ``"http"`` scope).
+
+        Reads the method, every header the decision needs (``Cookie``, several
+        fields joined with ``"; "``; ``Sec-Fetch-Site``, ``Origin``, ``Host``),
+        the peer address (``scope["client"]``) as ``client_address``, and the
+        ``User-Agent`` and address into ``metadata``. Forwarded headers count
+        only when ``proxies`` is given and the peer is one of them (see
+        :class:`~tokenflow.TrustedProxies`). Whatever the client sent, the
+        result is a Request (malformed values fail closed in the decision);
+        a scope that is not an HTTP scope raises :class:`TypeError`.
+        """
+        from ._http import request_from_asgi
+
+        return request_from_asgi(scope, credentials=credentials, proxies=proxies)
+
+    @classmethod
+    def from_wsgi(
+        cls,
+        environ: Mapping[str, Any],
+        *,
+        credentials: Credentials | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> Request:
+        """The request a WSGI server describes in ``environ`` (see :meth:`from_asgi`).
+
+        ``REMOTE_ADDR`` is the peer address; headers come from the ``HTTP_*``
+        keys.
+        """
+        from ._http import request_from_wsgi
+
+        return request_from_wsgi(environ, credentials=credentials, proxies=proxies)
+
+    @classmethod
+    def from_headers(
+        cls,
+        method: str | bytes,
+        headers: Iterable[tuple[str | bytes, str | bytes]] | Mapping[str, str],
+        *,
+        peer: str | None = None,
+        credentials: Credentials | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> Request:
+        """The request with this method and these header fields (see :meth:`from_asgi`).
+
+        ``headers`` are ``(name, value)`` pairs of str or bytes (bytes are
+        decoded as latin-1; names are matched case-insensitively; a repeated
+        field is kept, not overwritten), or a mapping. ``peer`` is the
+        connection's peer IP address.
+        """
+        from ._http import request_from_headers
+
+        return request_from_headers(
+            method, headers, peer=peer, credentials=credentials, proxies=proxies
+        )
 
 
 # -- events ----------------------------------------------------------------------
