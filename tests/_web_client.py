@@ -57,7 +57,7 @@ class Reply:
         return values[0] if values else None
 
     def all(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n.lower() == name]
+        return [v for n, v in self.headers if n.lower() == name.lower()]
 
     @property
     def set_cookies(self) -> list[str]:
