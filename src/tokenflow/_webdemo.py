@@ -230,7 +230,6 @@ async def _respond(
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
         (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
     ]
     headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
