@@ -173,7 +173,8 @@ class Journal:
 
     def set_cookie(self, path: str, status: int, header: str) -> None:
         """Record one ``Set-Cookie`` header the server sent (value shortened)."""
-        self._add({"kind": "set-cookie", "path": path, "status": status, **_set_cookie_entry(header)})
+        entry = _set_cookie_entry(header)
+        self._add({"kind": "set-cookie", "path": path, "status": status, **entry})
 
     def note(self, text: str) -> None:
         """Record a line of explanation."""
@@ -215,7 +216,7 @@ class _RecordingFlow(AsyncFlow):
 
 
 def _static(name: str) -> bytes:
-    return resources.files("tokenflow").joinpath(_STATIC, name).read_bytes()
+    return resources.files("tokenflow").joinpath(_STATIC).joinpath(name).read_bytes()
 
 
 async def _respond(
@@ -267,7 +268,8 @@ class WebDemo:
     ``site`` and ``attacker`` are the origins the two are served on
     (``http://127.0.0.1:PORT``): the page links to the attacker, whose form
     posts to the site. ``app`` is the demo site, ``attacker_app`` the
-    attacker page. Call :meth:`aclose` when done.
+    attacker page. ``clock`` is the flow's clock (tests pass a fake one).
+    Call :meth:`aclose` when done.
     """
 
     def __init__(
@@ -277,6 +279,7 @@ class WebDemo:
         site: str,
         attacker: str,
         config: FlowConfig | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = demo_config() if config is None else config
         self.origins = _Origins(site, attacker)
@@ -294,6 +297,7 @@ class WebDemo:
             users,
             passwords=passwords,
             config=self.config,
+            clock=clock,
         )
         self._middleware = TokenflowMiddleware(
             self._site,
@@ -473,9 +477,7 @@ class WebDemo:
         )
 
 
-async def _lifespan(
-    receive: Receive, send: Send, on_shutdown: Callable[[], Any] | None
-) -> None:
+async def _lifespan(receive: Receive, send: Send, on_shutdown: Callable[[], Any] | None) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -602,4 +604,3 @@ def run_web_demo(
         if directory is not None:
             directory.cleanup()
     return 0
-
