@@ -64,7 +64,7 @@ OTHER_COOKIES: Final = (
     "locale=en-GB",
 )
 TARGET_HEADER: Final = 700
-PASSWORD: Final = "a long benchmark passphrase"  # noqa: S105
+PASSWORD: Final = "a long benchmark passphrase"
 
 
 def _cookie_header(auth_pairs: list[str]) -> str:

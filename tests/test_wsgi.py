@@ -52,7 +52,7 @@ class World:
 
     def call(
         self, method: str, path: str, headers: Any = (), body: bytes = b"", **kw: Any
-    ) -> Reply:  # noqa: E501
+    ) -> Reply:
         return wsgi_call(self.wsgi, method, path, headers, body, **kw)
 
 

@@ -277,8 +277,11 @@ def _collect(headers: Iterable[tuple[Any, Any]]) -> dict[str, str]:
         for raw_name, raw_value in headers:
             # Fast path for ASGI, whose names are lower-case bytes: the other
             # fields (accept, client hints...) are skipped without decoding.
-            name = wanted.get(raw_name) if type(raw_name) is bytes else None
-            if name is None:
+            if type(raw_name) is bytes:
+                name = wanted.get(raw_name) or wanted.get(raw_name.lower())
+                if name is None:
+                    continue
+            else:
                 name = _text(raw_name, "a header name").lower()
                 if name not in _WANTED:
                     continue
@@ -383,14 +386,14 @@ def route_request_from_asgi(scope: Mapping[str, Any], proxies: TrustedProxies | 
     """
     if proxies is not None:
         return request_from_asgi(scope, proxies=proxies)
+    method = scope["method"]
+    if type(method) is not str:
+        raise TypeError("scope['method'] must be str")
     fields = _collect(scope["headers"])
-    return Request(
-        method=scope["method"],
-        cookie_header=fields.get("cookie"),
-        sec_fetch_site=fields.get("sec-fetch-site"),
-        origin=fields.get("origin"),
-        host=fields.get("host"),
-    )
+    get = fields.get
+    # Every value is a str decoded by _collect: Request's own type checks
+    # would only repeat that, at a cost comparable to opening the token.
+    return Request._parsed(method, get("cookie"), get("sec-fetch-site"), get("origin"), get("host"))
 
 
 def request_from_wsgi(
