@@ -176,7 +176,7 @@ class TokenflowMiddleware:
             return first
         flow: Any = self._flow
         steps = flow._core.resume(first, request, now, flow._random)
-        return await asyncio.to_thread(flow._run, steps)  # type: ignore[no-any-return]
+        return await asyncio.to_thread(flow._run, steps)
 
     async def _call(self, name: str, *args: Any) -> Any:
         method = getattr(self._flow, name)
