@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import flow, stores, tokens
+from . import flow, stores, tokens, web
 from ._harness import DEFAULT_BATCH_MS, DEFAULT_ROUNDS, Report, Settings
 
 
@@ -44,6 +44,11 @@ GROUPS: Final[tuple[Group, ...]] = (
         "flow",
         "access and refresh decisions against token opening; memory; Cookie headers",
         flow.run,
+    ),
+    Group(
+        "web",
+        "ASGI middleware against decide, and under uvicorn + wrk against a bare endpoint",
+        web.run,
     ),
 )
 

@@ -31,15 +31,17 @@ Rules, and why:
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import ConfigError
+from ._model import Request
 
 if TYPE_CHECKING:
-    from ._model import Credentials, Request
+    from ._model import Credentials
 
 __all__ = [
     "ForwardedHeaders",
@@ -126,6 +128,14 @@ def _ip(text: str | None) -> IPAddress | None:
     """An IP address, or None for anything else (client garbage)."""
     if not text or len(text) > 64:
         return None
+    return _parse_ip(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> IPAddress | None:
+    # Cached: a server sees the same peers (its proxies, keep-alive clients)
+    # over and over, and parsing an address costs more than the rest of a
+    # request's headers. Bounded, so a flood of addresses cannot grow it.
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -256,26 +266,38 @@ _WANTED: Final = frozenset(
 )
 
 
+_WANTED_BYTES: Final = {name.encode(): name for name in _WANTED}
+
+
 def _collect(headers: Iterable[tuple[Any, Any]]) -> dict[str, str]:
     """The wanted fields, lower-cased names, repeated fields joined."""
     fields: dict[str, str] = {}
+    wanted = _WANTED_BYTES
     try:
-        pairs = iter(headers)
-    except TypeError:
+        for raw_name, raw_value in headers:
+            # Fast path for ASGI, whose names are lower-case bytes: the other
+            # fields (accept, client hints...) are skipped without decoding.
+            if type(raw_name) is bytes:
+                name = wanted.get(raw_name) or wanted.get(raw_name.lower())
+                if name is None:
+                    continue
+            else:
+                name = _text(raw_name, "a header name").lower()
+                if name not in _WANTED:
+                    continue
+            value = (
+                raw_value.decode("latin-1")
+                if type(raw_value) is bytes
+                else _text(raw_value, f"the value of header {name!r}")
+            )
+            if name in fields:
+                fields[name] += ("; " if name == "cookie" else ", ") + value
+            else:
+                fields[name] = value
+    except (TypeError, ValueError) as exc:
+        if "header" in str(exc):
+            raise
         raise TypeError("headers must be an iterable of (name, value) pairs") from None
-    for pair in pairs:
-        try:
-            raw_name, raw_value = pair
-        except (TypeError, ValueError):
-            raise TypeError("headers must be an iterable of (name, value) pairs") from None
-        name = _text(raw_name, "a header name").lower()
-        if name not in _WANTED:
-            continue
-        value = _text(raw_value, f"the value of header {name!r}")
-        if name in fields:
-            fields[name] += ("; " if name == "cookie" else ", ") + value
-        else:
-            fields[name] = value
     return fields
 
 
@@ -286,8 +308,6 @@ def _build(
     credentials: Credentials | None,
     proxies: TrustedProxies | None,
 ) -> Request:
-    from ._model import Request
-
     if proxies is not None and not isinstance(proxies, TrustedProxies):
         raise TypeError("proxies must be a TrustedProxies or None")
     host = fields.get("host")
@@ -354,6 +374,26 @@ def request_from_asgi(
         credentials,
         proxies,
     )
+
+
+def route_request_from_asgi(scope: Mapping[str, Any], proxies: TrustedProxies | None) -> Request:
+    """What ``decide`` needs of an ASGI request, for the middleware's hot path.
+
+    The client address and the metadata serve only logins (the throttle and
+    the new session), which the middleware builds with
+    :func:`request_from_asgi`; without proxies, the rest is read here without
+    parsing the peer address.
+    """
+    if proxies is not None:
+        return request_from_asgi(scope, proxies=proxies)
+    method = scope["method"]
+    if type(method) is not str:
+        raise TypeError("scope['method'] must be str")
+    fields = _collect(scope["headers"])
+    get = fields.get
+    # Every value is a str decoded by _collect: Request's own type checks
+    # would only repeat that, at a cost comparable to opening the token.
+    return Request._parsed(method, get("cookie"), get("sec-fetch-site"), get("origin"), get("host"))
 
 
 def request_from_wsgi(

@@ -139,6 +139,30 @@ class Request:
             raise TypeError("Request.metadata must be a mapping of str to str")
 
     @classmethod
+    def _parsed(
+        cls,
+        method: str,
+        cookie_header: str | None,
+        sec_fetch_site: str | None,
+        origin: str | None,
+        host: str | None,
+    ) -> Request:
+        """A Request from values :mod:`tokenflow._http` decoded itself (all str
+        or None), without re-checking their types: the middleware's hot path."""
+        self = object.__new__(cls)
+        set_ = object.__setattr__
+        set_(self, "method", method)
+        set_(self, "cookie_header", cookie_header)
+        set_(self, "cookies", None)
+        set_(self, "credentials", None)
+        set_(self, "sec_fetch_site", sec_fetch_site)
+        set_(self, "origin", origin)
+        set_(self, "host", host)
+        set_(self, "metadata", _NO_METADATA)
+        set_(self, "client_address", None)
+        return self
+
+    @classmethod
     def from_asgi(
         cls,
         scope: Mapping[str, Any],

@@ -39,8 +39,8 @@ from typing import Any, TypeAlias
 from ._drivers import AsyncFlow, Flow
 from ._errors import ConfigError
 from ._flow import Pending
-from ._http import TrustedProxies
-from ._model import Decision, Request
+from ._http import TrustedProxies, route_request_from_asgi
+from ._model import Decision, Process, Request
 from ._web import (
     Auth,
     Decide,
@@ -133,14 +133,31 @@ class TokenflowMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        request = Request.from_asgi(scope, proxies=self._proxies)
         path = scope["path"]
         kind = self._endpoints.route(path)
         if kind is not None:
+            request = Request.from_asgi(scope, proxies=self._proxies)
             response = await self._endpoint(kind, request, scope, receive)
             await _send_response(send, response)
             return
-        outcome = for_route(await self._decide(request), self._required(path))
+        request = route_request_from_asgi(scope, self._proxies)
+        if self._async:
+            decision = await self._flow.decide(request)  # type: ignore[misc]
+        else:
+            # A sync Flow: the access path needs no store and is answered
+            # here, on the loop; anything further runs in a worker thread.
+            flow = self._flow
+            now = flow._clock()
+            first = flow._core.begin(request, now)
+            if type(first) is Process:
+                # The hot path, inlined: a valid access token, nothing to append.
+                auth = Auth(first)
+                state = scope.get("state")
+                state = {"tokenflow": auth} if state is None else {**state, "tokenflow": auth}
+                await self._app({**scope, "tokenflow": auth, "state": state}, receive, send)
+                return
+            decision = await self._finish(request, now, first)
+        outcome = for_route(decision, self._required(path))
         if isinstance(outcome, Response):
             await _send_response(send, outcome)
             return
@@ -150,14 +167,16 @@ class TokenflowMiddleware:
         flow = self._flow
         if self._async:
             return await flow.decide(request)  # type: ignore[no-any-return,misc]
-        # A sync Flow: the access path needs no store and is answered here,
-        # on the loop; the rest calls the store, in a worker thread.
         now = flow._clock()
-        first = flow._core.begin(request, now)
+        return await self._finish(request, now, flow._core.begin(request, now))
+
+    async def _finish(self, request: Request, now: float, first: Decision | Pending) -> Decision:
+        """The rest of a sync Flow's decision: the store is called in a worker thread."""
         if not isinstance(first, Pending):
             return first
+        flow: Any = self._flow
         steps = flow._core.resume(first, request, now, flow._random)
-        return await asyncio.to_thread(flow._run, steps)  # type: ignore[arg-type]
+        return await asyncio.to_thread(flow._run, steps)
 
     async def _call(self, name: str, *args: Any) -> Any:
         method = getattr(self._flow, name)
