@@ -7,8 +7,12 @@ attacker page, and the command line.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import sys
+import types
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +21,17 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tokenflow import _webdemo as webdemo
 from tokenflow.__main__ import main
-from tokenflow._webdemo import DEMO_USERS, WebDemo, demo_config, run_web_demo
+from tokenflow._webdemo import (
+    DEMO_USERS,
+    WebDemo,
+    bind,
+    demo_config,
+    origin_of,
+    run_web_demo,
+    serve,
+)
 from tokenflow.testing import FakeClock
 
 SITE = "http://127.0.0.1:8000"
@@ -312,3 +325,119 @@ def test_without_uvicorn_the_command_explains(monkeypatch: pytest.MonkeyPatch) -
         "tokenflow web-demo: uvicorn is not installed: "
         "pip install 'tokenflow[demo]'  (the demo runs on uvicorn)"
     ]
+
+
+async def lifespan(app: Any) -> list[str]:
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+    return sent
+
+
+@pytest.mark.asyncio
+async def test_lifespan_closes_the_store(tmp_path: Path) -> None:
+    site = WebDemo(str(tmp_path / "s.sqlite3"), site=SITE, attacker=ATTACKER)
+    done = ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert await lifespan(site.attacker_app) == done
+    assert await lifespan(site.app) == done
+    with pytest.raises(sqlite3.ProgrammingError):
+        site.store.sync.sessions_of("alice", now=0)
+
+
+@pytest.mark.asyncio
+async def test_websocket_scopes_are_not_served(demo: WebDemo) -> None:
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("nothing is read")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    for app in (demo.app, demo.attacker_app):
+        await app({"type": "websocket", "path": "/"}, receive, send)
+    assert sent == []
+
+
+def test_bind_listens_on_loopback_only() -> None:
+    sock = bind(0)
+    try:
+        host, port = sock.getsockname()
+        assert host == "127.0.0.1"
+        assert origin_of(sock) == f"http://127.0.0.1:{port}"
+        with pytest.raises(OSError, match="in use"):
+            bind(port)
+    finally:
+        sock.close()
+
+
+def test_the_command_prints_where_to_go_and_cleans_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", types.ModuleType("uvicorn"))
+    served: list[WebDemo] = []
+
+    async def fake_serve(demo: WebDemo, site: Any, attacker: Any) -> None:
+        served.append(demo)
+        await demo.aclose()
+        raise KeyboardInterrupt  # Ctrl-C
+
+    monkeypatch.setattr(webdemo, "serve", fake_serve)
+    lines: list[str] = []
+    assert run_web_demo(0, 0, out=lines.append) == 0
+    (demo,) = served
+    assert lines[0] == f"tokenflow web demo on {demo.origins.site}/  (Ctrl-C to stop)"
+    assert lines[1] == f"  attacker page (another origin): {demo.origins.attacker}/"
+    assert "  access tokens live 10 s, sessions 120 s idle, grace 2 s" in lines
+    assert f"  demo user: {USERNAME} / {PASSWORD}" in lines
+    assert not Path(demo.store.sync.path).exists(), "the temporary database was left behind"
+
+
+def test_the_command_reports_a_busy_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", types.ModuleType("uvicorn"))
+    busy = bind(0)
+    try:
+        lines: list[str] = []
+        port = busy.getsockname()[1]
+        assert run_web_demo(port, 0, out=lines.append) == 2
+        assert lines[0].startswith(f"tokenflow web-demo: cannot listen on 127.0.0.1:{port}:")
+    finally:
+        busy.close()
+
+
+def test_serve_runs_both_origins_until_stopped(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn")
+    site_sock, attacker_sock = bind(0), bind(0)
+    site = WebDemo(
+        str(tmp_path / "s.sqlite3"), site=origin_of(site_sock), attacker=origin_of(attacker_sock)
+    )
+    pages: dict[str, bytes] = {}
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        up = asyncio.Event()
+        task = asyncio.create_task(serve(site, site_sock, attacker_sock, stop=stop, started=up.set))
+        await asyncio.wait_for(up.wait(), 10)
+        for origin in (site.origins.site, site.origins.attacker):
+            pages[origin] = await asyncio.to_thread(fetch, origin + "/")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        site_sock.close()
+        attacker_sock.close()
+    assert b"tokenflow web demo" in pages[site.origins.site]
+    assert b"You won a prize" in pages[site.origins.attacker]
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - http://127.0.0.1
+        body: bytes = answer.read()
+    return body
