@@ -293,6 +293,10 @@ async def test_pages_are_served_with_a_content_security_policy(demo: WebDemo) ->
     script = await call(demo.app, "GET", "/demo.js")
     assert script.all("content-type") == ["text/javascript; charset=utf-8"]
     assert b"document.cookie" in script.body
+    assert (await call(demo.app, "GET", "/favicon.ico")).status == 204
+    # Assets need no user: only the page itself went through the flow.
+    ops = [e["op"] for e in demo.journal.since(0) if e["kind"] == "decision"]
+    assert ops == ["GET /"]
     assert (await call(demo.app, "GET", "/nowhere")).status == 404
     config = (await call(demo.app, "GET", "/demo/config")).json()
     assert config["attacker"] == ATTACKER

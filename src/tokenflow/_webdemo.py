@@ -60,6 +60,10 @@ _CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+_ASSETS: Final = {
+    "/demo.js": "text/javascript; charset=utf-8",
+    "/demo.css": "text/css; charset=utf-8",
+}
 # The attacker page's form posts to the demo site: its CSP must allow that.
 _ATTACKER_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"
 
@@ -319,6 +323,14 @@ class WebDemo:
                 seq = 0
             await _json(send, 200, {"entries": self.journal.since(seq)})
             return
+        if method == "GET" and path in _ASSETS:
+            # Scripts and styles need no user: served outside the middleware,
+            # they leave the journal to the requests that matter.
+            await _respond(send, 200, _static(path[1:]), _ASSETS[path])
+            return
+        if method == "GET" and path == "/favicon.ico":
+            await _respond(send, 204, b"", "image/x-icon")
+            return
         if path == "/demo/config" and method == "GET":
             await _json(send, 200, self._public_config())
             return
@@ -375,9 +387,6 @@ class WebDemo:
                 "text/html; charset=utf-8",
                 [("content-security-policy", _CSP)],
             )
-        elif method == "GET" and path in ("/demo.js", "/demo.css"):
-            kind = "text/javascript" if path.endswith(".js") else "text/css"
-            await _respond(send, 200, _static(path[1:]), f"{kind}; charset=utf-8")
         elif method == "GET" and path == "/api/me":
             await self._me(scope, send)
         elif method == "POST" and path == "/api/transfer":
