@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from _web_client import (
     ALICE,
@@ -461,3 +465,59 @@ def test_misconfiguration_is_a_config_error(build: Any, message: str) -> None:
 def test_auth_of_without_the_middleware_is_a_lookup_error() -> None:
     with pytest.raises(LookupError, match="TokenflowMiddleware"):
         auth_of({"type": "http"})
+
+
+def test_the_middleware_imports_no_framework() -> None:
+    code = (
+        "import sys, tokenflow.asgi, tokenflow.wsgi\n"
+        "bad = [m for m in ('fastapi', 'starlette', 'flask', 'django', 'werkzeug', 'httpx',"
+        " 'uvicorn', 'anyio') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
+
+
+_SHARED = World()
+BODIES = st.binary(max_size=300) | st.text(max_size=200).map(str.encode)
+CONTENT_TYPES = st.sampled_from(
+    ["application/json", "application/x-www-form-urlencoded", "text/plain", "", "APPLICATION/JSON"]
+)
+PATHS = st.sampled_from(
+    [
+        "/auth/login",
+        "/auth/logout",
+        "/auth/sessions",
+        "/auth/sessions/revoke",
+        "/auth/sessions/revoke-others",
+        "/account",
+        "/",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    PATHS,
+    st.sampled_from(["GET", "POST", "DELETE", "HEAD", "get"]),
+    CONTENT_TYPES,
+    BODIES,
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["cookie", "origin", "host", "sec-fetch-site", "accept", "content-type"]
+            ),
+            st.text(max_size=60),
+        )
+    ),
+)
+def test_any_request_gets_an_http_answer(
+    path: str, method: str, content_type: str, body: bytes, headers: list[tuple[str, str]]
+) -> None:
+    latin = [(n, v.encode("utf-8").decode("latin-1")) for n, v in headers]
+    reply = _SHARED.call(method, path, [*latin, ("content-type", content_type)], body)
+    assert reply.status in {200, 303, 401, 403, 404, 405, 413, 415, 429, 503}
+    if reply.status == 303:
+        location = reply.header("location")
+        assert location is not None
+        assert location.startswith("/")
+        assert not location.startswith(("//", "/\\"))
