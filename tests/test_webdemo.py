@@ -189,6 +189,9 @@ async def test_the_api_refreshes_silently_after_the_access_token_expires(
     await log_in(demo, jar)
     first = await call(demo.app, "GET", "/api/me", jar=jar)
     assert first.json()["decision"] == "Process"
+    # The access path is journalled too, though it never reaches the store.
+    last = demo.journal.since(0)[-1]
+    assert (last["op"], last["decision"], last["status"]) == ("GET /api/me", "Process", 200)
     clock.advance(11)
     jar.cookies.pop("tf_access")  # the browser drops it at Max-Age
     again = await call(demo.app, "GET", "/api/me", jar=jar)
