@@ -70,9 +70,15 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from tokenflow._webdemo import WebDemo, bind, demo_config, origin_of, serve  # noqa: E402
 
-ARTIFACTS = Path(
-    os.environ.get("TOKENFLOW_ARTIFACTS") or tempfile.mkdtemp(prefix="tokenflow-browser-")
-)
+
+def artifacts_dir() -> Path:
+    """Where failures leave their screenshots: $TOKENFLOW_ARTIFACTS, else a new temp dir."""
+    chosen = os.environ.get("TOKENFLOW_ARTIFACTS")
+    if not chosen:
+        return Path(tempfile.mkdtemp(prefix="tokenflow-browser-"))
+    path = Path(chosen)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 # -- the server ----------------------------------------------------------------------
@@ -217,15 +223,15 @@ def screenshots_on_failure(test: _F) -> _F:
         except Exception as exc:
             driver: WebDriver = kwargs["browser"]
             demo: DemoServer = kwargs["server"]
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
             saved: list[str] = []
             try:
+                artifacts = artifacts_dir()
                 for index, handle in enumerate(driver.window_handles):
                     driver.switch_to.window(handle)
-                    path = ARTIFACTS / f"{test.__name__}-tab{index}.png"
+                    path = artifacts / f"{test.__name__}-tab{index}.png"
                     if driver.save_screenshot(str(path)):
                         saved.append(str(path))
-                journal = ARTIFACTS / f"{test.__name__}-journal.json"
+                journal = artifacts / f"{test.__name__}-journal.json"
                 journal.write_text(json.dumps(demo.journal(), indent=1))
                 saved.append(str(journal))
             except Exception as capture:
