@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sqlite3
+import subprocess
 import sys
 import types
 import urllib.request
@@ -448,3 +450,23 @@ def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - http://127.0.0.1
         body: bytes = answer.read()
     return body
+
+
+def test_the_command_stops_cleanly_on_sigterm() -> None:
+    pytest.importorskip("uvicorn")
+    command = [sys.executable, "-u", "-m", "tokenflow", "web-demo", "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        site = lines[0].split()[4].rstrip("/")
+        database = Path(lines[2].split(": ", 1)[1].strip())
+        assert b"tokenflow web demo" in fetch(site + "/")
+        assert database.exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert not database.parent.exists(), "the temporary database was left behind"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

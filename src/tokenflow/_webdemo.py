@@ -26,6 +26,7 @@ import asyncio
 import contextvars
 import json
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -37,7 +38,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from ._config import FlowConfig
-from ._cookies import CookiePolicy
+from ._cookies import CookiePolicy, render_clear_cookie
 from ._drivers import AsyncFlow
 from ._keyring import KeyRing
 from ._model import Decision, Forbidden, LoggedOut, Process, Reissue, Request, Unauthorized
@@ -45,7 +46,7 @@ from .asgi import Endpoints, Message, Receive, Scope, Send, TokenflowMiddleware,
 from .stores.sqlite import AsyncSQLiteStore
 from .testing import AsyncFakePasswordVerifier, AsyncFakeUserDirectory
 
-__all__ = ["DEMO_USERS", "WebDemo", "demo_config", "run_web_demo", "serve"]
+__all__ = ["DEMO_USERS", "Journal", "WebDemo", "demo_config", "run_web_demo", "serve"]
 
 DEMO_USERS: Final = (
     ("alice@example.com", "alice", "correct horse battery staple"),
@@ -337,9 +338,7 @@ class WebDemo:
         if path == "/demo/drop-access" and method == "POST":
             # The page cannot delete an HttpOnly cookie: the server does it.
             policy = self.config.cookies
-            header = f"{policy.access_name}=; Max-Age=0; Path={policy.path}; HttpOnly; " + (
-                f"SameSite={policy.same_site.value}"
-            )
+            header = render_clear_cookie(policy.access_name, policy)
             self.journal.note("access cookie dropped on request: the next call must refresh")
             self.journal.set_cookie(path, 204, header)
             await _respond(send, 204, b"", "text/plain", [("set-cookie", header)])
@@ -557,6 +556,10 @@ async def serve(
             waiter.cancel()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 INSTALL_HINT: Final = "pip install 'tokenflow[demo]'  (the demo runs on uvicorn)"
 
 
@@ -593,11 +596,16 @@ def run_web_demo(
     )
     for username, _, password in DEMO_USERS:
         out(f"  demo user: {username} / {password}")
+    # uvicorn stops on SIGINT and SIGTERM, then raises the signal again once
+    # it has shut down; SIGTERM's default action would end the process before
+    # the temporary database is removed, so it interrupts like Ctrl-C here.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         asyncio.run(serve(demo, site, attacker_sock))
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         site.close()
         attacker_sock.close()
         if directory is not None:
