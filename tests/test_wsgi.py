@@ -126,3 +126,28 @@ def test_an_async_flow_is_refused() -> None:
     flow = AsyncFlow(KeyRing.generate(), AsyncMemoryStore(), AsyncFakeUserDirectory())
     with pytest.raises(ConfigError, match="AsyncFlow"):
         TokenflowMiddleware(App(), flow)  # type: ignore[arg-type]
+
+
+def test_sessions_through_wsgi_and_a_store_failure() -> None:
+    world = World()
+    laptop, phone = Jar(), Jar()
+    for jar in (laptop, phone):
+        world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], login_form(), jar=jar)
+    listed = world.call("GET", "/auth/sessions", jar=laptop).json()["sessions"]
+    assert len(listed) == 2
+    done = world.call(
+        "POST", "/auth/sessions/revoke-others", [*SAME_ORIGIN, FORM], b"next=/account", jar=laptop
+    )
+    assert (done.status, done.header("location")) == (303, "/account")
+    world.clock.advance(600)  # the phone's access token runs out; its refresh is revoked
+    assert world.call("GET", "/account", jar=phone).status == 401
+    assert world.call("GET", "/account", jar=laptop).status == 200
+    world.store.arm(Fault.BEFORE_COMMIT, ["sessions_of"])
+    assert world.call("GET", "/auth/sessions", jar=laptop).status == 503
+
+
+def test_a_garbled_content_length_is_refused() -> None:
+    world = World()
+    environ_headers = [*SAME_ORIGIN, FORM, ("content-length", "12abc")]
+    reply = world.call("POST", "/auth/login", environ_headers, login_form(), chunked=True)
+    assert reply.status == 413

@@ -57,6 +57,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _USER_AGENT_LIMIT: Final = 256
 """User agents are stored with sessions ("your devices"): clipped, so a client
 cannot make the store keep kilobytes per session."""
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _HOP_LIMIT: Final = 32
 """Forwarded chains longer than this are cut from the left (the client's side)."""
 
@@ -389,6 +390,20 @@ def route_request_from_asgi(scope: Mapping[str, Any], proxies: TrustedProxies | 
     method = scope["method"]
     if type(method) is not str:
         raise TypeError("scope['method'] must be str")
+    if method in _SAFE_METHODS:
+        # GET, HEAD, OPTIONS: the flow consults no header but the cookie (the
+        # cross-origin check applies to unsafe methods and logins only), so
+        # the hot path reads nothing else. ASGI header names are lower-case
+        # bytes; anything else takes the full reader, which checks types.
+        cookie: str | None = None
+        for name, value in scope["headers"]:
+            if len(name) == 6 and type(name) is bytes and name.lower() == b"cookie":
+                if type(value) is not bytes:
+                    break
+                text = value.decode("latin-1")
+                cookie = text if cookie is None else f"{cookie}; {text}"
+        else:
+            return Request._parsed(method, cookie, None, None, None)
     fields = _collect(scope["headers"])
     get = fields.get
     # Every value is a str decoded by _collect: Request's own type checks

@@ -150,16 +150,16 @@ class Request:
         """A Request from values :mod:`tokenflow._http` decoded itself (all str
         or None), without re-checking their types: the middleware's hot path."""
         self = object.__new__(cls)
-        set_ = object.__setattr__
-        set_(self, "method", method)
-        set_(self, "cookie_header", cookie_header)
-        set_(self, "cookies", None)
-        set_(self, "credentials", None)
-        set_(self, "sec_fetch_site", sec_fetch_site)
-        set_(self, "origin", origin)
-        set_(self, "host", host)
-        set_(self, "metadata", _NO_METADATA)
-        set_(self, "client_address", None)
+        # The slots' own descriptors: a frozen dataclass refuses setattr.
+        _SET_METHOD(self, method)
+        _SET_COOKIE_HEADER(self, cookie_header)
+        _SET_COOKIES(self, None)
+        _SET_CREDENTIALS(self, None)
+        _SET_SEC_FETCH_SITE(self, sec_fetch_site)
+        _SET_ORIGIN(self, origin)
+        _SET_HOST(self, host)
+        _SET_METADATA(self, _NO_METADATA)
+        _SET_CLIENT_ADDRESS(self, None)
         return self
 
     @classmethod
@@ -225,6 +225,31 @@ class Request:
             method, headers, peer=peer, credentials=credentials, proxies=proxies
         )
 
+
+(
+    _SET_METHOD,
+    _SET_COOKIE_HEADER,
+    _SET_COOKIES,
+    _SET_CREDENTIALS,
+    _SET_SEC_FETCH_SITE,
+    _SET_ORIGIN,
+    _SET_HOST,
+    _SET_METADATA,
+    _SET_CLIENT_ADDRESS,
+) = (
+    Request.__dict__[name].__set__
+    for name in (
+        "method",
+        "cookie_header",
+        "cookies",
+        "credentials",
+        "sec_fetch_site",
+        "origin",
+        "host",
+        "metadata",
+        "client_address",
+    )
+)
 
 # -- events ----------------------------------------------------------------------
 

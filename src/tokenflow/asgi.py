@@ -101,7 +101,7 @@ class TokenflowMiddleware:
     headers are believed (none by default).
     """
 
-    __slots__ = ("_app", "_async", "_endpoints", "_flow", "_proxies", "_required")
+    __slots__ = ("_app", "_async", "_endpoints", "_flow", "_proxies", "_required", "_routes")
 
     def __init__(
         self,
@@ -126,6 +126,7 @@ class TokenflowMiddleware:
         self._async = isinstance(flow, AsyncFlow)
         self._required = required_predicate(required)
         self._endpoints = endpoints
+        self._routes = endpoints._routes
         self._proxies = proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,29 +135,29 @@ class TokenflowMiddleware:
             await self._app(scope, receive, send)
             return
         path = scope["path"]
-        kind = self._endpoints.route(path)
+        kind = self._routes.get(path)
         if kind is not None:
             request = Request.from_asgi(scope, proxies=self._proxies)
             response = await self._endpoint(kind, request, scope, receive)
             await _send_response(send, response)
             return
         request = route_request_from_asgi(scope, self._proxies)
-        if self._async:
-            decision = await self._flow.decide(request)  # type: ignore[misc]
-        else:
-            # A sync Flow: the access path needs no store and is answered
-            # here, on the loop; anything further runs in a worker thread.
-            flow = self._flow
-            now = flow._clock()
-            first = flow._core.begin(request, now)
-            if type(first) is Process:
-                # The hot path, inlined: a valid access token, nothing to append.
-                auth = Auth(first)
-                state = scope.get("state")
-                state = {"tokenflow": auth} if state is None else {**state, "tokenflow": auth}
-                await self._app({**scope, "tokenflow": auth, "state": state}, receive, send)
-                return
-            decision = await self._finish(request, now, first)
+        # Step 1 (a valid access token) needs no port, for either kind of
+        # flow: it is answered here, on the loop, with nothing to append.
+        flow = self._flow
+        now = flow._clock()
+        first = flow._core.begin(request, now)
+        if type(first) is Process:
+            auth = Auth(first)
+            scope["tokenflow"] = auth
+            state = scope.get("state")
+            if state is None:
+                scope["state"] = {"tokenflow": auth}
+            else:
+                state["tokenflow"] = auth
+            await self._app(scope, receive, send)
+            return
+        decision = await self._finish(request, now, first)
         outcome = for_route(decision, self._required(path))
         if isinstance(outcome, Response):
             await _send_response(send, outcome)
@@ -164,18 +165,17 @@ class TokenflowMiddleware:
         await self._app(_with_auth(scope, outcome), receive, _cookie_sender(send, outcome))
 
     async def _decide(self, request: Request) -> Decision:
-        flow = self._flow
-        if self._async:
-            return await flow.decide(request)  # type: ignore[no-any-return,misc]
-        now = flow._clock()
-        return await self._finish(request, now, flow._core.begin(request, now))
+        now = self._flow._clock()
+        return await self._finish(request, now, self._flow._core.begin(request, now))
 
     async def _finish(self, request: Request, now: float, first: Decision | Pending) -> Decision:
-        """The rest of a sync Flow's decision: the store is called in a worker thread."""
+        """The rest of a decision: a sync Flow's store calls run in a worker thread."""
         if not isinstance(first, Pending):
             return first
         flow: Any = self._flow
         steps = flow._core.resume(first, request, now, flow._random)
+        if self._async:
+            return await flow._run(steps)  # type: ignore[no-any-return]
         return await asyncio.to_thread(flow._run, steps)
 
     async def _call(self, name: str, *args: Any) -> Any:
@@ -247,11 +247,15 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 
 def _with_auth(scope: Scope, outcome: PassThrough) -> Scope:
-    # A copy: the server's scope (and its lifespan "state" dict) stays untouched.
+    # In place, as ASGI allows: the server makes a scope for each request, and
+    # hands each one a shallow copy of the lifespan "state" dict.
+    scope["tokenflow"] = outcome.auth
     state = scope.get("state")
-    state = {} if state is None else dict(state)
-    state["tokenflow"] = outcome.auth
-    return {**scope, "tokenflow": outcome.auth, "state": state}
+    if state is None:
+        scope["state"] = {"tokenflow": outcome.auth}
+    else:
+        state["tokenflow"] = outcome.auth
+    return scope
 
 
 def _cookie_sender(send: Send, outcome: PassThrough) -> Send:
