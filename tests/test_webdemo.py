@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenflow import _webdemo as webdemo
 from tokenflow.__main__ import main
@@ -153,6 +155,9 @@ async def test_login_is_journalled_with_its_cookies_shortened(demo: WebDemo) -> 
     jar = Jar()
     reply = await log_in(demo, jar)
     entries = demo.journal.since(0)
+    # Each decision once, whichever inner path of the flow took it.
+    decisions = [(e["op"], e["decision"]) for e in entries if e["kind"] == "decision"]
+    assert decisions == [("POST /auth/login", "Reissue")]
     assert "LoggedIn(user_id='alice'" in " ".join(events(entries))
     logged = {e["name"]: e for e in entries if e["kind"] == "set-cookie"}
     assert set(logged) == {"tf_access", "tf_refresh"}
@@ -470,3 +475,40 @@ def test_the_command_stops_cleanly_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("ports", [(70000, 0), (0, -1)])
+def test_the_command_refuses_a_bad_port(
+    monkeypatch: pytest.MonkeyPatch, ports: tuple[int, int]
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", types.ModuleType("uvicorn"))
+    lines: list[str] = []
+    assert run_web_demo(*ports, out=lines.append) == 2
+    assert lines[0].endswith("is not a port number (0-65535; 0 picks a free one)")
+
+
+def test_the_command_reports_a_store_it_cannot_open(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", types.ModuleType("uvicorn"))
+    lines: list[str] = []
+    missing = tmp_path / "no-such-directory" / "sessions.sqlite3"
+    assert run_web_demo(0, 0, str(missing), out=lines.append) == 2
+    assert lines[0].startswith(f"tokenflow web-demo: cannot open the session store {missing}:")
+
+
+@settings(max_examples=50, deadline=None)
+@given(query=st.binary(max_size=64))
+def test_any_journal_cursor_gets_an_answer(tmp_path_factory: Any, query: bytes) -> None:
+    async def run() -> Reply:
+        path = tmp_path_factory.mktemp("log") / "s.sqlite3"
+        site = WebDemo(str(path), site=SITE, attacker=ATTACKER)
+        try:
+            site.journal.note("one entry")
+            return await call(site.app, "GET", "/demo/log", query=query)
+        finally:
+            await site.aclose()
+
+    reply = asyncio.run(run())
+    assert reply.status == 200
+    assert isinstance(reply.json()["entries"], list)

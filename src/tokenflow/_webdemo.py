@@ -28,18 +28,21 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import parse_qs
 
 from ._config import FlowConfig
 from ._cookies import CookiePolicy, render_clear_cookie
 from ._drivers import AsyncFlow
+from ._errors import ConfigError
+from ._flow import FlowCore, Pending, Steps
 from ._keyring import KeyRing
 from ._model import Decision, Forbidden, LoggedOut, Process, Reissue, Request, Unauthorized
 from .asgi import Endpoints, Message, Receive, Scope, Send, TokenflowMiddleware, auth_of
@@ -192,28 +195,45 @@ class Journal:
         return issued[0] if len(issued) >= 2 else None
 
 
+class _RecordingCore:
+    """The flow's decision core, with every decision it reaches at once recorded."""
+
+    __slots__ = ("_core", "_journal")
+
+    def __init__(self, core: FlowCore, journal: Journal) -> None:
+        self._core = core
+        self._journal = journal
+
+    def begin(self, request: Request, now: float) -> Decision | Pending:
+        first = self._core.begin(request, now)
+        if not isinstance(first, Pending):
+            self._journal.decision("decide", first)
+        return first
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._core, name)
+
+
 class _RecordingFlow(AsyncFlow):
-    """An AsyncFlow that writes every decision it makes to the journal."""
+    """An AsyncFlow that writes every decision it makes to the journal.
+
+    The middleware takes decisions through the flow's two inner steps (the
+    core's first step, answered on the event loop when no port is needed,
+    then the port calls), not always through :meth:`decide`: both steps are
+    recorded, so every decision is journalled exactly once, whichever path
+    took it (decide, login, logout, or the middleware's own).
+    """
 
     __slots__ = ("_journal",)
 
     def __init__(self, journal: Journal, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._journal = journal
+        self._core = cast(Any, _RecordingCore(self._core, journal))
 
-    async def decide(self, request: Request, *, now: float | None = None) -> Decision:
-        decision = await super().decide(request, now=now)
+    async def _run(self, steps: Steps) -> Decision:
+        decision = await super()._run(steps)
         self._journal.decision("decide", decision)
-        return decision
-
-    async def login(self, request: Request, *, now: float | None = None) -> Decision:
-        decision = await super().login(request, now=now)
-        self._journal.decision("login", decision)
-        return decision
-
-    async def logout(self, request: Request, *, now: float | None = None) -> Decision:
-        decision = await super().logout(request, now=now)
-        self._journal.decision("logout", decision)
         return decision
 
 
@@ -575,17 +595,30 @@ def run_web_demo(
     except ImportError:
         out(f"tokenflow web-demo: uvicorn is not installed: {INSTALL_HINT}")
         return 2
+    sockets: list[socket.socket] = []
+    for wanted in (port, attacker_port):
+        if not 0 <= wanted <= 65535:
+            out(f"tokenflow web-demo: {wanted} is not a port number (0-65535; 0 picks a free one)")
+            return 2
+        try:
+            sockets.append(bind(wanted))
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            out(f"tokenflow web-demo: cannot listen on 127.0.0.1:{wanted}: {exc.strerror}")
+            return 2
+    site, attacker_sock = sockets
     directory = None
     if db is None:
         directory = tempfile.TemporaryDirectory(prefix="tokenflow-web-demo-")
         db = os.path.join(directory.name, "sessions.sqlite3")
     try:
-        site = bind(port)
-    except OSError as exc:
-        out(f"tokenflow web-demo: cannot listen on 127.0.0.1:{port}: {exc.strerror}")
+        demo = WebDemo(db, site=origin_of(site), attacker=origin_of(attacker_sock))
+    except (ConfigError, OSError, sqlite3.Error) as exc:
+        site.close()
+        attacker_sock.close()
+        out(f"tokenflow web-demo: cannot open the session store {db}: {exc}")
         return 2
-    attacker_sock = bind(attacker_port)
-    demo = WebDemo(db, site=origin_of(site), attacker=origin_of(attacker_sock))
     config = demo.config
     out(f"tokenflow web demo on {demo.origins.site}/  (Ctrl-C to stop)")
     out(f"  attacker page (another origin): {demo.origins.attacker}/")
