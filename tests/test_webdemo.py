@@ -512,3 +512,20 @@ def test_any_journal_cursor_gets_an_answer(tmp_path_factory: Any, query: bytes) 
     reply = asyncio.run(run())
     assert reply.status == 200
     assert isinstance(reply.json()["entries"], list)
+
+
+@pytest.mark.asyncio
+async def test_logging_in_as_the_other_user_switches_accounts(demo: WebDemo) -> None:
+    jar = Jar()
+    await log_in(demo, jar)
+    alice = (await call(demo.app, "GET", "/api/me", jar=jar)).json()["session_id"]
+    username, _, password = DEMO_USERS[1]
+    body = f"username={username}&password={password.replace('&', '%26')}&next=/".encode()
+    reply = await call(
+        demo.app, "POST", "/auth/login", jar=jar, headers=[*SAME_ORIGIN, FORM], body=body
+    )
+    assert reply.status == 303
+    me = (await call(demo.app, "GET", "/api/me", jar=jar)).json()
+    assert me["user_id"] == "bob"
+    assert me["name"] == "Bob"
+    assert alice not in [info.session_id for info in await demo.flow.sessions_of("alice")]
