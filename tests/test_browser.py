@@ -158,7 +158,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
 # -- the browser ---------------------------------------------------------------------
 
 
-def _chromium(user_data_dir: str) -> WebDriver:
+def _chromium(root: str) -> WebDriver:
+    """Chromium with its profile and its temporary files under ``root``."""
+    user_data_dir = os.path.join(root, "profile")
+    scratch = os.path.join(root, "tmp")
+    os.makedirs(scratch)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -180,7 +184,9 @@ def _chromium(user_data_dir: str) -> WebDriver:
     ):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager (which could download) never runs.
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    # TMPDIR keeps Chromium's singleton socket directory out of the shared /tmp.
+    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": scratch})
+    driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(10)
     driver.set_script_timeout(10)
     return driver
@@ -188,13 +194,15 @@ def _chromium(user_data_dir: str) -> WebDriver:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[WebDriver]:
-    profile = tempfile.mkdtemp(prefix="tokenflow-chromium-")
-    driver = _chromium(profile)
+    root = tempfile.mkdtemp(prefix="tokenflow-chromium-")
     try:
-        yield driver
+        driver = _chromium(root)
+        try:
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
