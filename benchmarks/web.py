@@ -27,6 +27,7 @@ them, the group says so and skips those figures.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import re
@@ -475,8 +476,15 @@ def run(settings: Settings, report: Report) -> None:
         return
     http = _over_http(settings)
     ratios = http.ratios
+    # uvicorn picks httptools and uvloop when installed (uvicorn[standard]),
+    # else h11 and asyncio's loop: a slower server makes the ratio kinder.
+    stack = "+".join(
+        name if importlib.util.find_spec(name) else fallback
+        for name, fallback in (("httptools", "h11"), ("uvloop", "asyncio"))
+    )
+    report.add_detail(GROUP, "uvicorn_stack", stack)
     print(
-        f"\n== {GROUP}: uvicorn (1 worker) + wrk on loopback, "
+        f"\n== {GROUP}: uvicorn (1 worker, {stack}) + wrk on loopback, "
         f"{http.header_bytes} B Cookie header, {len(ratios)} x {http.seconds:g} s runs =="
     )
     table = [

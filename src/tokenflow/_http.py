@@ -397,7 +397,9 @@ def route_request_from_asgi(scope: Mapping[str, Any], proxies: TrustedProxies | 
         # bytes; anything else takes the full reader, which checks types.
         cookie: str | None = None
         for name, value in scope["headers"]:
-            if len(name) == 6 and type(name) is bytes and name.lower() == b"cookie":
+            if name == b"cookie" or (
+                len(name) == 6 and type(name) is bytes and name.lower() == b"cookie"
+            ):
                 if type(value) is not bytes:
                     break
                 text = value.decode("latin-1")
