@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import flow, oidc, passwords, scale, stores, tokens
+from . import flow, oidc, passwords, scale, stores, tokens, web
 from ._harness import DEFAULT_BATCH_MS, DEFAULT_ROUNDS, Report, Settings
 
 
@@ -53,6 +53,11 @@ GROUPS: Final[tuple[Group, ...]] = (
         "passwords",
         "argon2id logins: unknown user vs wrong password; throttled attempt vs a verification",
         passwords.run,
+    ),
+    Group(
+        "web",
+        "ASGI middleware against decide, and under uvicorn + wrk against a bare endpoint",
+        web.run,
     ),
 )
 

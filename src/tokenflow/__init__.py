@@ -15,6 +15,7 @@ from ._config import FlowConfig
 from ._cookies import CookiePolicy, SameSite, parse_cookie_header
 from ._drivers import AsyncFlow, Flow
 from ._errors import ConfigError, InvalidToken, InvalidTokenReason, TokenflowError, TokenTooLarge
+from ._http import ForwardedHeaders, TrustedProxies
 from ._keyring import Key, KeyRing
 from ._model import (
     AmbiguousCookie,
@@ -68,6 +69,7 @@ __all__ = [
     "Flow",
     "FlowConfig",
     "Forbidden",
+    "ForwardedHeaders",
     "Identity",
     "InvalidToken",
     "InvalidTokenReason",
@@ -100,6 +102,7 @@ __all__ = [
     "TokenTooLarge",
     "TokenflowError",
     "TooManyRequests",
+    "TrustedProxies",
     "Unauthorized",
     "UnauthorizedReason",
     "Unavailable",

@@ -1,4 +1,4 @@
-"""Command line: ``python -m tokenflow keygen | demo | hash-password``."""
+"""Command line: ``python -m tokenflow keygen | demo | web-demo | hash-password``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,12 @@ def _hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web_demo(args: argparse.Namespace) -> int:
+    from ._webdemo import run_web_demo
+
+    return run_web_demo(args.port, args.attacker_port, args.db)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tokenflow`` and the ``tokenflow`` script."""
     parser = argparse.ArgumentParser(prog="python -m tokenflow", description=__doc__)
@@ -111,6 +117,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     hashing.add_argument("--time-cost", type=int, metavar="N", help="iterations")
     hashing.add_argument("--parallelism", type=int, metavar="N", help="lanes")
     hashing.set_defaults(run=_hash_password)
+    web_demo = commands.add_parser(
+        "web-demo",
+        help="serve the flow in your browser on 127.0.0.1 (needs: pip install 'tokenflow[demo]')",
+        description=(
+            "Serve a page on http://127.0.0.1:PORT/ that logs in, shows the cookies and a live "
+            "log of every decision, lets the access token expire (10 s), replays a stolen "
+            "refresh token, and tries a cross-origin form from a second local origin. Runs on "
+            "uvicorn: pip install 'tokenflow[demo]'."
+        ),
+    )
+    web_demo.add_argument("--port", type=int, default=8000, help="port of the demo site")
+    web_demo.add_argument(
+        "--attacker-port",
+        type=int,
+        default=0,
+        help="port of the attacker page, another origin (default: any free port)",
+    )
+    web_demo.add_argument("--db", help="SQLite file to use (default: a temporary file)")
+    web_demo.set_defaults(run=_web_demo)
     args = parser.parse_args(argv)
     return int(args.run(args))
 
