@@ -45,7 +45,6 @@ from tokenflow import (
     Request,
     ReuseDetected,
     ReuseDetectedReason,
-    SessionInfo,
     SessionRevoked,
     SessionRevokedReason,
     TokenCodec,
@@ -54,7 +53,7 @@ from tokenflow import (
     UnauthorizedReason,
     Unavailable,
 )
-from tokenflow._sessions import NewSession, Rotation, RotationResult, derive_successor, verifier_of
+from tokenflow._sessions import derive_successor, verifier_of
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
 from tokenflow.testing import (
     AsyncFakeUserDirectory,
@@ -63,6 +62,9 @@ from tokenflow.testing import (
     FakeExternalTokenVerifier,
     FakePasswordVerifier,
     FakeUserDirectory,
+    Fault,
+    FaultyStore,
+    RecordingStore,
 )
 
 T0 = 1_700_000_000.0
@@ -80,46 +82,13 @@ BOB_PASSWORD = "Tr0ub4dor&3"
 # -- the world a test runs in ------------------------------------------------------
 
 
-class CountingStore:
-    """A SessionStore proxy that records every call and can be switched off."""
-
-    def __init__(self, inner: MemoryStore) -> None:
-        self.inner = inner
-        self.calls: list[str] = []
-        self.down: Exception | None = None
-
-    def _enter(self, name: str) -> None:
-        self.calls.append(name)
-        if self.down is not None:
-            raise self.down
-
-    def create(self, session: NewSession) -> None:
-        self._enter("create")
-        self.inner.create(session)
-
-    def rotate(self, rotation: Rotation) -> RotationResult:
-        self._enter("rotate")
-        return self.inner.rotate(rotation)
-
-    def revoke(self, session_id: str) -> bool:
-        self._enter("revoke")
-        return self.inner.revoke(session_id)
-
-    def revoke_user(self, user_id: str) -> int:
-        self._enter("revoke_user")
-        return self.inner.revoke_user(user_id)
-
-    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        self._enter("sessions_of")
-        return self.inner.sessions_of(user_id, now=now)
-
-
 @dataclass
 class World:
     clock: FakeClock
     ring: KeyRing
     memory: MemoryStore
-    store: CountingStore
+    faults: FaultyStore
+    store: RecordingStore
     users: FakeUserDirectory
     passwords: FakePasswordVerifier
     google: FakeExternalTokenVerifier
@@ -128,6 +97,13 @@ class World:
 
     def browser(self) -> Browser:
         return Browser(self.clock)
+
+    def store_down(self, outage: Exception | None) -> None:
+        """Every store call raises ``outage`` (recorded all the same); None ends it."""
+        if outage is None:
+            self.faults.disarm()
+        else:
+            self.faults.arm(Fault.BEFORE_COMMIT, error=outage)
 
     def send(
         self,
@@ -174,7 +150,8 @@ def make_world(config: FlowConfig | None = None, *, with_passwords: bool = True)
     clock = FakeClock(T0)
     ring = KeyRing(Key.generate("k1"))
     memory = MemoryStore()
-    store = CountingStore(memory)
+    faults = FaultyStore(memory)
+    store = RecordingStore(faults)
     users = FakeUserDirectory()
     users.add_user("alice", {"roles": ["editor"], "tenant": "acme"})
     users.add_user("bob", {"roles": ["viewer"]})
@@ -192,7 +169,7 @@ def make_world(config: FlowConfig | None = None, *, with_passwords: bool = True)
         config=config,
         clock=clock,
     )
-    return World(clock, ring, memory, store, users, passwords, google, flow, config)
+    return World(clock, ring, memory, faults, store, users, passwords, google, flow, config)
 
 
 @pytest.fixture
@@ -269,8 +246,8 @@ def test_valid_access_token_processes_without_touching_any_port(world: World) ->
     browser = world.browser()
     login = world.login(browser)
     world.clock.advance(119)
-    world.store.calls.clear()
-    world.store.down = ConnectionError("the store must not be called")
+    world.store.clear()
+    world.store_down(ConnectionError("the store must not be called"))
     world.users.unavailable = True
 
     decision = world.send(browser)
@@ -285,7 +262,7 @@ def test_valid_access_token_processes_without_touching_any_port(world: World) ->
     assert decision.claims["tenant"] == "acme"
     assert decision.claims["iat"] == int(T0)
     assert decision.claims["exp"] == int(T0) + 120
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 def test_login_reissue_sets_both_cookies_with_secure_attributes(world: World) -> None:
@@ -323,7 +300,7 @@ def test_rejected_access_token_is_reported_then_the_refresh_token_takes_over(
     login = world.login(world.browser())
     access, failure = _access_variants(login)[variant]
     now = world.clock.advance(125)  # past the access token's exp + leeway
-    world.store.calls.clear()
+    world.store.clear()
 
     decision = world.flow.decide(with_cookies(access, tokens(login)[REFRESH]), now=now)
 
@@ -334,7 +311,7 @@ def test_rejected_access_token_is_reported_then_the_refresh_token_takes_over(
     )
     assert decision.session_id == login.session_id
     assert decision.claims["exp"] == int(now) + 120
-    assert world.store.calls == ["rotate"]
+    assert world.store.methods == ["rotate"]
 
 
 def test_tokens_from_the_future_are_not_yet_valid(world: World) -> None:
@@ -347,7 +324,7 @@ def test_tokens_from_the_future_are_not_yet_valid(world: World) -> None:
         TokenRejected(Purpose.ACCESS, InvalidTokenReason.NOT_YET_VALID),
         TokenRejected(Purpose.REFRESH, InvalidTokenReason.NOT_YET_VALID),
     )
-    assert world.store.calls == ["create"]
+    assert world.store.methods == ["create"]
     # Within the leeway, a server whose clock is slightly behind accepts them.
     assert isinstance(world.flow.decide(with_cookies(sent[ACCESS]), now=T0 - 5), Process)
 
@@ -724,7 +701,7 @@ def test_bad_password_fails_and_never_leaks_the_password(
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
     assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", username),)
     assert decision.set_cookies == ()
-    assert world.store.calls == []
+    assert world.store.methods == []
     for text in (repr(request), repr(decision), str(decision), repr(decision.events)):
         assert password not in text
     assert PASSWORD not in repr(Request(credentials=PasswordCredentials(ALICE, PASSWORD)))
@@ -744,7 +721,7 @@ def test_without_a_password_verifier_password_logins_fail() -> None:
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
     assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", None),)
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert PASSWORD not in repr(decision)
 
 
@@ -792,7 +769,7 @@ def test_external_login_failures(world: World, provider: str, token: str, failur
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
     assert decision.events == (LoginFailed(failure, provider),)
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert issued not in repr(decision)
 
 
@@ -853,7 +830,7 @@ def test_smuggled_non_string_password_fields_fail_the_login(
     decision = world.flow.decide(Request("POST", credentials=credentials))
     assert isinstance(decision, Unauthorized)
     assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", None),)
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 # -- sessions: new ids, listing, revocation, logout ----------------------------------------
@@ -867,7 +844,7 @@ def test_every_login_opens_a_new_session_id(world: World) -> None:
     assert first.session_id != second.session_id
     sessions = world.flow.sessions_of("alice")
     assert [s.session_id for s in sessions] == [first.session_id, second.session_id]
-    assert world.store.calls[-1] == "sessions_of"
+    assert world.store.methods[-1] == "sessions_of"
 
     # Logging in again after a logout never revives the old id.
     world.logout(laptop)
@@ -969,19 +946,19 @@ def test_logout_without_cookies_still_clears_both(world: World) -> None:
     assert isinstance(decision, LoggedOut)
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
     assert decision.events == ()
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 def test_cross_origin_logout_is_forbidden_and_revokes_nothing(world: World) -> None:
     browser = world.browser()
     login = world.login(browser)
-    world.store.calls.clear()
+    world.store.clear()
     decision = world.logout(browser, same_origin=False)
     assert isinstance(decision, Forbidden)
     assert decision.status == 403
     assert decision.set_cookies == ()
     assert decision.events == (CrossOriginRejected("POST", "https://app.example", "cross-site"),)
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert world.live() == [login.session_id]
     assert isinstance(world.send(browser), Process)
 
@@ -1038,7 +1015,7 @@ def test_unauthorized_clears_exactly_the_auth_cookies_that_were_sent(
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.NO_CREDENTIALS
     assert decision.set_cookies == cleared
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 # -- CSRF -----------------------------------------------------------------------------------
@@ -1050,28 +1027,28 @@ def test_cross_site_unsafe_request_is_forbidden_even_with_a_valid_access_token(
 ) -> None:
     browser = world.browser()
     world.login(browser)
-    world.store.calls.clear()
+    world.store.clear()
     decision = world.send(browser, method, same_origin=False)
     assert isinstance(decision, Forbidden)
     assert decision.status == 403
     assert decision.set_cookies == ()
     assert decision.events == (CrossOriginRejected(method, "https://app.example", "cross-site"),)
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 def test_cross_site_request_rotates_revokes_and_mints_nothing(world: World) -> None:
     browser = world.browser()
     login = world.login(browser)
     world.clock.advance(130)  # a forged request would otherwise rotate the refresh token
-    world.store.calls.clear()
+    world.store.clear()
     forged = world.send(
         browser, "POST", credentials=PasswordCredentials(BOB, BOB_PASSWORD), same_origin=False
     )
     assert isinstance(forged, Forbidden)
     assert forged.set_cookies == ()
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert world.flow.logout(browser.request("POST", same_origin=False)) == forged
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert world.flow.sessions_of("bob") == []
     # The refresh token was left untouched: the real page rotates it to generation 1.
     real = world.send(browser)
@@ -1145,7 +1122,7 @@ def test_duplicated_auth_cookies_alone_give_401_clearing_them(world: World) -> N
     assert decision.reason is UnauthorizedReason.NO_CREDENTIALS
     assert decision.events == (AmbiguousCookie(ACCESS), AmbiguousCookie(REFRESH))
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
-    assert world.store.calls == ["create"]
+    assert world.store.methods == ["create"]
 
 
 def test_oversize_cookie_header_is_malformed_and_clears_both(world: World) -> None:
@@ -1214,13 +1191,13 @@ def test_store_down_at_refresh_is_unavailable_and_nothing_is_lost(world: World) 
     login = world.login(browser)
     world.clock.advance(130)
     outage = ConnectionError("store down")
-    world.store.down = outage
+    world.store_down(outage)
 
     decision = world.send(browser)
 
     _assert_unavailable(decision, "store", outage)
     assert browser.cookies().keys() == {REFRESH}
-    world.store.down = None
+    world.store_down(None)
     world.clock.advance(1)
     recovered = world.send(browser)
     assert isinstance(recovered, Reissue)
@@ -1230,25 +1207,25 @@ def test_store_down_at_refresh_is_unavailable_and_nothing_is_lost(world: World) 
 def test_valid_access_token_still_processes_while_the_store_is_down(world: World) -> None:
     browser = world.browser()
     world.login(browser)
-    world.store.down = ConnectionError("store down")
+    world.store_down(ConnectionError("store down"))
     assert isinstance(world.send(browser), Process)
 
 
 def test_store_down_at_login_and_logout(world: World) -> None:
     outage = TimeoutError("store timed out")
-    world.store.down = outage
+    world.store_down(outage)
     browser = world.browser()
     login = world.send(browser, "POST", credentials=PasswordCredentials(ALICE, PASSWORD))
     _assert_unavailable(login, "store", outage)
     assert login.events == (PortFailed("store", outage),)  # no LoggedIn: nothing was opened
 
-    world.store.down = None
+    world.store_down(None)
     session = world.login(browser)
-    world.store.down = outage
+    world.store_down(outage)
     logout = world.logout(browser)
     _assert_unavailable(logout, "store", outage)
     assert browser.cookies().keys() == {ACCESS, REFRESH}  # nothing cleared
-    world.store.down = None
+    world.store_down(None)
     assert world.live() == [session.session_id]
 
 
@@ -1257,14 +1234,14 @@ def test_user_directory_down_at_refresh_and_login(world: World) -> None:
     login = world.login(browser)
     world.clock.advance(130)
     world.users.unavailable = True
-    world.store.calls.clear()
+    world.store.clear()
 
     refresh = world.send(browser)
     assert isinstance(refresh, Unavailable)
     assert refresh.port == "users"
     assert isinstance(refresh.error, ConnectionError)
     assert refresh.events == (PortFailed("users", refresh.error),)
-    assert world.store.calls == []  # the session was not touched
+    assert world.store.methods == []  # the session was not touched
 
     fresh = world.send(world.browser(), "POST", credentials=PasswordCredentials(BOB, BOB_PASSWORD))
     assert isinstance(fresh, Unavailable)
@@ -1295,7 +1272,7 @@ def test_password_verifier_down_is_unavailable(world: World) -> None:
     assert decision.set_cookies == ()
     assert decision.events == (PortFailed("passwords", decision.error),)
     assert PASSWORD not in repr(decision)
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 def test_external_verifier_down_is_unavailable(world: World) -> None:
@@ -1314,14 +1291,15 @@ def test_external_verifier_down_is_unavailable(world: World) -> None:
 def test_unavailable_keeps_the_events_that_came_before(world: World) -> None:
     browser = world.browser()
     login = world.login(browser)
-    world.store.down = ConnectionError("down")
+    outage = ConnectionError("down")
+    world.store_down(outage)
     decision = world.flow.decide(
         with_cookies(tokens(login)[ACCESS], tokens(login)[REFRESH]), now=T0 + 200
     )
     assert isinstance(decision, Unavailable)
     assert decision.events == (
         TokenRejected(Purpose.ACCESS, InvalidTokenReason.EXPIRED),
-        PortFailed("store", world.store.down),
+        PortFailed("store", outage),
     )
 
 
@@ -1330,7 +1308,7 @@ def test_disabled_user_with_the_store_down_is_unavailable(world: World) -> None:
     login = world.login(browser)
     world.users.disable("alice")
     world.clock.advance(130)
-    world.store.down = ConnectionError("down")
+    world.store_down(ConnectionError("down"))
     decision = world.send(browser)
     assert isinstance(decision, Unavailable)
     assert decision.port == "store"
@@ -1471,7 +1449,7 @@ def test_refresh_token_with_a_malformed_secret_claim_is_bad_claims(
     decision = world.flow.decide(with_cookies(refresh=forged))
     assert isinstance(decision, Unauthorized)
     assert decision.events == (TokenRejected(Purpose.REFRESH, InvalidTokenReason.BAD_CLAIMS),)
-    assert world.store.calls == ["create"]
+    assert world.store.methods == ["create"]
     assert world.live() == [login.session_id]
 
 

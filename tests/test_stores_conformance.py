@@ -193,6 +193,20 @@ class DropsEmptyMetadata(MemoryStore):
         super().create(NewSession(info, session.verifier))
 
 
+class PurgesTooMuch(MemoryStore):
+    """Purges sessions that expire within the next minute, still live ones among them."""
+
+    def purge(self, *, now: float) -> int:
+        return super().purge(now=now + 60.0)
+
+
+class PurgeForgetsToDelete(MemoryStore):
+    """Counts the dead sessions in ``purge`` but deletes none of them."""
+
+    def purge(self, *, now: float) -> int:
+        return sum(not s.info.is_live(now) for s in self._sessions.values())
+
+
 class RacyStore:
     """Runs the reference rule, but not atomically.
 
@@ -292,6 +306,21 @@ def test_the_state_machine_finds_what_fixed_scenarios_miss() -> None:
     # scenarios, and the Hypothesis state machine must find it.
     with pytest.raises(AssertionError, match="metadata"):
         check_session_store(DropsEmptyMetadata, max_examples=50)
+
+
+@pytest.mark.usefixtures("no_shrinking")
+@pytest.mark.parametrize(
+    ("make_store", "complaint"),
+    [
+        pytest.param(PurgesTooMuch, "expected the live sessions", id="purges-live"),
+        pytest.param(PurgeForgetsToDelete, "UNKNOWN_SESSION|expected one of", id="keeps-dead"),
+    ],
+)
+def test_the_kit_checks_purge_where_a_store_has_it(
+    make_store: Callable[[], MemoryStore], complaint: str
+) -> None:
+    with pytest.raises(AssertionError, match=complaint):
+        check_session_store(make_store, max_examples=100)
 
 
 class AsyncRacyStore:
