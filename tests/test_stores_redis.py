@@ -81,7 +81,7 @@ def _rotation(sid: str, secret: bytes, now: float, idle: float = 1800.0) -> tupl
 
 # ------------------------------------------------------------------ the contract (the kit)
 
-KIT_CALLERS = 16
+KIT_CALLERS = 8
 
 
 def test_redis_store_conforms(client: Any, prefix: str, sizes: Any) -> None:

@@ -928,7 +928,6 @@ def _run_state_machine(
         SessionStoreMachine,
         settings=settings(
             max_examples=max_examples,
-            stateful_step_count=50,
             deadline=None,  # stores do I/O; latency is not what is checked here
             suppress_health_check=[HealthCheck.too_slow],
         ),
@@ -978,13 +977,14 @@ def check_session_store(
        expiry, idle renewal capped by the absolute expiry, ``grace_seconds=0``,
        ``revoke`` and ``revoke_user`` results, ``sessions_of`` order
        (``created_at``, then ``session_id``) and liveness.
-    2. **A Hypothesis state machine** (``max_examples`` runs of up to 50
-       steps): create (and duplicate), rotate presenting the current,
-       previous, an older or a random verifier, advance a logical clock (by
-       small steps, or exactly onto an expiry or the end of a grace window),
-       revoke, revoke_user, and ``purge(now=...)`` for a store that has
-       that optional method (every dead session must go, every live one
-       stay), with ``sessions_of`` compared after every step.
+    2. **A Hypothesis state machine** (``max_examples`` runs of up to the
+       profile's ``stateful_step_count`` steps, 50 by default): create (and
+       duplicate), rotate presenting the current, previous, an older or a
+       random verifier, advance a logical clock (by small steps, or exactly
+       onto an expiry or the end of a grace window), revoke, revoke_user,
+       and ``purge(now=...)`` for a store that has that optional method
+       (every dead session must go, every live one stay), with
+       ``sessions_of`` compared after every step.
        Each answer must equal that of :func:`tokenflow.stores.apply_rotation`
        on a model of the sessions. Times must round-trip exactly and be
        compared exactly as the reference rule does
@@ -1003,7 +1003,7 @@ def check_session_store(
     it out of their answers. Live sessions get no leniency.
 
     The state machine runs under the current Hypothesis settings profile
-    (database, phases, verbosity...), with ``max_examples``, 50 steps and no
+    (database, phases, verbosity, steps...), with ``max_examples`` and no
     deadline set by the kit: load a profile to tune it, e.g. without the
     shrink phase for a slow store. ``max_examples=None`` (the default) takes
     the active profile's ``max_examples``, so a fast profile for everyday runs
