@@ -67,7 +67,7 @@ def test_one_sqlite_store_can_serve_every_scenario(tmp_path: Path) -> None:
     # The kit draws random ids, so a single store (a shared database, in
     # practice) is enough: scenarios never see each other's sessions.
     with SQLiteStore(tmp_path / "shared.db") as store:
-        check_session_store(lambda: store, max_examples=20)
+        check_session_store(lambda: store, max_examples=5)
 
 
 @pytest.mark.asyncio
@@ -101,7 +101,7 @@ class ForgetfulStore(MemoryStore):
 
 
 def test_a_store_may_forget_expired_sessions() -> None:
-    check_session_store(ForgetfulStore, max_examples=30)
+    check_session_store(ForgetfulStore)
 
 
 @pytest.mark.parametrize(

@@ -316,21 +316,23 @@ def test_single_autocommit_connection(conninfo: str, table: str) -> None:
         check_session_store(lambda: store, max_examples=5, threads=4, rounds=2)
 
 
-def test_pool_without_autocommit_is_still_correct(conninfo: str, table: str) -> None:
+def test_pool_without_autocommit_is_still_correct(conninfo: str, table: str, sizes: Any) -> None:
     # The pool wraps each operation in BEGIN/COMMIT: slower, same answers,
     # and no transaction (or row lock) outlives an operation.
     with ConnectionPool(conninfo, min_size=1, max_size=20, open=True) as pool:
         store = PostgresStore(pool, table=table)
         check_session_store(lambda: store, max_examples=5, threads=4, rounds=2)
         report = run_rotation_race(
-            store, callers=20, trials=20, label="postgres non-autocommit pool"
+            store, callers=20, trials=sizes.pick(5, 20), label="postgres non-autocommit pool"
         )
         print("\n" + report.summary())
         report.assert_ok()
 
 
 @pytest.mark.parametrize("level", ["repeatable read", "serializable"])
-def test_stricter_isolation_defaults_are_retried(conninfo: str, table: str, level: str) -> None:
+def test_stricter_isolation_defaults_are_retried(
+    conninfo: str, table: str, level: str, sizes: Any
+) -> None:
     # With these defaults the loser of a race gets a serialization failure
     # instead of waiting for the newest row; the store retries, and the retry
     # sees the winner's row: the answers are the same as at READ COMMITTED.
@@ -345,7 +347,10 @@ def test_stricter_isolation_defaults_are_retried(conninfo: str, table: str, leve
         with pool.connection() as conn:
             assert conn.execute("SHOW transaction_isolation").fetchone() == (level,)
         report = run_rotation_race(
-            PostgresStore(pool, table=table), callers=20, trials=30, label=f"postgres {level}"
+            PostgresStore(pool, table=table),
+            callers=20,
+            trials=sizes.pick(5, 30),
+            label=f"postgres {level}",
         )
     print("\n" + report.summary())
     report.assert_ok()
@@ -499,7 +504,7 @@ def test_rotation_is_one_statement_and_one_round_trip(conninfo: str, table: str)
 
 
 def _race_trials(sizes: Any, callers: int) -> int:
-    return sizes.pick(10 if callers == 100 else 25, 200)
+    return sizes.pick(4 if callers == 100 else 20, 200)
 
 
 @pytest.mark.parametrize("callers", [2, 20, 100])

@@ -374,7 +374,7 @@ def test_rotation_is_one_round_trip(client: Any, prefix: str, redis_url: str) ->
 @pytest.mark.parametrize("callers", [2, 20, 100])
 def test_concurrent_rotations_threads(client: Any, prefix: str, callers: int, sizes: Any) -> None:
     store = RedisStore(client, prefix=prefix)
-    trials = sizes.pick(10 if callers == 100 else 25, 200)
+    trials = sizes.pick(4 if callers == 100 else 20, 200)
     report = run_rotation_race(store, callers=callers, trials=trials, label="redis sync/threads")
     print("\n" + report.summary())
     report.assert_ok()
@@ -389,7 +389,7 @@ async def test_concurrent_rotations_tasks(
     redis_url: str, prefix: str, callers: int, sizes: Any
 ) -> None:
     aclient = redis.asyncio.Redis.from_url(redis_url, socket_timeout=30)
-    trials = sizes.pick(10 if callers == 100 else 25, 200)
+    trials = sizes.pick(4 if callers == 100 else 20, 200)
     try:
         store = AsyncRedisStore(aclient, prefix=prefix)
         report = await run_rotation_race_async(
