@@ -260,14 +260,14 @@ def test_normalize_raises_only_config_error(origin: str) -> None:
     assert check_cross_origin("POST", "cross-site", value, None, normalized) is V.TRUSTED_ORIGIN
 
 
-# ================================================================== edge cases from review
+# ================================================================== hostile edge cases
 
 
 ADA_LOGIN = PasswordCredentials("ada@example.com", "analytical engine")
 
 
 class ReviewWorld:
-    """A flow over a memory store for Ada, for the review's edge cases."""
+    """A flow over a memory store for Ada, for hostile edge cases."""
 
     def __init__(self, **config: Any) -> None:
         self.clock = FakeClock()

@@ -1564,14 +1564,14 @@ def test_mapping_cookie_values_that_are_not_strings_are_ignored(world: World) ->
     assert decision.events == ()
 
 
-# ================================================================== edge cases from review
+# ================================================================== hostile edge cases
 
 
 ADA_LOGIN = PasswordCredentials("ada@example.com", "analytical engine")
 
 
 class ReviewWorld:
-    """A flow over a memory store for Ada, for the review's edge cases."""
+    """A flow over a memory store for Ada, for hostile edge cases."""
 
     def __init__(self, **config: Any) -> None:
         self.clock = FakeClock()

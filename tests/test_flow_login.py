@@ -260,14 +260,14 @@ def test_flows_built_with_a_config_keep_it() -> None:
     assert flow.config is config
 
 
-# ================================================================== edge cases from review
+# ================================================================== hostile edge cases
 
 
 ADA_LOGIN = PasswordCredentials("ada@example.com", "analytical engine")
 
 
 class ReviewWorld:
-    """A flow over a memory store for Ada, for the review's edge cases."""
+    """A flow over a memory store for Ada, for hostile edge cases."""
 
     def __init__(self, **config: Any) -> None:
         self.clock = FakeClock()
