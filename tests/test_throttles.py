@@ -1,6 +1,6 @@
 """Login throttle backends: memory, SQLite, Redis and PostgreSQL, all held to the kit.
 
-Redis and PostgreSQL are the real servers on 127.0.0.1 (see tests/_services.py):
+Redis and PostgreSQL are the real servers on 127.0.0.1 (see tests/conftest.py):
 skipped when absent, a failure under TOKENFLOW_REQUIRE_SERVICES=1. Every run
 uses its own key prefix and table.
 """
@@ -9,18 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from _services import (
-    connect_redis,
-    drop_redis_keys,
-    postgres_conninfo,
-    require_module,
-    unique_name,
-)
 from tokenflow import (
     ConfigError,
     Flow,
@@ -124,54 +117,39 @@ def test_sqlite_throttle_config_errors(tmp_path: Any) -> None:
 # --------------------------------------------------------------------------- Redis
 
 
-@pytest.fixture(scope="module")
-def redis_prefix() -> Iterator[str]:
-    require_module("redis")
-    client = connect_redis()
-    prefix = unique_name("throttle")
-    yield prefix
-    drop_redis_keys(client, prefix)
-    client.close()
-
-
-def test_redis_throttle_conforms(redis_prefix: str) -> None:
+def test_redis_throttle_conforms(redis_client: Any, redis_prefix: str) -> None:
     from tokenflow.throttles import RedisThrottle
 
-    client = connect_redis()
-    with RedisThrottle(client, prefix=redis_prefix) as throttle:
+    with RedisThrottle(redis_client, prefix=redis_prefix) as throttle:
         check_login_throttle(lambda: throttle)
         assert repr(throttle) == f"RedisThrottle(prefix={redis_prefix!r})"
-    client.close()
 
 
-def test_redis_throttle_sets_the_window_as_ttl(redis_prefix: str) -> None:
+def test_redis_throttle_sets_the_window_as_ttl(redis_client: Any, redis_prefix: str) -> None:
     from tokenflow.throttles import RedisThrottle
 
-    client = connect_redis()
-    throttle = RedisThrottle(client, prefix=redis_prefix)
+    throttle = RedisThrottle(redis_client, prefix=redis_prefix)
     throttle.record_failure(["u:ttl"], now=5.0, window=120.0)
-    ttl = client.pttl(f"{redis_prefix}:lf:u:ttl")
+    ttl = redis_client.pttl(f"{redis_prefix}:lf:u:ttl")
     assert 0 < ttl <= 120_000
     throttle.reset(["u:ttl"])
-    assert client.exists(f"{redis_prefix}:lf:u:ttl") == 0
-    client.close()
+    assert redis_client.exists(f"{redis_prefix}:lf:u:ttl") == 0
 
 
 @pytest.mark.asyncio
-async def test_async_redis_throttle_conforms(redis_prefix: str) -> None:
+async def test_async_redis_throttle_conforms(redis_url: str, redis_prefix: str) -> None:
     import redis.asyncio
 
-    from _services import REDIS_URL
     from tokenflow.throttles import AsyncRedisThrottle
 
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    client = redis.asyncio.Redis.from_url(redis_url)
     async with AsyncRedisThrottle(client, prefix=redis_prefix) as throttle:
         await check_async_login_throttle(lambda: throttle)
     await client.aclose()
 
 
 def test_redis_throttle_refuses_decoding_clients() -> None:
-    redis = require_module("redis")
+    redis = pytest.importorskip("redis")
     from tokenflow.throttles import RedisThrottle
 
     with pytest.raises(ConfigError):
@@ -184,11 +162,14 @@ def test_redis_throttle_refuses_decoding_clients() -> None:
 
 
 @pytest.fixture(scope="module")
-def pg_table() -> Iterator[tuple[str, str]]:
-    psycopg = require_module("psycopg")
+def pg_table(
+    postgres_conninfo: str, unique_name: Callable[[str], str]
+) -> Iterator[tuple[str, str]]:
+    import psycopg
+
     from tokenflow.throttles.postgres import apply_schema
 
-    conninfo = postgres_conninfo()
+    conninfo = postgres_conninfo
     name = unique_name("throttle")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         apply_schema(conn, table=name)

@@ -18,8 +18,15 @@
   :func:`run_refresh_race_async` race many tabs refreshing one session, with
   dropped responses and out-of-order Set-Cookie, against your configuration;
   :class:`RaceReport` tallies them.
+- The **store race trial**: :func:`run_rotation_race` and
+  :func:`run_rotation_race_async` race many callers rotating one session
+  straight through the store port, with exact counts in a
+  :class:`RotationRaceReport` (for tests and benchmarks).
 - **Fault injection**: :class:`FaultyStore` / :class:`AsyncFaultyStore` make a
   store fail before commit, after commit, or hang (:class:`Fault`).
+- **Call recording**: :class:`RecordingStore` / :class:`AsyncRecordingStore`
+  record every store call with its arguments and result
+  (:class:`RecordedCall`), for tests to assert on.
 
 The kit needs Hypothesis (``pip install 'tokenflow[testing]'``). It is
 imported only when a check runs, so the clock and the fakes work without it.
@@ -37,7 +44,9 @@ from .fakes import (
 )
 from .faults import AsyncFaultyStore, Fault, FaultyStore, InjectedFault
 from .races import RaceReport, run_refresh_race, run_refresh_race_async
+from .recording import AsyncRecordingStore, RecordedCall, RecordingStore
 from .store_kit import check_async_session_store, check_session_store
+from .store_races import RotationRaceReport, run_rotation_race, run_rotation_race_async
 from .throttle_kit import check_async_login_throttle, check_login_throttle
 
 __all__ = [
@@ -45,6 +54,7 @@ __all__ = [
     "AsyncFakePasswordVerifier",
     "AsyncFakeUserDirectory",
     "AsyncFaultyStore",
+    "AsyncRecordingStore",
     "Browser",
     "FakeClock",
     "FakeExternalTokenVerifier",
@@ -55,9 +65,14 @@ __all__ = [
     "InjectedFault",
     "RaceReport",
     "check_async_login_throttle",
+    "RecordedCall",
+    "RecordingStore",
+    "RotationRaceReport",
     "check_async_session_store",
     "check_login_throttle",
     "check_session_store",
     "run_refresh_race",
     "run_refresh_race_async",
+    "run_rotation_race",
+    "run_rotation_race_async",
 ]

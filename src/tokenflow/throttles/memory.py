@@ -99,7 +99,7 @@ class AsyncMemoryThrottle:
     """
 
     def __init__(self, sync: MemoryThrottle | None = None) -> None:
-        self.sync = sync if sync is not None else MemoryThrottle()
+        self.sync: MemoryThrottle = sync if sync is not None else MemoryThrottle()
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
