@@ -6,6 +6,7 @@ these tests cover what is particular to SQLite.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import itertools
 import multiprocessing
@@ -231,10 +232,19 @@ def test_a_duplicate_id_raises_value_error(store: SQLiteStore) -> None:
     assert store.sessions_of("alice", now=T0) == [new.info]
 
 
-def test_a_nan_time_is_refused(store: SQLiteStore) -> None:
-    new, _ = _session("s1", idle=float("nan"))
+def test_a_nan_creation_time_is_refused(store: SQLiteStore) -> None:
+    new, _ = _session("s1")
+    info = dataclasses.replace(new.info, created_at=float("nan"))
     with pytest.raises(ValueError, match="NaN"):
-        store.create(new)
+        store.create(NewSession(info, new.verifier))
+
+
+def test_a_nan_expiry_is_stored_as_expired(store: SQLiteStore) -> None:
+    # SQLite would turn NaN into NULL; -inf is expired at every now, as NaN is.
+    new, _ = _session("s1", idle=float("nan"))
+    store.create(new)
+    assert store.sessions_of("alice", now=-1e300) == []
+    assert store.purge(now=-1e300) == 1
 
 
 # ------------------------------------------------------------------ purge and the indexes

@@ -46,6 +46,7 @@ from .._sessions import (
     StoredSession,
     apply_rotation,
 )
+from ._values import check_metadata, stored_times
 
 __all__ = ["AsyncSQLiteStore", "SQLiteStore"]
 
@@ -364,17 +365,16 @@ class SQLiteStore:
     def create(self, session: NewSession) -> None:
         """Store a new session; a duplicate id raises ``ValueError``."""
         info = session.info
-        times = (info.created_at, info.refreshed_at, info.idle_expires_at, info.absolute_expires_at)
-        if any(math.isnan(t) for t in times):
-            # SQLite stores NaN as NULL; refuse it here with a clear message.
-            raise ValueError("session times must be numbers, not NaN")
+        # SQLite would store NaN as NULL: a NaN expiry is stored as -inf.
+        created, refreshed, idle_at, absolute_at = stored_times(info)
+        check_metadata(info.metadata)
         values = (
             info.session_id,
             info.user_id,
-            info.created_at,
-            info.refreshed_at,
-            info.idle_expires_at,
-            info.absolute_expires_at,
+            created,
+            refreshed,
+            idle_at,
+            absolute_at,
             info.generation,
             _encode_metadata(info.metadata),
             session.verifier,
