@@ -182,7 +182,7 @@ def test_metadata_round_trips_and_comes_back_read_only(store: SQLiteStore) -> No
         "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
         "address": "2001:db8::1",
         "note": 'ünïcödé ☃ "quoted" \\ {}',
-        "lone surrogate": "\ud800",
+        "nul": "a\x00b",
         "": "",
     }
     new, _ = _session("s1", metadata=metadata)

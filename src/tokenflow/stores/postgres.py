@@ -6,32 +6,59 @@ precision`` seconds, the generation, ``jsonb`` metadata, and the current and
 previous verifiers and the last rotation's salt as ``bytea``. Verifiers are
 SHA-256 digests of refresh secrets, never the secrets.
 
-**Rotation is one SQL statement, one round trip.** A data-modifying CTE:
-``cur`` reads the row ``FOR UPDATE`` and computes the outcome with
-:func:`~tokenflow.stores.apply_rotation`'s rule; ``rotated`` updates the row
-when the outcome is ROTATED; ``deleted`` deletes it on EXPIRED and reuse; the
-final SELECT reports the outcome and the session. Run as a single statement
-in autocommit mode, it is its own transaction.
+**Rotation is one round trip in the common case.** A refresh presenting
+the current verifier of a live session is one plain ``UPDATE ... WHERE
+session_id = ... AND current_verifier = ... AND <live> RETURNING``: a
+single-row write by primary key, the cheapest durable write there is. When
+it updates nothing (a replay inside the grace window, reuse, expiry, an
+unknown session, or a rotation that lost a race), a second statement decides:
+a data-modifying CTE where ``cur`` reads the row ``FOR UPDATE`` and computes
+the outcome with :func:`~tokenflow.stores.apply_rotation`'s rule,
+``rotated`` updates the row when the outcome is ROTATED, ``deleted`` deletes
+it on EXPIRED and reuse, and the final SELECT reports the outcome and the
+session. Run in autocommit mode, each statement is its own transaction.
 
 Why it is atomic under concurrency, at PostgreSQL's default READ COMMITTED
-isolation: ``FOR UPDATE`` makes concurrent rotations of one session queue on
-the row lock. When the winner commits, each waiter's lock step re-reads the
-*newest* version of the row (PostgreSQL's EvalPlanQual recheck) and the CASE
-that computes the outcome is evaluated on that version, so a loser that
-presented the same verifier sees the winner's successor as current, its own
-verifier as the predecessor, and answers GRACE with the winner's salt. The
-UPDATE and DELETE join ``cur``, so they can only run after ``cur`` holds the
-lock, and act on the same newest version (the statement's snapshot may still
-show the old one; the same recheck moves them to the newest). A waiter whose
-row was deleted by the winner finds no row: UNKNOWN_SESSION, exactly what the
-serial order would give. Under REPEATABLE READ or SERIALIZABLE (if the
+isolation: an UPDATE waiting for a row lock re-checks its WHERE clause on the
+*newest* version of the row once it gets the lock (PostgreSQL's EvalPlanQual
+recheck). Of several rotations presenting the same verifier, the first
+updates the row; each other one then finds its verifier no longer current and
+updates nothing, so it runs the second statement, whose snapshot is taken
+after the winner committed. There, ``FOR UPDATE`` makes concurrent deciders
+of one session queue on the row lock, and the CASE that computes the outcome
+is evaluated on the newest version: a loser sees the winner's successor as
+current, its own verifier as the predecessor, and answers GRACE with the
+winner's salt. The UPDATE and DELETE join ``cur``, so they can only run after
+``cur`` holds the lock, and act on the same newest version. A waiter whose
+row was deleted by the winner finds no row: UNKNOWN_SESSION, exactly what
+the serial order would give. Under REPEATABLE READ or SERIALIZABLE (if the
 server, database or role defaults to them) the waiter gets a serialization
 failure instead; the store retries it a few times, and the retry, in a new
 transaction, sees the winner's row.
 
+**Indexes and HOT updates.** Besides the primary key, the table has one
+index, ``(user_id, created_at, session_id)``, for :meth:`~PostgresStore.sessions_of`
+(rows come out already in order) and :meth:`~PostgresStore.revoke_user`. No
+index covers a column a rotation changes (the verifiers, the salt and the
+times of the last rotation, ``idle_expires_at``, ``generation``), and the
+table leaves a fifth of each page free (``fillfactor = 80``): a rotation is a
+heap-only-tuple update, which writes no index entry and whose old version is
+pruned from the page without VACUUM, so index bloat does not grow with
+traffic. :meth:`~PostgresStore.purge` has no index for that reason: it scans
+the table in batches, every few minutes. :func:`migration_sql` brings a table
+made by the previous schema version there, on a live database.
+
+**Values.** A NaN expiry is stored as ``-Infinity`` (expired at every ``now``,
+as NaN is under the reference rule), and every liveness test also treats a
+NaN found in the table as expired: PostgreSQL orders NaN above every number.
+Metadata is a ``jsonb`` object; one whose strings hold U+0000, which no
+PostgreSQL text can hold, is stored as a ``jsonb`` string of its JSON text.
+
 Comparisons use ``double precision``, IEEE doubles like Python floats, and
 the one addition (``now + idle_seconds``) is the same IEEE addition, so the
-SQL decides exactly as the Python rule. Results are fetched in binary, so no
+SQL decides exactly as the Python rule (PostgreSQL raises, rather than
+answering infinity, if that addition overflows from finite operands: only
+for a ``now`` near the largest double). Results are fetched in binary, so no
 ``extra_float_digits`` setting can round the times.
 
 Connections: pass a :class:`psycopg_pool.ConnectionPool` (best: configure it
