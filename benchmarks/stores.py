@@ -221,13 +221,22 @@ class _Rotator:
 
     @classmethod
     def open(cls, store: SessionStore, sessions: int, user_id: str) -> _Rotator:
-        """A rotator over ``sessions`` sessions freshly created in ``store``."""
+        """A rotator over ``sessions`` sessions freshly created in ``store``.
+
+        They are rotated in a fixed shuffled order, not in the order of their
+        creation: many users' refreshes arrive in no particular order, and in
+        PostgreSQL creation order is also page order, which would send a
+        burst of rotations to one page after another.
+        """
         rotator = cls(store.rotate)
+        created = []
         for _ in range(sessions):
             session, verifier = _new_session(user_id)
             store.create(session)
-            rotator._ids.append(session.info.session_id)
-            rotator._current.append(verifier)
+            created.append((session.info.session_id, verifier))
+        random.Random(sessions).shuffle(created)
+        rotator._ids = [sid for sid, _ in created]
+        rotator._current = [verifier for _, verifier in created]
         return rotator
 
     @classmethod

@@ -308,7 +308,7 @@ def test_queries_use_the_indexes(pool: ConnectionPool[Any], table: str) -> None:
         ).fetchone()
     assert f"{table}_by_user" in str(listing)
     assert "Sort" not in str(listing)
-    assert options == (["fillfactor=80"],)
+    assert options == (["fillfactor=70"],)
 
 
 def test_migration_from_version_1_runs_on_a_live_table(conninfo: str) -> None:
@@ -339,7 +339,7 @@ def test_migration_from_version_1_runs_on_a_live_table(conninfo: str) -> None:
                 "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (name,)
             ).fetchone()
             assert [i for (i,) in indexes] == [f"{name}_by_user", f"{name}_pkey"]
-            assert options == (["fillfactor=80"],)
+            assert options == (["fillfactor=70"],)
             assert store.rotate(_rotation("m", secret, T0 + 1)).outcome is RotationOutcome.ROTATED
     finally:
         _drop(conninfo, name)

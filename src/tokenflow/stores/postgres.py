@@ -41,7 +41,7 @@ index, ``(user_id, created_at, session_id)``, for :meth:`~PostgresStore.sessions
 (rows come out already in order) and :meth:`~PostgresStore.revoke_user`. No
 index covers a column a rotation changes (the verifiers, the salt and the
 times of the last rotation, ``idle_expires_at``, ``generation``), and the
-table leaves a fifth of each page free (``fillfactor = 80``): a rotation is a
+table leaves 30% of each page free (``fillfactor = 70``): a rotation is a
 heap-only-tuple update, which writes no index entry and whose old version is
 pruned from the page without VACUUM, so index bloat does not grow with
 traffic. :meth:`~PostgresStore.purge` has no index for that reason: it scans

@@ -18,6 +18,6 @@ DROP INDEX CONCURRENTLY IF EXISTS {expiry_index};
 -- Room on each page for new row versions. Takes effect for pages filled
 -- from now on; to repack existing pages as well, rewrite the table at a
 -- quiet time (VACUUM FULL locks it; pg_repack does not).
-ALTER TABLE {table} SET (fillfactor = 80);
+ALTER TABLE {table} SET (fillfactor = 70);
 
 COMMENT ON TABLE {table} IS 'tokenflow refresh sessions, schema version 2';

@@ -47,9 +47,10 @@ CREATE TABLE IF NOT EXISTS {table} (
 -- Every rotation writes a new version of its row. With room left on the
 -- page, and no index on a column the rotation changes, that version is a
 -- heap-only tuple (HOT): no index is touched, and the old version is pruned
--- from the page without waiting for VACUUM. 80% leaves room for a few
--- versions of each row on its page.
-WITH (fillfactor = 80);
+-- from the page without waiting for VACUUM. 70% leaves room for a new
+-- version of about every other row of the page even while a concurrent
+-- transaction keeps the last versions from being pruned.
+WITH (fillfactor = 70);
 
 COMMENT ON TABLE {table} IS 'tokenflow refresh sessions, schema version 2';
 
