@@ -71,9 +71,11 @@ __all__ = ["ACCESS_GOAL", "PARSE_LIMIT_US", "REFRESH_GOAL", "run"]
 
 GROUP: Final = "flow"
 ACCESS_GOAL: Final = 1.3
-"""An access decision may cost at most this many times opening its token."""
+"""Regression bound, no longer a goal: an access decision has cost at most this many
+times opening its token, and a rise past it is a regression to look into."""
 REFRESH_GOAL: Final = 4.0
-"""A refresh decision may cost at most this many times opening an access token."""
+"""Regression bound, no longer a goal: a refresh decision (MemoryStore) has cost at most
+this many times opening an access token."""
 PARSE_LIMIT_US: Final = 1000.0
 """Every Cookie header, however hostile, must be handled in less than this (µs)."""
 
@@ -365,6 +367,10 @@ def _verdict(ratio: float, goal: float) -> str:
     return "PASS" if ratio <= goal else "MISS"
 
 
+def _regression(ratio: float, bound: float) -> str:
+    return "within" if ratio <= bound else "REGRESSION?"
+
+
 def run(settings: Settings, report: Report) -> None:
     """Benchmark the flow's decisions; print the tables and fill in ``report``."""
     now = float(int(time.time()))
@@ -422,11 +428,12 @@ def run(settings: Settings, report: Report) -> None:
     report.add_detail(
         GROUP,
         "goals",
-        {
-            "access_decision_vs_open": ACCESS_GOAL,
-            "refresh_decision_vs_open": REFRESH_GOAL,
-            "cookie_header_us": PARSE_LIMIT_US,
-        },
+        {"cookie_header_us": PARSE_LIMIT_US},
+    )
+    report.add_detail(
+        GROUP,
+        "regression_bounds",
+        {"access_decision_vs_open": ACCESS_GOAL, "refresh_decision_vs_open": REFRESH_GOAL},
     )
     report.add_detail(GROUP, "access_cookie_header", world.access_header)
     report.add_detail(GROUP, "refresh_sessions", SESSIONS)
@@ -516,7 +523,7 @@ def _print_decisions(
             f"{stats['access_decision'].median:.2f}",
             f"{access_ratio:.2f}x",
             f"<= {ACCESS_GOAL}",
-            _verdict(access_ratio, ACCESS_GOAL),
+            _regression(access_ratio, ACCESS_GOAL),
             f"{stats['access_decision'].noise_pct:.1f}%",
         ],
         [
@@ -524,7 +531,7 @@ def _print_decisions(
             f"{stats['refresh_decision'].median:.2f}",
             f"{refresh_ratio:.2f}x",
             f"<= {REFRESH_GOAL:g}",
-            _verdict(refresh_ratio, REFRESH_GOAL),
+            _regression(refresh_ratio, REFRESH_GOAL),
             f"{stats['refresh_decision'].noise_pct:.1f}%",
         ],
     ]
@@ -534,18 +541,18 @@ def _print_decisions(
     )
     if settings.quick:
         print("QUICK MODE: few rounds and short batches; do not quote these figures.")
-    print(format_table(["case", "µs", "vs open", "goal", "", "noise"], rows, "lrrrll"))
+    print(format_table(["case", "µs", "vs open", "bound", "", "noise"], rows, "lrrrll"))
     print(
         f"Every timed refresh was checked to be a rotation ({rotations:,} in all, over "
         f"{SESSIONS} sessions)."
     )
     print(
-        f"access_decision_vs_open = {access_ratio:.3f}  (goal <= {ACCESS_GOAL}: "
-        f"{_verdict(access_ratio, ACCESS_GOAL)})"
+        f"access_decision_vs_open = {access_ratio:.3f}  (regression figure, bound <= "
+        f"{ACCESS_GOAL}: {_regression(access_ratio, ACCESS_GOAL)})"
     )
     print(
-        f"refresh_decision_vs_open = {refresh_ratio:.3f}  (goal <= {REFRESH_GOAL:g}: "
-        f"{_verdict(refresh_ratio, REFRESH_GOAL)})"
+        f"refresh_decision_vs_open = {refresh_ratio:.3f}  (regression figure, bound <= "
+        f"{REFRESH_GOAL:g}: {_regression(refresh_ratio, REFRESH_GOAL)})"
     )
 
 

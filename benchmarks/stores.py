@@ -1,20 +1,30 @@
 """Session stores on real servers: what a rotation costs, and that it is one atomic round trip.
 
-Four questions, for :class:`~tokenflow.stores.redis.RedisStore` and
+Five questions, for :class:`~tokenflow.stores.redis.RedisStore` and
 :class:`~tokenflow.stores.postgres.PostgresStore` (and their async variants
-where concurrency is the point):
+where concurrency is the point), and :class:`~tokenflow.stores.SQLiteStore`
+for the last:
 
-* **Latency, single client.** A rotation against the cheapest possible round
-  trip on the very same connection: Redis ``PING`` through the same client,
-  PostgreSQL ``SELECT 1`` through the same one-connection pool. Timed by the
-  shared harness in interleaved rounds, so the ratio compares like with like:
-  the goal is a rotation within 1.5x a bare round trip, i.e. the store adds
-  little beyond the network hop it cannot avoid. Every timed rotation is a
-  real ROTATED one: each session's current verifier is kept and the successor
-  fed back, and an outcome other than ROTATED aborts the run. A committed
-  PostgreSQL write also waits for its WAL flush, which on a slow disk dwarfs
-  any round trip: a diagnostic row times the same rotations on a connection
-  with ``synchronous_commit=off``, to tell the disk's share from the store's.
+* **Latency, single client, against the cheapest durable write.** A rotation
+  against the cheapest write the server offers on the very same connection:
+  Redis ``EVALSHA`` of a script returning a constant (goal
+  ``redis_rotate_vs_evalsha`` <= 1.25), PostgreSQL an autocommit single-row
+  ``UPDATE ... RETURNING`` through the same one-connection pool, durable
+  settings unchanged (goal ``postgres_rotate_vs_update`` <= 1.3). Timed by the
+  shared harness in interleaved rounds, so the ratios compare like with like.
+  PostgreSQL also reports the share of rotations that were heap-only-tuple
+  updates (``n_tup_hot_upd / n_tup_upd`` from ``pg_stat_user_tables``, goal
+  >= 0.9). The former figures against a read-only round trip (``PING``,
+  ``SELECT 1``) stay as information: no durable write can reach them. Every
+  timed rotation is a real ROTATED one: each session's current verifier is
+  kept and the successor fed back, and an outcome other than ROTATED aborts
+  the run. A diagnostic row times the same PostgreSQL rotations with
+  ``synchronous_commit=off``, to tell the disk's share from the store's.
+* **Refresh at scale.** SQLite and PostgreSQL rotations of sessions spread
+  over a table of 10^6 live sessions against a table of 10^3, side by side
+  (goals ``sqlite_refresh_1e6_vs_1e3`` and ``postgres_refresh_1e6_vs_1e3``
+  <= 1.2); the tables are bulk-loaded (one ``executemany`` transaction,
+  ``COPY``). ``--quick`` uses 2 * 10^4 sessions instead of 10^6.
 * **Throughput.** Rotations and bare round trips per second from 1 and 16
   client threads, each thread with its own sessions, for a fixed time.
 * **Races.** N = 2, 20, 100 concurrent rotations of one session, presenting
@@ -45,8 +55,11 @@ extras.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import itertools
 import os
+import random
 import secrets
 import selectors
 import socket
@@ -56,6 +69,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from tokenflow.ports import AsyncSessionStore, SessionStore
@@ -66,14 +80,22 @@ from tokenflow.testing import run_rotation_race, run_rotation_race_async
 from ._harness import JSON, Call, Case, Report, Settings, Stats, format_table, measure
 
 if TYPE_CHECKING:
+    import psycopg
     import redis
     from psycopg_pool import ConnectionPool
 
-__all__ = ["GOAL", "run"]
+__all__ = ["HOT_GOAL", "SCALE_GOAL", "WRITE_GOALS", "run"]
 
 GROUP: Final = "stores"
-GOAL: Final = 1.5
-"""A single-client rotation may take at most this many times a bare round trip."""
+WRITE_GOALS: Final = {"redis": 1.25, "postgres": 1.3}
+"""A single-client rotation may take at most this many times the cheapest durable
+write on the same connection: Redis EVALSHA of a script returning a constant,
+PostgreSQL an autocommit single-row UPDATE ... RETURNING."""
+HOT_GOAL: Final = 0.9
+"""At least this share of PostgreSQL rotations are heap-only-tuple updates."""
+FORMER_ROUND_TRIP_GOAL: Final = 1.5
+"""The former goal against a read-only round trip (PING, SELECT 1), which no durable
+write can reach: the rotation-vs-round-trip ratio stays in the output as information."""
 
 REQUIRE_ENV: Final = "TOKENFLOW_REQUIRE_SERVICES"
 REDIS_URL: Final = os.environ.get("TOKENFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -187,13 +209,30 @@ class _Rotator:
 
     @classmethod
     def open(cls, store: SessionStore, sessions: int, user_id: str) -> _Rotator:
-        """A rotator over ``sessions`` sessions freshly created in ``store``."""
+        """A rotator over ``sessions`` sessions freshly created in ``store``.
+
+        They are rotated in a fixed shuffled order, not in the order of their
+        creation: many users' refreshes arrive in no particular order, and in
+        PostgreSQL creation order is also page order, which would send a
+        burst of rotations to one page after another.
+        """
         rotator = cls(store.rotate)
+        created = []
         for _ in range(sessions):
             session, verifier = _new_session(user_id)
             store.create(session)
-            rotator._ids.append(session.info.session_id)
-            rotator._current.append(verifier)
+            created.append((session.info.session_id, verifier))
+        random.Random(sessions).shuffle(created)
+        rotator._ids = [sid for sid, _ in created]
+        rotator._current = [verifier for _, verifier in created]
+        return rotator
+
+    @classmethod
+    def adopt(cls, store: SessionStore, ids: Sequence[str], verifiers: Sequence[bytes]) -> _Rotator:
+        """A rotator over sessions already in ``store`` (bulk-loaded), by id and verifier."""
+        rotator = cls(store.rotate)
+        rotator._ids = list(ids)
+        rotator._current = list(verifiers)
         return rotator
 
     def step(self) -> None:
@@ -525,6 +564,27 @@ class _StoreResult:
     unflushed_rotation_us: Stats | None = None
     """PostgreSQL only, a diagnostic: rotations whose commit does not wait for the WAL flush."""
     server_settings: dict[str, JSON] = field(default_factory=dict)
+    write: str = ""
+    """The cheapest durable write the goal poses a rotation against."""
+    write_us: Stats | None = None
+    hot: dict[str, JSON] | None = None
+    """PostgreSQL only: heap-only-tuple updates among the timed rotations."""
+    scaling: _Scaling | None = None
+    """PostgreSQL only: a refresh against a small and a large table."""
+    skipped: list[str] = field(default_factory=list)
+    """Parts not measured, and why."""
+
+    @property
+    def goal_key(self) -> str:
+        return {"redis": "redis_rotate_vs_evalsha", "postgres": "postgres_rotate_vs_update"}[
+            self.key
+        ]
+
+    @property
+    def write_ratio(self) -> float | None:
+        if self.rotation_us is None or self.write_us is None:
+            return None
+        return self.rotation_us.median / self.write_us.median
 
     @property
     def ratio(self) -> float | None:
@@ -541,6 +601,13 @@ class _StoreResult:
             "rotation": self.rotation_us.as_json() if self.rotation_us else None,
             "bare_round_trip": self.round_trip_us.as_json() if self.round_trip_us else None,
             "rotation_vs_roundtrip": None if ratio is None else round(ratio, 4),
+            "cheapest_write": self.write,
+            "cheapest_write_us": self.write_us.as_json() if self.write_us else None,
+            "rotation_vs_cheapest_write": (
+                None if self.write_ratio is None else round(self.write_ratio, 4)
+            ),
+            "hot_updates": self.hot,
+            "skipped_parts": list(self.skipped),
             "throughput": [t.as_json() for t in self.throughput],
             "round_trips_per_rotation": self.round_trips_per_rotation,
             "round_trip_evidence": self.round_trip_evidence,
@@ -674,19 +741,24 @@ def _redis(settings: Settings) -> _StoreResult | None:
         single = _redis_client(single_connection_client=True)
         try:
             rotator = _Rotator.open(RedisStore(single, prefix=prefix), LATENCY_SESSIONS, "bench-l")
+            # The cheapest script call: EVALSHA of a script that returns a
+            # constant, through redis-py's Script as the store calls its own.
+            constant = single.register_script("return 1")
             stats = measure(
                 f"{GROUP} redis",
                 [
                     Case("redis/rotate", Call(rotator.step)),
+                    Case("redis/evalsha", Call(constant)),
                     Case("redis/ping", Call(single.ping)),
                 ],
                 settings,
-                status=lambda s: _ratio_status(s["redis/rotate"], s["redis/ping"]),
+                status=lambda s: _ratio_status(s["redis/rotate"], s["redis/evalsha"], "EVALSHA"),
             )
             rotator.check("redis latency")
         finally:
             single.close()
         result.rotation_us, result.round_trip_us = stats["redis/rotate"], stats["redis/ping"]
+        result.write, result.write_us = "EVALSHA of a constant script", stats["redis/evalsha"]
 
         # Throughput: one client, its pool shared by every thread.
         shared = _redis_client()
@@ -933,9 +1005,83 @@ def _select_one(pool: ConnectionPool[Any]) -> Callable[[], object]:
     return select_one
 
 
+DURABLE_BATCH_MS: Final = 150.0
+"""Batch length for PostgreSQL's committed writes, each waiting for a WAL flush of a few
+milliseconds: long enough that a batch holds dozens of them, not three or four."""
+
+
+def _durable_batches(settings: Settings) -> Settings:
+    if settings.quick:
+        return settings
+    return dataclasses.replace(settings, batch_ms=max(settings.batch_ms, DURABLE_BATCH_MS))
+
+
+def _bare_update(
+    admin: psycopg.Connection[Any], pool: ConnectionPool[Any], table: str
+) -> Callable[[], object]:
+    """The cheapest durable write, run the way the store runs its statements.
+
+    One autocommit ``UPDATE ... RETURNING`` of one row by primary key, in a
+    table of ``LATENCY_SESSIONS`` two-column rows, cycling over them as the
+    rotator cycles over its sessions: a committed write that waits for the
+    same WAL flush as a rotation, with nothing else to do.
+    """
+    from psycopg import sql
+
+    ident = sql.Identifier(table)
+    admin.execute(
+        sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY, n bigint NOT NULL)").format(ident)
+    )
+    admin.execute(
+        sql.SQL("INSERT INTO {} SELECT i, 0 FROM generate_series(0, %s) AS i").format(ident),
+        (LATENCY_SESSIONS - 1,),
+    )
+    statement = sql.SQL("UPDATE {} SET n = n + 1 WHERE id = %s RETURNING n").format(ident)
+    ids = itertools.cycle(range(LATENCY_SESSIONS))
+
+    def update() -> object:
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(statement, (next(ids),), binary=True)
+            return cur.fetchone()
+
+    return update
+
+
+def _update_counts(admin: psycopg.Connection[Any], table: str) -> tuple[int, int]:
+    """``(n_tup_upd, n_tup_hot_upd)`` of ``table`` from ``pg_stat_user_tables``."""
+    row = admin.execute(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = %s::regclass",
+        (table,),
+    ).fetchone()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+def _hot_updates(
+    admin: psycopg.Connection[Any], table: str, before: tuple[int, int]
+) -> dict[str, JSON]:
+    """Heap-only-tuple updates among the rotations since ``before``.
+
+    Backends publish their table statistics when idle, at most once a
+    second: wait for the rotating connections' last counts to arrive.
+    """
+    time.sleep(1.5)
+    updates, hot = (a - b for a, b in zip(_update_counts(admin, table), before, strict=True))
+    row = admin.execute(
+        "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (table,)
+    ).fetchone()
+    return {
+        "n_tup_upd": updates,
+        "n_tup_hot_upd": hot,
+        "hot_ratio": round(hot / updates, 4) if updates else None,
+        "reloptions": None if row is None or row[0] is None else list(row[0]),
+        "method": "pg_stat_user_tables deltas over the latency rounds (both rotating pools)",
+    }
+
+
 def _postgres(settings: Settings) -> _StoreResult | None:
     try:
         import psycopg
+        import psycopg_pool
         from psycopg import sql
         from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -979,82 +1125,308 @@ def _postgres(settings: Settings) -> _StoreResult | None:
             unflushed = _Rotator.open(
                 PostgresStore(unflushed_pool, table=table), LATENCY_SESSIONS, "bench-l"
             )
+            update = _bare_update(admin, pool, f"{table}_bare")
+            before = _update_counts(admin, table)
             stats = measure(
                 f"{GROUP} postgres",
                 [
                     Case("postgres/rotate", Call(rotator.step)),
+                    Case("postgres/update_returning", Call(update)),
                     Case("postgres/select1", Call(_select_one(pool))),
                     Case("postgres/rotate_synchronous_commit_off", Call(unflushed.step)),
                 ],
-                settings,
-                status=lambda s: _ratio_status(s["postgres/rotate"], s["postgres/select1"]),
+                _durable_batches(settings),
+                status=lambda s: _ratio_status(
+                    s["postgres/rotate"], s["postgres/update_returning"], "UPDATE"
+                ),
             )
             rotator.check("postgres latency")
             unflushed.check("postgres latency, synchronous_commit=off")
+        result.hot = _hot_updates(admin, table, before)
         result.rotation_us = stats["postgres/rotate"]
         result.round_trip_us = stats["postgres/select1"]
         result.unflushed_rotation_us = stats["postgres/rotate_synchronous_commit_off"]
-
-        clients = max(THROUGHPUT_CLIENTS)
-        with ConnectionPool(
-            POSTGRES_DSN,
-            min_size=clients,
-            max_size=clients,
-            kwargs=autocommit,
-            open=True,
-            timeout=60,
-        ) as pool:
-            pool.wait(30)
-            store = PostgresStore(pool, table=table)
-            result.throughput = _throughput(settings, "postgres", store, _select_one(pool))
-
-        size = POSTGRES_RACE_POOL
-        with ConnectionPool(
-            POSTGRES_DSN, min_size=size, max_size=size, kwargs=autocommit, open=True, timeout=60
-        ) as pool:
-            pool.wait(30)
-            result.races = _races_sync(settings, "PostgresStore", PostgresStore(pool, table=table))
-
-        async def async_races() -> list[_Race]:
-            # Opened by `async with`: an async pool must not open in its constructor.
-            async with AsyncConnectionPool(
-                POSTGRES_DSN,
-                min_size=size,
-                max_size=size,
-                kwargs=autocommit,
-                open=False,
-                timeout=60,
-            ) as pool:
-                await pool.wait(30)
-                store = AsyncPostgresStore(pool, table=table)
-                return await _races_async(settings, "AsyncPostgresStore", store)
-
-        result.races += asyncio.run(async_races())
+        result.write = "autocommit single-row UPDATE ... RETURNING"
+        result.write_us = stats["postgres/update_returning"]
 
         result.round_trips_per_rotation, result.round_trip_evidence = _postgres_round_trips(
             settings, table
         )
+        result.scaling = _postgres_scaling(settings, admin, table)
+        # The pools below need dozens of connections at once; on a server
+        # shared with other clients they may not be free. Those figures are
+        # then reported as skipped rather than losing the whole run.
+        try:
+            clients = max(THROUGHPUT_CLIENTS)
+            with ConnectionPool(
+                POSTGRES_DSN,
+                min_size=clients,
+                max_size=clients,
+                kwargs=autocommit,
+                open=True,
+                timeout=60,
+            ) as pool:
+                pool.wait(30)
+                store = PostgresStore(pool, table=table)
+                result.throughput = _throughput(settings, "postgres", store, _select_one(pool))
+
+            size = POSTGRES_RACE_POOL
+            with ConnectionPool(
+                POSTGRES_DSN, min_size=size, max_size=size, kwargs=autocommit, open=True, timeout=60
+            ) as pool:
+                pool.wait(30)
+                result.races = _races_sync(
+                    settings, "PostgresStore", PostgresStore(pool, table=table)
+                )
+
+            async def async_races() -> list[_Race]:
+                # Opened by `async with`: an async pool must not open in its constructor.
+                async with AsyncConnectionPool(
+                    POSTGRES_DSN,
+                    min_size=size,
+                    max_size=size,
+                    kwargs=autocommit,
+                    open=False,
+                    timeout=60,
+                ) as pool:
+                    await pool.wait(30)
+                    store = AsyncPostgresStore(pool, table=table)
+                    return await _races_async(settings, "AsyncPostgresStore", store)
+
+            result.races += asyncio.run(async_races())
+        except psycopg_pool.PoolTimeout as exc:
+            result.skipped.append(f"throughput and races: {exc} (no free server connections)")
+            settings.log(f"{GROUP}: postgres throughput and races skipped: {exc}")
     finally:
-        admin.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        scaled = [f"{table}_{n}" for n in _scale_sizes(settings)]
+        for name in (table, f"{table}_bare", *scaled):
+            admin.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         admin.close()
         settings.log(f"{GROUP}: dropped table {table}")
     return result
 
 
+# --------------------------------------------------------------------------- refresh at scale
+
+SCALE_SMALL: Final = 1_000
+SCALE_LARGE: Final = 1_000_000
+QUICK_SCALE_LARGE: Final = 20_000
+"""Live sessions in the two tables a refresh is timed against (``--quick``: smaller)."""
+SCALE_GOAL: Final = 1.2
+"""A refresh with ``SCALE_LARGE`` live sessions may take at most this many times one with
+``SCALE_SMALL``."""
+_SCALE_USERS_EVERY: Final = 8
+"""Bulk-loaded sessions per user: a user index as a real deployment fills it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Scaling:
+    """A store's refresh (its rotation) timed against a small and a large table, side by side."""
+
+    key: str
+    label: str
+    small: int
+    large: int
+    small_us: Stats
+    large_us: Stats
+    load_seconds: float
+
+    @property
+    def goal_key(self) -> str:
+        return f"{self.key}_refresh_1e6_vs_1e3"
+
+    @property
+    def ratio(self) -> float:
+        return self.large_us.median / self.small_us.median
+
+    def as_json(self) -> dict[str, JSON]:
+        return {
+            "label": self.label,
+            "small_sessions": self.small,
+            "large_sessions": self.large,
+            "small": self.small_us.as_json(),
+            "large": self.large_us.as_json(),
+            "large_vs_small": round(self.ratio, 4),
+            "bulk_load_seconds": round(self.load_seconds, 1),
+        }
+
+
+def _bulk_sessions(prefix: str, count: int) -> Iterator[tuple[Any, ...]]:
+    """``count`` live sessions as table rows: id, user, four times, generation, verifier.
+
+    The verifier is the SHA-256 of the id, so that the rotator can present
+    it without the load keeping a million of them.
+    """
+    now = time.time()
+    for i in range(count):
+        sid = f"{prefix}-{i:08d}"
+        yield (
+            sid,
+            f"{prefix}-user-{i // _SCALE_USERS_EVERY:08d}",
+            now,
+            now,
+            now + IDLE_SECONDS,
+            now + ABSOLUTE_SECONDS,
+            0,
+            hashlib.sha256(sid.encode()).digest(),
+        )
+
+
+def _sample(prefix: str, count: int) -> tuple[list[str], list[bytes]]:
+    """``LATENCY_SESSIONS`` of the bulk-loaded sessions, spread over the whole table."""
+    picked = random.Random(count).sample(range(count), min(LATENCY_SESSIONS, count))
+    ids = [f"{prefix}-{i:08d}" for i in picked]
+    return ids, [hashlib.sha256(sid.encode()).digest() for sid in ids]
+
+
+def _scale_sizes(settings: Settings) -> tuple[int, int]:
+    return SCALE_SMALL, QUICK_SCALE_LARGE if settings.quick else SCALE_LARGE
+
+
+def _sqlite_scaling(settings: Settings) -> _Scaling:
+    import sqlite3
+    import tempfile
+
+    from tokenflow.stores import SQLiteStore
+
+    small_n, large_n = _scale_sizes(settings)
+    with tempfile.TemporaryDirectory(prefix="tokenflow-bench-") as tmp:
+        stores: list[SQLiteStore] = []
+        rotators = []
+        started = time.perf_counter()
+        try:
+            for n in (small_n, large_n):
+                path = Path(tmp) / f"sessions-{n}.db"
+                with SQLiteStore(path) as fresh:
+                    fresh.sessions_of("nobody", now=0.0)  # creates the schema
+                settings.log(f"{GROUP}: sqlite, loading {n:,} sessions")
+                # Loaded alone, so without the WAL and its fsyncs, then put back in WAL
+                # mode, as the store keeps it.
+                conn = sqlite3.connect(path, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode=DELETE")
+                    conn.execute("PRAGMA synchronous=OFF")
+                    conn.execute("PRAGMA cache_size=-262144")
+                    conn.execute("BEGIN")
+                    conn.executemany(
+                        "INSERT INTO tokenflow_sessions (session_id, user_id, created_at, "
+                        "refreshed_at, idle_expires_at, absolute_expires_at, generation, "
+                        "current, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}')",
+                        _bulk_sessions("bulk", n),
+                    )
+                    conn.execute("COMMIT")
+                    conn.execute("ANALYZE")
+                    conn.execute("PRAGMA journal_mode=WAL")
+                finally:
+                    conn.close()
+                store = SQLiteStore(path)
+                stores.append(store)
+                rotators.append(_Rotator.adopt(store, *_sample("bulk", n)))
+            load = time.perf_counter() - started
+            stats = measure(
+                f"{GROUP} sqlite scale",
+                [
+                    Case(f"sqlite/rotate_{small_n}", Call(rotators[0].step)),
+                    Case(f"sqlite/rotate_{large_n}", Call(rotators[1].step)),
+                ],
+                settings,
+            )
+            for rotator in rotators:
+                rotator.check("sqlite scale")
+        finally:
+            for store in stores:
+                store.close()
+    return _Scaling(
+        "sqlite",
+        "SQLite",
+        small_n,
+        large_n,
+        stats[f"sqlite/rotate_{small_n}"],
+        stats[f"sqlite/rotate_{large_n}"],
+        load,
+    )
+
+
+def _postgres_scaling(settings: Settings, admin: psycopg.Connection[Any], table: str) -> _Scaling:
+    from psycopg import sql
+    from psycopg_pool import ConnectionPool
+
+    from tokenflow.stores.postgres import PostgresStore, apply_schema
+
+    small_n, large_n = _scale_sizes(settings)
+    tables = [f"{table}_{n}" for n in (small_n, large_n)]
+    started = time.perf_counter()
+    for name, n in zip(tables, (small_n, large_n), strict=True):
+        apply_schema(admin, table=name)
+        settings.log(f"{GROUP}: postgres, loading {n:,} sessions into {name}")
+        copy_sql = sql.SQL(
+            "COPY {} (session_id, user_id, created_at, refreshed_at, idle_expires_at, "
+            "absolute_expires_at, generation, current_verifier) FROM STDIN"
+        ).format(sql.Identifier(name))
+        with admin.cursor() as cur, cur.copy(copy_sql) as copy:
+            for row in _bulk_sessions("bulk", n):
+                copy.write_row(row)
+        # As a table that has lived a while: statistics known, hint bits set.
+        admin.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(name)))
+    load = time.perf_counter() - started
+    with ConnectionPool(
+        POSTGRES_DSN, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True, timeout=60
+    ) as pool:
+        pool.wait(10)
+        rotators = [
+            _Rotator.adopt(PostgresStore(pool, table=name), *_sample("bulk", n))
+            for name, n in zip(tables, (small_n, large_n), strict=True)
+        ]
+        stats = measure(
+            f"{GROUP} postgres scale",
+            [
+                Case(f"postgres/rotate_{small_n}", Call(rotators[0].step)),
+                Case(f"postgres/rotate_{large_n}", Call(rotators[1].step)),
+            ],
+            _durable_batches(settings),
+        )
+        for rotator in rotators:
+            rotator.check("postgres scale")
+    return _Scaling(
+        "postgres",
+        "PostgreSQL",
+        small_n,
+        large_n,
+        stats[f"postgres/rotate_{small_n}"],
+        stats[f"postgres/rotate_{large_n}"],
+        load,
+    )
+
+
 # --------------------------------------------------------------------------- report
 
 
-def _ratio_status(rotation: Stats, round_trip: Stats) -> str:
-    return f"rotation vs round trip so far: {rotation.median / round_trip.median:.3f}x"
+def _ratio_status(rotation: Stats, baseline: Stats, name: str) -> str:
+    return f"rotation vs {name} so far: {rotation.median / baseline.median:.3f}x"
 
 
 def run(settings: Settings, report: Report) -> None:
     """Benchmark the Redis and PostgreSQL stores; print the tables and fill in ``report``."""
     results = [r for r in (_redis(settings), _postgres(settings)) if r is not None]
+    scalings = [_sqlite_scaling(settings)] + [r.scaling for r in results if r.scaling]
     _print_results(settings, results)
+    _print_goals(settings, results, scalings)
 
     report.add_libraries("redis", "psycopg", "psycopg-binary", "psycopg-pool")
-    report.add_detail(GROUP, "goal", {"max_rotation_vs_roundtrip": GOAL})
+    report.add_detail(
+        GROUP,
+        "goals",
+        {
+            "redis_rotate_vs_evalsha": WRITE_GOALS["redis"],
+            "postgres_rotate_vs_update": WRITE_GOALS["postgres"],
+            "postgres_rotation_hot_ratio_min": HOT_GOAL,
+            "sqlite_refresh_1e6_vs_1e3": SCALE_GOAL,
+            "postgres_refresh_1e6_vs_1e3": SCALE_GOAL,
+        },
+    )
+    report.add_detail(
+        GROUP, "informational", {"rotation_vs_roundtrip_former_goal": FORMER_ROUND_TRIP_GOAL}
+    )
     report.add_detail(
         GROUP,
         "setup",
@@ -1066,6 +1438,7 @@ def run(settings: Settings, report: Report) -> None:
             "race_callers": list(RACE_CALLERS),
             "race_trials": _race_trials(settings),
             "postgres_race_pool": POSTGRES_RACE_POOL,
+            "scale_sessions": list(_scale_sizes(settings)),
         },
     )
     by_key = {r.key: r for r in results}
@@ -1075,7 +1448,10 @@ def run(settings: Settings, report: Report) -> None:
             report.add_row(GROUP, key, {"skipped": "server not reachable"})
             report.add_key(f"{key}_rotation_vs_roundtrip", None)
             report.add_key(f"{key}_round_trips_per_rotation", None)
+            report.add_key(_StoreResult(key, "", "", "").goal_key, None)
             continue
+        write_ratio = found.write_ratio
+        report.add_key(found.goal_key, None if write_ratio is None else round(write_ratio, 4))
         report.add_row(GROUP, key, found.as_json())
         ratio = found.ratio
         report.add_key(f"{key}_rotation_vs_roundtrip", None if ratio is None else round(ratio, 4))
@@ -1090,6 +1466,94 @@ def run(settings: Settings, report: Report) -> None:
     report.add_key(
         "double_rotations_total", sum(r.double_rotations for r in races) if races else None
     )
+
+    postgres = by_key.get("postgres")
+    hot = None if postgres is None or postgres.hot is None else postgres.hot.get("hot_ratio")
+    report.add_key("postgres_rotation_hot_ratio", hot)
+    scaled = {s.key: s for s in scalings}
+    for key in ("sqlite", "postgres"):
+        found_scale = scaled.get(key)
+        report.add_row(
+            GROUP,
+            f"{key}_refresh_at_scale",
+            found_scale.as_json() if found_scale else {"skipped": "server not reachable"},
+        )
+        report.add_key(
+            f"{key}_refresh_1e6_vs_1e3", round(found_scale.ratio, 4) if found_scale else None
+        )
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _print_goals(
+    settings: Settings, results: Sequence[_StoreResult], scalings: Sequence[_Scaling]
+) -> None:
+    """The goals: each ratio measured side by side in this run, with its noise."""
+    print(
+        "\nGoals: a rotation against the cheapest durable write on the same connection, "
+        "and a refresh at scale,\nmedians of interleaved rounds, µs per operation"
+    )
+    if settings.quick:
+        print(
+            f"QUICK MODE: {_scale_sizes(settings)[1]:,} sessions stand in for "
+            f"{SCALE_LARGE:,}; do not quote these figures."
+        )
+    rows = []
+    for r in results:
+        ratio = r.write_ratio
+        if ratio is None or r.rotation_us is None or r.write_us is None:
+            continue
+        goal = WRITE_GOALS[r.key]
+        rows.append(
+            [
+                r.goal_key,
+                f"{r.rotation_us.median:.1f}",
+                f"{r.write_us.median:.1f} ({r.write})",
+                f"{ratio:.3f}x",
+                f"<= {goal}",
+                _verdict(ratio <= goal),
+                f"{r.rotation_us.noise_pct:.1f}% / {r.write_us.noise_pct:.1f}%",
+            ]
+        )
+    for sc in scalings:
+        rows.append(
+            [
+                sc.goal_key,
+                f"{sc.large_us.median:.1f} ({sc.large:,})",
+                f"{sc.small_us.median:.1f} ({sc.small:,} sessions)",
+                f"{sc.ratio:.3f}x",
+                f"<= {SCALE_GOAL}",
+                _verdict(sc.ratio <= SCALE_GOAL),
+                f"{sc.large_us.noise_pct:.1f}% / {sc.small_us.noise_pct:.1f}%",
+            ]
+        )
+    print(
+        format_table(
+            ["goal", "rotation µs", "baseline µs", "ratio", "goal", "", "noise"], rows, "lrrrlll"
+        )
+    )
+    for r in results:
+        if r.hot is not None:
+            hot = r.hot.get("hot_ratio")
+            shown = f"{hot:.3f}" if isinstance(hot, float) else "n/a"
+            ok = isinstance(hot, float) and hot >= HOT_GOAL
+            print(
+                f"postgres_rotation_hot_ratio = {shown}  (n_tup_hot_upd {r.hot['n_tup_hot_upd']} / "
+                f"n_tup_upd {r.hot['n_tup_upd']}, goal >= {HOT_GOAL}: {_verdict(ok)}; "
+                f"table options {r.hot['reloptions']})"
+            )
+    for sc in scalings:
+        print(
+            f"{sc.label}: {sc.large:,} sessions bulk-loaded with the small table in "
+            f"{sc.load_seconds:.1f} s"
+        )
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    print(f"load average (1, 5, 15 min) at the end: {load} on {os.cpu_count()} CPUs")
 
 
 def _print_results(settings: Settings, results: Sequence[_StoreResult]) -> None:
@@ -1208,13 +1672,18 @@ def _print_results(settings: Settings, results: Sequence[_StoreResult]) -> None:
         shown = "n/a" if trips is None else f"{trips:.3f}"
         print(f"{r.label}: round trips per rotation: {shown}")
         _print_evidence(r)
+    for r in results:
+        for part in r.skipped:
+            print(f"{r.label}: skipped {part}")
     print("\nNoise is the interquartile range over the median: medians closer than it are a tie.")
     for r in results:
         ratio = r.ratio
         if ratio is None:
             continue
-        verdict = "PASS" if ratio <= GOAL else "MISS"
-        print(f"{r.key}_rotation_vs_roundtrip = {ratio:.3f}  (goal <= {GOAL}: {verdict})")
+        print(
+            f"{r.key}_rotation_vs_roundtrip = {ratio:.3f}  (information: a read-only round "
+            f"trip; the former goal was <= {FORMER_ROUND_TRIP_GOAL})"
+        )
 
 
 def _print_evidence(r: _StoreResult) -> None:

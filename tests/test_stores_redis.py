@@ -116,7 +116,7 @@ def test_values_are_stored_as_raw_bytes(client: Any, prefix: str) -> None:
     store = RedisStore(client, prefix=prefix)
     sid = "raw-" + secrets.token_hex(4)
     verifier = bytes(range(256))[::8]  # NUL, 0x80, 0xF8...: no text decoding survives this
-    info = SessionInfo(sid, "raw-user", T0, T0, T0 + 60, T0 + 120, metadata={"k": "\udc80 ü"})
+    info = SessionInfo(sid, "raw-user", T0, T0, T0 + 60, T0 + 120, metadata={"k": "\x00 ü"})
     store.create(NewSession(info, verifier))
     key = f"{prefix}:s:{sid}"
     assert client.hget(key, "cur") == verifier
@@ -128,7 +128,7 @@ def test_values_are_stored_as_raw_bytes(client: Any, prefix: str) -> None:
     assert grace.outcome is RotationOutcome.GRACE
     assert grace.salt == salt
     assert grace.session is not None
-    assert grace.session.metadata == {"k": "\udc80 ü"}
+    assert grace.session.metadata == {"k": "\x00 ü"}
 
 
 def test_keys_carry_ttls_from_the_rotation_clock(client: Any, prefix: str) -> None:
@@ -312,11 +312,23 @@ def test_configuration_is_validated(client: Any, redis_url: str) -> None:
         RedisStore(client, expiry_margin=float("nan"))
 
 
-def test_nan_times_are_refused(client: Any, prefix: str) -> None:
+def test_a_nan_creation_time_is_refused(client: Any, prefix: str) -> None:
     store = RedisStore(client, prefix=prefix)
-    info = SessionInfo("nan-session", "nan-user", T0, T0, float("nan"), T0 + 10)
+    info = SessionInfo("nan-session", "nan-user", T0, float("nan"), T0 + 5, T0 + 10)
     with pytest.raises(ValueError, match="NaN"):
         store.create(NewSession(info, b"v" * 32))
+
+
+def test_infinite_and_nan_expiries_get_a_bounded_ttl(client: Any, prefix: str) -> None:
+    store = RedisStore(client, prefix=prefix, expiry_margin=1.0)
+    inf = float("inf")
+    for sid, idle, absolute in (("forever", inf, inf), ("nan", float("nan"), inf)):
+        store.create(NewSession(SessionInfo(sid, "u", T0, T0, idle, absolute), b"v" * 32))
+    session_prefix = f"{prefix}:s:"
+    assert 0 < client.pttl(session_prefix + "forever") <= 10**14
+    # A NaN expiry is stored as -inf: expired, so its key lives only the margin.
+    assert 0 < client.pttl(session_prefix + "nan") <= 1000
+    assert client.hget(session_prefix + "nan", "ie") == b"-inf"
 
 
 def test_repr_shows_no_connection_details() -> None:

@@ -7,6 +7,7 @@ particular to SQLite.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import multiprocessing
 import os
@@ -179,7 +180,7 @@ def test_metadata_round_trips_and_comes_back_read_only(store: SQLiteStore) -> No
         "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
         "address": "2001:db8::1",
         "note": 'ünïcödé ☃ "quoted" \\ {}',
-        "lone surrogate": "\ud800",
+        "nul": "a\x00b",
         "": "",
     }
     new, _ = _session("s1", metadata=metadata)
@@ -229,10 +230,19 @@ def test_a_duplicate_id_raises_value_error(store: SQLiteStore) -> None:
     assert store.sessions_of("alice", now=T0) == [new.info]
 
 
-def test_a_nan_time_is_refused(store: SQLiteStore) -> None:
-    new, _ = _session("s1", idle=float("nan"))
+def test_a_nan_creation_time_is_refused(store: SQLiteStore) -> None:
+    new, _ = _session("s1")
+    info = dataclasses.replace(new.info, created_at=float("nan"))
     with pytest.raises(ValueError, match="NaN"):
-        store.create(new)
+        store.create(NewSession(info, new.verifier))
+
+
+def test_a_nan_expiry_is_stored_as_expired(store: SQLiteStore) -> None:
+    # SQLite would turn NaN into NULL; -inf is expired at every now, as NaN is.
+    new, _ = _session("s1", idle=float("nan"))
+    store.create(new)
+    assert store.sessions_of("alice", now=-1e300) == []
+    assert store.purge(now=-1e300) == 1
 
 
 # ------------------------------------------------------------------ purge and the indexes

@@ -13,6 +13,7 @@ from .._sessions import (
     StoredSession,
     apply_rotation,
 )
+from ._values import check_metadata, stored_times
 
 __all__ = ["AsyncMemoryStore", "MemoryStore"]
 
@@ -48,6 +49,10 @@ class MemoryStore:
     def create(self, session: NewSession) -> None:
         """Store a new session; a duplicate id raises ``ValueError``."""
         info = session.info
+        # Checked like every other store's, though a dict could hold anything:
+        # all stores accept and refuse the same sessions.
+        stored_times(info)
+        check_metadata(info.metadata)
         with self._lock:
             if info.session_id in self._sessions:
                 raise ValueError("session id already exists")

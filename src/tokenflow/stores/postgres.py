@@ -6,32 +6,59 @@ precision`` seconds, the generation, ``jsonb`` metadata, and the current and
 previous verifiers and the last rotation's salt as ``bytea``. Verifiers are
 SHA-256 digests of refresh secrets, never the secrets.
 
-**Rotation is one SQL statement, one round trip.** A data-modifying CTE:
-``cur`` reads the row ``FOR UPDATE`` and computes the outcome with
-:func:`~tokenflow.stores.apply_rotation`'s rule; ``rotated`` updates the row
-when the outcome is ROTATED; ``deleted`` deletes it on EXPIRED and reuse; the
-final SELECT reports the outcome and the session. Run as a single statement
-in autocommit mode, it is its own transaction.
+**Rotation is one round trip in the common case.** A refresh presenting
+the current verifier of a live session is one plain ``UPDATE ... WHERE
+session_id = ... AND current_verifier = ... AND <live> RETURNING``: a
+single-row write by primary key, the cheapest durable write there is. When
+it updates nothing (a replay inside the grace window, reuse, expiry, an
+unknown session, or a rotation that lost a race), a second statement decides:
+a data-modifying CTE where ``cur`` reads the row ``FOR UPDATE`` and computes
+the outcome with :func:`~tokenflow.stores.apply_rotation`'s rule,
+``rotated`` updates the row when the outcome is ROTATED, ``deleted`` deletes
+it on EXPIRED and reuse, and the final SELECT reports the outcome and the
+session. Run in autocommit mode, each statement is its own transaction.
 
 Why it is atomic under concurrency, at PostgreSQL's default READ COMMITTED
-isolation: ``FOR UPDATE`` makes concurrent rotations of one session queue on
-the row lock. When the winner commits, each waiter's lock step re-reads the
-*newest* version of the row (PostgreSQL's EvalPlanQual recheck) and the CASE
-that computes the outcome is evaluated on that version, so a loser that
-presented the same verifier sees the winner's successor as current, its own
-verifier as the predecessor, and answers GRACE with the winner's salt. The
-UPDATE and DELETE join ``cur``, so they can only run after ``cur`` holds the
-lock, and act on the same newest version (the statement's snapshot may still
-show the old one; the same recheck moves them to the newest). A waiter whose
-row was deleted by the winner finds no row: UNKNOWN_SESSION, exactly what the
-serial order would give. Under REPEATABLE READ or SERIALIZABLE (if the
+isolation: an UPDATE waiting for a row lock re-checks its WHERE clause on the
+*newest* version of the row once it gets the lock (PostgreSQL's EvalPlanQual
+recheck). Of several rotations presenting the same verifier, the first
+updates the row; each other one then finds its verifier no longer current and
+updates nothing, so it runs the second statement, whose snapshot is taken
+after the winner committed. There, ``FOR UPDATE`` makes concurrent deciders
+of one session queue on the row lock, and the CASE that computes the outcome
+is evaluated on the newest version: a loser sees the winner's successor as
+current, its own verifier as the predecessor, and answers GRACE with the
+winner's salt. The UPDATE and DELETE join ``cur``, so they can only run after
+``cur`` holds the lock, and act on the same newest version. A waiter whose
+row was deleted by the winner finds no row: UNKNOWN_SESSION, exactly what
+the serial order would give. Under REPEATABLE READ or SERIALIZABLE (if the
 server, database or role defaults to them) the waiter gets a serialization
 failure instead; the store retries it a few times, and the retry, in a new
 transaction, sees the winner's row.
 
+**Indexes and HOT updates.** Besides the primary key, the table has one
+index, ``(user_id, created_at, session_id)``, for :meth:`~PostgresStore.sessions_of`
+(rows come out already in order) and :meth:`~PostgresStore.revoke_user`. No
+index covers a column a rotation changes (the verifiers, the salt and the
+times of the last rotation, ``idle_expires_at``, ``generation``), and the
+table leaves 30% of each page free (``fillfactor = 70``): a rotation is a
+heap-only-tuple update, which writes no index entry and whose old version is
+pruned from the page without VACUUM, so index bloat does not grow with
+traffic. :meth:`~PostgresStore.purge` has no index for that reason: it scans
+the table in batches, every few minutes. :func:`migration_sql` brings a table
+made by the previous schema version there, on a live database.
+
+**Values.** A NaN expiry is stored as ``-Infinity`` (expired at every ``now``,
+as NaN is under the reference rule), and every liveness test also treats a
+NaN found in the table as expired: PostgreSQL orders NaN above every number.
+Metadata is a ``jsonb`` object; one whose strings hold U+0000, which no
+PostgreSQL text can hold, is stored as a ``jsonb`` string of its JSON text.
+
 Comparisons use ``double precision``, IEEE doubles like Python floats, and
 the one addition (``now + idle_seconds``) is the same IEEE addition, so the
-SQL decides exactly as the Python rule. Results are fetched in binary, so no
+SQL decides exactly as the Python rule (PostgreSQL raises, rather than
+answering infinity, if that addition overflows from finite operands: only
+for a ``now`` near the largest double). Results are fetched in binary, so no
 ``extra_float_digits`` setting can round the times.
 
 Connections: pass a :class:`psycopg_pool.ConnectionPool` (best: configure it
@@ -47,7 +74,7 @@ periodically (every few minutes) for the rest.
 
 from __future__ import annotations
 
-import math
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -64,12 +91,14 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .._errors import ConfigError
 from .._sessions import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
+from ._values import check_metadata, stored_times
 
 __all__ = [
     "AsyncPostgresStore",
     "PostgresStore",
     "apply_schema",
     "apply_schema_async",
+    "migration_sql",
     "schema_sql",
 ]
 
@@ -107,7 +136,7 @@ _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 
 def _names(table: str) -> tuple[sql.Identifier, sql.Identifier, sql.Identifier]:
-    """``(table, user index, expiry index)`` identifiers; raises ConfigError on a bad name."""
+    """``(table, user index, version 1 expiry index)`` identifiers; ConfigError on a bad name."""
     match = _TABLE_RE.fullmatch(table) if isinstance(table, str) else None
     if match is None:
         raise ConfigError(
@@ -116,18 +145,20 @@ def _names(table: str) -> tuple[sql.Identifier, sql.Identifier, sql.Identifier]:
         )
     schema, base = match.groups()
     ident = sql.Identifier(schema, base) if schema else sql.Identifier(base)
-    # Indexes always live in their table's schema: their names are unqualified.
-    return ident, sql.Identifier(f"{base}_by_user"), sql.Identifier(f"{base}_by_expiry")
+    # Indexes always live in their table's schema: CREATE INDEX takes an
+    # unqualified name. The version 1 expiry index, dropped by the migration,
+    # is named with its schema, so that DROP INDEX finds it whatever the search path.
+    expiry = (schema, f"{base}_by_expiry") if schema else (f"{base}_by_expiry",)
+    return ident, sql.Identifier(f"{base}_by_user"), sql.Identifier(*expiry)
 
 
-def _schema_template() -> sql.SQL:
-    text = resources.files("tokenflow.stores").joinpath("postgres_schema.sql").read_text("utf-8")
-    return sql.SQL(text)
+def _template(name: str) -> sql.SQL:
+    return sql.SQL(resources.files("tokenflow.stores").joinpath(name).read_text("utf-8"))
 
 
 def _schema(table: str) -> sql.Composed:
-    ident, user_index, expiry_index = _names(table)
-    return _schema_template().format(table=ident, user_index=user_index, expiry_index=expiry_index)
+    ident, user_index, _ = _names(table)
+    return _template("postgres_schema.sql").format(table=ident, user_index=user_index)
 
 
 def schema_sql(table: str = DEFAULT_TABLE, conn: psycopg.Connection[Any] | None = None) -> str:
@@ -137,6 +168,21 @@ def schema_sql(table: str = DEFAULT_TABLE, conn: psycopg.Connection[Any] | None 
     rules; any psycopg 3.2+ renders them without one.
     """
     return _schema(table).as_string(conn)
+
+
+def migration_sql(table: str = DEFAULT_TABLE, conn: psycopg.Connection[Any] | None = None) -> str:
+    """The SQL that brings a ``table`` created by schema version 1 to version 2.
+
+    Version 2 drops the expiry index and sets a fillfactor, so that rotations
+    are heap-only-tuple updates (see the module docs). The statements run on
+    a live database, with servers of either version running, and are
+    idempotent; run them outside a transaction block (``DROP INDEX
+    CONCURRENTLY`` refuses to run inside one), e.g. with ``psql -f``.
+    A table created by version 2 needs nothing.
+    """
+    ident, _, expiry_index = _names(table)
+    template = _template("postgres_migrate_v2.sql")
+    return template.format(table=ident, expiry_index=expiry_index).as_string(conn)
 
 
 def _lock_and_schema(table: str) -> tuple[sql.Composed, sql.Composed]:
@@ -179,9 +225,45 @@ class _Statements:
             cols=info_columns,
             vals=sql.SQL(", ").join([sql.Placeholder()] * (len(_INFO_COLUMNS) + 1)),
         )
-        # The rotation rule, in the order apply_rotation checks it: liveness
-        # first, then the current verifier, then the predecessor. A NULL
-        # previous_verifier makes its comparisons NULL (not true), so a
+        # Liveness as SessionInfo.is_live decides it. PostgreSQL orders NaN
+        # above every number (Python's `now < nan` is false), so a NaN expiry
+        # is tested for explicitly: stores never write one (create stores it
+        # as -inf), but a row written by other means is still judged right.
+        live = (
+            "%(now)s < idle_expires_at AND %(now)s < absolute_expires_at"
+            " AND idle_expires_at <> 'NaN' AND absolute_expires_at <> 'NaN'"
+        )
+        # The common case first: the presented verifier is current and the
+        # session live. One plain UPDATE of one row by primary key, the
+        # cheapest durable write there is. It changes no indexed column, so
+        # it is a heap-only-tuple update when the page has room (the table's
+        # fillfactor leaves some). Under concurrency a second rotation
+        # presenting the same verifier waits for the row lock, re-checks the
+        # WHERE clause on the winner's version (EvalPlanQual), finds its
+        # verifier no longer current and updates nothing: it then runs
+        # `rotate`, below, in a new statement that sees the winner's row.
+        self.rotate_current = sql.SQL(
+            """
+            UPDATE {t} SET
+                current_verifier = %(successor)s,
+                previous_verifier = current_verifier,
+                rotated_at = %(now)s,
+                salt = %(salt)s,
+                refreshed_at = %(now)s,
+                -- Sliding renewal never passes the absolute lifetime; the CASE
+                -- is Python's min(now + idle, absolute), operand order included.
+                idle_expires_at = CASE
+                    WHEN absolute_expires_at < %(now)s + %(idle)s THEN absolute_expires_at
+                    ELSE %(now)s + %(idle)s
+                END,
+                generation = generation + 1
+            WHERE session_id = %(sid)s AND current_verifier = %(presented)s AND {live}
+            RETURNING {cols}
+            """
+        ).format(t=ident, cols=info_columns, live=sql.SQL(live))
+        # Every other outcome, in the order apply_rotation checks it:
+        # liveness first, then the current verifier, then the predecessor. A
+        # NULL previous_verifier makes its comparisons NULL (not true), so a
         # session never rotated answers REUSED_UNKNOWN, like the Python rule.
         # bytea equality is not constant-time; verifiers are SHA-256 digests
         # of 256-bit random secrets, so timing tells nothing exploitable.
@@ -190,7 +272,7 @@ class _Statements:
             WITH cur AS MATERIALIZED (
                 SELECT {cols}, current_verifier, salt,
                     CASE
-                        WHEN NOT (%(now)s < idle_expires_at AND %(now)s < absolute_expires_at)
+                        WHEN NOT ({live})
                             THEN 'expired'
                         WHEN current_verifier = %(presented)s
                             THEN 'rotated'
@@ -212,8 +294,11 @@ class _Statements:
                     rotated_at = %(now)s,
                     salt = %(salt)s,
                     refreshed_at = %(now)s,
-                    -- Sliding renewal never passes the absolute lifetime.
-                    idle_expires_at = LEAST(%(now)s + %(idle)s, cur.absolute_expires_at),
+                    idle_expires_at = CASE
+                        WHEN cur.absolute_expires_at < %(now)s + %(idle)s
+                            THEN cur.absolute_expires_at
+                        ELSE %(now)s + %(idle)s
+                    END,
                     generation = cur.generation + 1
                 FROM cur
                 WHERE s.session_id = cur.session_id AND cur.outcome = 'rotated'
@@ -232,44 +317,44 @@ class _Statements:
                 cur.metadata, cur.salt, rotated.generation IS NOT NULL
             FROM cur LEFT JOIN rotated ON true
             """
-        ).format(t=ident, cols=info_columns)
+        ).format(t=ident, cols=info_columns, live=sql.SQL(live))
         self.revoke = sql.SQL("DELETE FROM {t} WHERE session_id = %s").format(t=ident)
         self.revoke_user = sql.SQL("DELETE FROM {t} WHERE user_id = %s").format(t=ident)
         self.sessions_of = sql.SQL(
             """
             SELECT {cols} FROM {t}
-            WHERE user_id = %s AND %s < idle_expires_at AND %s < absolute_expires_at
+            WHERE user_id = %(user)s AND {live}
             ORDER BY created_at, session_id
             """
-        ).format(t=ident, cols=info_columns)
+        ).format(t=ident, cols=info_columns, live=sql.SQL(live))
         # SKIP LOCKED: never wait behind a rotation holding a row (it deletes
-        # the row itself if it finds it expired). The LEAST(...) expression is
-        # the expiry index's, verbatim; `LEAST(a, b) <= now` is exactly
-        # `not SessionInfo.is_live(now)`.
+        # the row itself if it finds it expired). No index serves this
+        # condition: an index on either expiry would need a new entry at every
+        # rotation, and rotations are far more frequent than purges (see the
+        # module docs). The scan stops as soon as it has a batch.
         self.purge = sql.SQL(
             """
             DELETE FROM {t} WHERE session_id IN (
                 SELECT session_id FROM {t}
-                WHERE LEAST(idle_expires_at, absolute_expires_at) <= %s
-                LIMIT %s
+                WHERE NOT ({live})
+                LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED
             )
             """
-        ).format(t=ident)
+        ).format(t=ident, live=sql.SQL(live))
 
     @staticmethod
     def insert_params(session: NewSession) -> tuple[Any, ...]:
         info = session.info
-        times = (info.created_at, info.refreshed_at, info.idle_expires_at, info.absolute_expires_at)
-        if any(math.isnan(t) for t in times):
-            # PostgreSQL orders NaN above every number, unlike Python: refuse it.
-            raise ValueError("session times must be numbers, not NaN")
+        # A NaN expiry is stored as -inf (expired alike); NaN elsewhere is refused.
+        times = stored_times(info)
+        check_metadata(info.metadata)
         return (
             info.session_id,
             info.user_id,
-            *(float(t) for t in times),
+            *times,
             int(info.generation),
-            Jsonb(dict(info.metadata)),
+            _metadata_param(info.metadata),
             session.verifier,
         )
 
@@ -286,6 +371,10 @@ class _Statements:
             "idle": float(rotation.idle_seconds),
             "grace": float(rotation.grace_seconds),
         }
+
+    @staticmethod
+    def rotated(row: TupleRow) -> RotationResult:
+        return RotationResult(RotationOutcome.ROTATED, _info_of(row))
 
     @staticmethod
     def rotation_result(row: TupleRow | None) -> RotationResult:
@@ -305,7 +394,11 @@ class _Statements:
 
 def _info_of(row: Sequence[Any]) -> SessionInfo:
     """A SessionInfo from the values of ``_INFO_COLUMNS``, in that order."""
-    metadata: dict[str, str] = row[7]
+    metadata: dict[str, str] | str = row[7]
+    if isinstance(metadata, str):
+        # Metadata jsonb cannot hold, kept as its JSON text (see _metadata_param).
+        metadata = json.loads(metadata)
+        assert isinstance(metadata, dict)
     return SessionInfo(
         session_id=row[0],
         user_id=row[1],
@@ -316,6 +409,21 @@ def _info_of(row: Sequence[Any]) -> SessionInfo:
         generation=row[6],
         metadata=MappingProxyType(metadata) if metadata else _NO_METADATA,
     )
+
+
+def _metadata_param(metadata: Mapping[str, str]) -> Jsonb:
+    """The ``jsonb`` value of the metadata column.
+
+    A JSON object, except when a key or value holds U+0000, which no
+    PostgreSQL text or jsonb value can hold: the object's JSON text (where it
+    is the escape ``\\u0000``) is then stored as a jsonb *string*. Metadata is
+    always an object, so the two cannot be confused, and no column type
+    change (a table rewrite) is needed to round-trip every string.
+    """
+    plain = dict(metadata)
+    if any("\x00" in key or "\x00" in value for key, value in plain.items()):
+        return Jsonb(json.dumps(plain, separators=(",", ":"), sort_keys=True))
+    return Jsonb(plain)
 
 
 def _check_batch(batch_size: int) -> None:
@@ -441,10 +549,16 @@ class PostgresStore:
             raise ValueError("session id already exists") from exc
 
     def rotate(self, rotation: Rotation) -> RotationResult:
-        """Apply the rotation rule atomically: one statement, one round trip."""
+        """Apply the rotation rule atomically: one round trip in the common case."""
         params = self._sql.rotate_params(rotation)
 
         def body(cur: psycopg.Cursor[TupleRow]) -> RotationResult:
+            cur.execute(self._sql.rotate_current, params, binary=True)
+            row = cur.fetchone()
+            if row is not None:
+                return self._sql.rotated(row)
+            # Not the common case (see _Statements.rotate_current): a second
+            # statement, whose own snapshot decides every other outcome.
             cur.execute(self._sql.rotate, params, binary=True)
             return self._sql.rotation_result(cur.fetchone())
 
@@ -470,7 +584,7 @@ class PostgresStore:
 
     def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first (ties by session id)."""
-        params = (user_id, float(now), float(now))
+        params = {"user": user_id, "now": float(now)}
 
         def body(cur: psycopg.Cursor[TupleRow]) -> list[SessionInfo]:
             cur.execute(self._sql.sessions_of, params, binary=True)
@@ -491,7 +605,7 @@ class PostgresStore:
         while True:
 
             def body(cur: psycopg.Cursor[TupleRow]) -> int:
-                cur.execute(self._sql.purge, (float(now), batch_size))
+                cur.execute(self._sql.purge, {"now": float(now), "limit": batch_size})
                 return cur.rowcount
 
             deleted = self._run(body)
@@ -600,10 +714,14 @@ class AsyncPostgresStore:
             raise ValueError("session id already exists") from exc
 
     async def rotate(self, rotation: Rotation) -> RotationResult:
-        """Apply the rotation rule atomically: one statement, one round trip."""
+        """Apply the rotation rule atomically: one round trip in the common case."""
         params = self._sql.rotate_params(rotation)
 
         async def body(cur: psycopg.AsyncCursor[TupleRow]) -> RotationResult:
+            await cur.execute(self._sql.rotate_current, params, binary=True)
+            row = await cur.fetchone()
+            if row is not None:
+                return self._sql.rotated(row)
             await cur.execute(self._sql.rotate, params, binary=True)
             return self._sql.rotation_result(await cur.fetchone())
 
@@ -629,7 +747,7 @@ class AsyncPostgresStore:
 
     async def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first (ties by session id)."""
-        params = (user_id, float(now), float(now))
+        params = {"user": user_id, "now": float(now)}
 
         async def body(cur: psycopg.AsyncCursor[TupleRow]) -> list[SessionInfo]:
             await cur.execute(self._sql.sessions_of, params, binary=True)
@@ -644,7 +762,7 @@ class AsyncPostgresStore:
         while True:
 
             async def body(cur: psycopg.AsyncCursor[TupleRow]) -> int:
-                await cur.execute(self._sql.purge, (float(now), batch_size))
+                await cur.execute(self._sql.purge, {"now": float(now), "limit": batch_size})
                 return cur.rowcount
 
             deleted = await self._run(body)

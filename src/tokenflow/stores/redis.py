@@ -71,6 +71,7 @@ import redis.asyncio
 
 from .._errors import ConfigError
 from .._sessions import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
+from ._values import check_metadata, stored_times
 
 __all__ = ["AsyncRedisStore", "RedisStore"]
 
@@ -205,7 +206,15 @@ def _num(value: float) -> str:
 
 
 def _ttl_ms(remaining: float, margin_ms: int) -> int:
-    """A key TTL: the remaining life (never negative) plus the margin, at least 1 ms."""
+    """A key TTL: the remaining life (never negative) plus the margin, at least 1 ms.
+
+    ``remaining`` may be infinite (a session that never expires), or NaN when
+    both of its times are the same infinity: neither is a number of
+    milliseconds, and both get the longest TTL, which is safe (the script and
+    sessions_of judge liveness from the stored times, never from the TTL).
+    """
+    if not remaining < _MAX_TTL_MS / 1000:
+        return _MAX_TTL_MS
     ms = math.ceil(remaining * 1000) if remaining > 0 else 0
     return max(1, min(ms + margin_ms, _MAX_TTL_MS))
 
@@ -267,30 +276,29 @@ class _Layout:
     def create_args(self, session: NewSession) -> tuple[list[Any], list[Any]]:
         """``(session script args, index script args)`` for a new session."""
         info = session.info
-        times = (info.created_at, info.refreshed_at, info.idle_expires_at, info.absolute_expires_at)
-        if any(math.isnan(t) for t in times):
-            raise ValueError("session times must be numbers, not NaN")
+        # Lua's tonumber() reads "nan" as NaN, but the TTL could not be computed
+        # from it: a NaN expiry is stored as -inf, expired just the same.
+        created, refreshed, idle_at, absolute_at = stored_times(info)
+        check_metadata(info.metadata)
         # create() carries no `now`: the session's own refreshed_at is the
         # creating server's clock reading, so the TTL is measured from it.
-        ends = min(info.idle_expires_at, info.absolute_expires_at)
-        ttl = _ttl_ms(ends - info.refreshed_at, self.margin_ms)
+        ttl = _ttl_ms(min(idle_at, absolute_at) - refreshed, self.margin_ms)
         # The index must outlive every renewal, which never passes the absolute expiry.
         index_ttl = min(
-            _ttl_ms(info.absolute_expires_at - info.refreshed_at, self.margin_ms) + _INDEX_SLACK_MS,
-            _MAX_TTL_MS,
+            _ttl_ms(absolute_at - refreshed, self.margin_ms) + _INDEX_SLACK_MS, _MAX_TTL_MS
         )
         fields: list[Any] = [
             ttl,
             "uid",
             _text(info.user_id),
             "ca",
-            _num(info.created_at),
+            _num(created),
             "ra",
-            _num(info.refreshed_at),
+            _num(refreshed),
             "ie",
-            _num(info.idle_expires_at),
+            _num(idle_at),
             "ae",
-            _num(info.absolute_expires_at),
+            _num(absolute_at),
             "gen",
             int(info.generation),
             "meta",
@@ -298,7 +306,7 @@ class _Layout:
             "cur",
             session.verifier,
         ]
-        return fields, [_num(info.created_at), _text(info.session_id), index_ttl]
+        return fields, [_num(created), _text(info.session_id), index_ttl]
 
     def rotate_args(self, rotation: Rotation) -> list[Any]:
         return [

@@ -19,6 +19,12 @@ critical section for every thread of every process using the file, and no
 transaction ever has to upgrade a read snapshot into a write (the upgrade is
 where deferred transactions fail with ``SQLITE_BUSY`` without waiting).
 Other writes are single statements, atomic on their own.
+
+Every connection reads the file through a memory map (``PRAGMA mmap_size``,
+up to 1 GiB): pages come straight from the operating system's cache, shared
+by all connections and processes, instead of being copied into each
+connection's small private cache, so a refresh among a million sessions
+costs about what it costs among a thousand.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from .._sessions import (
     StoredSession,
     apply_rotation,
 )
+from ._values import check_metadata, stored_times
 
 __all__ = ["AsyncSQLiteStore", "SQLiteStore"]
 
@@ -115,6 +122,9 @@ _LIST_LIVE = f"""
 _PURGE = "DELETE FROM tokenflow_sessions WHERE min(idle_expires_at, absolute_expires_at) <= ?"
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+_MMAP_BYTES = 1 << 30
+"""Address space each connection maps the file with (SQLite caps it at its build limit)."""
 
 # Connections inherited across fork() by a child process. SQLite forbids
 # using *or closing* them in the child (closing can release locks and
@@ -269,6 +279,11 @@ class SQLiteStore:
         try:
             # Per connection: fsync only at WAL checkpoints, not at every commit.
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Read the file through a memory map (the OS page cache, shared by
+            # every connection and process) rather than copying pages into
+            # each connection's small private cache: with a million sessions
+            # a refresh then costs about what it costs with a thousand.
+            conn.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         except BaseException:
             conn.close()
             raise
@@ -364,17 +379,16 @@ class SQLiteStore:
     def create(self, session: NewSession) -> None:
         """Store a new session; a duplicate id raises ``ValueError``."""
         info = session.info
-        times = (info.created_at, info.refreshed_at, info.idle_expires_at, info.absolute_expires_at)
-        if any(math.isnan(t) for t in times):
-            # SQLite stores NaN as NULL; refuse it here with a clear message.
-            raise ValueError("session times must be numbers, not NaN")
+        # SQLite would store NaN as NULL: a NaN expiry is stored as -inf.
+        created, refreshed, idle_at, absolute_at = stored_times(info)
+        check_metadata(info.metadata)
         values = (
             info.session_id,
             info.user_id,
-            info.created_at,
-            info.refreshed_at,
-            info.idle_expires_at,
-            info.absolute_expires_at,
+            created,
+            refreshed,
+            idle_at,
+            absolute_at,
             info.generation,
             _encode_metadata(info.metadata),
             session.verifier,

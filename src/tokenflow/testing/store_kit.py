@@ -560,6 +560,125 @@ def _contract_scenario(ids: _Ids) -> _Ops[None]:
         )
 
 
+# Metadata the contract promises to round-trip exactly: any keys and values
+# that are ``str`` encodable as UTF-8 (every Unicode scalar value). U+0000 is
+# the one a PostgreSQL text or jsonb value cannot hold; the others are where
+# hand-written escaping tends to go wrong.
+_AWKWARD_METADATA: Mapping[str, str] = {
+    "nul": "a\x00b",
+    "\x00": "key with a NUL",
+    "astral": "\U0001f600 \U0010ffff",
+    "controls": "\x01\x1f\x7f\x80\x9f",
+    "separators": "\u2028\u2029\ufeff\uffff",
+    "json": '{"a": [1, "\\u0000"]}\\',
+    "": "",
+}
+
+# Stored times the reference rule must be followed on, whatever their value:
+# ``SessionInfo.is_live`` compares with ``<``, so a NaN expiry is never live.
+_AWKWARD_TIMES = (
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    1.7976931348623157e308,
+    -1.7976931348623157e308,
+    1e300,
+    -1.0,
+    0.0,
+    5e-324,
+    _T0 - 0.5,
+    _T0,
+    _T0 + 0.5,
+)
+# When those sessions are listed and rotated: finite clocks, far and near.
+_AWKWARD_NOWS = (_T0, -1.0, -1e300, 1e300)
+
+
+def _values_scenario(ids: _Ids) -> _Ops[None]:
+    """(d) Awkward stored values: every string round-trips, and every stored
+    time (NaN, infinities, huge, negative) is judged as the reference rule does."""
+    t0 = _T0
+    user = ids.user(0)
+    s = ids.new_session(user, t0, idle=1800.0, absolute=86_400.0, metadata=_AWKWARD_METADATA)
+    yield from _create(s, "create(session whose metadata holds U+0000)")
+    listed = yield from _sessions_of(user, t0, "sessions_of(metadata with U+0000)")
+    if listed != [s.info]:
+        shown = dict(listed[0].metadata) if len(listed) == 1 else listed
+        _fail(
+            "metadata must round-trip exactly, for any str that encodes as UTF-8 (U+0000 "
+            f"included); sessions_of gives {shown!r}, expected {dict(s.info.metadata)!r}"
+        )
+    r = _rotation(s.info.session_id, s.verifier, ids, t0 + 1, idle=600.0)
+    rotated = replace(s.info, refreshed_at=t0 + 1, idle_expires_at=t0 + 601, generation=1)
+    got = yield from _rotate(r, "rotate(session with awkward metadata)")
+    _check_rotation(
+        got, RotationResult(RotationOutcome.ROTATED, rotated), "rotate(awkward metadata)"
+    )
+
+    # Each awkward value as either expiry beside a far one, and the awkward
+    # values paired with each other, for one user per clock reading: first
+    # listed, then each session rotated once, both checked against the rule.
+    far = 1e301
+    pairs = [(v, far) for v in _AWKWARD_TIMES] + [(far, v) for v in _AWKWARD_TIMES]
+    pairs += [(v, v) for v in _AWKWARD_TIMES[:6]]
+    pairs += [(v, w) for v in _AWKWARD_TIMES[:3] for w in _AWKWARD_TIMES[:3] if v is not w]
+    for n, now in enumerate(_AWKWARD_NOWS):
+        owner = ids.user(10 + n)
+        held: list[NewSession] = []
+        for k, (idle_at, absolute_at) in enumerate(pairs):
+            # created_at varies too (and orders the listing); it is never NaN.
+            created = _AWKWARD_TIMES[1 + k % (len(_AWKWARD_TIMES) - 1)]
+            info = SessionInfo(
+                ids.session(),
+                owner,
+                created,
+                created,
+                idle_at,
+                absolute_at,
+                k % 3,
+            )
+            new = NewSession(info, ids.verifier())
+            what = f"create(idle_expires_at={idle_at!r}, absolute_expires_at={absolute_at!r})"
+            yield from _create(new, what)
+            held.append(new)
+        expected = sorted(
+            (h.info for h in held if h.info.is_live(now)),
+            key=lambda i: (i.created_at, i.session_id),
+        )
+        listed = yield from _sessions_of(owner, now, f"sessions_of(now={now!r})")
+        if listed != expected:
+            wrong = {i.session_id for i in listed} ^ {i.session_id for i in expected}
+            times = {
+                h.info.session_id: (h.info.idle_expires_at, h.info.absolute_expires_at)
+                for h in held
+            }
+            _fail(
+                f"sessions_of(now={now!r}) must list the sessions SessionInfo.is_live(now) "
+                "calls live (now < idle_expires_at and now < absolute_expires_at, so a NaN "
+                "expiry is never live), oldest first; it differs on sessions with "
+                f"(idle, absolute) expiries {sorted(map(repr, (times[w] for w in wrong)))}"
+                + ("" if wrong else " (in order or values)")
+            )
+        for k, h in enumerate(held):
+            # Renewals from none to forever, so capping at the absolute expiry is exercised.
+            idle = (0.0, 60.0, 1e9, float("inf"))[k % 4]
+            rot = _rotation(h.info.session_id, h.verifier, ids, now, idle=idle)
+            expected_result, _ = apply_rotation(StoredSession.new(h), rot)
+            what = (
+                f"rotate(now={now!r}, idle_seconds={idle!r}) of a session stored with "
+                f"idle_expires_at={h.info.idle_expires_at!r}, "
+                f"absolute_expires_at={h.info.absolute_expires_at!r}"
+            )
+            got = yield from _rotate(rot, what)
+            _check_rotation(
+                got,
+                expected_result,
+                what,
+                may_forget=expected_result.outcome is RotationOutcome.EXPIRED,
+            )
+        yield from _revoke_user(owner, "revoke_user")
+
+
 def _race_scenario(ids: _Ids, callers: int, rounds: int) -> _Ops[None]:
     """(b) Concurrent rotations converge on one generation; revocation wins races."""
     user = ids.user(0)
@@ -692,7 +811,8 @@ def _run_state_machine(
     )
 
     users = 3
-    text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+    # Any str that encodes as UTF-8: every Unicode scalar value, NUL included.
+    text = st.text(st.characters(codec="utf-8"), max_size=12)
     # Mostly lifetimes that outlast a few steps: a session that dies at once
     # reaches none of the interesting rotation states.
     lifetimes = st.sampled_from([1800.0, 86_400.0, 120.0, 30.0, 1.0, 0.0]) | st.floats(1, 4000)
@@ -976,7 +1096,14 @@ def check_session_store(
        REUSED_UNKNOWN / EXPIRED / UNKNOWN_SESSION, deletion after reuse and
        expiry, idle renewal capped by the absolute expiry, ``grace_seconds=0``,
        ``revoke`` and ``revoke_user`` results, ``sessions_of`` order
-       (``created_at``, then ``session_id``) and liveness.
+       (``created_at``, then ``session_id``) and liveness. Then awkward
+       values: metadata holding U+0000 and other rarely seen code points
+       must round-trip exactly (any keys and values that are ``str``
+       encodable as UTF-8), and sessions stored with every pair of expiries among NaN,
+       the infinities, the largest and smallest doubles, negative and
+       ordinary times are listed and rotated at far and near clock readings:
+       each answer must be the reference rule's (a NaN expiry is never live:
+       ``now < nan`` is false).
     2. **A Hypothesis state machine** (``max_examples`` runs of up to the
        profile's ``stateful_step_count`` steps, 50 by default): create (and
        duplicate), rotate presenting the current, previous, an older or a
@@ -1013,8 +1140,8 @@ def check_session_store(
     It may return a fresh store or the same one every time: every scenario
     works under random session and user ids, so a store need not be empty
     and earlier data is never seen. The kit never closes a store; whoever
-    makes them owns them. Metadata in the generated sessions is any Unicode
-    text except NUL and lone surrogates.
+    makes them owns them. Metadata in the generated sessions is any ``str``
+    that encodes as UTF-8 (NUL included).
     """
     max_examples = _examples(max_examples)
     _validate(max_examples, threads, rounds)
@@ -1024,6 +1151,7 @@ def check_session_store(
 
     first = make_store()
     _drive(_contract_scenario(_Ids()), functools.partial(_call_sync, first))
+    _drive(_values_scenario(_Ids()), open_store())
     _run_state_machine(open_store, max_examples, purges=_has_purge(first))
     store = make_store()
     race = functools.partial(_race_threads, store)
@@ -1051,6 +1179,7 @@ async def check_async_session_store(
     loop = asyncio.get_running_loop()
     first = make_store()
     await _adrive(_contract_scenario(_Ids()), first)
+    await _adrive(_values_scenario(_Ids()), make_store())
 
     async def made() -> AsyncSessionStore:
         return make_store()
