@@ -1151,7 +1151,7 @@ def check_session_store(
 
     first = make_store()
     _drive(_contract_scenario(_Ids()), functools.partial(_call_sync, first))
-    _drive(_values_scenario(_Ids()), open_store())
+    _drive(_values_scenario(_Ids()), functools.partial(_call_sync, first))
     _run_state_machine(open_store, max_examples, purges=_has_purge(first))
     store = make_store()
     race = functools.partial(_race_threads, store)
@@ -1179,7 +1179,7 @@ async def check_async_session_store(
     loop = asyncio.get_running_loop()
     first = make_store()
     await _adrive(_contract_scenario(_Ids()), first)
-    await _adrive(_values_scenario(_Ids()), make_store())
+    await _adrive(_values_scenario(_Ids()), first)
 
     async def made() -> AsyncSessionStore:
         return make_store()
