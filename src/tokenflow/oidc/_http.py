@@ -163,7 +163,7 @@ class HttpKeySetSource:
         allow_loopback_http: bool = False,
     ) -> None:
         _check_settings(timeout, max_bytes)
-        self.timeout = float(timeout)
+        self.timeout: float = float(timeout)
         self.max_bytes = max_bytes
         self.allow_loopback_http = allow_loopback_http
         self._client = httpx.Client(
@@ -221,7 +221,7 @@ class AsyncHttpKeySetSource:
         allow_loopback_http: bool = False,
     ) -> None:
         _check_settings(timeout, max_bytes)
-        self.timeout = float(timeout)
+        self.timeout: float = float(timeout)
         self.max_bytes = max_bytes
         self.allow_loopback_http = allow_loopback_http
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}

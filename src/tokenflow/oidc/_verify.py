@@ -377,7 +377,7 @@ class IdTokenVerifier:
         self.rules = rules
         self.location = location
         self.source = source
-        self.cache = cache or CachePolicy()
+        self.cache: CachePolicy = cache or CachePolicy()
         self._keys = KeySetCache(rules.provider, location, self.cache, source)
 
     def __repr__(self) -> str:
@@ -431,7 +431,7 @@ class AsyncIdTokenVerifier:
         self.rules = rules
         self.location = location
         self.source = source
-        self.cache = cache or CachePolicy()
+        self.cache: CachePolicy = cache or CachePolicy()
         self._keys = AsyncKeySetCache(rules.provider, location, self.cache, source)
 
     def __repr__(self) -> str:

@@ -178,8 +178,8 @@ class PasswordHasher:
                     f"{type(scheme).__name__} is not a LegacyScheme "
                     "(it needs name, identifies() and verify())"
                 )
-        self.parameters = parameters
-        self.max_length = max_length
+        self.parameters: Argon2Parameters = parameters
+        self.max_length: int = max_length
         self._legacy = tuple(legacy)
         self._hasher = argon2.PasswordHasher(
             time_cost=parameters.time_cost,
@@ -335,7 +335,7 @@ class PasswordVerifier:
         _require(lookup, "lookup", "find_password", "username -> (user_id, stored_hash) | None")
         if sink is not None:
             _require(sink, "sink", "store_hash", "(user_id, new_hash) -> None")
-        self.hasher = _hasher_of(hasher, parameters, legacy, max_length)
+        self.hasher: PasswordHasher = _hasher_of(hasher, parameters, legacy, max_length)
         self._lookup = lookup
         self._sink = sink
 
@@ -374,7 +374,7 @@ class AsyncPasswordVerifier:
         _require(lookup, "lookup", "find_password", "username -> (user_id, stored_hash) | None")
         if sink is not None:
             _require(sink, "sink", "store_hash", "(user_id, new_hash) -> None")
-        self.hasher = _hasher_of(hasher, parameters, legacy, max_length)
+        self.hasher: PasswordHasher = _hasher_of(hasher, parameters, legacy, max_length)
         self._lookup = lookup
         self._sink = sink
 

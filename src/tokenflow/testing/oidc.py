@@ -491,7 +491,7 @@ class AsyncFakeKeySetSource:
     """The async face of :class:`FakeKeySetSource`."""
 
     def __init__(self, endpoints: FakeEndpoints) -> None:
-        self.sync = FakeKeySetSource(endpoints)
+        self.sync: FakeKeySetSource = FakeKeySetSource(endpoints)
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
@@ -599,7 +599,7 @@ class LoopbackServer:
     """
 
     def __init__(self, endpoints: FakeEndpoints | None = None) -> None:
-        self.endpoints = endpoints if endpoints is not None else FakeEndpoints()
+        self.endpoints: FakeEndpoints = endpoints if endpoints is not None else FakeEndpoints()
         self._release = threading.Event()
         server = self
 

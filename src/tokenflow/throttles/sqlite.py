@@ -222,7 +222,7 @@ class AsyncSQLiteThrottle:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        self.sync = SQLiteThrottle(path, timeout=timeout)
+        self.sync: SQLiteThrottle = SQLiteThrottle(path, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"AsyncSQLiteThrottle({self.sync.path!r})"
