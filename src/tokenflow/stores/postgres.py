@@ -101,6 +101,7 @@ _INFO_COLUMNS = (
     "absolute_expires_at",
     "generation",
     "metadata",
+    "device_key",
 )
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
@@ -192,6 +193,9 @@ class _Statements:
                     CASE
                         WHEN NOT (%(now)s < idle_expires_at AND %(now)s < absolute_expires_at)
                             THEN 'expired'
+                        WHEN device_key IS NOT NULL
+                            AND device_key IS DISTINCT FROM %(device_key)s::text
+                            THEN 'device_bound'
                         WHEN current_verifier = %(presented)s
                             THEN 'rotated'
                         WHEN previous_verifier = %(presented)s
@@ -229,10 +233,37 @@ class _Statements:
                 COALESCE(rotated.idle_expires_at, cur.idle_expires_at),
                 cur.absolute_expires_at,
                 COALESCE(rotated.generation, cur.generation),
-                cur.metadata, cur.salt, rotated.generation IS NOT NULL
+                cur.metadata, cur.salt, rotated.generation IS NOT NULL, cur.device_key
             FROM cur LEFT JOIN rotated ON true
             """
         ).format(t=ident, cols=info_columns)
+        # Device binding in one statement: `cur` locks the live row (reading
+        # its newest version), `upd` sets the key only if none is set, and the
+        # answer is the key the row has after the statement: the first one.
+        self.bind_device = sql.SQL(
+            """
+            WITH cur AS MATERIALIZED (
+                SELECT {cols} FROM {t}
+                WHERE session_id = %(sid)s
+                    AND %(now)s < idle_expires_at AND %(now)s < absolute_expires_at
+                FOR UPDATE
+            ),
+            upd AS (
+                UPDATE {t} AS s SET device_key = %(key)s::text
+                FROM cur
+                WHERE s.session_id = cur.session_id AND cur.device_key IS NULL
+            )
+            SELECT session_id, user_id, created_at, refreshed_at, idle_expires_at,
+                absolute_expires_at, generation, metadata, COALESCE(device_key, %(key)s::text)
+            FROM cur
+            """
+        ).format(t=ident, cols=info_columns)
+        self.device_key_of = sql.SQL(
+            """
+            SELECT device_key FROM {t}
+            WHERE session_id = %s AND %s < idle_expires_at AND %s < absolute_expires_at
+            """
+        ).format(t=ident)
         self.revoke = sql.SQL("DELETE FROM {t} WHERE session_id = %s").format(t=ident)
         self.revoke_user = sql.SQL("DELETE FROM {t} WHERE user_id = %s").format(t=ident)
         self.sessions_of = sql.SQL(
@@ -270,6 +301,7 @@ class _Statements:
             *(float(t) for t in times),
             int(info.generation),
             Jsonb(dict(info.metadata)),
+            info.device_key,
             session.verifier,
         )
 
@@ -285,6 +317,7 @@ class _Statements:
             "now": float(rotation.now),
             "idle": float(rotation.idle_seconds),
             "grace": float(rotation.grace_seconds),
+            "device_key": rotation.device_key,
         }
 
     @staticmethod
@@ -297,9 +330,9 @@ class _Statements:
                 # Cannot happen while the row is locked by `cur`; refuse to
                 # report a rotation that was not written.
                 raise RuntimeError("rotation decided but not written")
-            return RotationResult(outcome, _info_of(row[1:9]))
+            return RotationResult(outcome, _info_of([*row[1:9], row[11]]))
         if outcome is RotationOutcome.GRACE:
-            return RotationResult(outcome, _info_of(row[1:9]), bytes(row[9]))
+            return RotationResult(outcome, _info_of([*row[1:9], row[11]]), bytes(row[9]))
         return RotationResult(outcome)
 
 
@@ -315,6 +348,7 @@ def _info_of(row: Sequence[Any]) -> SessionInfo:
         absolute_expires_at=row[5],
         generation=row[6],
         metadata=MappingProxyType(metadata) if metadata else _NO_METADATA,
+        device_key=row[8] if len(row) > 8 else None,
     )
 
 
@@ -456,6 +490,28 @@ class PostgresStore:
         def body(cur: psycopg.Cursor[TupleRow]) -> bool:
             cur.execute(self._sql.revoke, (session_id,))
             return cur.rowcount > 0
+
+        return self._run(body)
+
+    def bind_device(self, session_id: str, device_key: str, *, now: float) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key: one statement; the session after it."""
+        params = {"sid": session_id, "key": device_key, "now": float(now)}
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> SessionInfo | None:
+            cur.execute(self._sql.bind_device, params, binary=True)
+            row = cur.fetchone()
+            return None if row is None else _info_of(row)
+
+        return self._run(body)
+
+    def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        params = (session_id, float(now), float(now))
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> str | None:
+            cur.execute(self._sql.device_key_of, params)
+            row = cur.fetchone()
+            return None if row is None else row[0]
 
         return self._run(body)
 
@@ -615,6 +671,30 @@ class AsyncPostgresStore:
         async def body(cur: psycopg.AsyncCursor[TupleRow]) -> bool:
             await cur.execute(self._sql.revoke, (session_id,))
             return cur.rowcount > 0
+
+        return await self._run(body)
+
+    async def bind_device(
+        self, session_id: str, device_key: str, *, now: float
+    ) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key: one statement; the session after it."""
+        params = {"sid": session_id, "key": device_key, "now": float(now)}
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> SessionInfo | None:
+            await cur.execute(self._sql.bind_device, params, binary=True)
+            row = await cur.fetchone()
+            return None if row is None else _info_of(row)
+
+        return await self._run(body)
+
+    async def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        params = (session_id, float(now), float(now))
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> str | None:
+            await cur.execute(self._sql.device_key_of, params)
+            row = await cur.fetchone()
+            return None if row is None else row[0]
 
         return await self._run(body)
 

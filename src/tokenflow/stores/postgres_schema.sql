@@ -39,6 +39,13 @@ CREATE TABLE IF NOT EXISTS {table} (
 
 COMMENT ON TABLE {table} IS 'tokenflow refresh sessions, schema version 1';
 
+-- Device-bound sessions: the public key a session is bound to (canonical JWK
+-- JSON), NULL while unbound. Added by ALTER so that running this file again
+-- migrates a table made by an earlier release: a nullable column without a
+-- default is a catalog-only change, safe on a live database, and code of the
+-- earlier release keeps working beside it (it never names the column).
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS device_key text;
+
 -- sessions_of and revoke_user. The trailing columns deliver rows already in
 -- "oldest first" order, so listing a user's sessions never sorts.
 CREATE INDEX IF NOT EXISTS {user_index} ON {table} (user_id, created_at, session_id);
