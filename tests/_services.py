@@ -43,6 +43,7 @@ from tokenflow.stores import (
     StoredSession,
     apply_rotation,
 )
+from tokenflow._sessions import apply_binding
 
 _T = TypeVar("_T")
 
@@ -170,6 +171,16 @@ class Blocking:
         result: int = self.run(self.store.purge(now=now))
         return result
 
+    def bind_device(self, session_id: str, device_key: str, *, now: float) -> SessionInfo | None:
+        result: SessionInfo | None = self.run(
+            self.store.bind_device(session_id, device_key, now=now)
+        )
+        return result
+
+    def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        result: str | None = self.run(self.store.device_key_of(session_id, now=now))
+        return result
+
 
 # --------------------------------------------------------------------------- operations
 
@@ -197,6 +208,15 @@ class Refresh:
     salt: bytes
     idle: float = 1800.0
     grace: float = 30.0
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Bind:
+    """Bind session number ``session`` to a device key (device-bound sessions)."""
+
+    session: int
+    key: str
 
 
 @dataclass(frozen=True)
@@ -232,7 +252,7 @@ class Purge:
     """Purge dead sessions (stores that have ``purge`` only)."""
 
 
-Op = Create | Refresh | Advance | Revoke | RevokeUser | ListSessions | Purge
+Op = Create | Refresh | Advance | Revoke | RevokeUser | ListSessions | Purge | Bind
 
 
 @dataclass
@@ -342,6 +362,19 @@ class Replay:
                 f"{op} at {self.now}: store {listed}, ref {expected_list}"
             )
             return listed
+        if isinstance(op, Bind):
+            tracked = self._pick(op.session)
+            if tracked is None:
+                return None
+            bound = self.store.bind_device(tracked.session_id, op.key, now=self.now)
+            stored = self.model.get(tracked.session_id)
+            expected_info = None
+            if stored is not None:
+                expected_info, state = apply_binding(stored, op.key, self.now)
+                if state is not None:
+                    self.model[tracked.session_id] = state
+            assert bound == expected_info, f"{op}: store {bound}, reference {expected_info}"
+            return bound
         if isinstance(op, Purge):
             purged = self.store.purge(now=self.now)
             expected_purged = self._delete_where(lambda s: not s.info.is_live(self.now))
@@ -372,6 +405,7 @@ class Replay:
             now=self.now,
             idle_seconds=op.idle,
             grace_seconds=op.grace,
+            device_key=op.device,
         )
         got = self.store.rotate(rotation)
         expected = self._expect_rotate(rotation)
@@ -436,6 +470,13 @@ def scripted_ops(*, with_purge: bool) -> list[Op]:
         ListSessions(0),
         Advance(0.5),
         ListSessions(0),  # session 6 is dead but not deleted yet
+        Create(2, 1800.0, 86400.0),  # session 8
+        Bind(8, '{"kty":"EC","x":"k1"}'),
+        Bind(8, '{"kty":"EC","x":"k2"}'),  # keeps its first key
+        Refresh(8, "current", _salt(15)),  # DEVICE_BOUND: no key
+        Refresh(8, "current", _salt(16), device='{"kty":"EC","x":"k2"}'),  # DEVICE_BOUND
+        Refresh(8, "current", _salt(17), device='{"kty":"EC","x":"k1"}'),  # ROTATED with it
+        ListSessions(2),
     ]
     if with_purge:
         ops += [Purge(), ListSessions(0)]
