@@ -33,7 +33,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 from hypothesis import strategies as st
 
-from tokenflow._sessions import derive_successor, verifier_of
+from tokenflow._sessions import apply_binding, derive_successor, verifier_of
 from tokenflow.stores import (
     NewSession,
     Rotation,
@@ -43,7 +43,6 @@ from tokenflow.stores import (
     StoredSession,
     apply_rotation,
 )
-from tokenflow._sessions import apply_binding
 
 _T = TypeVar("_T")
 
