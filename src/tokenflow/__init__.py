@@ -16,6 +16,7 @@ from ._cookies import CookiePolicy, SameSite, parse_cookie_header
 from ._dbsc import DeviceBinding, DeviceProof, ProofFailure
 from ._drivers import AsyncFlow, Flow
 from ._errors import ConfigError, InvalidToken, InvalidTokenReason, TokenflowError, TokenTooLarge
+from ._http import ForwardedHeaders, TrustedProxies
 from ._keyring import Key, KeyRing
 from ._model import (
     AmbiguousCookie,
@@ -81,6 +82,7 @@ __all__ = [
     "Flow",
     "FlowConfig",
     "Forbidden",
+    "ForwardedHeaders",
     "Identity",
     "InvalidToken",
     "InvalidTokenReason",
@@ -114,6 +116,7 @@ __all__ = [
     "TokenTooLarge",
     "TokenflowError",
     "TooManyRequests",
+    "TrustedProxies",
     "Unauthorized",
     "UnauthorizedReason",
     "Unavailable",

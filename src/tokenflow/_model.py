@@ -15,14 +15,17 @@ A host builds a :class:`Request`, asks a flow for a decision, and matches on it:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ._dbsc import ProofFailure, instructions_json
 from ._errors import InvalidTokenReason
 from ._token import Purpose
+
+if TYPE_CHECKING:
+    from ._http import TrustedProxies
 
 __all__ = [
     "AmbiguousCookie",
@@ -153,6 +156,124 @@ class Request:
         ):
             raise TypeError("Request.metadata must be a mapping of str to str")
 
+    @classmethod
+    def _parsed(
+        cls,
+        method: str,
+        cookie_header: str | None,
+        sec_fetch_site: str | None,
+        origin: str | None,
+        host: str | None,
+    ) -> Request:
+        """A Request from values :mod:`tokenflow._http` decoded itself (all str
+        or None), without re-checking their types: the middleware's hot path."""
+        self = object.__new__(cls)
+        # The slots' own descriptors: a frozen dataclass refuses setattr.
+        _SET_METHOD(self, method)
+        _SET_COOKIE_HEADER(self, cookie_header)
+        _SET_COOKIES(self, None)
+        _SET_CREDENTIALS(self, None)
+        _SET_SEC_FETCH_SITE(self, sec_fetch_site)
+        _SET_ORIGIN(self, origin)
+        _SET_HOST(self, host)
+        _SET_METADATA(self, _NO_METADATA)
+        _SET_CLIENT_ADDRESS(self, None)
+        _SET_SESSION_RESPONSE(self, None)
+        _SET_SESSION_ID_HEADER(self, None)
+        return self
+
+    @classmethod
+    def from_asgi(
+        cls,
+        scope: Mapping[str, Any],
+        *,
+        credentials: Credentials | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> Request:
+        """The request an ASGI server describes in ``scope`` (an ``"http"`` scope).
+
+        Reads the method, every header the decision needs (``Cookie``, several
+        fields joined with ``"; "``; ``Sec-Fetch-Site``, ``Origin``, ``Host``),
+        the peer address (``scope["client"]``) as ``client_address``, and the
+        ``User-Agent`` and address into ``metadata``. Forwarded headers count
+        only when ``proxies`` is given and the peer is one of them (see
+        :class:`~tokenflow.TrustedProxies`). Whatever the client sent, the
+        result is a Request (malformed values fail closed in the decision);
+        a scope that is not an HTTP scope raises :class:`TypeError`.
+        """
+        from ._http import request_from_asgi
+
+        return request_from_asgi(scope, credentials=credentials, proxies=proxies)
+
+    @classmethod
+    def from_wsgi(
+        cls,
+        environ: Mapping[str, Any],
+        *,
+        credentials: Credentials | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> Request:
+        """The request a WSGI server describes in ``environ`` (see :meth:`from_asgi`).
+
+        ``REMOTE_ADDR`` is the peer address; headers come from the ``HTTP_*``
+        keys.
+        """
+        from ._http import request_from_wsgi
+
+        return request_from_wsgi(environ, credentials=credentials, proxies=proxies)
+
+    @classmethod
+    def from_headers(
+        cls,
+        method: str | bytes,
+        headers: Iterable[tuple[str | bytes, str | bytes]] | Mapping[str, str],
+        *,
+        peer: str | None = None,
+        credentials: Credentials | None = None,
+        proxies: TrustedProxies | None = None,
+    ) -> Request:
+        """The request with this method and these header fields (see :meth:`from_asgi`).
+
+        ``headers`` are ``(name, value)`` pairs of str or bytes (bytes are
+        decoded as latin-1; names are matched case-insensitively; a repeated
+        field is kept, not overwritten), or a mapping. ``peer`` is the
+        connection's peer IP address.
+        """
+        from ._http import request_from_headers
+
+        return request_from_headers(
+            method, headers, peer=peer, credentials=credentials, proxies=proxies
+        )
+
+
+(
+    _SET_METHOD,
+    _SET_COOKIE_HEADER,
+    _SET_COOKIES,
+    _SET_CREDENTIALS,
+    _SET_SEC_FETCH_SITE,
+    _SET_ORIGIN,
+    _SET_HOST,
+    _SET_METADATA,
+    _SET_CLIENT_ADDRESS,
+    _SET_SESSION_RESPONSE,
+    _SET_SESSION_ID_HEADER,
+) = (
+    Request.__dict__[name].__set__
+    for name in (
+        "method",
+        "cookie_header",
+        "cookies",
+        "credentials",
+        "sec_fetch_site",
+        "origin",
+        "host",
+        "metadata",
+        "client_address",
+        "session_response",
+        "session_id_header",
+    )
+)
 
 # -- events ----------------------------------------------------------------------
 

@@ -1,0 +1,15 @@
+"""URL routes of the Django example."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import auth, views
+
+urlpatterns = [
+    path("", views.home),
+    path("me", views.me),
+    path("notes", views.notes),
+    path("auth/login", auth.login),
+    path("auth/logout", auth.logout),
+]

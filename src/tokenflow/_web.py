@@ -1,0 +1,583 @@
+"""What the ASGI and WSGI middleware share: everything but I/O.
+
+:mod:`tokenflow.asgi` and :mod:`tokenflow.wsgi` differ only in how they
+read a body, call the flow (await or not) and write a response. The rest is
+here, sans-IO like the flow itself:
+
+* :func:`for_route` turns the decision of an ordinary request into either a
+  response the middleware sends itself (403, 429, and 401/503 on a route
+  that requires a user) or a pass-through to the application with an
+  :class:`Auth` and the cookies to append;
+* :func:`endpoint` is a generator that serves the built-in endpoints
+  (login, logout, sessions): it *yields* the operations it needs
+  (:class:`Decide`, :class:`Login`, :class:`ReadBody`...) and receives their
+  results, so that both middlewares run the very same endpoint code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, TypeAlias
+from urllib.parse import parse_qsl, quote
+
+from ._errors import ConfigError
+from ._model import (
+    Credentials,
+    Decision,
+    ExternalTokenCredentials,
+    Forbidden,
+    LoggedOut,
+    PasswordCredentials,
+    Process,
+    Reissue,
+    Request,
+    TooManyRequests,
+    Unauthorized,
+    UnauthorizedReason,
+    Unavailable,
+)
+from ._sessions import SessionInfo
+
+__all__ = ["Auth", "Endpoints", "Required"]
+
+DEFAULT_MAX_BODY: Final = 16 * 1024
+"""Login bodies are a few hundred bytes; an ID token a few kilobytes."""
+_NEXT_LIMIT: Final = 2048
+_FIELD_LIMIT: Final = 64
+"""Form fields parsed from a login body at most (parse_qsl's own guard)."""
+
+# -- what the application sees ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Who a request is from, as the middleware found out.
+
+    The middleware puts one in the ASGI scope (``scope["tokenflow"]``, and
+    ``scope["state"]["tokenflow"]``, which is Starlette's and FastAPI's
+    ``request.state.tokenflow``) and in the WSGI environ
+    (``environ["tokenflow"]``). ``decision`` is the flow's decision for the
+    request: Process or Reissue when a user is signed in; Unauthorized or
+    Unavailable when the request passed through as anonymous.
+    """
+
+    decision: Decision
+
+    @property
+    def authenticated(self) -> bool:
+        """True when a user is signed in (the decision is Process or Reissue)."""
+        return isinstance(self.decision, (Process, Reissue))
+
+    @property
+    def user_id(self) -> str | None:
+        """The signed-in user's id, or None for an anonymous request."""
+        decision = self.decision
+        if isinstance(decision, (Process, Reissue)):
+            return decision.user_id
+        return None
+
+    @property
+    def session_id(self) -> str | None:
+        """The signed-in session's id, or None for an anonymous request."""
+        decision = self.decision
+        if isinstance(decision, (Process, Reissue)):
+            return decision.session_id
+        return None
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        """The access token's claims (empty for an anonymous request)."""
+        decision = self.decision
+        if isinstance(decision, (Process, Reissue)):
+            return decision.claims
+        return {}
+
+    @property
+    def denial_status(self) -> int:
+        """What a route that requires a user answers to this anonymous request:
+        503 when the session store was down (the user may well be signed in),
+        else 401. 200 when a user is signed in."""
+        if self.authenticated:
+            return 200
+        return 503 if isinstance(self.decision, Unavailable) else 401
+
+
+Required: TypeAlias = "Callable[[str], bool] | Iterable[str] | None"
+"""Which paths require a signed-in user: a predicate on the path, path
+prefixes (``"/account"`` covers ``/account`` and ``/account/...``), or None
+(no path: every route decides for itself through :class:`Auth`)."""
+
+
+def required_predicate(required: object) -> Callable[[str], bool]:
+    """The predicate for a middleware's ``required`` argument (validated)."""
+    if required is None:
+        return lambda path: False
+    if callable(required):
+        return required
+    if isinstance(required, str) or not isinstance(required, Iterable):
+        raise ConfigError(
+            "required must be a predicate on the path, or a list of path prefixes such as "
+            "['/account'], not a single string"
+        )
+    prefixes = tuple(required)
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ConfigError(f"required path prefixes start with '/': {prefix!r}")
+    if not prefixes:
+        return lambda path: False
+    # "/account" covers "/account" and "/account/..." but not "/accounts".
+    bare = tuple(p.rstrip("/") or "/" for p in prefixes)
+    slashed = tuple(p if p.endswith("/") else p + "/" for p in prefixes)
+
+    def matches(path: str) -> bool:
+        return path in bare or path.startswith(slashed)
+
+    return matches
+
+
+# -- configuration of the built-in endpoints ---------------------------------
+
+
+def _check_path(name: str, value: object) -> None:
+    if value is not None and (
+        not isinstance(value, str) or not value.startswith("/") or _safe_path(value) is None
+    ):
+        raise ConfigError(f"Endpoints.{name} must be a path starting with '/', or None")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the middleware serves its own endpoints, and how they answer.
+
+    Set a path to None to turn that endpoint off. Every endpoint takes
+    ``POST`` (the sessions list takes ``GET``), with a form
+    (``application/x-www-form-urlencoded``) or a JSON body, and answers JSON
+    to JSON requests (``Content-Type`` or ``Accept`` naming
+    ``application/json``) and a ``303 See Other`` redirect to form posts.
+
+    * ``login``: ``username`` and ``password``, or ``provider`` and
+      ``id_token`` (an external identity token); optional ``next``, the
+      same-site path to go to after a form login (default ``after_login``).
+      A failed form login goes back to ``login_page`` with ``?error=...``
+      when it is set, else answers 401.
+    * ``logout``: revokes the session and clears the cookies; ``next`` as above
+      (default ``after_logout``).
+    * ``sessions``: ``GET`` lists the signed-in user's sessions;
+      ``POST {sessions}/revoke`` with ``session_id`` revokes one of them
+      (only the user's own); ``POST {sessions}/revoke-others`` signs out
+      every other session and keeps the current one.
+
+    ``max_body`` bounds the bytes read from a request body (413 beyond it).
+    """
+
+    login: str | None = "/auth/login"
+    logout: str | None = "/auth/logout"
+    sessions: str | None = "/auth/sessions"
+    after_login: str = "/"
+    after_logout: str = "/"
+    login_page: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    _routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("login", "logout", "sessions", "after_login", "after_logout", "login_page"):
+            _check_path(name, getattr(self, name))
+        if isinstance(self.max_body, bool) or not isinstance(self.max_body, int):
+            raise ConfigError("Endpoints.max_body must be a number of bytes")
+        if not 256 <= self.max_body <= 1024 * 1024:
+            raise ConfigError("Endpoints.max_body must be between 256 bytes and 1 MiB")
+        routes: dict[str, str] = {}
+        for kind, path in (("login", self.login), ("logout", self.logout)):
+            if path is not None:
+                routes[path] = kind
+        if self.sessions is not None:
+            base = self.sessions.rstrip("/")
+            routes[base or "/"] = "sessions"
+            routes[base + "/revoke"] = "revoke"
+            routes[base + "/revoke-others"] = "revoke-others"
+        if len(routes) != (self.login is not None) + (self.logout is not None) + 3 * (
+            self.sessions is not None
+        ):
+            raise ConfigError("Endpoints: two endpoints share a path")
+        object.__setattr__(self, "_routes", routes)
+
+    def route(self, path: str) -> str | None:
+        """The endpoint served at ``path``, or None for the application's own routes."""
+        return self._routes.get(path) if self._routes else None
+
+
+# -- responses the middleware writes itself --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A complete response: status, headers (str pairs) and body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PassThrough:
+    """Serve the application; append ``set_cookies`` to whatever it answers."""
+
+    auth: Auth
+    set_cookies: tuple[str, ...]
+
+
+_REASONS: Final = {
+    200: "OK",
+    204: "No Content",
+    303: "See Other",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+
+
+def reason_phrase(status: int) -> str:
+    """The reason phrase for a status the middleware answers (for WSGI)."""
+    return _REASONS.get(status, "Unknown")
+
+
+def _with_cookies(
+    headers: list[tuple[str, str]], set_cookies: Sequence[str]
+) -> tuple[tuple[str, str], ...]:
+    # Any response that sets or clears auth cookies must not be stored by a
+    # shared cache, or another client could receive them.
+    if set_cookies:
+        headers.extend(("set-cookie", value) for value in set_cookies)
+    headers.append(("cache-control", "no-store"))
+    return tuple(headers)
+
+
+def json_response(
+    status: int, payload: object, set_cookies: Sequence[str] = (), extra: Sequence[Any] = ()
+) -> Response:
+    """A JSON response; every response of the middleware is ``no-store``."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    headers = [("content-type", "application/json"), ("content-length", str(len(body))), *extra]
+    return Response(status, _with_cookies(headers, set_cookies), body)
+
+
+def redirect(location: str, set_cookies: Sequence[str] = ()) -> Response:
+    """A ``303 See Other`` to a same-site path (already checked by :func:`safe_next`)."""
+    headers = [("location", location), ("content-length", "0")]
+    return Response(303, _with_cookies(headers, set_cookies), b"")
+
+
+def refusal(decision: Decision) -> Response:
+    """The response to a decision that refuses the request (401, 403, 429, 503)."""
+    if isinstance(decision, TooManyRequests):
+        return json_response(
+            429,
+            {"error": "too_many_requests", "retry_after": decision.retry_after},
+            extra=[("retry-after", str(decision.retry_after))],
+        )
+    if isinstance(decision, Forbidden):
+        return json_response(403, {"error": "cross_origin_request_refused"})
+    if isinstance(decision, Unavailable):
+        return json_response(503, {"error": "unavailable"}, extra=[("retry-after", "5")])
+    return json_response(401, {"error": "unauthorized"}, decision.set_cookies)
+
+
+def for_route(decision: Decision, required: bool) -> Response | PassThrough:
+    """What to do with an ordinary request, given its decision.
+
+    403 and 429 are answered whatever the route. A route that requires a
+    user answers 401 (with the clearing cookies) or 503 itself; an optional
+    route passes an anonymous request through, still clearing stale cookies
+    after a 401, and changing nothing after a 503 (public pages stay up
+    while the store is down).
+    """
+    if isinstance(decision, (Process, Reissue)):
+        return PassThrough(Auth(decision), decision.set_cookies)
+    if isinstance(decision, (Forbidden, TooManyRequests)) or required:
+        return refusal(decision)
+    return PassThrough(Auth(decision), decision.set_cookies)
+
+
+# -- safe redirects ----------------------------------------------------------------
+
+# A same-site path: "/" then no second "/" or "\" (which browsers read as a
+# scheme-relative URL to another host), visible ASCII only (no control
+# characters, which browsers strip before parsing).
+_SAFE_PATH: Final = re.compile(r"/(?![/\\])[\x21-\x7e]*")
+
+
+def _safe_path(value: str) -> str | None:
+    if len(value) > _NEXT_LIMIT or "\\" in value or not _SAFE_PATH.fullmatch(value):
+        return None
+    return value
+
+
+def safe_next(value: object, default: str) -> str:
+    """``value`` if it is a path on this site, else ``default`` (no open redirect)."""
+    if isinstance(value, str):
+        checked = _safe_path(value)
+        if checked is not None:
+            return checked
+    return default
+
+
+# -- the built-in endpoints ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decide:
+    """Operation: ``flow.decide(request)``."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """Operation: ``flow.login(request)``."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Logout:
+    """Operation: ``flow.logout(request)``."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsOf:
+    """Operation: ``flow.sessions_of(user_id)``; answered with a :class:`Failed` if it raises."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Operation: ``flow.revoke_session(session_id)``; a :class:`Failed` if it raises."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """Operation: read the request body, at most ``limit`` bytes; None if it is longer."""
+
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The answer to an operation that raised (a store failure)."""
+
+    error: BaseException
+
+
+Operation: TypeAlias = Decide | Login | Logout | SessionsOf | Revoke | ReadBody
+Steps: TypeAlias = Generator[Operation, Any, Response]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """What an endpoint needs to know of the request, beyond its :class:`Request`."""
+
+    method: str
+    content_type: str
+    accept: str
+    query: str
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+def _wants_json(incoming: Incoming) -> bool:
+    return _media_type(incoming.content_type) == "application/json" or (
+        "application/json" in incoming.accept.lower()
+    )
+
+
+def _fields(incoming: Incoming, body: bytes) -> dict[str, str] | None:
+    """The body's string fields, or None when it is neither a form nor a JSON object."""
+    media = _media_type(incoming.content_type)
+    if media == "application/json":
+        try:
+            data = json.loads(body) if body else {}
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+    if media == "application/x-www-form-urlencoded" or (not media and not body):
+        try:
+            pairs = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=False,
+                max_num_fields=_FIELD_LIMIT,
+            )
+        except (UnicodeDecodeError, ValueError):
+            return None
+        fields: dict[str, str] = {}
+        for key, value in pairs:
+            fields.setdefault(key, value)
+        return fields
+    return None
+
+
+def _read_fields(
+    incoming: Incoming, endpoints: Endpoints
+) -> Generator[Operation, Any, dict[str, str] | Response]:
+    body = yield ReadBody(endpoints.max_body)
+    if body is None:
+        return json_response(413, {"error": "body_too_large"})
+    fields = _fields(incoming, body)
+    if fields is None:
+        return json_response(415, {"error": "expected_a_form_or_json_object"})
+    return fields
+
+
+def _credentials(fields: Mapping[str, str]) -> Credentials | None:
+    username, password = fields.get("username"), fields.get("password")
+    if username is not None and password is not None:
+        return PasswordCredentials(username, password)
+    provider, token = fields.get("provider"), fields.get("id_token")
+    if provider is not None and token is not None:
+        return ExternalTokenCredentials(provider, token)
+    return None
+
+
+def _with_error(page: str, error: str, next_path: str | None) -> str:
+    query = f"error={error}"
+    if next_path is not None:
+        query += "&next=" + quote(next_path, safe="/")
+    return page + ("&" if "?" in page else "?") + query
+
+
+def endpoint(kind: str, request: Request, incoming: Incoming, endpoints: Endpoints) -> Steps:
+    """Serve one built-in endpoint (``kind`` from :meth:`Endpoints.route`)."""
+    method = incoming.method
+    if kind == "sessions":
+        if method not in ("GET", "HEAD"):
+            return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "GET")])
+    elif method != "POST":
+        return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "POST")])
+    as_json = _wants_json(incoming)
+    if kind == "sessions":
+        return (yield from _list_sessions(request))
+    fields = yield from _read_fields(incoming, endpoints)
+    if isinstance(fields, Response):
+        return fields
+    if kind == "login":
+        return (yield from _login(request, fields, as_json, endpoints))
+    if kind == "logout":
+        decision = yield Logout(request)
+        if not isinstance(decision, LoggedOut):
+            return refusal(decision)
+        if as_json:
+            return json_response(200, {"logged_out": True}, decision.set_cookies)
+        return redirect(safe_next(fields.get("next"), endpoints.after_logout), decision.set_cookies)
+    return (yield from _revoke(kind, request, fields, as_json, endpoints))
+
+
+def _login(
+    request: Request, fields: Mapping[str, str], as_json: bool, endpoints: Endpoints
+) -> Steps:
+    credentials = _credentials(fields)
+    raw_next = fields.get("next")
+    next_path = safe_next(raw_next, endpoints.after_login)
+    if credentials is None:
+        decision: Decision = Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
+    else:
+        decision = yield Login(replace(request, credentials=credentials))
+    if isinstance(decision, Reissue):
+        if as_json:
+            body = {"user_id": decision.user_id, "session_id": decision.session_id}
+            return json_response(200, body, decision.set_cookies)
+        return redirect(next_path, decision.set_cookies)
+    if isinstance(decision, Unauthorized) and not as_json and endpoints.login_page is not None:
+        kept = safe_next(raw_next, "") or None
+        return redirect(_with_error(endpoints.login_page, "login_failed", kept))
+    if isinstance(decision, Unauthorized):
+        # A failed login leaves the current session alone: no cookie is cleared.
+        return json_response(401, {"error": "login_failed"})
+    return refusal(decision)
+
+
+def _signed_in(request: Request) -> Generator[Operation, Any, Process | Reissue | Response]:
+    decision = yield Decide(request)
+    if isinstance(decision, (Process, Reissue)):
+        return decision
+    return refusal(decision)
+
+
+def _session_json(info: SessionInfo, current: str) -> dict[str, object]:
+    return {
+        "session_id": info.session_id,
+        "current": info.session_id == current,
+        "created_at": info.created_at,
+        "refreshed_at": info.refreshed_at,
+        "idle_expires_at": info.idle_expires_at,
+        "absolute_expires_at": info.absolute_expires_at,
+        "metadata": dict(info.metadata),
+    }
+
+
+def _list_sessions(request: Request) -> Steps:
+    who = yield from _signed_in(request)
+    if isinstance(who, Response):
+        return who
+    sessions = yield SessionsOf(who.user_id)
+    if isinstance(sessions, Failed):
+        return json_response(503, {"error": "unavailable"}, who.set_cookies)
+    listed = [_session_json(info, who.session_id) for info in sessions]
+    return json_response(200, {"sessions": listed}, who.set_cookies)
+
+
+def _revoke(
+    kind: str, request: Request, fields: Mapping[str, str], as_json: bool, endpoints: Endpoints
+) -> Steps:
+    who = yield from _signed_in(request)
+    if isinstance(who, Response):
+        return who
+    cookies = who.set_cookies
+    sessions = yield SessionsOf(who.user_id)
+    if isinstance(sessions, Failed):
+        return json_response(503, {"error": "unavailable"}, cookies)
+    owned = [info.session_id for info in sessions]
+    if kind == "revoke":
+        target = fields.get("session_id")
+        # Only the user's own sessions: any other id (another user's, or
+        # none at all) gets the same 404, which tells nothing about it.
+        if target is None or target not in owned:
+            return json_response(404, {"error": "no_such_session"}, cookies)
+        if target == who.session_id:
+            decision = yield Logout(request)
+            if not isinstance(decision, LoggedOut):
+                return refusal(decision)
+            if as_json:
+                return json_response(200, {"revoked": 1, "logged_out": True}, decision.set_cookies)
+            return redirect(
+                safe_next(fields.get("next"), endpoints.after_logout), decision.set_cookies
+            )
+        targets = [target]
+    else:
+        targets = [sid for sid in owned if sid != who.session_id]
+    revoked = 0
+    for session_id in targets:
+        outcome = yield Revoke(session_id)
+        if isinstance(outcome, Failed):
+            return json_response(503, {"error": "unavailable", "revoked": revoked}, cookies)
+        revoked += bool(outcome)
+    if as_json:
+        return json_response(200, {"revoked": revoked}, cookies)
+    return redirect(safe_next(fields.get("next"), endpoints.after_login), cookies)

@@ -1,0 +1,153 @@
+"""The WSGI middleware, driven the way a WSGI server calls it (PEP 3333)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from _web_client import ALICE, CROSS_SITE, FORM, JSON, SAME_ORIGIN, Jar, Reply, ports, wsgi_call
+from tokenflow import AsyncFlow, ConfigError, Flow, KeyRing, Reissue, Unavailable
+from tokenflow.stores import AsyncMemoryStore, MemoryStore
+from tokenflow.testing import AsyncFakeUserDirectory, FakeClock, Fault, FaultyStore
+from tokenflow.wsgi import Auth, TokenflowMiddleware, auth_of
+
+
+@dataclass
+class App:
+    """Streams its body through a generator; records the Auth it was given."""
+
+    seen: list[Auth] = field(default_factory=list)
+    closed: int = 0
+
+    def __call__(self, environ: Any, start_response: Any) -> Iterator[bytes]:
+        auth = auth_of(environ)
+        self.seen.append(auth)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "public")])
+        return self._body(auth)
+
+    def _body(self, auth: Auth) -> Iterator[bytes]:
+        try:
+            yield b"hello, "
+            yield (auth.user_id or "anonymous").encode()
+        finally:
+            self.closed += 1
+
+
+@dataclass
+class World:
+    clock: FakeClock = field(default_factory=FakeClock)
+    app: App = field(default_factory=App)
+    store: FaultyStore = field(default_factory=lambda: FaultyStore(MemoryStore()))
+    wsgi: TokenflowMiddleware = field(init=False)
+
+    def __post_init__(self) -> None:
+        users, passwords = ports(self.clock)
+        flow = Flow(KeyRing.generate(), self.store, users, passwords=passwords, clock=self.clock)
+        self.wsgi = TokenflowMiddleware(self.app, flow, required=["/account"])
+
+    def call(
+        self, method: str, path: str, headers: Any = (), body: bytes = b"", **kw: Any
+    ) -> Reply:
+        return wsgi_call(self.wsgi, method, path, headers, body, **kw)
+
+
+def login_form(next_path: str = "/account") -> bytes:
+    return urlencode(
+        {"username": ALICE.username, "password": ALICE.password, "next": next_path}
+    ).encode()
+
+
+def test_form_login_then_a_refresh_on_a_streamed_response() -> None:
+    world, jar = World(), Jar()
+    reply = world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], login_form(), jar=jar)
+    assert (reply.status, reply.header("Location")) == (303, "/account")
+    assert len(reply.set_cookies) == 2
+    page = world.call("GET", "/account", jar=jar)
+    assert page.chunks == [b"hello, ", b"alice"]
+    assert page.set_cookies == []
+    world.clock.advance(600)
+    page = world.call("GET", "/account", jar=jar)
+    assert page.chunks == [b"hello, ", b"alice"]
+    assert isinstance(world.app.seen[-1].decision, Reissue)
+    assert len(page.set_cookies) == 2
+    assert page.all("cache-control") == ["no-store"]  # the app's "public" gave way
+    assert world.app.closed == 2  # the app's iterable is closed as PEP 3333 requires
+
+
+def test_json_login_and_logout() -> None:
+    world, jar = World(), Jar()
+    body = json.dumps({"username": ALICE.username, "password": ALICE.password}).encode()
+    reply = world.call("POST", "/auth/login", [*SAME_ORIGIN, JSON], body, jar=jar)
+    assert (reply.status, reply.json()["user_id"]) == (200, "alice")
+    out = world.call("POST", "/auth/logout", [*SAME_ORIGIN, JSON], b"{}", jar=jar)
+    assert (out.status, out.json()) == (200, {"logged_out": True})
+    assert jar.cookies == {}
+
+
+def test_required_and_optional_routes() -> None:
+    world = World()
+    assert world.call("GET", "/account").status == 401
+    assert world.call("GET", "/").body == b"hello, anonymous"
+
+
+def test_cross_site_post_is_403_before_the_app() -> None:
+    world, jar = World(), Jar()
+    world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], login_form(), jar=jar)
+    seen = len(world.app.seen)
+    assert world.call("POST", "/", [*CROSS_SITE, FORM], b"a=1", jar=jar).status == 403
+    assert len(world.app.seen) == seen
+    assert world.call("GET", "/account", jar=jar).body == b"hello, alice"
+
+
+def test_store_down_public_pages_stay_up() -> None:
+    world, jar = World(), Jar()
+    world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], login_form(), jar=jar)
+    world.clock.advance(600)
+    world.store.arm(Fault.BEFORE_COMMIT)
+    page = world.call("GET", "/", jar=jar)
+    assert (page.status, page.set_cookies) == (200, [])
+    assert isinstance(world.app.seen[-1].decision, Unavailable)
+    assert world.call("GET", "/account", jar=jar).status == 503
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_body_limit(chunked: bool) -> None:
+    world = World()
+    reply = world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], b"a" * 40_000, chunked=chunked)
+    assert reply.status == 413
+
+
+def test_an_async_flow_is_refused() -> None:
+    flow = AsyncFlow(KeyRing.generate(), AsyncMemoryStore(), AsyncFakeUserDirectory())
+    with pytest.raises(ConfigError, match="AsyncFlow"):
+        TokenflowMiddleware(App(), flow)  # type: ignore[arg-type]
+
+
+def test_sessions_through_wsgi_and_a_store_failure() -> None:
+    world = World()
+    laptop, phone = Jar(), Jar()
+    for jar in (laptop, phone):
+        world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], login_form(), jar=jar)
+    listed = world.call("GET", "/auth/sessions", jar=laptop).json()["sessions"]
+    assert len(listed) == 2
+    done = world.call(
+        "POST", "/auth/sessions/revoke-others", [*SAME_ORIGIN, FORM], b"next=/account", jar=laptop
+    )
+    assert (done.status, done.header("location")) == (303, "/account")
+    world.clock.advance(600)  # the phone's access token runs out; its refresh is revoked
+    assert world.call("GET", "/account", jar=phone).status == 401
+    assert world.call("GET", "/account", jar=laptop).status == 200
+    world.store.arm(Fault.BEFORE_COMMIT, ["sessions_of"])
+    assert world.call("GET", "/auth/sessions", jar=laptop).status == 503
+
+
+def test_a_garbled_content_length_is_refused() -> None:
+    world = World()
+    environ_headers = [*SAME_ORIGIN, FORM, ("content-length", "12abc")]
+    reply = world.call("POST", "/auth/login", environ_headers, login_form(), chunked=True)
+    assert reply.status == 413
