@@ -200,6 +200,9 @@ def test_stolen_refresh_cookie_without_the_key_gets_401_and_session_survives(sto
     assert refused
     assert refused[0].revoked is False
     assert not any(isinstance(e, SessionRevoked) for e in decision.events)
+    # The refresh cookie is not cleared: the session is alive, and its own
+    # browser refreshes through the device-bound endpoint.
+    assert not any(c.startswith("__Host-tf_refresh=") for c in decision.set_cookies)
     # The DBSC endpoint asks for a proof the thief cannot give.
     assert isinstance(flow.refresh_device(thief.refresh_request()), DeviceProofRequired)
     # The session is intact: the owner still refreshes.

@@ -11,6 +11,7 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
          GRACE   (predecessor inside the window)       -> Reissue   (the SAME successor)
          REUSED_PREVIOUS / REUSED_UNKNOWN              -> session revoked, go on to 3
          EXPIRED / UNKNOWN_SESSION                     -> go on to 3
+         DEVICE_BOUND (bound session, no device proof) -> go on to 3; refresh cookie kept
        user disabled or deleted                        -> session revoked, go on to 3
     3. credentials presented:
          too many recent failures (throttle)           -> TooManyRequests (429), nothing verified
@@ -24,6 +25,18 @@ and step 3 whatever cookies the request carries: on success the new session
 replaces the ones the cookies named (revoked, so switching accounts works
 and no session is fixed), on failure they are left alone. :meth:`FlowCore.logout`
 runs step 0, revokes every session the cookies name and answers LoggedOut.
+
+With device-bound sessions on (``FlowConfig.device_binding``), a login's
+Reissue carries ``Secure-Session-Registration``, and two more operations sit
+beside them. :meth:`FlowCore.register_device` (step 0, the refresh cookie,
+a ``dbsc+jwt`` signed by the key it carries over a challenge sealed for that
+session, the user still active, then the store binds the key unless one is
+already bound) answers DeviceRegistered. :meth:`FlowCore.refresh_device`
+(step 0, the refresh cookie, the session id header matching it, no proof ->
+DeviceProofRequired (403 + challenge), the stored key verifies the proof,
+the challenge is fresh (else 403 again), then step 2 with that key) answers
+Reissue with the next challenge. A bound session is refused by the store to
+any rotation that does not carry its key (DEVICE_BOUND above).
 
 Tokens are sealed before the store is asked to change anything, so claims
 that cannot be sealed end in Unavailable with the client's tokens still good.
@@ -413,7 +426,12 @@ class FlowCore:
         except PortError as failure:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
-        clear = tuple(c for c, was_sent in zip(self._clear, pending.sent, strict=True) if was_sent)
+        sent = pending.sent
+        if reason is UnauthorizedReason.DEVICE_BOUND:
+            # The session is alive and bound: its browser refreshes through
+            # the device-bound endpoint. Keep its refresh cookie.
+            sent = (sent[0], False)
+        clear = tuple(c for c, was_sent in zip(self._clear, sent, strict=True) if was_sent)
         return Unauthorized(reason, clear, tuple(events))
 
     def _refresh(

@@ -34,6 +34,8 @@ from ._web import (
     Logout,
     PassThrough,
     ReadBody,
+    RefreshDevice,
+    RegisterDevice,
     Required,
     Response,
     SessionsOf,
@@ -42,6 +44,7 @@ from ._web import (
     for_route,
     reason_phrase,
     required_predicate,
+    routes_with_device_binding,
 )
 
 __all__ = ["Auth", "Endpoints", "TokenflowMiddleware", "WSGIApp", "auth_of"]
@@ -83,7 +86,7 @@ class TokenflowMiddleware:
     and ``proxies`` as in :class:`tokenflow.asgi.TokenflowMiddleware`.
     """
 
-    __slots__ = ("_app", "_endpoints", "_flow", "_proxies", "_required")
+    __slots__ = ("_app", "_endpoints", "_flow", "_proxies", "_required", "_routes")
 
     def __init__(
         self,
@@ -112,13 +115,14 @@ class TokenflowMiddleware:
         self._flow = flow
         self._required = required_predicate(required)
         self._endpoints = endpoints
+        self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
         self._proxies = proxies
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request."""
         request = Request.from_wsgi(environ, proxies=self._proxies)
         path = _path(environ)
-        kind = self._endpoints.route(path)
+        kind = self._routes.get(path)
         if kind is not None:
             return _respond(start_response, self._endpoint(kind, request, environ))
         outcome = for_route(self._flow.decide(request), self._required(path))
@@ -134,6 +138,8 @@ class TokenflowMiddleware:
             str(environ.get("CONTENT_TYPE", "")),
             str(environ.get("HTTP_ACCEPT", "")),
             str(environ.get("QUERY_STRING", "")),
+            environ.get("HTTP_SECURE_SESSION_RESPONSE"),
+            environ.get("HTTP_SEC_SECURE_SESSION_ID"),
         )
         steps: Steps = endpoint(kind, request, incoming, self._endpoints)
         answer: Any = None
@@ -150,6 +156,10 @@ class TokenflowMiddleware:
                 answer = flow.login(operation.request)
             elif isinstance(operation, Logout):
                 answer = flow.logout(operation.request)
+            elif isinstance(operation, RegisterDevice):
+                answer = flow.register_device(operation.request)
+            elif isinstance(operation, RefreshDevice):
+                answer = flow.refresh_device(operation.request)
             else:
                 try:
                     if isinstance(operation, SessionsOf):
