@@ -555,6 +555,7 @@ def _session_json(info: SessionInfo, current: str) -> dict[str, object]:
         "idle_expires_at": info.idle_expires_at,
         "absolute_expires_at": info.absolute_expires_at,
         "metadata": dict(info.metadata),
+        "device_bound": info.device_key is not None,
     }
 
 
