@@ -15,6 +15,9 @@
   :func:`run_refresh_race_async` race many tabs refreshing one session, with
   dropped responses and out-of-order Set-Cookie, against your configuration;
   :class:`RaceReport` tallies them.
+- :mod:`tokenflow.testing.dbsc` (import it by name; it needs ``cryptography``):
+  :class:`~tokenflow.testing.dbsc.DbscClient`, a browser with a P-256 device
+  key that registers and refreshes device-bound sessions as Chrome does.
 - **Fault injection**: :class:`FaultyStore` / :class:`AsyncFaultyStore` make a
   store fail before commit, after commit, or hang (:class:`Fault`).
 
