@@ -330,6 +330,26 @@ def test_session_registered_twice_keeps_its_first_key(store: Any) -> None:
     assert isinstance(client.get(flow), Process)
 
 
+def test_stolen_cookie_of_an_unbound_session_cannot_register_a_key(store: Any) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    victim = logged_in(flow, clock)  # a browser without DBSC: never registers
+    thief = DbscClient(clock, jar=dict(victim.jar))
+    thief.session_id = flow.sessions_of("ada")[0].session_id
+    # The thief can always get a refresh challenge with the cookie...
+    asked = flow.refresh_device(thief.refresh_request())
+    assert isinstance(asked, DeviceProofRequired)
+    thief.receive_decision(asked)
+    # ...but a refresh challenge never passes for a registration one.
+    thief.registration = ("/auth/dbsc/register", thief.challenges[thief.session_id])
+    decision = thief.register(flow)
+    assert isinstance(decision, Unauthorized)
+    assert DeviceProofRejected(thief.session_id, ProofFailure.CHALLENGE_INVALID) in decision.events
+    assert flow.sessions_of("ada")[0].device_key is None
+    clock.advance(121)
+    assert isinstance(flow.decide(victim.request("GET")), Reissue)
+
+
 def test_unbound_sessions_keep_the_rotating_refresh(store: Any) -> None:
     clock = FakeClock(T0)
     flow = make_flow(store, clock)

@@ -94,6 +94,15 @@ def test_sealed_challenge_opens_for_its_session_inside_the_window(sid: str, age:
     )
 
 
+def test_registration_and_refresh_challenges_never_pass_for_each_other() -> None:
+    register = seal_challenge(ring, "s", T0, purpose="register")
+    refresh = seal_challenge(ring, "s", T0)
+    assert register != refresh
+    for challenge, wrong in ((register, "refresh"), (refresh, "register")):
+        verdict = open_challenge(ring, "s", challenge, T0, window=WINDOW, leeway=5, purpose=wrong)
+        assert verdict is ChallengeVerdict.INVALID
+
+
 @given(st.integers(min_value=WINDOW + 1, max_value=10**6))
 def test_old_or_future_challenges_are_stale(age: int) -> None:
     challenge = seal_challenge(ring, "s", T0)

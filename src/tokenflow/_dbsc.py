@@ -8,7 +8,10 @@ Proof signatures are verified by a :class:`~tokenflow.ports.DeviceProofVerifier`
 whole seconds at which it was issued, the id of the key-ring key that sealed
 it and ``HMAC-SHA256(subkey, label || session id || time)``, where the subkey
 is derived from that ring key with HKDF-SHA256 under a label of its own (it
-is never the key that seals tokens). Any server holding the ring can check
+is never the key that seals tokens). The MAC also covers the challenge's
+purpose: registration challenges are only sent in a login answer, refresh
+challenges to anyone holding a session's refresh cookie, and neither passes
+for the other. Any server holding the ring can check
 any challenge, rotating the ring keeps older challenges valid while their key
 is in it, and a challenge for one session proves nothing for another.
 A challenge is accepted for ``2 x challenge_ttl`` seconds after it was issued:
@@ -175,20 +178,43 @@ def _subkey(secret: bytes) -> bytes:
     return hmac.digest(prk, _SUBKEY_INFO + b"\x01", "sha256")
 
 
-def _mac(secret: bytes, session_id: str, issued: str) -> bytes:
-    message = _MAC_LABEL + session_id.encode("utf-8", "surrogatepass") + b"\x00" + issued.encode()
+_PURPOSES: Final = {"register": b"register\x00", "refresh": b"refresh\x00"}
+
+
+def _mac(secret: bytes, purpose: str, session_id: str, issued: str) -> bytes:
+    message = (
+        _MAC_LABEL
+        + _PURPOSES[purpose]
+        + session_id.encode("utf-8", "surrogatepass")
+        + b"\x00"
+        + issued.encode()
+    )
     return hmac.digest(_subkey(secret), message, "sha256")
 
 
-def seal_challenge(keyring: KeyRing, session_id: str, now: float) -> str:
-    """A challenge for ``session_id``, issued at ``now`` and sealed with the active key."""
+def seal_challenge(
+    keyring: KeyRing, session_id: str, now: float, *, purpose: str = "refresh"
+) -> str:
+    """A challenge for ``session_id``, issued at ``now`` and sealed with the active key.
+
+    ``purpose`` is ``"register"`` (only ever sent in a login answer) or
+    ``"refresh"``: one never passes for the other, so a refresh cookie alone,
+    which can always obtain a refresh challenge, can never register a key.
+    """
     key = keyring.active
     issued = str(int(now))
-    return f"{issued}.{key.kid}.{_b64(_mac(key.secret, session_id, issued))}"
+    return f"{issued}.{key.kid}.{_b64(_mac(key.secret, purpose, session_id, issued))}"
 
 
 def open_challenge(
-    keyring: KeyRing, session_id: str, challenge: object, now: float, *, window: int, leeway: int
+    keyring: KeyRing,
+    session_id: str,
+    challenge: object,
+    now: float,
+    *,
+    window: int,
+    leeway: int,
+    purpose: str = "refresh",
 ) -> ChallengeVerdict:
     """Whether ``challenge`` was sealed for ``session_id`` within ``window`` seconds of ``now``.
 
@@ -215,7 +241,8 @@ def open_challenge(
         mac = base64.urlsafe_b64decode(mac_text + "=")
     except (binascii.Error, ValueError):
         return ChallengeVerdict.INVALID
-    if _b64(mac) != mac_text or not hmac.compare_digest(mac, _mac(key.secret, session_id, issued)):
+    expected = _mac(key.secret, purpose, session_id, issued)
+    if _b64(mac) != mac_text or not hmac.compare_digest(mac, expected):
         return ChallengeVerdict.INVALID
     age = now - int(issued)
     # A challenge from slightly in the future: another server's clock runs ahead.

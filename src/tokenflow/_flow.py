@@ -659,7 +659,9 @@ class FlowCore:
         binding = config.device_binding
         if binding is not None:
             # Invite the browser to bind the new session to a device key.
-            challenge = seal_challenge(self._codec.keyring, session.session_id, now)
+            challenge = seal_challenge(
+                self._codec.keyring, session.session_id, now, purpose="register"
+            )
             headers = (("Secure-Session-Registration", registration_header(binding, challenge)),)
         return Reissue(minted.claims, minted.cookies, tuple(events), headers)
 
@@ -865,7 +867,9 @@ class FlowCore:
             failure = (
                 proof
                 if isinstance(proof, ProofFailure)
-                else self._check_proof(proof, request, binding.registration_path, session_id, now)
+                else self._check_proof(
+                    proof, request, binding.registration_path, session_id, now, "register"
+                )
             )
             if failure is not None:
                 events.append(DeviceProofRejected(session_id, failure))
@@ -949,7 +953,9 @@ class FlowCore:
             if isinstance(proof, ProofFailure):
                 events.append(DeviceProofRejected(session_id, proof))
                 return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
-            failure = self._check_proof(proof, request, binding.refresh_path, session_id, now)
+            failure = self._check_proof(
+                proof, request, binding.refresh_path, session_id, now, "refresh"
+            )
             if failure is ProofFailure.CHALLENGE_STALE or failure is ProofFailure.CHALLENGE_INVALID:
                 # A genuine key over an old challenge: ask again, the browser retries once.
                 events.append(DeviceProofRejected(session_id, failure))
@@ -1003,7 +1009,13 @@ class FlowCore:
         return proof
 
     def _check_proof(
-        self, proof: DeviceProof, request: Request, path: str, session_id: str, now: float
+        self,
+        proof: DeviceProof,
+        request: Request,
+        path: str,
+        session_id: str,
+        now: float,
+        purpose: str,
     ) -> ProofFailure | None:
         """The claims of a verified proof: its audience (when sent) and its challenge."""
         if proof.audience is not None and (
@@ -1018,6 +1030,7 @@ class FlowCore:
             now,
             window=binding.window,
             leeway=self._config.leeway,
+            purpose=purpose,
         )
         if verdict is ChallengeVerdict.VALID:
             return None
