@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import dbsc, flow, oidc, scale, stores, tokens, web
+from . import dbsc, flow, oidc, passwords, scale, stores, tokens, web
 from ._harness import DEFAULT_BATCH_MS, DEFAULT_ROUNDS, Report, Settings
 
 
@@ -49,6 +49,11 @@ GROUPS: Final[tuple[Group, ...]] = (
         "scale", "access and refresh decisions as the store fills: 10^3 to 10^5 sessions", scale.run
     ),
     Group("oidc", "ID-token verification against joserfc, a kid storm, a whole login", oidc.run),
+    Group(
+        "passwords",
+        "argon2id logins: unknown user vs wrong password; throttled attempt vs a verification",
+        passwords.run,
+    ),
     Group(
         "web",
         "ASGI middleware against decide, and under uvicorn + wrk against a bare endpoint",

@@ -18,11 +18,11 @@ where concurrency is the point):
 * **Throughput.** Rotations and bare round trips per second from 1 and 16
   client threads, each thread with its own sessions, for a fixed time.
 * **Races.** N = 2, 20, 100 concurrent rotations of one session, presenting
-  the same token, through ``tests/_races.py`` (the same trials the test suite
-  runs): exactly one must rotate and the others get GRACE. Independently of
-  the harness's own judgement, a wrapper around each store counts the ROTATED
-  answers to rotations that presented a session's first token: more than one
-  per session is a *double rotation*, which the JSON totals.
+  the same token, through :func:`tokenflow.testing.run_rotation_race` (the
+  same trials the test suite runs): exactly one must rotate and the others
+  get GRACE. Independently of the harness's own judgement, a wrapper around
+  each store counts the ROTATED answers to rotations that presented a
+  session's first token: more than one per session is a *double rotation*, which the JSON totals.
 * **Round trips per rotation,** counted rather than claimed, on the wire of
   the store's own connection. Redis: the server's ``INFO commandstats``
   (EVALSHA calls against rotations, server-wide) and ``MONITOR`` filtered to
@@ -50,37 +50,24 @@ import os
 import secrets
 import selectors
 import socket
-import sys
 import threading
 import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from tokenflow.ports import AsyncSessionStore, SessionStore
 from tokenflow.stores import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
+from tokenflow.testing import RotationRaceReport as RaceReport
+from tokenflow.testing import run_rotation_race, run_rotation_race_async
 
 from ._harness import JSON, Call, Case, Report, Settings, Stats, format_table, measure
 
 if TYPE_CHECKING:
     import redis
     from psycopg_pool import ConnectionPool
-
-
-# The race trials live in tests/_races.py so that the test suite and this
-# benchmark run the very same trials. tests/ is not a package: pytest puts the
-# directory itself on sys.path, and so does this module (appended, so that it
-# shadows nothing). The type checker reads the same file as tests._races.
-if TYPE_CHECKING:
-    from tests._races import RaceReport, race_async, race_sync
-else:
-    _TESTS_DIR = str(Path(__file__).resolve().parent.parent / "tests")
-    if _TESTS_DIR not in sys.path:
-        sys.path.append(_TESTS_DIR)
-    from _races import RaceReport, race_async, race_sync
 
 __all__ = ["GOAL", "run"]
 
@@ -491,7 +478,7 @@ def _races_sync(settings: Settings, name: str, store: SessionStore) -> list[_Rac
         tallied = _TalliedStore(store, wins)
         race = _Race(name, "sync, threads", callers)
         for offset, size in _chunks(total):
-            race.add(race_sync(tallied, callers, size, label=name), offset)
+            race.add(run_rotation_race(tallied, callers=callers, trials=size, label=name), offset)
             _race_progress(settings, race, total)
         race.double_rotations = wins.double_rotations()
         races.append(race)
@@ -506,7 +493,10 @@ async def _races_async(settings: Settings, name: str, store: AsyncSessionStore) 
         tallied = _AsyncTalliedStore(store, wins)
         race = _Race(name, "async, tasks", callers)
         for offset, size in _chunks(total):
-            race.add(await race_async(tallied, callers, size, label=name), offset)
+            report = await run_rotation_race_async(
+                tallied, callers=callers, trials=size, label=name
+            )
+            race.add(report, offset)
             _race_progress(settings, race, total)
         race.double_rotations = wins.double_rotations()
         races.append(race)

@@ -86,6 +86,7 @@ class World:
     google: FakeExternalTokenVerifier = field(default_factory=lambda: FakeExternalTokenVerifier())
     throttle: bool = False
     endpoints: Endpoints = field(default_factory=Endpoints)
+    decisions: list[Any] = field(default_factory=list)
     asgi: TokenflowMiddleware = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,7 +109,11 @@ class World:
             **extra,
         )
         self.asgi = TokenflowMiddleware(
-            self.app, flow, required=["/account"], endpoints=self.endpoints
+            self.app,
+            flow,
+            required=["/account"],
+            endpoints=self.endpoints,
+            on_decision=self.decisions.append,
         )
 
     def call(self, method: str, path: str, headers: Any = (), body: Any = b"", **kw: Any) -> Reply:
@@ -521,3 +526,22 @@ def test_any_request_gets_an_http_answer(
         assert location is not None
         assert location.startswith("/")
         assert not location.startswith(("//", "/\\"))
+
+
+def test_on_decision_sees_the_events_of_requests_the_middleware_answers_itself() -> None:
+    world, jar = World(), Jar()
+    world.login(jar)
+    (login,) = world.decisions
+    assert isinstance(login, Reissue)
+    assert [type(e).__name__ for e in login.events] == ["LoggedIn"]
+    world.call("POST", "/account/transfer", [*CROSS_SITE, FORM], form(to="eve"), jar=jar)
+    forbidden = world.decisions[-1]
+    assert [type(e).__name__ for e in forbidden.events] == ["CrossOriginRejected"]
+    bad = json.dumps({"username": ALICE.username, "password": "nope"}).encode()
+    world.call("POST", "/auth/login", [*SAME_ORIGIN, JSON], bad)
+    assert [type(e).__name__ for e in world.decisions[-1].events] == ["LoginFailed"]
+    before = len(world.decisions)
+    assert world.call("GET", "/account", jar=jar).status == 200  # plain valid access
+    assert len(world.decisions) == before  # a Process with no events is not reported
+    world.call("POST", "/auth/logout", [*SAME_ORIGIN, FORM], b"", jar=jar)
+    assert [type(e).__name__ for e in world.decisions[-1].events] == ["SessionRevoked"]

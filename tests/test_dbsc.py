@@ -7,7 +7,7 @@ down (fail under TOKENFLOW_REQUIRE_SERVICES=1), as in the other store tests.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,7 @@ pytest.importorskip("joserfc")
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from _services import (
-    connect_redis,
-    drop_redis_keys,
-    postgres_conninfo,
-    unique_name,
-)
+from conftest import drop_redis_keys
 from tokenflow import (
     BareRefreshRefused,
     ConfigError,
@@ -54,7 +49,10 @@ LOGIN = PasswordCredentials("ada", "correct horse")
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, unique_name: Callable[[str], str]
+) -> Iterator[Any]:
+    # Every test gets empty storage (a fresh prefix or table): they count sessions.
     kind = request.param
     if kind == "memory":
         yield MemoryStore()
@@ -64,19 +62,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     elif kind == "redis":
         from tokenflow.stores.redis import RedisStore
 
-        client = connect_redis()
+        client = request.getfixturevalue("redis_client")
         prefix = unique_name("dbsc")
         try:
             yield RedisStore(client, prefix=prefix)
         finally:
             drop_redis_keys(client, prefix)
-            client.close()
     else:
         import psycopg
 
         from tokenflow.stores.postgres import PostgresStore, apply_schema
 
-        conninfo = postgres_conninfo()
+        conninfo = request.getfixturevalue("postgres_conninfo")
         table = unique_name("dbsc")
         with psycopg.connect(conninfo, autocommit=True) as conn:
             apply_schema(conn, table=table)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from _services import postgres_conninfo, unique_name
 from tokenflow.stores import Rotation, RotationOutcome
 from tokenflow.stores.sqlite import SQLiteStore, migrate
 
@@ -62,13 +62,15 @@ def test_sqlite_migrate_needs_an_existing_file(tmp_path: Path) -> None:
         migrate(tmp_path / "missing.db")
 
 
-def test_postgres_table_of_the_previous_release_gains_the_column() -> None:
+def test_postgres_table_of_the_previous_release_gains_the_column(
+    postgres_conninfo: str, unique_name: Callable[[str], str]
+) -> None:
     psycopg = pytest.importorskip("psycopg")
     from psycopg import sql
 
     from tokenflow.stores.postgres import PostgresStore, apply_schema
 
-    conninfo = postgres_conninfo()
+    conninfo = postgres_conninfo
     table = unique_name("dbscmig")
     with psycopg.connect(conninfo, autocommit=True) as conn:
         apply_schema(conn, table=table)

@@ -14,6 +14,8 @@ from tokenflow import (
     Decision,
     LoggedIn,
     LoggedOut,
+    LoginFailed,
+    LoginThrottled,
     Process,
     Refreshed,
     RefreshEnded,
@@ -23,6 +25,7 @@ from tokenflow import (
     ReuseDetectedReason,
     SessionRevoked,
     SessionRevokedReason,
+    TooManyRequests,
     Unauthorized,
 )
 from tokenflow.__main__ import main
@@ -33,9 +36,10 @@ HAS_OIDC = importlib.util.find_spec("joserfc") is not None and (
     importlib.util.find_spec("httpx") is not None
 )
 needs_oidc = pytest.mark.skipif(not HAS_OIDC, reason="needs the oidc extra")
-LAST_LINE = f"live sessions of alice: {1 if HAS_OIDC else 0}"
 ACCESS = "__Host-tf_access"
 REFRESH = "__Host-tf_refresh"
+GUESSER_FROM = 13 if HAS_OIDC else 12
+"""Where step 12, the password guesser, starts in the list of decisions."""
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def test_the_decisions_follow_the_story(story: tuple[list[Decision], list[str], 
     summary = [
         type(d).__name__ if not isinstance(d, Unauthorized) else d.reason.name for d in decisions
     ]
-    assert summary == [
+    assert summary[:GUESSER_FROM] == [
         "Reissue",  # 1. password login
         "Process",  # 2. access token valid
         "Reissue",  # 3. silent refresh
@@ -117,7 +121,6 @@ def test_logout_and_revoke_all(story: tuple[list[Decision], list[str], Path]) ->
     assert "live sessions of alice: 2" in told
     assert "── 10. revoke all: 2 sessions revoked" in told
     assert "live sessions of alice: 0" in told
-    assert told[-1] == LAST_LINE
     assert told.index("live sessions of alice: 2") < told.index(
         "── 10. revoke all: 2 sessions revoked"
     )
@@ -139,6 +142,41 @@ def test_sign_in_with_google_against_a_local_fake(
     assert "eyJ" not in "\n".join(lines)  # the ID token itself is never printed
 
 
+GUESSER_STEPS = 12
+
+
+def test_a_password_guesser_is_slowed_down(
+    story: tuple[list[Decision], list[str], Path],
+) -> None:
+    """Step 12: 429s with growing Retry-After, nothing verified; the owner gets in after."""
+    decisions, lines, _ = story
+    guesser = decisions[GUESSER_FROM:]
+    assert len(guesser) == GUESSER_STEPS
+    kinds = [type(d).__name__ for d in guesser]
+    assert kinds == (
+        ["Unauthorized"] * 5
+        + ["TooManyRequests"] * 2
+        + ["Unauthorized", "TooManyRequests"] * 2
+        + ["Reissue"]
+    )
+    waits = [d.retry_after for d in guesser if isinstance(d, TooManyRequests)]
+    assert waits == [1, 1, 2, 4]  # the delay doubles with each failure
+    for decision in guesser:
+        if isinstance(decision, TooManyRequests):
+            assert decision.status == 429
+            assert decision.set_cookies == ()
+            (event,) = decision.events
+            assert isinstance(event, LoginThrottled)
+            assert event.retry_after == decision.retry_after
+        elif isinstance(decision, Unauthorized):
+            assert [type(e) for e in decision.events] == [LoginFailed]
+    owner = guesser[-1]
+    assert isinstance(owner, Reissue)
+    assert owner.events == (LoggedIn("alice", owner.session_id, "password"),)
+    told = [line.strip() for line in lines]
+    assert any(line.startswith("── 12. a guesser") for line in told)
+
+
 def test_the_narration_hides_secrets(story: tuple[list[Decision], list[str], Path]) -> None:
     decisions, lines, path = story
     text = "\n".join(lines)
@@ -157,7 +195,7 @@ def test_the_narration_hides_secrets(story: tuple[list[Decision], list[str], Pat
 def test_the_default_temporary_store_is_removed_afterwards() -> None:
     lines: list[str] = []
     decisions = run_demo(out=lines.append)
-    assert len(decisions) == (13 if HAS_OIDC else 12)
+    assert len(decisions) == GUESSER_FROM + GUESSER_STEPS
     store = lines[0].removeprefix("tokenflow demo: session store ")
     assert store.endswith("sessions.sqlite3")
     assert not os.path.exists(os.path.dirname(store))
@@ -168,7 +206,8 @@ def test_cli_demo_exits_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     out = capsys.readouterr().out
     assert "── 1. password login" in out
     assert "ReuseDetected" in out
-    assert out.rstrip().endswith(LAST_LINE)
+    assert "live sessions of alice: 0" in out
+    assert "LoginThrottled" in out
 
     db = tmp_path / "cli.sqlite3"
     assert main(["demo", "--db", str(db)]) == 0

@@ -41,11 +41,14 @@ from tokenflow.testing import (
     AsyncFakeExternalTokenVerifier,
     AsyncFakePasswordVerifier,
     AsyncFakeUserDirectory,
+    AsyncFaultyStore,
     Browser,
     FakeClock,
     FakeExternalTokenVerifier,
     FakePasswordVerifier,
     FakeUserDirectory,
+    Fault,
+    FaultyStore,
 )
 
 T0 = 1_700_000_000.0
@@ -57,67 +60,7 @@ REFRESH = "__Host-tf_refresh"
 CONFIG = FlowConfig(grace_seconds=5, trusted_origins=["https://partner.example"])
 
 
-# -- ports that can be switched off -------------------------------------------------
-
-
-class BreakableStore:
-    def __init__(self) -> None:
-        self.inner = MemoryStore()
-        self.down = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise ConnectionError("store down")
-
-    def create(self, session: NewSession) -> None:
-        self._check()
-        self.inner.create(session)
-
-    def rotate(self, rotation: Rotation) -> RotationResult:
-        self._check()
-        return self.inner.rotate(rotation)
-
-    def revoke(self, session_id: str) -> bool:
-        self._check()
-        return self.inner.revoke(session_id)
-
-    def revoke_user(self, user_id: str) -> int:
-        self._check()
-        return self.inner.revoke_user(user_id)
-
-    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        self._check()
-        return self.inner.sessions_of(user_id, now=now)
-
-
-class AsyncBreakableStore:
-    def __init__(self) -> None:
-        self.inner = AsyncMemoryStore()
-        self.down = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise ConnectionError("store down")
-
-    async def create(self, session: NewSession) -> None:
-        self._check()
-        await self.inner.create(session)
-
-    async def rotate(self, rotation: Rotation) -> RotationResult:
-        self._check()
-        return await self.inner.rotate(rotation)
-
-    async def revoke(self, session_id: str) -> bool:
-        self._check()
-        return await self.inner.revoke(session_id)
-
-    async def revoke_user(self, user_id: str) -> int:
-        self._check()
-        return await self.inner.revoke_user(user_id)
-
-    async def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        self._check()
-        return await self.inner.sessions_of(user_id, now=now)
+# -- ports that can be switched off: FaultyStore for the store, the fakes' switches --
 
 
 # -- the two worlds -----------------------------------------------------------------
@@ -151,7 +94,7 @@ def seeded(seed: int) -> Callable[[int], bytes]:
 @dataclass
 class World:
     flow: Flow | AsyncFlow
-    store: BreakableStore | AsyncBreakableStore
+    store: FaultyStore | AsyncFaultyStore
     fakes: Fakes
     clock: FakeClock
     tabs: dict[str, Browser] = field(default_factory=dict)
@@ -165,7 +108,7 @@ class World:
 def make_worlds(clock: FakeClock, seed: int) -> tuple[World, World]:
     ring = KeyRing.generate()
     sync_fakes, async_fakes = make_fakes(), make_fakes()
-    sync_store, async_store = BreakableStore(), AsyncBreakableStore()
+    sync_store, async_store = FaultyStore(MemoryStore()), AsyncFaultyStore(AsyncMemoryStore())
     sync_flow = Flow(
         ring,
         sync_store,
@@ -265,8 +208,10 @@ def apply_local(world: World, step: Step) -> Any:
         world.fakes.users.set_claims(step[1], step[2])
     elif kind == "down":
         _, port, down = step
-        if port == "store":
-            world.store.down = down
+        if port == "store" and down:
+            world.store.arm(Fault.BEFORE_COMMIT, error=ConnectionError("store down"))
+        elif port == "store":
+            world.store.disarm()
         else:
             getattr(world.fakes, port).unavailable = down
     else:
@@ -618,7 +563,7 @@ async def test_a_hanging_store_gives_unavailable_within_the_timeout() -> None:
 
 @pytest.mark.asyncio
 async def test_a_hanging_store_during_refresh_and_logout() -> None:
-    store = AsyncBreakableStore()
+    store = AsyncFaultyStore(AsyncMemoryStore())
     users = AsyncFakeUserDirectory(make_fakes().users)
     clock = FakeClock(T0)
     ring = KeyRing.generate()

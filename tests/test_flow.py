@@ -7,7 +7,9 @@ to it through :class:`Browser` cookie jars. Time only moves when a test says so.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import math
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -45,7 +47,6 @@ from tokenflow import (
     Request,
     ReuseDetected,
     ReuseDetectedReason,
-    SessionInfo,
     SessionRevoked,
     SessionRevokedReason,
     TokenCodec,
@@ -54,8 +55,17 @@ from tokenflow import (
     UnauthorizedReason,
     Unavailable,
 )
-from tokenflow._sessions import NewSession, Rotation, RotationResult, derive_successor, verifier_of
-from tokenflow.stores import AsyncMemoryStore, MemoryStore
+from tokenflow._flow import Pending
+from tokenflow._sessions import derive_successor, verifier_of
+from tokenflow.stores import (
+    AsyncMemoryStore,
+    MemoryStore,
+    Rotation,
+    RotationOutcome,
+    SessionInfo,
+    StoredSession,
+    apply_rotation,
+)
 from tokenflow.testing import (
     AsyncFakeUserDirectory,
     Browser,
@@ -63,6 +73,9 @@ from tokenflow.testing import (
     FakeExternalTokenVerifier,
     FakePasswordVerifier,
     FakeUserDirectory,
+    Fault,
+    FaultyStore,
+    RecordingStore,
 )
 
 T0 = 1_700_000_000.0
@@ -80,46 +93,13 @@ BOB_PASSWORD = "Tr0ub4dor&3"
 # -- the world a test runs in ------------------------------------------------------
 
 
-class CountingStore:
-    """A SessionStore proxy that records every call and can be switched off."""
-
-    def __init__(self, inner: MemoryStore) -> None:
-        self.inner = inner
-        self.calls: list[str] = []
-        self.down: Exception | None = None
-
-    def _enter(self, name: str) -> None:
-        self.calls.append(name)
-        if self.down is not None:
-            raise self.down
-
-    def create(self, session: NewSession) -> None:
-        self._enter("create")
-        self.inner.create(session)
-
-    def rotate(self, rotation: Rotation) -> RotationResult:
-        self._enter("rotate")
-        return self.inner.rotate(rotation)
-
-    def revoke(self, session_id: str) -> bool:
-        self._enter("revoke")
-        return self.inner.revoke(session_id)
-
-    def revoke_user(self, user_id: str) -> int:
-        self._enter("revoke_user")
-        return self.inner.revoke_user(user_id)
-
-    def sessions_of(self, user_id: str, now: float) -> list[SessionInfo]:
-        self._enter("sessions_of")
-        return self.inner.sessions_of(user_id, now=now)
-
-
 @dataclass
 class World:
     clock: FakeClock
     ring: KeyRing
     memory: MemoryStore
-    store: CountingStore
+    faults: FaultyStore
+    store: RecordingStore
     users: FakeUserDirectory
     passwords: FakePasswordVerifier
     google: FakeExternalTokenVerifier
@@ -128,6 +108,13 @@ class World:
 
     def browser(self) -> Browser:
         return Browser(self.clock)
+
+    def store_down(self, outage: Exception | None) -> None:
+        """Every store call raises ``outage`` (recorded all the same); None ends it."""
+        if outage is None:
+            self.faults.disarm()
+        else:
+            self.faults.arm(Fault.BEFORE_COMMIT, error=outage)
 
     def send(
         self,
@@ -174,7 +161,8 @@ def make_world(config: FlowConfig | None = None, *, with_passwords: bool = True)
     clock = FakeClock(T0)
     ring = KeyRing(Key.generate("k1"))
     memory = MemoryStore()
-    store = CountingStore(memory)
+    faults = FaultyStore(memory)
+    store = RecordingStore(faults)
     users = FakeUserDirectory()
     users.add_user("alice", {"roles": ["editor"], "tenant": "acme"})
     users.add_user("bob", {"roles": ["viewer"]})
@@ -192,7 +180,7 @@ def make_world(config: FlowConfig | None = None, *, with_passwords: bool = True)
         config=config,
         clock=clock,
     )
-    return World(clock, ring, memory, store, users, passwords, google, flow, config)
+    return World(clock, ring, memory, faults, store, users, passwords, google, flow, config)
 
 
 @pytest.fixture
@@ -269,8 +257,8 @@ def test_valid_access_token_processes_without_touching_any_port(world: World) ->
     browser = world.browser()
     login = world.login(browser)
     world.clock.advance(119)
-    world.store.calls.clear()
-    world.store.down = ConnectionError("the store must not be called")
+    world.store.clear()
+    world.store_down(ConnectionError("the store must not be called"))
     world.users.unavailable = True
 
     decision = world.send(browser)
@@ -285,7 +273,7 @@ def test_valid_access_token_processes_without_touching_any_port(world: World) ->
     assert decision.claims["tenant"] == "acme"
     assert decision.claims["iat"] == int(T0)
     assert decision.claims["exp"] == int(T0) + 120
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 def test_login_reissue_sets_both_cookies_with_secure_attributes(world: World) -> None:
@@ -323,7 +311,7 @@ def test_rejected_access_token_is_reported_then_the_refresh_token_takes_over(
     login = world.login(world.browser())
     access, failure = _access_variants(login)[variant]
     now = world.clock.advance(125)  # past the access token's exp + leeway
-    world.store.calls.clear()
+    world.store.clear()
 
     decision = world.flow.decide(with_cookies(access, tokens(login)[REFRESH]), now=now)
 
@@ -334,7 +322,7 @@ def test_rejected_access_token_is_reported_then_the_refresh_token_takes_over(
     )
     assert decision.session_id == login.session_id
     assert decision.claims["exp"] == int(now) + 120
-    assert world.store.calls == ["rotate"]
+    assert world.store.methods == ["rotate"]
 
 
 def test_tokens_from_the_future_are_not_yet_valid(world: World) -> None:
@@ -347,7 +335,7 @@ def test_tokens_from_the_future_are_not_yet_valid(world: World) -> None:
         TokenRejected(Purpose.ACCESS, InvalidTokenReason.NOT_YET_VALID),
         TokenRejected(Purpose.REFRESH, InvalidTokenReason.NOT_YET_VALID),
     )
-    assert world.store.calls == ["create"]
+    assert world.store.methods == ["create"]
     # Within the leeway, a server whose clock is slightly behind accepts them.
     assert isinstance(world.flow.decide(with_cookies(sent[ACCESS]), now=T0 - 5), Process)
 
@@ -724,7 +712,7 @@ def test_bad_password_fails_and_never_leaks_the_password(
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
     assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", username),)
     assert decision.set_cookies == ()
-    assert world.store.calls == []
+    assert world.store.methods == []
     for text in (repr(request), repr(decision), str(decision), repr(decision.events)):
         assert password not in text
     assert PASSWORD not in repr(Request(credentials=PasswordCredentials(ALICE, PASSWORD)))
@@ -744,7 +732,7 @@ def test_without_a_password_verifier_password_logins_fail() -> None:
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
     assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", None),)
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert PASSWORD not in repr(decision)
 
 
@@ -792,7 +780,7 @@ def test_external_login_failures(world: World, provider: str, token: str, failur
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.LOGIN_FAILED
     assert decision.events == (LoginFailed(failure, provider),)
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert issued not in repr(decision)
 
 
@@ -853,7 +841,7 @@ def test_smuggled_non_string_password_fields_fail_the_login(
     decision = world.flow.decide(Request("POST", credentials=credentials))
     assert isinstance(decision, Unauthorized)
     assert decision.events == (LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", None),)
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 # -- sessions: new ids, listing, revocation, logout ----------------------------------------
@@ -867,7 +855,7 @@ def test_every_login_opens_a_new_session_id(world: World) -> None:
     assert first.session_id != second.session_id
     sessions = world.flow.sessions_of("alice")
     assert [s.session_id for s in sessions] == [first.session_id, second.session_id]
-    assert world.store.calls[-1] == "sessions_of"
+    assert world.store.methods[-1] == "sessions_of"
 
     # Logging in again after a logout never revives the old id.
     world.logout(laptop)
@@ -969,19 +957,19 @@ def test_logout_without_cookies_still_clears_both(world: World) -> None:
     assert isinstance(decision, LoggedOut)
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
     assert decision.events == ()
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 def test_cross_origin_logout_is_forbidden_and_revokes_nothing(world: World) -> None:
     browser = world.browser()
     login = world.login(browser)
-    world.store.calls.clear()
+    world.store.clear()
     decision = world.logout(browser, same_origin=False)
     assert isinstance(decision, Forbidden)
     assert decision.status == 403
     assert decision.set_cookies == ()
     assert decision.events == (CrossOriginRejected("POST", "https://app.example", "cross-site"),)
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert world.live() == [login.session_id]
     assert isinstance(world.send(browser), Process)
 
@@ -1038,7 +1026,7 @@ def test_unauthorized_clears_exactly_the_auth_cookies_that_were_sent(
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.NO_CREDENTIALS
     assert decision.set_cookies == cleared
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 # -- CSRF -----------------------------------------------------------------------------------
@@ -1050,28 +1038,28 @@ def test_cross_site_unsafe_request_is_forbidden_even_with_a_valid_access_token(
 ) -> None:
     browser = world.browser()
     world.login(browser)
-    world.store.calls.clear()
+    world.store.clear()
     decision = world.send(browser, method, same_origin=False)
     assert isinstance(decision, Forbidden)
     assert decision.status == 403
     assert decision.set_cookies == ()
     assert decision.events == (CrossOriginRejected(method, "https://app.example", "cross-site"),)
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 def test_cross_site_request_rotates_revokes_and_mints_nothing(world: World) -> None:
     browser = world.browser()
     login = world.login(browser)
     world.clock.advance(130)  # a forged request would otherwise rotate the refresh token
-    world.store.calls.clear()
+    world.store.clear()
     forged = world.send(
         browser, "POST", credentials=PasswordCredentials(BOB, BOB_PASSWORD), same_origin=False
     )
     assert isinstance(forged, Forbidden)
     assert forged.set_cookies == ()
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert world.flow.logout(browser.request("POST", same_origin=False)) == forged
-    assert world.store.calls == []
+    assert world.store.methods == []
     assert world.flow.sessions_of("bob") == []
     # The refresh token was left untouched: the real page rotates it to generation 1.
     real = world.send(browser)
@@ -1145,7 +1133,7 @@ def test_duplicated_auth_cookies_alone_give_401_clearing_them(world: World) -> N
     assert decision.reason is UnauthorizedReason.NO_CREDENTIALS
     assert decision.events == (AmbiguousCookie(ACCESS), AmbiguousCookie(REFRESH))
     assert decision.set_cookies == (CLEAR_ACCESS, CLEAR_REFRESH)
-    assert world.store.calls == ["create"]
+    assert world.store.methods == ["create"]
 
 
 def test_oversize_cookie_header_is_malformed_and_clears_both(world: World) -> None:
@@ -1214,13 +1202,13 @@ def test_store_down_at_refresh_is_unavailable_and_nothing_is_lost(world: World) 
     login = world.login(browser)
     world.clock.advance(130)
     outage = ConnectionError("store down")
-    world.store.down = outage
+    world.store_down(outage)
 
     decision = world.send(browser)
 
     _assert_unavailable(decision, "store", outage)
     assert browser.cookies().keys() == {REFRESH}
-    world.store.down = None
+    world.store_down(None)
     world.clock.advance(1)
     recovered = world.send(browser)
     assert isinstance(recovered, Reissue)
@@ -1230,25 +1218,25 @@ def test_store_down_at_refresh_is_unavailable_and_nothing_is_lost(world: World) 
 def test_valid_access_token_still_processes_while_the_store_is_down(world: World) -> None:
     browser = world.browser()
     world.login(browser)
-    world.store.down = ConnectionError("store down")
+    world.store_down(ConnectionError("store down"))
     assert isinstance(world.send(browser), Process)
 
 
 def test_store_down_at_login_and_logout(world: World) -> None:
     outage = TimeoutError("store timed out")
-    world.store.down = outage
+    world.store_down(outage)
     browser = world.browser()
     login = world.send(browser, "POST", credentials=PasswordCredentials(ALICE, PASSWORD))
     _assert_unavailable(login, "store", outage)
     assert login.events == (PortFailed("store", outage),)  # no LoggedIn: nothing was opened
 
-    world.store.down = None
+    world.store_down(None)
     session = world.login(browser)
-    world.store.down = outage
+    world.store_down(outage)
     logout = world.logout(browser)
     _assert_unavailable(logout, "store", outage)
     assert browser.cookies().keys() == {ACCESS, REFRESH}  # nothing cleared
-    world.store.down = None
+    world.store_down(None)
     assert world.live() == [session.session_id]
 
 
@@ -1257,14 +1245,14 @@ def test_user_directory_down_at_refresh_and_login(world: World) -> None:
     login = world.login(browser)
     world.clock.advance(130)
     world.users.unavailable = True
-    world.store.calls.clear()
+    world.store.clear()
 
     refresh = world.send(browser)
     assert isinstance(refresh, Unavailable)
     assert refresh.port == "users"
     assert isinstance(refresh.error, ConnectionError)
     assert refresh.events == (PortFailed("users", refresh.error),)
-    assert world.store.calls == []  # the session was not touched
+    assert world.store.methods == []  # the session was not touched
 
     fresh = world.send(world.browser(), "POST", credentials=PasswordCredentials(BOB, BOB_PASSWORD))
     assert isinstance(fresh, Unavailable)
@@ -1295,7 +1283,7 @@ def test_password_verifier_down_is_unavailable(world: World) -> None:
     assert decision.set_cookies == ()
     assert decision.events == (PortFailed("passwords", decision.error),)
     assert PASSWORD not in repr(decision)
-    assert world.store.calls == []
+    assert world.store.methods == []
 
 
 def test_external_verifier_down_is_unavailable(world: World) -> None:
@@ -1314,14 +1302,15 @@ def test_external_verifier_down_is_unavailable(world: World) -> None:
 def test_unavailable_keeps_the_events_that_came_before(world: World) -> None:
     browser = world.browser()
     login = world.login(browser)
-    world.store.down = ConnectionError("down")
+    outage = ConnectionError("down")
+    world.store_down(outage)
     decision = world.flow.decide(
         with_cookies(tokens(login)[ACCESS], tokens(login)[REFRESH]), now=T0 + 200
     )
     assert isinstance(decision, Unavailable)
     assert decision.events == (
         TokenRejected(Purpose.ACCESS, InvalidTokenReason.EXPIRED),
-        PortFailed("store", world.store.down),
+        PortFailed("store", outage),
     )
 
 
@@ -1330,7 +1319,7 @@ def test_disabled_user_with_the_store_down_is_unavailable(world: World) -> None:
     login = world.login(browser)
     world.users.disable("alice")
     world.clock.advance(130)
-    world.store.down = ConnectionError("down")
+    world.store_down(ConnectionError("down"))
     decision = world.send(browser)
     assert isinstance(decision, Unavailable)
     assert decision.port == "store"
@@ -1471,7 +1460,7 @@ def test_refresh_token_with_a_malformed_secret_claim_is_bad_claims(
     decision = world.flow.decide(with_cookies(refresh=forged))
     assert isinstance(decision, Unauthorized)
     assert decision.events == (TokenRejected(Purpose.REFRESH, InvalidTokenReason.BAD_CLAIMS),)
-    assert world.store.calls == ["create"]
+    assert world.store.methods == ["create"]
     assert world.live() == [login.session_id]
 
 
@@ -1573,3 +1562,192 @@ def test_mapping_cookie_values_that_are_not_strings_are_ignored(world: World) ->
     assert isinstance(decision, Unauthorized)
     assert decision.set_cookies == (CLEAR_ACCESS,)
     assert decision.events == ()
+
+
+# ================================================================== hostile edge cases
+
+
+ADA_LOGIN = PasswordCredentials("ada@example.com", "analytical engine")
+
+
+class ReviewWorld:
+    """A flow over a memory store for Ada, for hostile edge cases."""
+
+    def __init__(self, **config: Any) -> None:
+        self.clock = FakeClock()
+        self.ring = KeyRing.generate()
+        self.store = MemoryStore()
+        self.users = FakeUserDirectory()
+        self.users.add_user("ada", {"roles": ["admin"]})
+        self.passwords = FakePasswordVerifier()
+        self.passwords.set_password(ADA_LOGIN.username, ADA_LOGIN.password, user_id="ada")
+        self.google = FakeExternalTokenVerifier("google")
+        self.flow = Flow(
+            self.ring,
+            self.store,
+            self.users,
+            passwords=self.passwords,
+            external={"google": self.google},
+            config=FlowConfig(**config),
+            clock=self.clock,
+        )
+
+    def login(self) -> Browser:
+        browser = Browser(self.clock)
+        decision = self.flow.decide(browser.request("POST", credentials=ADA_LOGIN))
+        assert isinstance(decision, Reissue)
+        browser.receive(decision.set_cookies)
+        return browser
+
+
+def _tokens(browser: Browser) -> list[str]:
+    return list(browser.cookies().values())
+
+
+# -- bearer tokens stay out of reprs ----------------------------------------------
+
+
+def test_reprs_of_requests_decisions_and_pending_state_hold_no_token() -> None:
+    world = ReviewWorld()
+    browser = world.login()
+    tokens = _tokens(browser)
+    world.clock.advance(130)
+    request = browser.request()
+    decision = world.flow.decide(request)
+    assert isinstance(decision, Reissue)
+    pending = world.flow._core.begin(request, world.clock())
+    assert isinstance(pending, Pending)
+    minted = [c.partition("=")[2].partition(";")[0] for c in decision.set_cookies]
+    for text in (repr(request), repr(decision), str(decision), repr(pending)):
+        for token in tokens + minted:
+            assert token not in text
+
+
+# -- nothing changes in the store when tokens cannot be sealed --------------------
+
+
+def test_refresh_with_unsealable_claims_is_unavailable_and_rotates_nothing() -> None:
+    world = ReviewWorld()
+    browser = world.login()
+    world.clock.advance(130)
+    world.users.set_claims("ada", {"bio": "x" * 5000})  # too large for a cookie
+    decision = world.flow.decide(browser.request())
+    assert isinstance(decision, Unavailable)
+    assert decision.port == "users"
+    assert decision.set_cookies == ()
+    (session,) = world.flow.sessions_of("ada")
+    assert session.generation == 0  # not rotated
+    world.users.set_claims("ada", {"roles": ["admin"]})
+    world.clock.advance(60)  # long past the grace window: a rotation would now be reuse
+    again = world.flow.decide(browser.request())
+    assert isinstance(again, Reissue)
+
+
+def test_login_with_unsealable_claims_leaves_no_session() -> None:
+    world = ReviewWorld()
+    world.users.set_claims("ada", {"not json": object()})
+    decision = world.flow.decide(Browser(world.clock).request("POST", credentials=ADA_LOGIN))
+    assert isinstance(decision, Unavailable)
+    assert world.flow.sessions_of("ada") == []
+
+
+def test_a_verifier_returning_a_non_string_user_id_is_a_port_failure() -> None:
+    world = ReviewWorld()
+
+    class Broken:
+        def verify_password(self, username: str, password: str) -> Any:
+            return 42
+
+    flow = Flow(world.ring, world.store, world.users, passwords=Broken(), clock=world.clock)
+    decision = flow.decide(Browser(world.clock).request("POST", credentials=ADA_LOGIN))
+    assert isinstance(decision, Unavailable)
+    assert decision.port == "passwords"
+    assert world.store.sessions_of("42", now=world.clock()) == []
+
+
+# -- the host's clock -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("now", [math.nan, math.inf, -1.0, 1e20])
+def test_an_absurd_now_raises_before_any_session_is_created(now: float) -> None:
+    world = ReviewWorld()
+    with pytest.raises(ValueError, match="now must be"):
+        world.flow.decide(Browser(world.clock).request("POST", credentials=ADA_LOGIN), now=now)
+    assert world.store._sessions == {}
+
+
+# -- access tokens must be this flow's ------------------------------------------
+
+
+def test_an_access_purpose_token_without_a_session_id_is_not_a_login() -> None:
+    world = ReviewWorld()
+    now = int(world.clock())
+    foreign = TokenCodec(world.ring).seal(
+        Purpose.ACCESS, {"sub": "ada", "iat": now, "exp": now + 60, "purpose": "reset"}
+    )
+    decision = world.flow.decide(Request(cookies={"__Host-tf_access": foreign}))
+    assert isinstance(decision, Unauthorized)
+    assert TokenRejected(Purpose.ACCESS, InvalidTokenReason.BAD_CLAIMS) in decision.events
+
+
+# -- request types ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"origin": b"https://evil.example"},
+        {"cookie_header": b"a=b"},
+        {"sec_fetch_site": b"cross-site"},
+        {"host": b"app.example"},
+        {"method": b"POST"},
+        {"cookies": [("a", "b")]},
+    ],
+)
+def test_request_refuses_non_text_headers_at_construction(fields: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        Request(**fields)
+
+
+# -- a closed grace window stays closed under clock lag -----------------------------
+
+
+def test_grace_zero_is_reuse_even_from_a_server_whose_clock_lags() -> None:
+    info = SessionInfo("s", "u", 1000.0, 1000.0, 3000.0, 9000.0)
+    stored = StoredSession(info, b"v1", b"v0", rotated_at=1000.0, salt=b"s" * 16)
+    lagging = Rotation("s", b"v0", b"v2", b"t" * 16, 998.0, 1800, 0)
+    result, state = apply_rotation(stored, lagging)
+    assert result.outcome is RotationOutcome.REUSED_PREVIOUS
+    assert state is None
+
+
+def test_grace_window_still_answers_the_predecessor() -> None:
+    world = ReviewWorld(grace_seconds=5)
+    browser = world.login()
+    world.clock.advance(130)
+    tab = browser.clone()
+    first = world.flow.decide(browser.request())
+    second = world.flow.decide(tab.request())
+    assert isinstance(first, Reissue)
+    assert isinstance(second, Reissue)
+    graces = [e.grace for d in (first, second) for e in d.events if isinstance(e, Refreshed)]
+    assert graces == [False, True]
+
+
+# -- the async driver shares the core's checks --------------------------------------
+
+
+def test_async_flow_applies_the_same_clock_check() -> None:
+    from tokenflow.stores import AsyncMemoryStore
+
+    world = ReviewWorld()
+    flow = AsyncFlow(world.ring, AsyncMemoryStore(), AsyncFakeUserDirectory(world.users))
+    request = Request(cookie_header="__Host-tf_refresh=x")
+    with pytest.raises(ValueError, match="now must be"):
+        asyncio.run(flow.decide(request, now=math.nan))
+
+
+def test_a_valid_access_token_still_processes() -> None:
+    world = ReviewWorld()
+    browser = world.login()
+    assert isinstance(world.flow.decide(browser.request()), Process)

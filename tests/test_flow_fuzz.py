@@ -321,7 +321,7 @@ def assert_well_formed(
         assert all(CLEARING.match(c) for c in decision.set_cookies), decision.set_cookies
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(draft=drafts, now=times)
 def test_decide_always_returns_a_decision(draft: dict[str, Any], now: float) -> None:
     fx = fixture()
@@ -333,7 +333,7 @@ def test_decide_always_returns_a_decision(draft: dict[str, Any], now: float) -> 
     assert_well_formed(decision, request, now, fx.config.leeway)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(draft=drafts, now=times)
 def test_logout_always_returns_logged_out_or_forbidden(draft: dict[str, Any], now: float) -> None:
     fx = fixture()
@@ -585,7 +585,6 @@ class BrowsersAgainstOneFlow(RuleBasedStateMachine):
                 assert info.session_id not in self.dead, "a dead session is live in the store"
 
 
-BrowsersAgainstOneFlow.TestCase.settings = settings(
-    max_examples=120, stateful_step_count=40, deadline=None
-)
+# Sizes (examples, steps) come from the Hypothesis profile (tests/conftest.py).
+BrowsersAgainstOneFlow.TestCase.settings = settings(deadline=None)
 test_browsers_against_one_flow = BrowsersAgainstOneFlow.TestCase

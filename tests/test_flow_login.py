@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from tokenflow import (
     AsyncFlow,
+    ExternalIdentity,
+    ExternalTokenCredentials,
     Flow,
     FlowConfig,
     Forbidden,
@@ -33,13 +36,17 @@ from tokenflow import (
     UnauthorizedReason,
     Unavailable,
 )
-from tokenflow.stores import AsyncMemoryStore, MemoryStore
+from tokenflow.stores import (
+    AsyncMemoryStore,
+    MemoryStore,
+)
 from tokenflow.testing import (
     AsyncFakePasswordVerifier,
     AsyncFakeUserDirectory,
     AsyncFaultyStore,
     Browser,
     FakeClock,
+    FakeExternalTokenVerifier,
     FakePasswordVerifier,
     FakeUserDirectory,
     Fault,
@@ -251,3 +258,128 @@ def test_flows_built_with_a_config_keep_it() -> None:
     config = FlowConfig(access_ttl=60)
     flow = Flow(KeyRing.generate(), MemoryStore(), FakeUserDirectory(), config=config)
     assert flow.config is config
+
+
+# ================================================================== hostile edge cases
+
+
+ADA_LOGIN = PasswordCredentials("ada@example.com", "analytical engine")
+
+
+class ReviewWorld:
+    """A flow over a memory store for Ada, for hostile edge cases."""
+
+    def __init__(self, **config: Any) -> None:
+        self.clock = FakeClock()
+        self.ring = KeyRing.generate()
+        self.store = MemoryStore()
+        self.users = FakeUserDirectory()
+        self.users.add_user("ada", {"roles": ["admin"]})
+        self.passwords = FakePasswordVerifier()
+        self.passwords.set_password(ADA_LOGIN.username, ADA_LOGIN.password, user_id="ada")
+        self.google = FakeExternalTokenVerifier("google")
+        self.flow = Flow(
+            self.ring,
+            self.store,
+            self.users,
+            passwords=self.passwords,
+            external={"google": self.google},
+            config=FlowConfig(**config),
+            clock=self.clock,
+        )
+
+    def login(self) -> Browser:
+        browser = Browser(self.clock)
+        decision = self.flow.decide(browser.request("POST", credentials=ADA_LOGIN))
+        assert isinstance(decision, Reissue)
+        browser.receive(decision.set_cookies)
+        return browser
+
+
+def _tokens(browser: Browser) -> list[str]:
+    return list(browser.cookies().values())
+
+
+# -- logout cannot be dodged ---------------------------------------------------
+
+
+def test_logout_revokes_through_a_duplicated_refresh_cookie() -> None:
+    world = ReviewWorld()
+    browser = world.login()
+    refresh = browser.cookies()["__Host-tf_refresh"]
+    header = f"__Host-tf_refresh=planted; __Host-tf_refresh={refresh}"
+    decision = world.flow.logout(Request(method="POST", cookie_header=header))
+    assert isinstance(decision, LoggedOut)
+    assert any(isinstance(e, SessionRevoked) for e in decision.events)
+    assert world.flow.sessions_of("ada") == []
+
+
+def test_logout_revokes_through_an_oversized_header() -> None:
+    world = ReviewWorld()
+    browser = world.login()
+    refresh = browser.cookies()["__Host-tf_refresh"]
+    header = "bloat=" + "x" * 20_000 + f"; __Host-tf_refresh={refresh}"
+    decision = world.flow.logout(Request(method="POST", cookie_header=header))
+    assert any(isinstance(e, SessionRevoked) for e in decision.events)
+    assert world.flow.sessions_of("ada") == []
+
+
+# -- external identities --------------------------------------------------------
+
+
+def test_a_verifier_cannot_vouch_for_another_provider() -> None:
+    world = ReviewWorld()
+    world.users.link("facebook", "victim-subject", "ada")
+    linked: list[ExternalIdentity] = []
+    link = world.users.link_external
+
+    def recording_link(identity: ExternalIdentity) -> str | None:
+        linked.append(identity)
+        return link(identity)
+
+    world.users.link_external = recording_link  # type: ignore[method-assign]
+
+    class SelfHosted:
+        """Registered as "selfhosted", but labels its identities as Facebook's."""
+
+        def verify_token(self, token: str, *, now: float) -> ExternalIdentity:
+            return ExternalIdentity("facebook", "victim-subject")
+
+    flow = Flow(world.ring, world.store, world.users, external={"selfhosted": SelfHosted()})
+    credentials = ExternalTokenCredentials("selfhosted", "anything")
+    decision = flow.decide(Browser(world.clock).request("POST", credentials=credentials))
+    # The identity reaches the directory under the name the verifier is
+    # registered with, so Facebook's user "victim-subject" is never linked.
+    assert [(i.provider, i.subject) for i in linked] == [("selfhosted", "victim-subject")]
+    assert isinstance(decision, Unauthorized)
+    assert LoginFailed(LoginFailedReason.NOT_LINKED, "selfhosted") in decision.events
+    assert world.store._sessions == {}
+
+
+def test_a_verifier_registered_under_another_name_still_logs_in() -> None:
+    world = ReviewWorld()
+    verifier = FakeExternalTokenVerifier()  # labels its identities "fake-idp"
+    world.users.link("corporate-sso", "emp-7", "ada")
+    flow = Flow(
+        world.ring,
+        world.store,
+        world.users,
+        external={"corporate-sso": verifier},
+        clock=world.clock,
+    )
+    token = verifier.issue("emp-7", expires_at=world.clock() + 60)
+    credentials = ExternalTokenCredentials("corporate-sso", token)
+    decision = flow.decide(Browser(world.clock).request("POST", credentials=credentials))
+    assert isinstance(decision, Reissue)
+    assert decision.user_id == "ada"
+
+
+def test_client_text_in_events_is_clipped() -> None:
+    world = ReviewWorld()
+    credentials = ExternalTokenCredentials("p" * 10_000, "token")
+    decision = world.flow.decide(Browser(world.clock).request("POST", credentials=credentials))
+    (event,) = [e for e in decision.events if isinstance(e, LoginFailed)]
+    assert len(event.method) <= 201
+    big = ExternalTokenCredentials(10**5000, "token")  # type: ignore[arg-type]
+    decision = world.flow.decide(Browser(world.clock).request("POST", credentials=big))
+    assert LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, "int") in decision.events

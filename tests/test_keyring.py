@@ -71,7 +71,7 @@ def test_whitespace_around_entries_is_tolerated() -> None:
     assert ring.serialize() == RING_TEXT
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(
     keys=st.dictionaries(
         st.text(KID_CHARS, min_size=1, max_size=16),

@@ -24,7 +24,7 @@ from tokenflow.oidc import (
     HttpKeySetSource,
     ProviderUnavailable,
     Rejected,
-    RejectReason,
+    RejectedReason,
 )
 from tokenflow.oidc._http import check_url
 from tokenflow.oidc._keys import lifetime_of
@@ -133,7 +133,7 @@ def test_a_kid_storm_costs_at_most_one_fetch_per_cooldown() -> None:
     for i in range(10_000):
         now = NOW + cooldown + i * (cooldown - 1) / 10_000
         verdict = world.verifier.check(tokens[i % len(tokens)], now=now)
-        assert verdict == Rejected(RejectReason.UNKNOWN_KEY)
+        assert verdict == Rejected(RejectedReason.UNKNOWN_KEY)
     assert world.endpoints.hits(KEYS) == 2
     # The next cooldown allows one more.
     fresh_kid = provider.sign(body, header={"kid": random_kid(rng)})

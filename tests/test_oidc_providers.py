@@ -8,7 +8,7 @@ import pytest
 
 from _oidc import NOW
 from tokenflow import ConfigError, oidc
-from tokenflow.oidc import ProviderUnavailable, Rejected, RejectReason
+from tokenflow.oidc import ProviderUnavailable, Rejected, RejectedReason
 from tokenflow.testing.oidc import (
     FakeEndpoints,
     FakeGraphAPI,
@@ -28,7 +28,7 @@ def served(provider: FakeProvider) -> tuple[FakeEndpoints, FakeKeySetSource]:
     return endpoints, FakeKeySetSource(endpoints)
 
 
-def why(verifier: Any, token: str, now: float = NOW) -> RejectReason | None:
+def why(verifier: Any, token: str, now: float = NOW) -> RejectedReason | None:
     verdict = verifier.check(token, now=now)
     return verdict.reason if isinstance(verdict, Rejected) else None
 
@@ -42,9 +42,9 @@ def test_google_hosted_domain() -> None:
     verifier = oidc.google(["web"], hosted_domains=["example.com"], source=source)
     assert why(verifier, provider.id_token(NOW, audience="web", hd="example.com")) is None
     assert why(verifier, provider.id_token(NOW, audience="web", hd="evil.com")) is (
-        RejectReason.HOSTED_DOMAIN
+        RejectedReason.HOSTED_DOMAIN
     )
-    assert why(verifier, provider.id_token(NOW, audience="web")) is RejectReason.HOSTED_DOMAIN
+    assert why(verifier, provider.id_token(NOW, audience="web")) is RejectedReason.HOSTED_DOMAIN
     anyone = oidc.google(["web"], source=source)
     assert why(anyone, provider.id_token(NOW, audience="web")) is None
     assert endpoints.hits("https://www.googleapis.com/oauth2/v3/certs") == 2
@@ -83,10 +83,10 @@ def test_facebook_limited_login_with_nonce() -> None:
     assert (identity.provider, identity.issuer) == ("facebook", "https://www.facebook.com")
     assert identity.email is None  # Facebook sends no email_verified
     assert why(verifier, provider.id_token(NOW, audience="1234567890", nonce="x")) is (
-        RejectReason.NONCE
+        RejectedReason.NONCE
     )
     assert why(verifier, provider.id_token(NOW, audience="999", nonce="expected")) is (
-        RejectReason.AUDIENCE
+        RejectedReason.AUDIENCE
     )
 
 
@@ -114,18 +114,18 @@ def test_facebook_classic_tokens_through_debug_token(
     assert (identity.provider, identity.subject) == ("facebook", "10158")
     assert identity.issuer == "https://www.facebook.com"  # the same as Limited Login's
     assert endpoints.hits("https://graph.facebook.com/v19.0/debug_token") == 1
-    assert why(verifier, token, NOW + 3600) is RejectReason.EXPIRED
+    assert why(verifier, token, NOW + 3600) is RejectedReason.EXPIRED
     other_app = api.issue("10158", expires_at=int(NOW) + 3600, app_id="555")
-    assert why(verifier, other_app) is RejectReason.AUDIENCE
+    assert why(verifier, other_app) is RejectedReason.AUDIENCE
     page = api.issue("10158", expires_at=int(NOW) + 3600, kind="PAGE")
-    assert why(verifier, page) is RejectReason.TOKEN_USE
+    assert why(verifier, page) is RejectedReason.TOKEN_USE
     api.revoke(token)
-    assert why(verifier, token) is RejectReason.INVALID
-    assert why(verifier, "EAA" + "0" * 40) is RejectReason.INVALID  # unknown to Graph
-    assert why(verifier, "EAA" + "1" * 40) is RejectReason.INVALID
+    assert why(verifier, token) is RejectedReason.INVALID
+    assert why(verifier, "EAA" + "0" * 40) is RejectedReason.INVALID  # unknown to Graph
+    assert why(verifier, "EAA" + "1" * 40) is RejectedReason.INVALID
     before = endpoints.total_hits()
-    assert why(verifier, "short") is RejectReason.MALFORMED
-    assert why(verifier, "a b&c=d" * 5) is RejectReason.MALFORMED
+    assert why(verifier, "short") is RejectedReason.MALFORMED
+    assert why(verifier, "a b&c=d" * 5) is RejectedReason.MALFORMED
     assert endpoints.total_hits() == before  # refused without a network call
 
 
@@ -193,17 +193,17 @@ def test_cognito_id_and_access_tokens() -> None:
     access_token = access.id_token(NOW, audience="client")
     assert id_verifier.verify_token(id_token, now=NOW) is not None
     assert at_verifier.verify_token(access_token, now=NOW) is not None
-    assert why(id_verifier, access_token) is RejectReason.CLAIMS  # no aud
+    assert why(id_verifier, access_token) is RejectedReason.CLAIMS  # no aud
     assert why(id_verifier, ids.id_token(NOW, audience="client", token_use="access")) is (
-        RejectReason.TOKEN_USE
+        RejectedReason.TOKEN_USE
     )
-    assert why(at_verifier, id_token) is RejectReason.AUDIENCE  # no client_id
-    assert why(at_verifier, access.id_token(NOW, audience="other")) is RejectReason.AUDIENCE
-    assert why(at_verifier, access.id_token(NOW, audience=["client"])) is RejectReason.AUDIENCE
+    assert why(at_verifier, id_token) is RejectedReason.AUDIENCE  # no client_id
+    assert why(at_verifier, access.id_token(NOW, audience="other")) is RejectedReason.AUDIENCE
+    assert why(at_verifier, access.id_token(NOW, audience=["client"])) is RejectedReason.AUDIENCE
     other_pool = ids.id_token(
         NOW, audience="client", iss="https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Other"
     )
-    assert why(id_verifier, other_pool) is RejectReason.ISSUER
+    assert why(id_verifier, other_pool) is RejectedReason.ISSUER
 
 
 @pytest.mark.parametrize(
@@ -234,9 +234,9 @@ def test_okta_org_and_custom_servers() -> None:
         custom_verifier.verify_token(custom.id_token(NOW, audience="client"), now=NOW) is not None
     )
     # Each server signs with its own keys under its own issuer.
-    assert why(org_verifier, custom.id_token(NOW, audience="client")) is RejectReason.UNKNOWN_KEY
+    assert why(org_verifier, custom.id_token(NOW, audience="client")) is RejectedReason.UNKNOWN_KEY
     forged = org.id_token(NOW, audience="client", iss=custom.issuer)
-    assert why(org_verifier, forged) is RejectReason.ISSUER
+    assert why(org_verifier, forged) is RejectedReason.ISSUER
     assert endpoints.hits("https://example.okta.com/oauth2/v1/keys") == 1
     assert endpoints.hits("https://example.okta.com/oauth2/default/v1/keys") == 1
 
@@ -257,9 +257,9 @@ def test_okta_access_tokens_only_from_custom_servers() -> None:
     assert (
         verifier.verify_token(access.id_token(NOW, audience="api://default"), now=NOW) is not None
     )
-    assert why(verifier, access.id_token(NOW, audience="api://other")) is RejectReason.AUDIENCE
+    assert why(verifier, access.id_token(NOW, audience="api://other")) is RejectedReason.AUDIENCE
     assert why(verifier, access.id_token(NOW, audience="api://default", cid="x")) is (
-        RejectReason.AUDIENCE
+        RejectedReason.AUDIENCE
     )
     with pytest.raises(ConfigError):
         oidc.okta("https://example.okta.com", ["client"])
@@ -276,7 +276,7 @@ def test_jumpcloud_issuer_comes_verbatim_from_discovery() -> None:
     assert identity is not None
     assert identity.issuer == "https://oauth.id.jumpcloud.com/"  # trailing slash kept
     no_slash = provider.id_token(NOW, audience="client", iss="https://oauth.id.jumpcloud.com")
-    assert why(verifier, no_slash) is RejectReason.ISSUER
+    assert why(verifier, no_slash) is RejectedReason.ISSUER
     assert endpoints.hits(provider.discovery_url or "") == 1
 
 
@@ -305,12 +305,12 @@ def test_entra_id_tenant_allow_list() -> None:
     assert identity.issuer == f"https://login.microsoftonline.com/{TENANT_A}/v2.0"
     assert identity.email is None  # Entra ID sends no email_verified
     foreign = provider.id_token(NOW, audience="app-id", tid=TENANT_B)
-    assert why(verifier, foreign) is RejectReason.TENANT
+    assert why(verifier, foreign) is RejectedReason.TENANT
     assert why(verifier, provider.id_token(NOW, audience="app-id", tid="common")) is (
-        RejectReason.TENANT
+        RejectedReason.TENANT
     )
     assert why(verifier, provider.id_token(NOW, audience="app-id", tid=TENANT_A.upper())) is (
-        RejectReason.TENANT
+        RejectedReason.TENANT
     )
     # tid on the list, but the token was issued by another tenant.
     mixed = provider.id_token(
@@ -320,10 +320,10 @@ def test_entra_id_tenant_allow_list() -> None:
         iss=f"https://login.microsoftonline.com/{TENANT_B}/v2.0",
     )
     both = oidc.entra_id(["app-id"], tenants=[TENANT_A, TENANT_B.upper()], source=source)
-    assert why(both, mixed) is RejectReason.ISSUER
+    assert why(both, mixed) is RejectedReason.ISSUER
     assert why(both, foreign) is None
     assert why(verifier, provider.id_token(NOW, audience="app-id", oid="not-a-guid")) is (
-        RejectReason.CLAIMS
+        RejectedReason.CLAIMS
     )
 
 

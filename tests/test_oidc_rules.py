@@ -16,7 +16,7 @@ from joserfc.jws import serialize_compact
 
 from _oidc import CLIENT, NOW, World, b64, google_world, hmac_token, segment, unsigned_token
 from tokenflow import ConfigError, ExternalIdentity, oidc
-from tokenflow.oidc import Rejected, RejectReason
+from tokenflow.oidc import Rejected, RejectedReason
 from tokenflow.testing.oidc import (
     FakeEndpoints,
     FakeKeySetSource,
@@ -31,7 +31,7 @@ def world() -> World:
     return google_world()
 
 
-def reason(world: World, token: str, now: float = NOW, **kwargs: Any) -> RejectReason | None:
+def reason(world: World, token: str, now: float = NOW, **kwargs: Any) -> RejectedReason | None:
     verdict = world.verifier.check(token, now=now, **kwargs)
     return verdict.reason if isinstance(verdict, Rejected) else None
 
@@ -54,7 +54,7 @@ def test_a_genuine_token_verifies(world: World) -> None:
 
 def test_alg_none_is_refused(world: World) -> None:
     token = unsigned_token({"alg": "none", "kid": world.provider.kid}, claims(world))
-    assert reason(world, token) is RejectReason.ALGORITHM
+    assert reason(world, token) is RejectedReason.ALGORITHM
     assert world.verifier.verify_token(token, now=NOW) is None
 
 
@@ -71,7 +71,7 @@ def test_hmac_keyed_with_the_public_key_is_refused(world: World, alg: str, form:
     else:
         secret = str(public.as_dict(private=False)["n"]).encode()
     token = hmac_token({"alg": alg, "kid": world.provider.kid}, claims(world), secret)
-    assert reason(world, token) is RejectReason.ALGORITHM
+    assert reason(world, token) is RejectedReason.ALGORITHM
 
 
 def test_alg_not_matching_the_key_type_is_refused(world: World) -> None:
@@ -83,7 +83,7 @@ def test_alg_not_matching_the_key_type_is_refused(world: World) -> None:
         [CLIENT], source=FakeKeySetSource(world.endpoints)
     )  # RS256 pinned: refused before the key
     assert reason(World(world.provider, world.endpoints, google, world.averifier), token) is (
-        RejectReason.ALGORITHM
+        RejectedReason.ALGORITHM
     )
     generic = oidc.oidc(
         "https://accounts.google.com",
@@ -93,7 +93,7 @@ def test_alg_not_matching_the_key_type_is_refused(world: World) -> None:
         source=FakeKeySetSource(world.endpoints),
     )
     verdict = generic.check(token, now=NOW)
-    assert verdict == Rejected(RejectReason.ALGORITHM)  # joserfc: ES256 needs an EC key
+    assert verdict == Rejected(RejectedReason.ALGORITHM)  # joserfc: ES256 needs an EC key
 
 
 def test_alg_not_matching_the_keys_declared_alg_is_refused() -> None:
@@ -110,7 +110,7 @@ def test_alg_not_matching_the_keys_declared_alg_is_refused() -> None:
         source=FakeKeySetSource(endpoints),
     )
     token = provider.id_token(NOW, audience="app")  # signed RS256
-    assert verifier.check(token, now=NOW) == Rejected(RejectReason.ALGORITHM)
+    assert verifier.check(token, now=NOW) == Rejected(RejectedReason.ALGORITHM)
 
 
 def test_only_public_key_algorithms_can_be_pinned() -> None:
@@ -122,7 +122,7 @@ def test_only_public_key_algorithms_can_be_pinned() -> None:
 def test_unknown_crit_header_is_refused(world: World) -> None:
     header = {"alg": "RS256", "kid": world.provider.kid, "crit": ["exp"], "exp": 1}
     assert reason(world, world.provider.sign(claims(world), header=header)) is (
-        RejectReason.CRITICAL_HEADER
+        RejectedReason.CRITICAL_HEADER
     )
 
 
@@ -130,18 +130,18 @@ def test_unencoded_payload_option_is_refused(world: World) -> None:
     key = world.provider.signing[-1]
     header = {"alg": "RS256", "kid": world.provider.kid, "b64": True}
     token = sign_raw(header, json.dumps(claims(world)).encode(), key, "RS256")
-    assert reason(world, token) is RejectReason.CRITICAL_HEADER
+    assert reason(world, token) is RejectedReason.CRITICAL_HEADER
 
 
 def test_encrypted_tokens_are_refused(world: World) -> None:
     five = "eyJhbGciOiJSU0EtT0FFUCIsImVuYyI6IkEyNTZHQ00ifQ.a.b.c.d"
-    assert reason(world, five) is RejectReason.ENCRYPTED
+    assert reason(world, five) is RejectedReason.ENCRYPTED
 
 
 def test_tokens_over_8_kib_are_refused(world: World) -> None:
     big = world.token(padding="x" * 8000)
     assert len(big) > 8192
-    assert reason(world, big) is RejectReason.TOO_LARGE
+    assert reason(world, big) is RejectedReason.TOO_LARGE
     small = world.token(padding="x" * 4000)
     assert reason(world, small) is None
 
@@ -156,26 +156,26 @@ def test_key_pointers_in_the_header_are_never_followed(world: World, parameter: 
     pointer: Any = public if parameter == "jwk" else attacker_url
     header = {"alg": "RS256", "kid": attacker.kid, parameter: pointer}
     # An embedded RSA JWK makes the header longer than joserfc reads (512 bytes).
-    refused = RejectReason.MALFORMED if parameter == "jwk" else None
+    refused = RejectedReason.MALFORMED if parameter == "jwk" else None
     token = world.provider.sign(claims(world), key=attacker, header=header)
-    assert reason(world, token) is (refused or RejectReason.UNKNOWN_KEY)
+    assert reason(world, token) is (refused or RejectedReason.UNKNOWN_KEY)
     # Even under a kid the provider does publish, the attacker's key is not used.
     header["kid"] = world.provider.kid
     token = world.provider.sign(claims(world), key=attacker, header=header)
-    assert reason(world, token) is (refused or RejectReason.SIGNATURE)
+    assert reason(world, token) is (refused or RejectedReason.SIGNATURE)
     assert world.endpoints.hits(attacker_url) == 0
 
 
 def test_header_that_is_not_an_object_is_malformed(world: World) -> None:
     body = segment(claims(world))
     for header in (b'["alg"]', b'"RS256"', b"{", b"null"):
-        assert reason(world, f"{b64(header)}.{body}.AAAA") is RejectReason.MALFORMED
+        assert reason(world, f"{b64(header)}.{body}.AAAA") is RejectedReason.MALFORMED
 
 
 def test_a_token_that_is_not_ascii_text_is_malformed(world: World) -> None:
     token = world.token()
-    assert reason(world, token + "é") is RejectReason.MALFORMED
-    assert reason(world, token.encode()) is RejectReason.MALFORMED  # type: ignore[arg-type]
+    assert reason(world, token + "é") is RejectedReason.MALFORMED
+    assert reason(world, token.encode()) is RejectedReason.MALFORMED  # type: ignore[arg-type]
 
 
 # -- issuer ---------------------------------------------------------------------------------
@@ -196,12 +196,12 @@ def test_a_token_that_is_not_ascii_text_is_malformed(world: World) -> None:
     ],
 )
 def test_look_alike_issuers_are_refused(world: World, issuer: str) -> None:
-    assert reason(world, world.token(iss=issuer)) is RejectReason.ISSUER
+    assert reason(world, world.token(iss=issuer)) is RejectedReason.ISSUER
 
 
 def test_list_valued_issuer_is_refused(world: World) -> None:
     token = world.token(iss=["https://accounts.google.com"])
-    assert reason(world, token) is RejectReason.ISSUER
+    assert reason(world, token) is RejectedReason.ISSUER
 
 
 def test_both_google_issuer_forms_verify(world: World) -> None:
@@ -212,15 +212,15 @@ def test_both_google_issuer_forms_verify(world: World) -> None:
 
 
 def test_missing_issuer_is_refused(world: World) -> None:
-    assert reason(world, world.token(iss=None)) is RejectReason.CLAIMS
+    assert reason(world, world.token(iss=None)) is RejectedReason.CLAIMS
 
 
 # -- audience and authorized party -------------------------------------------------------------
 
 
 def test_audience_must_hold_one_of_our_client_ids(world: World) -> None:
-    assert reason(world, world.token(audience="someone-else")) is RejectReason.AUDIENCE
-    assert reason(world, world.token(aud=None)) is RejectReason.CLAIMS
+    assert reason(world, world.token(audience="someone-else")) is RejectedReason.AUDIENCE
+    assert reason(world, world.token(aud=None)) is RejectedReason.CLAIMS
     assert reason(world, world.token(audience=[CLIENT], azp=None)) is None
 
 
@@ -228,9 +228,9 @@ def test_several_audiences_need_our_azp(world: World) -> None:
     both = [CLIENT, "other-client"]
     assert reason(world, world.token(audience=both, azp=CLIENT)) is None
     assert reason(world, world.token(audience=both, azp="other-client")) is (
-        RejectReason.AUTHORIZED_PARTY
+        RejectedReason.AUTHORIZED_PARTY
     )
-    assert reason(world, world.token(audience=both, azp=None)) is RejectReason.AUTHORIZED_PARTY
+    assert reason(world, world.token(audience=both, azp=None)) is RejectedReason.AUTHORIZED_PARTY
 
 
 def test_azp_is_not_required_with_one_audience(world: World) -> None:
@@ -242,27 +242,27 @@ def test_azp_is_not_required_with_one_audience(world: World) -> None:
 
 
 def test_exp_and_iat_are_required(world: World) -> None:
-    assert reason(world, world.token(exp=None)) is RejectReason.CLAIMS
-    assert reason(world, world.token(iat=None)) is RejectReason.CLAIMS
+    assert reason(world, world.token(exp=None)) is RejectedReason.CLAIMS
+    assert reason(world, world.token(iat=None)) is RejectedReason.CLAIMS
 
 
 def test_expiry_with_the_default_leeway_of_60_s(world: World) -> None:
     token = world.token(lifetime=3600)
     exp = NOW + 3600
     assert reason(world, token, now=exp + 59) is None
-    assert reason(world, token, now=exp + 60) is RejectReason.EXPIRED
-    assert reason(world, token, now=exp + 600) is RejectReason.EXPIRED
+    assert reason(world, token, now=exp + 60) is RejectedReason.EXPIRED
+    assert reason(world, token, now=exp + 600) is RejectedReason.EXPIRED
 
 
 def test_nbf_is_honoured(world: World) -> None:
     token = world.token(nbf=int(NOW) + 600)
-    assert reason(world, token) is RejectReason.NOT_YET_VALID
+    assert reason(world, token) is RejectedReason.NOT_YET_VALID
     assert reason(world, token, now=NOW + 541) is None
     assert reason(world, world.token(nbf=int(NOW) + 60)) is None
 
 
 def test_iat_in_the_future_past_the_leeway_is_refused(world: World) -> None:
-    assert reason(world, world.token(iat=int(NOW) + 61)) is RejectReason.ISSUED_IN_FUTURE
+    assert reason(world, world.token(iat=int(NOW) + 61)) is RejectedReason.ISSUED_IN_FUTURE
     assert reason(world, world.token(iat=int(NOW) + 60)) is None
 
 
@@ -271,13 +271,13 @@ def test_non_numeric_times_are_refused(world: World, value: object) -> None:
     claims_ = claims(world)
     claims_["exp"] = value
     token = world.provider.sign({k: v for k, v in claims_.items() if v is not None})
-    assert reason(world, token) in (RejectReason.CLAIMS, RejectReason.MALFORMED)
+    assert reason(world, token) in (RejectedReason.CLAIMS, RejectedReason.MALFORMED)
 
 
 def test_leeway_is_configurable_up_to_300_s() -> None:
     strict = google_world(leeway=0)
     token = strict.token(lifetime=10)
-    assert reason(strict, token, now=NOW + 10) is RejectReason.EXPIRED
+    assert reason(strict, token, now=NOW + 10) is RejectedReason.EXPIRED
     lenient = google_world(leeway=300)
     assert reason(lenient, lenient.token(lifetime=10), now=NOW + 309) is None
     for bad in (301, -1, 1.5, "60"):
@@ -300,9 +300,9 @@ def test_nonce_raw_or_sha256(world: World) -> None:
     assert oidc.hashed_nonce(raw) == hashed
     assert reason(world, world.token(nonce=raw), nonce=raw) is None
     assert reason(world, world.token(nonce=hashed), nonce=raw) is None
-    assert reason(world, world.token(nonce="other"), nonce=raw) is RejectReason.NONCE
-    assert reason(world, world.token(), nonce=raw) is RejectReason.NONCE
-    assert reason(world, world.token(nonce=hashed.upper()), nonce=raw) is RejectReason.NONCE
+    assert reason(world, world.token(nonce="other"), nonce=raw) is RejectedReason.NONCE
+    assert reason(world, world.token(), nonce=raw) is RejectedReason.NONCE
+    assert reason(world, world.token(nonce=hashed.upper()), nonce=raw) is RejectedReason.NONCE
     assert reason(world, world.token(nonce=raw)) is None  # no nonce asked for: not checked
 
 
@@ -318,8 +318,8 @@ def test_nonce_check_of_the_application() -> None:
     checked = google_world(nonce=consume)
     token = checked.token(nonce="abc")
     assert reason(checked, token) is None
-    assert reason(checked, token) is RejectReason.NONCE  # replayed: consumed
-    assert reason(checked, checked.token()) is RejectReason.NONCE  # no nonce at all
+    assert reason(checked, token) is RejectedReason.NONCE  # replayed: consumed
+    assert reason(checked, checked.token()) is RejectedReason.NONCE  # no nonce at all
 
 
 # -- identity ------------------------------------------------------------------------------------
@@ -349,7 +349,7 @@ def test_identity_is_issuer_and_subject(world: World) -> None:
     assert identity is not None
     assert (identity.issuer, identity.subject) == ("https://accounts.google.com", "abc")
     for bad in ("", 42, None):
-        assert reason(world, world.token(sub=bad)) is RejectReason.CLAIMS
+        assert reason(world, world.token(sub=bad)) is RejectedReason.CLAIMS
 
 
 def test_payload_must_be_a_json_object(world: World) -> None:
@@ -357,7 +357,7 @@ def test_payload_must_be_a_json_object(world: World) -> None:
     header = {"alg": "RS256", "kid": world.provider.kid}
     for payload in (b"[1,2]", b"not json", b'"text"', b"\xff"):
         token = serialize_compact(header, payload, key, algorithms=["RS256"])
-        assert reason(world, token) is RejectReason.CLAIMS
+        assert reason(world, token) is RejectedReason.CLAIMS
 
 
 def test_a_symmetric_key_in_the_key_set_is_never_used() -> None:
@@ -375,18 +375,18 @@ def test_a_symmetric_key_in_the_key_set_is_never_used() -> None:
         provider.claims(NOW, audience="app"),
         secret.get_op_key("sign"),
     )
-    assert verifier.check(forged, now=NOW) == Rejected(RejectReason.ALGORITHM)
+    assert verifier.check(forged, now=NOW) == Rejected(RejectedReason.ALGORITHM)
     assert verifier.verify_token(provider.id_token(NOW, audience="app"), now=NOW) is not None
     snapshot = verifier._keys._state.snapshot
     assert snapshot is not None
     assert "shared" not in snapshot.by_kid  # never even imported
     # And should one reach the verifier, it is refused as a verification key.
-    from tokenflow.oidc._jws import JWSFailure, JWSRejected, parse_compact, verify_parsed
+    from tokenflow.oidc._jws import JWSRejected, JWSRejectedReason, parse_compact, verify_parsed
 
     parsed = parse_compact(forged, frozenset({"HS256"}))
     with pytest.raises(JWSRejected) as refused:
         verify_parsed(parsed, secret, frozenset({"HS256"}))
-    assert refused.value.reason is JWSFailure.ALGORITHM
+    assert refused.value.reason is JWSRejectedReason.ALGORITHM
 
 
 def test_ec_provider_with_es256_pinned() -> None:
@@ -401,7 +401,7 @@ def test_ec_provider_with_es256_pinned() -> None:
     assert verifier.verify_token(provider.id_token(NOW, audience="app"), now=NOW) is not None
     rs = oidc.oidc(provider.issuer, ["app"], source=FakeKeySetSource(endpoints))
     assert rs.check(provider.id_token(NOW, audience="app"), now=NOW) == Rejected(
-        RejectReason.ALGORITHM
+        RejectedReason.ALGORITHM
     )
 
 
@@ -414,11 +414,11 @@ def test_an_embedded_jwk_small_enough_to_read_is_not_used_either() -> None:
     )
     attacker = fake_key("rules-embedded", "EC")
     body = json.dumps(provider.claims(NOW, audience="app")).encode()
-    for kid, refused in ((attacker.kid, RejectReason.UNKNOWN_KEY), (provider.kid, None)):
+    for kid, refused in ((attacker.kid, RejectedReason.UNKNOWN_KEY), (provider.kid, None)):
         header = {"alg": "ES256", "kid": kid, "jwk": attacker.as_dict(private=False)}
         verdict = verifier.check(sign_raw(header, body, attacker, "ES256"), now=NOW)
         # Under the provider's own kid the key there is RSA: joserfc refuses ES256 for it.
-        assert verdict == Rejected(refused or RejectReason.ALGORITHM)
+        assert verdict == Rejected(refused or RejectedReason.ALGORITHM)
 
 
 def test_rules_without_any_issuer_refuse_everything(world: World) -> None:
@@ -429,6 +429,6 @@ def test_rules_without_any_issuer_refuse_everything(world: World) -> None:
     parsed = rules.parse(world.token())
     assert not isinstance(parsed, Rejected)
     found = world.verifier._keys.find(parsed.kid, NOW)
-    assert rules.finish(parsed, found, NOW) == Rejected(RejectReason.ISSUER)
+    assert rules.finish(parsed, found, NOW) == Rejected(RejectedReason.ISSUER)
     with pytest.raises(ConfigError):
         oidc.TokenRules(provider="x", audiences=frozenset(), algorithms=frozenset({"RS256"}))

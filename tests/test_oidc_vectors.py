@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from joserfc.jwk import JWKRegistry, Key
 
-from tokenflow.oidc import Rejected, RejectReason, TokenRules
+from tokenflow.oidc import Rejected, RejectedReason, TokenRules
 from tokenflow.oidc._jws import JWSRejected, parse_compact, verify_compact
 from tokenflow.oidc._keys import Found
 
@@ -84,4 +84,4 @@ def test_full_rules_refuse_the_rfc_7515_claims_for_what_they_lack() -> None:
     )
     parsed = parse_compact(vector["token"], rules.algorithms)
     verdict = rules.finish(parsed, Found((key_of(vector),), None), 1300819000.0)
-    assert verdict == Rejected(RejectReason.CLAIMS)  # no aud, no iat
+    assert verdict == Rejected(RejectedReason.CLAIMS)  # no aud, no iat

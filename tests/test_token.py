@@ -91,7 +91,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     purpose=st.sampled_from(Purpose),
     sub=_text,
@@ -181,7 +181,7 @@ def test_every_single_character_substitution_is_rejected(codec: TokenCodec, toke
                 reason_of(lambda t=changed: codec.open(Purpose.ACCESS, t, now=NOW))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(data=st.data())
 def test_any_single_character_substitution_is_rejected(data: st.DataObject) -> None:
     codec = TokenCodec(RING)
@@ -526,7 +526,7 @@ def test_concurrent_sealers_respect_the_subkey_seal_limit(monkeypatch: pytest.Mo
 # -- fuzz ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=500, deadline=None)
+@settings(deadline=None)
 @given(
     garbage=st.one_of(
         st.text(),
@@ -547,7 +547,7 @@ def test_garbage_only_ever_raises_invalid_token(
     reason_of(lambda: codec.open(purpose, garbage, now=now))  # type: ignore[arg-type]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(rest=st.binary(max_size=120), kid_len=st.integers(0, 255))
 def test_plausible_headers_with_garbage_only_raise_invalid_token(rest: bytes, kid_len: int) -> None:
     # Version 1 and the real key id, so that garbage reaches the tag check.

@@ -176,7 +176,7 @@ _kid = st.text(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     secret=st.binary(min_size=32, max_size=32),
     kid=_kid,
@@ -212,7 +212,7 @@ def test_independent_implementation_seals_byte_for_byte(
     assert spec_v1.open_token(ring.serialize(), purpose, ours, iat, 5) == claims
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(
     raw=st.binary(max_size=80),
     kid_len=st.sampled_from([0, 1, 6, 16, 17, 255]),

@@ -43,12 +43,15 @@ class World:
     clock: FakeClock = field(default_factory=FakeClock)
     app: App = field(default_factory=App)
     store: FaultyStore = field(default_factory=lambda: FaultyStore(MemoryStore()))
+    decisions: list[Any] = field(default_factory=list)
     wsgi: TokenflowMiddleware = field(init=False)
 
     def __post_init__(self) -> None:
         users, passwords = ports(self.clock)
         flow = Flow(KeyRing.generate(), self.store, users, passwords=passwords, clock=self.clock)
-        self.wsgi = TokenflowMiddleware(self.app, flow, required=["/account"])
+        self.wsgi = TokenflowMiddleware(
+            self.app, flow, required=["/account"], on_decision=self.decisions.append
+        )
 
     def call(
         self, method: str, path: str, headers: Any = (), body: bytes = b"", **kw: Any
@@ -151,3 +154,16 @@ def test_a_garbled_content_length_is_refused() -> None:
     environ_headers = [*SAME_ORIGIN, FORM, ("content-length", "12abc")]
     reply = world.call("POST", "/auth/login", environ_headers, login_form(), chunked=True)
     assert reply.status == 413
+
+
+def test_on_decision_sees_logins_refusals_and_logouts() -> None:
+    world, jar = World(), Jar()
+    world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], login_form(), jar=jar)
+    assert [type(e).__name__ for e in world.decisions[-1].events] == ["LoggedIn"]
+    world.call("POST", "/account/x", [*CROSS_SITE, FORM], b"", jar=jar)
+    assert [type(e).__name__ for e in world.decisions[-1].events] == ["CrossOriginRejected"]
+    before = len(world.decisions)
+    world.call("GET", "/account", jar=jar)
+    assert len(world.decisions) == before  # a plain valid access is not reported
+    world.call("POST", "/auth/logout", [*SAME_ORIGIN, FORM], b"", jar=jar)
+    assert [type(e).__name__ for e in world.decisions[-1].events] == ["SessionRevoked"]

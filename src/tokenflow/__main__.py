@@ -1,4 +1,4 @@
-"""Command line: ``python -m tokenflow keygen | demo``."""
+"""Command line: ``python -m tokenflow keygen | demo | web-demo | hash-password``."""
 
 from __future__ import annotations
 
@@ -37,6 +37,47 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash_password(args: argparse.Namespace) -> int:
+    try:
+        from .passwords import Argon2Parameters, PasswordHasher
+    except ImportError:
+        print(
+            "tokenflow hash-password: argon2-cffi is missing; "
+            "install it with: pip install 'tokenflow[argon2]'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.stdin:
+        # One line; only the line ending is removed (spaces may be part of it).
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("tokenflow hash-password: the passwords differ", file=sys.stderr)
+            return 2
+    try:
+        defaults = Argon2Parameters()
+        parameters = Argon2Parameters(
+            time_cost=args.time_cost or defaults.time_cost,
+            memory_cost=args.memory_cost or defaults.memory_cost,
+            parallelism=args.parallelism or defaults.parallelism,
+        )
+        print(PasswordHasher(parameters).hash(password))
+    except (ConfigError, ValueError) as exc:
+        # Neither message carries the password.
+        print(f"tokenflow hash-password: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _web_demo(args: argparse.Namespace) -> int:
+    from ._webdemo import run_web_demo
+
+    return run_web_demo(args.port, args.attacker_port, args.db)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tokenflow`` and the ``tokenflow`` script."""
     parser = argparse.ArgumentParser(prog="python -m tokenflow", description=__doc__)
@@ -62,6 +103,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--db", help="SQLite file to use (default: a temporary file)")
     demo.set_defaults(run=_demo)
+    hashing = commands.add_parser(
+        "hash-password",
+        help="print an argon2id hash of a password, for seeding a user table",
+        description=(
+            "Read a password without echoing it (or one line from standard input with "
+            "--stdin) and print its argon2id hash, NFKC-normalised as tokenflow.passwords "
+            "verifies it. Defaults: OWASP's minimum parameters."
+        ),
+    )
+    hashing.add_argument("--stdin", action="store_true", help="read the password from stdin")
+    hashing.add_argument("--memory-cost", type=int, metavar="KIB", help="memory in KiB")
+    hashing.add_argument("--time-cost", type=int, metavar="N", help="iterations")
+    hashing.add_argument("--parallelism", type=int, metavar="N", help="lanes")
+    hashing.set_defaults(run=_hash_password)
+    web_demo = commands.add_parser(
+        "web-demo",
+        help="serve the flow in your browser on 127.0.0.1 (needs: pip install 'tokenflow[demo]')",
+        description=(
+            "Serve a page on http://127.0.0.1:PORT/ that logs in, shows the cookies and a live "
+            "log of every decision, lets the access token expire (10 s), replays a stolen "
+            "refresh token, and tries a cross-origin form from a second local origin. Runs on "
+            "uvicorn: pip install 'tokenflow[demo]'."
+        ),
+    )
+    web_demo.add_argument("--port", type=int, default=8000, help="port of the demo site")
+    web_demo.add_argument(
+        "--attacker-port",
+        type=int,
+        default=0,
+        help="port of the attacker page, another origin (default: any free port)",
+    )
+    web_demo.add_argument("--db", help="SQLite file to use (default: a temporary file)")
+    web_demo.set_defaults(run=_web_demo)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ._config import FlowConfig
@@ -21,11 +22,13 @@ from ._model import (
     PasswordCredentials,
     Process,
     Reissue,
+    TooManyRequests,
     Unauthorized,
 )
 from .stores.sqlite import SQLiteStore
 from .testing import FakeClock, FakePasswordVerifier, FakeUserDirectory
 from .testing.browser import Browser
+from .throttles.sqlite import SQLiteThrottle
 
 __all__ = ["run_demo"]
 
@@ -171,6 +174,40 @@ def run_demo(path: str | None = None, out: Callable[[str], None] = print) -> lis
             sign_in = ExternalTokenCredentials("google", token)
             step(title, tablet, flow.decide(tablet.request("POST", credentials=sign_in)))
             out(f"\n   live sessions of alice: {len(flow.sessions_of('alice'))}")
+        # -- 12. A password guesser, slowed down by the login throttle (SQLite,
+        # same file). Throttled guesses are answered 429 before any password
+        # is checked; the delay doubles per failure, and a success clears it.
+        out("\n── 12. a guesser tries alice's password from 198.51.100.23 (throttle on)")
+        with SQLiteThrottle(path) as throttle:
+            guarded = Flow(
+                KeyRing.generate(), store, users, passwords=passwords, throttle=throttle,
+                config=FlowConfig(grace_seconds=5), clock=clock,
+            )  # fmt: skip
+            guesser = Browser(clock)
+
+            def guess(
+                password: str, browser: Browser = guesser, address: str = "198.51.100.23"
+            ) -> Decision:
+                attempt = PasswordCredentials("alice@example.com", password)
+                request = browser.request("POST", credentials=attempt)
+                return guarded.decide(replace(request, client_address=address))
+
+            for n in range(1, 8):
+                step(f"    guess {n}", guesser, guess(f"password{n}"))
+            for _ in range(2):
+                waited = decisions[-1]
+                assert isinstance(waited, TooManyRequests)
+                clock.advance(waited.retry_after)
+                out(f"\n   … the guesser waits the {waited.retry_after} s it was told …")
+                step("    next guess: refused, and the next wait is longer", guesser,
+                     guess("letmein"))  # fmt: skip
+                step("    guess at once: 429 again", guesser, guess("hunter2"))
+            waited = decisions[-1]
+            assert isinstance(waited, TooManyRequests)
+            clock.advance(waited.retry_after)
+            out(f"\n   … the guesser gives up; alice waits at most {waited.retry_after} s …")
+            step("    alice logs in from her own address; her username's count is cleared",
+                 laptop, guess("correct horse battery staple", laptop, "203.0.113.5"))  # fmt: skip
     finally:
         store.close()
         if directory is not None:

@@ -62,7 +62,7 @@ class InvalidToken(TokenflowError):
 
     def __init__(self, reason: InvalidTokenReason) -> None:
         super().__init__("invalid token")
-        self.reason = reason
+        self.reason: InvalidTokenReason = reason
 
     def __repr__(self) -> str:
         return f"InvalidToken({self.reason})"

@@ -101,10 +101,24 @@ class TokenflowMiddleware:
     the path, or path prefixes); elsewhere anonymous requests pass through.
     ``endpoints`` places the built-in endpoints (``Endpoints(login=None, ...)``
     turns one off). ``proxies`` declares the reverse proxies whose forwarded
-    headers are believed (none by default).
+    headers are believed (none by default). ``on_decision`` is called with
+    every decision the middleware makes, before it answers, except the plain
+    valid-access ``Process`` (which carries no events): log
+    ``decision.events`` there, including those of the requests the middleware
+    answers itself (403, 429, 503, logins and logouts). It runs on the event
+    loop: keep it quick.
     """
 
-    __slots__ = ("_app", "_async", "_endpoints", "_flow", "_proxies", "_required", "_routes")
+    __slots__ = (
+        "_app",
+        "_async",
+        "_endpoints",
+        "_flow",
+        "_on_decision",
+        "_proxies",
+        "_required",
+        "_routes",
+    )
 
     def __init__(
         self,
@@ -114,9 +128,12 @@ class TokenflowMiddleware:
         required: Required = None,
         endpoints: Endpoints | None = None,
         proxies: TrustedProxies | None = None,
+        on_decision: Callable[[Decision], object] | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigError("TokenflowMiddleware wraps an ASGI application (a callable)")
+        if on_decision is not None and not callable(on_decision):
+            raise ConfigError("on_decision must be a callable taking a Decision")
         if not isinstance(flow, (AsyncFlow, Flow)):
             raise ConfigError("TokenflowMiddleware needs a tokenflow AsyncFlow or Flow")
         endpoints = Endpoints() if endpoints is None else endpoints
@@ -131,6 +148,7 @@ class TokenflowMiddleware:
         self._endpoints = endpoints
         self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
         self._proxies = proxies
+        self._on_decision = on_decision
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
@@ -161,6 +179,8 @@ class TokenflowMiddleware:
             await self._app(scope, receive, send)
             return
         decision = await self._finish(request, now, first)
+        if self._on_decision is not None:
+            self._on_decision(decision)
         outcome = for_route(decision, self._required(path))
         if isinstance(outcome, Response):
             await _send_response(send, outcome)
@@ -199,16 +219,21 @@ class TokenflowMiddleware:
                 return done.value  # type: ignore[no-any-return]
             if isinstance(operation, ReadBody):
                 answer = await _read_body(receive, operation.limit)
-            elif isinstance(operation, Decide):
-                answer = await self._decide(operation.request)
-            elif isinstance(operation, Login):
-                answer = await self._call("login", operation.request)
-            elif isinstance(operation, Logout):
-                answer = await self._call("logout", operation.request)
-            elif isinstance(operation, RegisterDevice):
-                answer = await self._call("register_device", operation.request)
-            elif isinstance(operation, RefreshDevice):
-                answer = await self._call("refresh_device", operation.request)
+            elif isinstance(operation, (Decide, Login, Logout)):
+                if isinstance(operation, Decide):
+                    answer = await self._decide(operation.request)
+                else:
+                    name = "login" if isinstance(operation, Login) else "logout"
+                    answer = await self._call(name, operation.request)
+                if self._on_decision is not None and type(answer) is not Process:
+                    self._on_decision(answer)
+            elif isinstance(operation, (RegisterDevice, RefreshDevice)):
+                name = (
+                    "register_device" if isinstance(operation, RegisterDevice) else "refresh_device"
+                )
+                answer = await self._call(name, operation.request)
+                if self._on_decision is not None:
+                    self._on_decision(answer)
             else:
                 name, arg = (
                     ("sessions_of", operation.user_id)

@@ -36,7 +36,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
 from ._dbsc import SUPPORTED_ALGORITHMS, DeviceBinding, DeviceProof, ProofFailure
-from .oidc._jws import JWSFailure, JWSRejected, parse_compact, verify_parsed
+from .oidc._jws import JWSRejected, JWSRejectedReason, parse_compact, verify_parsed
 
 __all__ = ["DbscProofVerifier", "DeviceBinding", "DeviceProof", "ProofFailure", "canonical_jwk"]
 
@@ -126,7 +126,7 @@ class DbscProofVerifier:
         except JWSRejected as exc:
             return (
                 ProofFailure.ALGORITHM
-                if exc.reason is JWSFailure.ALGORITHM
+                if exc.reason is JWSRejectedReason.ALGORITHM
                 else (ProofFailure.MALFORMED)
             )
         header = parsed.header
@@ -149,7 +149,7 @@ class DbscProofVerifier:
         except JWSRejected as exc:
             return (
                 ProofFailure.ALGORITHM
-                if exc.reason is JWSFailure.ALGORITHM
+                if exc.reason is JWSRejectedReason.ALGORITHM
                 else (ProofFailure.SIGNATURE)
             )
         try:

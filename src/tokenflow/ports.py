@@ -295,7 +295,8 @@ class LoginThrottle(Protocol):
     """Counts failed logins per key, for the flow's throttle. Contract:
 
     - Keys are short strings made by tokenflow (a digest of a username, or a
-      client address); a store treats them as opaque.
+      client address); a store treats them as opaque. The keys of one call
+      are distinct.
     - ``record_failure`` adds one failure to every key it is given,
       **atomically** and in one round trip: N concurrent calls for a key
       count exactly N. A key whose last failure is ``window`` seconds old or

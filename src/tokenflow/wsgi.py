@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeAlias
 from ._drivers import AsyncFlow, Flow
 from ._errors import ConfigError
 from ._http import TrustedProxies
-from ._model import Request
+from ._model import Decision, Process, Request
 from ._web import (
     Auth,
     Decide,
@@ -82,11 +82,11 @@ def auth_of(environ: Environ) -> Auth:
 class TokenflowMiddleware:
     """Authenticates every request of a WSGI application (see the module doc).
 
-    ``flow`` is a sync :class:`~tokenflow.Flow`. ``required``, ``endpoints``
-    and ``proxies`` as in :class:`tokenflow.asgi.TokenflowMiddleware`.
+    ``flow`` is a sync :class:`~tokenflow.Flow`. ``required``, ``endpoints``,
+    ``proxies`` and ``on_decision`` as in :class:`tokenflow.asgi.TokenflowMiddleware`.
     """
 
-    __slots__ = ("_app", "_endpoints", "_flow", "_proxies", "_required", "_routes")
+    __slots__ = ("_app", "_endpoints", "_flow", "_on_decision", "_proxies", "_required", "_routes")
 
     def __init__(
         self,
@@ -96,9 +96,12 @@ class TokenflowMiddleware:
         required: Required = None,
         endpoints: Endpoints | None = None,
         proxies: TrustedProxies | None = None,
+        on_decision: Callable[[Decision], object] | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigError("TokenflowMiddleware wraps a WSGI application (a callable)")
+        if on_decision is not None and not callable(on_decision):
+            raise ConfigError("on_decision must be a callable taking a Decision")
         if isinstance(flow, AsyncFlow):
             raise ConfigError(
                 "the WSGI middleware calls its flow synchronously: give it a Flow with sync "
@@ -117,6 +120,7 @@ class TokenflowMiddleware:
         self._endpoints = endpoints
         self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
         self._proxies = proxies
+        self._on_decision = on_decision
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request."""
@@ -125,7 +129,10 @@ class TokenflowMiddleware:
         kind = self._routes.get(path)
         if kind is not None:
             return _respond(start_response, self._endpoint(kind, request, environ))
-        outcome = for_route(self._flow.decide(request), self._required(path))
+        decision = self._flow.decide(request)
+        if self._on_decision is not None and type(decision) is not Process:
+            self._on_decision(decision)
+        outcome = for_route(decision, self._required(path))
         if isinstance(outcome, Response):
             return _respond(start_response, outcome)
         environ["tokenflow"] = outcome.auth
@@ -150,16 +157,22 @@ class TokenflowMiddleware:
                 return done.value  # type: ignore[no-any-return]
             if isinstance(operation, ReadBody):
                 answer = _read_body(environ, operation.limit)
-            elif isinstance(operation, Decide):
-                answer = flow.decide(operation.request)
-            elif isinstance(operation, Login):
-                answer = flow.login(operation.request)
-            elif isinstance(operation, Logout):
-                answer = flow.logout(operation.request)
-            elif isinstance(operation, RegisterDevice):
-                answer = flow.register_device(operation.request)
-            elif isinstance(operation, RefreshDevice):
-                answer = flow.refresh_device(operation.request)
+            elif isinstance(operation, (Decide, Login, Logout)):
+                if isinstance(operation, Decide):
+                    answer = flow.decide(operation.request)
+                elif isinstance(operation, Login):
+                    answer = flow.login(operation.request)
+                else:
+                    answer = flow.logout(operation.request)
+                if self._on_decision is not None and type(answer) is not Process:
+                    self._on_decision(answer)
+            elif isinstance(operation, (RegisterDevice, RefreshDevice)):
+                if isinstance(operation, RegisterDevice):
+                    answer = flow.register_device(operation.request)
+                else:
+                    answer = flow.refresh_device(operation.request)
+                if self._on_decision is not None:
+                    self._on_decision(answer)
             else:
                 try:
                     if isinstance(operation, SessionsOf):

@@ -29,7 +29,7 @@ from .._errors import ConfigError
 from ..ports import ExternalIdentity
 from ._http import AsyncKeySetSource, Fetched, FetchError, KeySetSource, check_url
 from ._keys import ProviderUnavailable
-from ._verify import Rejected, RejectReason, Verdict, check_now
+from ._verify import Rejected, RejectedReason, Verdict, check_now
 
 __all__ = [
     "FACEBOOK_ISSUER",
@@ -77,13 +77,13 @@ class GraphRules:
     def request(self, token: object) -> Mapping[str, str] | Rejected:
         """The query for ``debug_token``, or the refusal of a token not worth sending."""
         if type(token) is not str or not _TOKEN.fullmatch(token):
-            return Rejected(RejectReason.MALFORMED)
+            return Rejected(RejectedReason.MALFORMED)
         return {"input_token": token, "access_token": f"{self.app_id}|{self.app_secret}"}
 
     def read(self, fetched: Fetched, now: float) -> Verdict:
         """The verdict on ``debug_token``'s answer; raises :class:`ProviderUnavailable`."""
         if fetched.status == 400 and not _app_token_refused(fetched.body):
-            return Rejected(RejectReason.INVALID)
+            return Rejected(RejectedReason.INVALID)
         if fetched.status in (400, 401, 403):
             raise ProviderUnavailable(
                 f"{self.provider}: Graph refused the app access token; check app_id and app_secret"
@@ -98,18 +98,18 @@ class GraphRules:
         if type(data) is not dict:
             raise ProviderUnavailable(f"{self.provider}: debug_token answered without 'data'")
         if data.get("is_valid") is not True:
-            return Rejected(RejectReason.INVALID)
+            return Rejected(RejectedReason.INVALID)
         if data.get("app_id") != self.app_id:
-            return Rejected(RejectReason.AUDIENCE)
+            return Rejected(RejectedReason.AUDIENCE)
         if data.get("type") != "USER":
-            return Rejected(RejectReason.TOKEN_USE)
+            return Rejected(RejectedReason.TOKEN_USE)
         expires_at = data.get("expires_at")
         # 0 means "never expires": not something a login token should be.
         if type(expires_at) is not int or not expires_at > now:
-            return Rejected(RejectReason.EXPIRED)
+            return Rejected(RejectedReason.EXPIRED)
         user_id = data.get("user_id")
         if type(user_id) is not str or not user_id:
-            return Rejected(RejectReason.CLAIMS)
+            return Rejected(RejectedReason.CLAIMS)
         claims: dict[str, Any] = {
             "iss": FACEBOOK_ISSUER,
             "sub": user_id,

@@ -41,8 +41,8 @@ from .._errors import ConfigError
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "MAX_TOKEN_BYTES",
-    "JWSFailure",
     "JWSRejected",
+    "JWSRejectedReason",
     "ParsedJWS",
     "VerifiedJWS",
     "parse_compact",
@@ -64,7 +64,7 @@ ASYMMETRIC_ALGORITHMS: Final = frozenset(
 _REFUSED_HEADERS: Final = ("crit", "b64")
 
 
-class JWSFailure(enum.Enum):
+class JWSRejectedReason(enum.Enum):
     """Why a compact JWS was refused (for events and tests; never tell the client)."""
 
     TOO_LARGE = "too_large"
@@ -82,7 +82,7 @@ class JWSRejected(Exception):
 
     __slots__ = ("reason",)
 
-    def __init__(self, reason: JWSFailure) -> None:
+    def __init__(self, reason: JWSRejectedReason) -> None:
         super().__init__(f"JWS rejected: {reason.value}")
         self.reason = reason
 
@@ -143,31 +143,31 @@ def parse_compact(
 ) -> ParsedJWS:
     """Pre-check a compact JWS and read its header; raises :class:`JWSRejected`."""
     if type(token) is not str or not token.isascii():
-        raise JWSRejected(JWSFailure.MALFORMED)
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
     if len(token) > max_bytes:
-        raise JWSRejected(JWSFailure.TOO_LARGE)
+        raise JWSRejected(JWSRejectedReason.TOO_LARGE)
     dots = token.count(".")
     if dots == 4:
-        raise JWSRejected(JWSFailure.ENCRYPTED)
+        raise JWSRejected(JWSRejectedReason.ENCRYPTED)
     if dots != 2:
-        raise JWSRejected(JWSFailure.MALFORMED)
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
     registry = _registry(algorithms)
     try:
         obj = jws.extract_compact(token.encode("ascii"), registry=registry)
     except (JoseError, ValueError, TypeError, RecursionError) as exc:
-        raise JWSRejected(JWSFailure.MALFORMED) from exc
+        raise JWSRejected(JWSRejectedReason.MALFORMED) from exc
     header = obj.protected
     if type(header) is not dict:
-        raise JWSRejected(JWSFailure.MALFORMED)
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
     alg = header.get("alg")
     if type(alg) is not str or alg not in algorithms:
-        raise JWSRejected(JWSFailure.ALGORITHM)
+        raise JWSRejected(JWSRejectedReason.ALGORITHM)
     for name in _REFUSED_HEADERS:
         if name in header:
-            raise JWSRejected(JWSFailure.CRITICAL_HEADER)
+            raise JWSRejected(JWSRejectedReason.CRITICAL_HEADER)
     kid = header.get("kid")
     if kid is not None and type(kid) is not str:
-        raise JWSRejected(JWSFailure.MALFORMED)
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
     return ParsedJWS(header, alg, kid, obj)
 
 
@@ -175,15 +175,15 @@ def verify_parsed(parsed: ParsedJWS, key: Key, algorithms: frozenset[str]) -> by
     """Verify a parsed JWS's signature with ``key``; its payload, or :class:`JWSRejected`."""
     if not isinstance(key, (RSAKey, ECKey, OKPKey)):
         # A symmetric key can only mean confusion: a verifier never holds one.
-        raise JWSRejected(JWSFailure.ALGORITHM)
+        raise JWSRejected(JWSRejectedReason.ALGORITHM)
     try:
         valid = jws.validate_compact(parsed.obj, key, registry=_registry(algorithms))
     except (InvalidKeyTypeError, UnsupportedKeyAlgorithmError, UnsupportedKeyUseError) as exc:
-        raise JWSRejected(JWSFailure.ALGORITHM) from exc
+        raise JWSRejected(JWSRejectedReason.ALGORITHM) from exc
     except (JoseError, ValueError, TypeError) as exc:
-        raise JWSRejected(JWSFailure.SIGNATURE) from exc
+        raise JWSRejected(JWSRejectedReason.SIGNATURE) from exc
     if not valid:
-        raise JWSRejected(JWSFailure.SIGNATURE)
+        raise JWSRejected(JWSRejectedReason.SIGNATURE)
     payload: bytes = parsed.obj.payload
     return payload
 
@@ -204,5 +204,5 @@ def verify_compact(
     parsed = parse_compact(token, pinned, max_bytes=max_bytes)
     key = key_for(parsed.header)
     if key is None:
-        raise JWSRejected(JWSFailure.NO_KEY)
+        raise JWSRejected(JWSRejectedReason.NO_KEY)
     return VerifiedJWS(parsed.header, verify_parsed(parsed, key, pinned))

@@ -35,7 +35,7 @@ from ._verify import (
     Check,
     IdTokenVerifier,
     NonceCheck,
-    RejectReason,
+    RejectedReason,
     TokenRules,
     check_leeway,
     check_names,
@@ -98,15 +98,15 @@ def _build(
     )
 
 
-def _claim_in(name: str, allowed: frozenset[str], reason: RejectReason) -> Check:
-    def check(claims: Mapping[str, Any]) -> RejectReason | None:
+def _claim_in(name: str, allowed: frozenset[str], reason: RejectedReason) -> Check:
+    def check(claims: Mapping[str, Any]) -> RejectedReason | None:
         value = claims.get(name)
         return None if type(value) is str and value in allowed else reason
 
     return check
 
 
-def _claim_is(name: str, expected: str, reason: RejectReason) -> Check:
+def _claim_is(name: str, expected: str, reason: RejectedReason) -> Check:
     return _claim_in(name, frozenset({expected}), reason)
 
 
@@ -154,7 +154,7 @@ def google(
     checks: tuple[Check, ...] = ()
     if hosted_domains is not None:
         domains = check_names(hosted_domains, "hosted_domains")
-        checks = (_claim_in("hd", domains, RejectReason.HOSTED_DOMAIN),)
+        checks = (_claim_in("hd", domains, RejectedReason.HOSTED_DOMAIN),)
     rules = TokenRules(
         provider="google",
         audiences=check_names(client_ids, "client_ids"),
@@ -359,7 +359,7 @@ def cognito(
         issuers=frozenset({issuer}),
         leeway=check_leeway(leeway),
         audience_claim="aud" if token_use == "id" else "client_id",  # noqa: S105 - a claim value, not a secret
-        checks=(_claim_is("token_use", token_use, RejectReason.TOKEN_USE),),
+        checks=(_claim_is("token_use", token_use, RejectedReason.TOKEN_USE),),
     )
     location = KeyLocation(jwks_url=f"{issuer}/.well-known/jwks.json")
     return _build(rules, location, asynchronous, source, cache)
@@ -461,7 +461,7 @@ def okta(
             algorithms=_RS256,
             issuers=frozenset({issuer}),
             leeway=check_leeway(leeway),
-            checks=(_claim_in("cid", clients, RejectReason.AUDIENCE),),
+            checks=(_claim_in("cid", clients, RejectedReason.AUDIENCE),),
         )
     else:
         raise ConfigError("token_use must be 'id' or 'access'")
@@ -530,9 +530,9 @@ def _tenant_issuer(tenants: frozenset[str]) -> Any:
     return issuer_of
 
 
-def _object_id(claims: Mapping[str, Any]) -> RejectReason | None:
+def _object_id(claims: Mapping[str, Any]) -> RejectedReason | None:
     oid = claims.get("oid")
-    return None if type(oid) is str and _GUID.fullmatch(oid) else RejectReason.CLAIMS
+    return None if type(oid) is str and _GUID.fullmatch(oid) else RejectedReason.CLAIMS
 
 
 @overload

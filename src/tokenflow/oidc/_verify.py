@@ -40,8 +40,8 @@ from .._errors import ConfigError
 from ..ports import ExternalIdentity
 from ._http import AsyncKeySetSource, KeySetSource
 from ._jws import (
-    JWSFailure,
     JWSRejected,
+    JWSRejectedReason,
     ParsedJWS,
     parse_compact,
     pin_algorithms,
@@ -56,8 +56,8 @@ __all__ = [
     "Check",
     "IdTokenVerifier",
     "NonceCheck",
-    "RejectReason",
     "Rejected",
+    "RejectedReason",
     "TokenRules",
     "Verdict",
     "hashed_nonce",
@@ -69,7 +69,7 @@ DEFAULT_LEEWAY: Final = 60
 MAX_LEEWAY: Final = 300
 
 
-class RejectReason(enum.Enum):
+class RejectedReason(enum.Enum):
     """Why a token was refused: for logs and tests, never for the client."""
 
     MALFORMED = "malformed"
@@ -100,13 +100,13 @@ class RejectReason(enum.Enum):
 class Rejected:
     """A refused token, with the reason (keep it in your logs)."""
 
-    reason: RejectReason
+    reason: RejectedReason
 
 
 Verdict = ExternalIdentity | Rejected
 """What :meth:`IdTokenVerifier.check` returns."""
 
-Check = Callable[[Mapping[str, Any]], "RejectReason | None"]
+Check = Callable[[Mapping[str, Any]], "RejectedReason | None"]
 """A provider's own rule over verified claims: ``None`` to pass, a reason to refuse."""
 
 
@@ -142,20 +142,20 @@ def nonce_matches(claim: object, raw: str) -> bool:
 
 
 _FROM_JWS: Final = {
-    JWSFailure.TOO_LARGE: RejectReason.TOO_LARGE,
-    JWSFailure.ENCRYPTED: RejectReason.ENCRYPTED,
-    JWSFailure.MALFORMED: RejectReason.MALFORMED,
-    JWSFailure.ALGORITHM: RejectReason.ALGORITHM,
-    JWSFailure.CRITICAL_HEADER: RejectReason.CRITICAL_HEADER,
-    JWSFailure.NO_KEY: RejectReason.UNKNOWN_KEY,
-    JWSFailure.SIGNATURE: RejectReason.SIGNATURE,
+    JWSRejectedReason.TOO_LARGE: RejectedReason.TOO_LARGE,
+    JWSRejectedReason.ENCRYPTED: RejectedReason.ENCRYPTED,
+    JWSRejectedReason.MALFORMED: RejectedReason.MALFORMED,
+    JWSRejectedReason.ALGORITHM: RejectedReason.ALGORITHM,
+    JWSRejectedReason.CRITICAL_HEADER: RejectedReason.CRITICAL_HEADER,
+    JWSRejectedReason.NO_KEY: RejectedReason.UNKNOWN_KEY,
+    JWSRejectedReason.SIGNATURE: RejectedReason.SIGNATURE,
 }
 _FROM_CLAIM: Final = {
-    "iss": RejectReason.ISSUER,
-    "aud": RejectReason.AUDIENCE,
-    "nbf": RejectReason.NOT_YET_VALID,
-    "iat": RejectReason.ISSUED_IN_FUTURE,
-    "client_id": RejectReason.AUDIENCE,
+    "iss": RejectedReason.ISSUER,
+    "aud": RejectedReason.AUDIENCE,
+    "nbf": RejectedReason.NOT_YET_VALID,
+    "iat": RejectedReason.ISSUED_IN_FUTURE,
+    "client_id": RejectedReason.AUDIENCE,
 }
 _KEY_TYPE_OF: Final = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
@@ -248,7 +248,7 @@ class TokenRules:
     ) -> Verdict:
         """Steps 3 to 7, given the keys step 2 found (``None``: no such key)."""
         if found is None:
-            return Rejected(RejectReason.UNKNOWN_KEY)
+            return Rejected(RejectedReason.UNKNOWN_KEY)
         keys = found.keys
         key = keys[0] if len(keys) == 1 else _choose(keys, parsed.alg)
         try:
@@ -258,9 +258,9 @@ class TokenRules:
         try:
             claims = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return Rejected(RejectReason.CLAIMS)
+            return Rejected(RejectedReason.CLAIMS)
         if type(claims) is not dict:
-            return Rejected(RejectReason.CLAIMS)
+            return Rejected(RejectedReason.CLAIMS)
         return self.judge(claims, now, found.issuer, nonce)
 
     def judge(
@@ -274,7 +274,7 @@ class TokenRules:
         if self.issuer_of is not None:
             expected = self.issuer_of(claims)
             if expected is None:
-                return Rejected(RejectReason.TENANT)
+                return Rejected(RejectedReason.TENANT)
             issuers = frozenset((expected,))
         elif discovered_issuer is not None:
             issuers = frozenset((discovered_issuer,))
@@ -282,12 +282,12 @@ class TokenRules:
             issuers = self.issuers
         if not issuers:
             # joserfc skips a check whose value list is empty: never let that happen.
-            return Rejected(RejectReason.ISSUER)
+            return Rejected(RejectedReason.ISSUER)
         audience = claims.get(self.audience_claim)
         if self.audience_claim != "aud" and (
             type(audience) is not str or audience not in self.audiences
         ):
-            return Rejected(RejectReason.AUDIENCE)
+            return Rejected(RejectedReason.AUDIENCE)
         registry = _claims_registry(
             issuers,
             self.audiences if self.audience_claim == "aud" else None,
@@ -298,34 +298,34 @@ class TokenRules:
         try:
             registry.validate(claims)
         except ExpiredTokenError:
-            return Rejected(RejectReason.EXPIRED)
+            return Rejected(RejectedReason.EXPIRED)
         except MissingClaimError:
-            return Rejected(RejectReason.CLAIMS)
+            return Rejected(RejectedReason.CLAIMS)
         except ClaimError as exc:
-            why = _FROM_CLAIM.get(exc.claim, RejectReason.CLAIMS)
-            if why is RejectReason.ISSUED_IN_FUTURE and not _number(claims.get("iat")):
-                why = RejectReason.CLAIMS
+            why = _FROM_CLAIM.get(exc.claim, RejectedReason.CLAIMS)
+            if why is RejectedReason.ISSUED_IN_FUTURE and not _number(claims.get("iat")):
+                why = RejectedReason.CLAIMS
             return Rejected(why)
         except JoseError:
-            return Rejected(RejectReason.CLAIMS)
+            return Rejected(RejectedReason.CLAIMS)
         if type(audience) is list and len(audience) > 1:
             # Several audiences: the party the token was issued to must be us.
             azp = claims.get("azp")
             if type(azp) is not str or azp not in self.audiences:
-                return Rejected(RejectReason.AUTHORIZED_PARTY)
+                return Rejected(RejectedReason.AUTHORIZED_PARTY)
         for check in self.checks:
             reason = check(claims)
             if reason is not None:
                 return Rejected(reason)
         if nonce is not None and not nonce_matches(claims.get("nonce"), nonce):
-            return Rejected(RejectReason.NONCE)
+            return Rejected(RejectedReason.NONCE)
         if self.nonce is not None:
             value = claims.get("nonce")
             if type(value) is not str or not value or not self.nonce(value):
-                return Rejected(RejectReason.NONCE)
+                return Rejected(RejectedReason.NONCE)
         subject = claims.get(self.subject_claim)
         if type(subject) is not str or not subject:
-            return Rejected(RejectReason.CLAIMS)
+            return Rejected(RejectedReason.CLAIMS)
         email = claims.get("email")
         verified = type(email) is str and email != "" and _is_true(claims.get("email_verified"))
         return ExternalIdentity(

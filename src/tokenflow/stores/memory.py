@@ -132,7 +132,7 @@ class AsyncMemoryStore:
     """
 
     def __init__(self, store: MemoryStore | None = None) -> None:
-        self.sync = store if store is not None else MemoryStore()
+        self.sync: MemoryStore = store if store is not None else MemoryStore()
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"

@@ -519,7 +519,7 @@ class AsyncSQLiteStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        self.sync = SQLiteStore(path, timeout=timeout)
+        self.sync: SQLiteStore = SQLiteStore(path, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"AsyncSQLiteStore({self.sync.path!r})"

@@ -6,6 +6,9 @@
   their own test suite with a factory for their store; it raises
   :class:`AssertionError` with an explanation on the first breach of the
   :class:`~tokenflow.ports.SessionStore` contract.
+- The **login throttle conformance kit**: :func:`check_login_throttle` and
+  :func:`check_async_login_throttle`, for :class:`~tokenflow.ports.LoginThrottle`
+  backends.
 - Fakes of the identity ports: :class:`FakeUserDirectory`,
   :class:`FakePasswordVerifier`, :class:`FakeExternalTokenVerifier`, and their
   async faces (``AsyncFake...``), for tests and demos.
@@ -15,11 +18,18 @@
   :func:`run_refresh_race_async` race many tabs refreshing one session, with
   dropped responses and out-of-order Set-Cookie, against your configuration;
   :class:`RaceReport` tallies them.
+- The **store race trial**: :func:`run_rotation_race` and
+  :func:`run_rotation_race_async` race many callers rotating one session
+  straight through the store port, with exact counts in a
+  :class:`RotationRaceReport` (for tests and benchmarks).
 - :mod:`tokenflow.testing.dbsc` (import it by name; it needs ``cryptography``):
   :class:`~tokenflow.testing.dbsc.DbscClient`, a browser with a P-256 device
   key that registers and refreshes device-bound sessions as Chrome does.
 - **Fault injection**: :class:`FaultyStore` / :class:`AsyncFaultyStore` make a
   store fail before commit, after commit, or hang (:class:`Fault`).
+- **Call recording**: :class:`RecordingStore` / :class:`AsyncRecordingStore`
+  record every store call with its arguments and result
+  (:class:`RecordedCall`), for tests to assert on.
 
 The kit needs Hypothesis (``pip install 'tokenflow[testing]'``). It is
 imported only when a check runs, so the clock and the fakes work without it.
@@ -37,13 +47,17 @@ from .fakes import (
 )
 from .faults import AsyncFaultyStore, Fault, FaultyStore, InjectedFault
 from .races import RaceReport, run_refresh_race, run_refresh_race_async
+from .recording import AsyncRecordingStore, RecordedCall, RecordingStore
 from .store_kit import check_async_session_store, check_session_store
+from .store_races import RotationRaceReport, run_rotation_race, run_rotation_race_async
+from .throttle_kit import check_async_login_throttle, check_login_throttle
 
 __all__ = [
     "AsyncFakeExternalTokenVerifier",
     "AsyncFakePasswordVerifier",
     "AsyncFakeUserDirectory",
     "AsyncFaultyStore",
+    "AsyncRecordingStore",
     "Browser",
     "FakeClock",
     "FakeExternalTokenVerifier",
@@ -53,8 +67,15 @@ __all__ = [
     "FaultyStore",
     "InjectedFault",
     "RaceReport",
+    "RecordedCall",
+    "RecordingStore",
+    "RotationRaceReport",
+    "check_async_login_throttle",
     "check_async_session_store",
+    "check_login_throttle",
     "check_session_store",
     "run_refresh_race",
     "run_refresh_race_async",
+    "run_rotation_race",
+    "run_rotation_race_async",
 ]

@@ -139,7 +139,7 @@ class AsyncFakeUserDirectory:
     """The async face of :class:`FakeUserDirectory`; manage users through ``sync``."""
 
     def __init__(self, sync: FakeUserDirectory | None = None) -> None:
-        self.sync = sync if sync is not None else FakeUserDirectory()
+        self.sync: FakeUserDirectory = sync if sync is not None else FakeUserDirectory()
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
@@ -236,7 +236,7 @@ class AsyncFakePasswordVerifier:
     """
 
     def __init__(self, sync: FakePasswordVerifier | None = None) -> None:
-        self.sync = sync if sync is not None else FakePasswordVerifier()
+        self.sync: FakePasswordVerifier = sync if sync is not None else FakePasswordVerifier()
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
@@ -318,7 +318,9 @@ class AsyncFakeExternalTokenVerifier:
     """The async face of :class:`FakeExternalTokenVerifier`; issue tokens through ``sync``."""
 
     def __init__(self, sync: FakeExternalTokenVerifier | None = None) -> None:
-        self.sync = sync if sync is not None else FakeExternalTokenVerifier()
+        self.sync: FakeExternalTokenVerifier = (
+            sync if sync is not None else FakeExternalTokenVerifier()
+        )
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"

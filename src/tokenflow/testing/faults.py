@@ -50,10 +50,15 @@ class _Faults:
         self.operations: frozenset[str] = frozenset()
         self.hang_seconds = hang_seconds
         self.injected = 0
+        self.error: Exception | None = None
 
-    def arm(self, fault: Fault, operations: Sequence[str]) -> None:
+    def arm(self, fault: Fault, operations: Sequence[str], error: Exception | None) -> None:
         self.fault = fault
         self.operations = frozenset(operations)
+        self.error = error
+
+    def failure(self, operation: str, what: str) -> Exception:
+        return self.error if self.error is not None else InjectedFault(f"{operation}: {what}")
 
     def active(self, operation: str) -> Fault | None:
         if self.fault is not None and operation in self.operations:
@@ -72,9 +77,16 @@ class FaultyStore:
         self.store = store
         self._faults = _Faults(hang_seconds)
 
-    def arm(self, fault: Fault, operations: Sequence[str] = _ALL) -> None:
-        """Make the named operations fail with ``fault`` until :meth:`disarm`."""
-        self._faults.arm(fault, operations)
+    def arm(
+        self, fault: Fault, operations: Sequence[str] = _ALL, *, error: Exception | None = None
+    ) -> None:
+        """Make the named operations fail with ``fault`` until :meth:`disarm`.
+
+        ``error``: the exception a failing call raises (the very object, so a
+        test can find it in the decision), instead of :class:`InjectedFault`.
+        ``Fault.HANG`` always ends in ``TimeoutError``.
+        """
+        self._faults.arm(fault, operations, error)
 
     def disarm(self) -> None:
         """Let every call through again."""
@@ -88,13 +100,13 @@ class FaultyStore:
     def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         fault = self._faults.active(operation)
         if fault is Fault.BEFORE_COMMIT:
-            raise InjectedFault(f"{operation}: failed before commit (injected)")
+            raise self._faults.failure(operation, "failed before commit (injected)")
         if fault is Fault.HANG:
             time.sleep(self._faults.hang_seconds)
             raise TimeoutError(f"{operation}: no answer within the deadline (injected)")
         result = getattr(self.store, operation)(*args, **kwargs)
         if fault is Fault.AFTER_COMMIT:
-            raise InjectedFault(f"{operation}: committed, reply lost (injected)")
+            raise self._faults.failure(operation, "committed, reply lost (injected)")
         return result
 
     def create(self, session: NewSession) -> None:
@@ -131,9 +143,16 @@ class AsyncFaultyStore:
         self.store = store
         self._faults = _Faults(hang_seconds)
 
-    def arm(self, fault: Fault, operations: Sequence[str] = _ALL) -> None:
-        """Make the named operations fail with ``fault`` until :meth:`disarm`."""
-        self._faults.arm(fault, operations)
+    def arm(
+        self, fault: Fault, operations: Sequence[str] = _ALL, *, error: Exception | None = None
+    ) -> None:
+        """Make the named operations fail with ``fault`` until :meth:`disarm`.
+
+        ``error``: the exception a failing call raises (the very object, so a
+        test can find it in the decision), instead of :class:`InjectedFault`.
+        ``Fault.HANG`` always ends in ``TimeoutError``.
+        """
+        self._faults.arm(fault, operations, error)
 
     def disarm(self) -> None:
         """Let every call through again."""
@@ -147,13 +166,13 @@ class AsyncFaultyStore:
     async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         fault = self._faults.active(operation)
         if fault is Fault.BEFORE_COMMIT:
-            raise InjectedFault(f"{operation}: failed before commit (injected)")
+            raise self._faults.failure(operation, "failed before commit (injected)")
         if fault is Fault.HANG:
             await asyncio.sleep(self._faults.hang_seconds)
             raise TimeoutError(f"{operation}: no answer within the deadline (injected)")
         result = await getattr(self.store, operation)(*args, **kwargs)
         if fault is Fault.AFTER_COMMIT:
-            raise InjectedFault(f"{operation}: committed, reply lost (injected)")
+            raise self._faults.failure(operation, "committed, reply lost (injected)")
         return result
 
     async def create(self, session: NewSession) -> None:

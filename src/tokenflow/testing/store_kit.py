@@ -128,6 +128,18 @@ def _revoke_user(user_id: str, what: str) -> _Ops[int]:
     return value
 
 
+def _purge(now: float, what: str) -> _Ops[int]:
+    value = _unwrap((yield _Call("purge", (), {"now": now})), what)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _fail(f"{what} returned {value!r}, not a count (an int >= 0)")
+    return value
+
+
+def _has_purge(store: object) -> bool:
+    """Whether the store offers the optional ``purge(now=...)``."""
+    return callable(getattr(store, "purge", None))
+
+
 def _sessions_of(user_id: str, now: float, what: str) -> _Ops[list[SessionInfo]]:
     value = _unwrap((yield _Call("sessions_of", (user_id,), {"now": now})), what)
     if not isinstance(value, Sequence):
@@ -752,13 +764,17 @@ _GRACES = (0.0, 0.5, 10.0, 60.0)
 
 
 def _run_state_machine(
-    open_store: Callable[[], Callable[[_Call], _Outcome]], max_examples: int
+    open_store: Callable[[], Callable[[_Call], _Outcome]],
+    max_examples: int,
+    *,
+    purges: bool = False,
 ) -> None:
     """(a) Random sequences of operations, each answer checked against a model.
 
     The model holds :class:`StoredSession` objects and applies
     :func:`apply_rotation`: the reference rule, so any disagreement is the
     store's. ``open_store`` makes a store and returns how to call it.
+    ``purges``: the store has ``purge(now=...)``, which joins the rules.
     """
     from hypothesis import HealthCheck, settings
     from hypothesis import strategies as st
@@ -984,11 +1000,29 @@ def _run_state_machine(
                         f"{expected!r}"
                     )
 
+    if purges:
+
+        def purge(self: SessionStoreMachine) -> None:
+            """``purge(now)``: every dead session must go, every live one stay.
+
+            The count is not compared: the store may hold other sessions (a
+            shared store), and a TTL may have dropped some already. What is
+            checked is the effect: rotating a purged session must answer
+            UNKNOWN_SESSION and revoking it False (the model forgets it), and
+            ``sessions_of`` must still list every live one.
+            """
+            self.run(_purge(self.now, f"purge(now=T0+{self.now - _T0!r})"))
+            for sid in [sid for sid, s in self.model.items() if not s.info.is_live(self.now)]:
+                del self.model[sid]
+
+        # Added only for stores that have the method: a rule that returned
+        # early would waste steps.
+        setattr(SessionStoreMachine, "purge", rule()(purge))  # noqa: B010
+
     run_state_machine_as_test(
         SessionStoreMachine,
         settings=settings(
             max_examples=max_examples,
-            stateful_step_count=50,
             deadline=None,  # stores do I/O; latency is not what is checked here
             suppress_health_check=[HealthCheck.too_slow],
         ),
@@ -999,6 +1033,15 @@ def _raw(call: _Call) -> _Ops[_Outcome]:
     """A single call whose outcome, exception included, the scenario inspects."""
     outcome: _Outcome = yield call
     return outcome
+
+
+def _examples(max_examples: int | None) -> int:
+    """``max_examples``, or the active Hypothesis profile's when it is None."""
+    if max_examples is not None:
+        return max_examples
+    from hypothesis import settings
+
+    return settings().max_examples
 
 
 def _validate(max_examples: int, callers: int, rounds: int) -> None:
@@ -1013,7 +1056,7 @@ def _validate(max_examples: int, callers: int, rounds: int) -> None:
 def check_session_store(
     make_store: Callable[[], SessionStore],
     *,
-    max_examples: int = 50,
+    max_examples: int | None = None,
     threads: int = 8,
     rounds: int = 5,
 ) -> None:
@@ -1029,11 +1072,14 @@ def check_session_store(
        expiry, idle renewal capped by the absolute expiry, ``grace_seconds=0``,
        ``revoke`` and ``revoke_user`` results, ``sessions_of`` order
        (``created_at``, then ``session_id``) and liveness.
-    2. **A Hypothesis state machine** (``max_examples`` runs of up to 50
-       steps): create (and duplicate), rotate presenting the current,
-       previous, an older or a random verifier, advance a logical clock (by
-       small steps, or exactly onto an expiry or the end of a grace window),
-       revoke, revoke_user, with ``sessions_of`` compared after every step.
+    2. **A Hypothesis state machine** (``max_examples`` runs of up to the
+       profile's ``stateful_step_count`` steps, 50 by default): create (and
+       duplicate), rotate presenting the current, previous, an older or a
+       random verifier, advance a logical clock (by small steps, or exactly
+       onto an expiry or the end of a grace window), revoke, revoke_user,
+       and ``purge(now=...)`` for a store that has that optional method
+       (every dead session must go, every live one stay), with
+       ``sessions_of`` compared after every step.
        Each answer must equal that of :func:`tokenflow.stores.apply_rotation`
        on a model of the sessions. Times must round-trip exactly and be
        compared exactly as the reference rule does
@@ -1060,9 +1106,11 @@ def check_session_store(
     it out of their answers. Live sessions get no leniency.
 
     The state machine runs under the current Hypothesis settings profile
-    (database, phases, verbosity...), with ``max_examples``, 50 steps and no
+    (database, phases, verbosity, steps...), with ``max_examples`` and no
     deadline set by the kit: load a profile to tune it, e.g. without the
-    shrink phase for a slow store.
+    shrink phase for a slow store. ``max_examples=None`` (the default) takes
+    the active profile's ``max_examples``, so a fast profile for everyday runs
+    and a thorough one for CI size the kit along with every other property.
 
     ``make_store`` is called once per part and once per Hypothesis example.
     It may return a fresh store or the same one every time: every scenario
@@ -1071,13 +1119,15 @@ def check_session_store(
     makes them owns them. Metadata in the generated sessions is any Unicode
     text except NUL and lone surrogates.
     """
+    max_examples = _examples(max_examples)
     _validate(max_examples, threads, rounds)
 
     def open_store() -> Callable[[_Call], _Outcome]:
         return functools.partial(_call_sync, make_store())
 
-    _drive(_contract_scenario(_Ids()), open_store())
-    _run_state_machine(open_store, max_examples)
+    first = make_store()
+    _drive(_contract_scenario(_Ids()), functools.partial(_call_sync, first))
+    _run_state_machine(open_store, max_examples, purges=_has_purge(first))
     store = make_store()
     race = functools.partial(_race_threads, store)
     _drive(_race_scenario(_Ids(), threads, rounds), functools.partial(_call_sync, store), race)
@@ -1088,7 +1138,7 @@ def check_session_store(
 async def check_async_session_store(
     make_store: Callable[[], AsyncSessionStore],
     *,
-    max_examples: int = 50,
+    max_examples: int | None = None,
     tasks: int = 8,
     rounds: int = 5,
 ) -> None:
@@ -1101,9 +1151,11 @@ async def check_async_session_store(
     machine itself is synchronous; it runs in a worker thread and submits
     each call to the loop.)
     """
+    max_examples = _examples(max_examples)
     _validate(max_examples, tasks, rounds)
     loop = asyncio.get_running_loop()
-    await _adrive(_contract_scenario(_Ids()), make_store())
+    first = make_store()
+    await _adrive(_contract_scenario(_Ids()), first)
 
     async def made() -> AsyncSessionStore:
         return make_store()
@@ -1120,7 +1172,9 @@ async def check_async_session_store(
         store = on_loop(made())
         return lambda call: on_loop(_call_async(store, call))
 
-    await asyncio.to_thread(_run_state_machine, open_store, max_examples)
+    await asyncio.to_thread(
+        functools.partial(_run_state_machine, purges=_has_purge(first)), open_store, max_examples
+    )
     await _adrive(_race_scenario(_Ids(), tasks, rounds), make_store())
     store = make_store()
     if hasattr(store, "bind_device"):

@@ -6,8 +6,48 @@ that process.
 
 - :class:`MemoryThrottle` / :class:`AsyncMemoryThrottle`: one process; tests
   and single-process apps.
+- :class:`SQLiteThrottle` / :class:`AsyncSQLiteThrottle`: one machine, any
+  number of processes (standard library only).
+- :class:`RedisThrottle` / :class:`AsyncRedisThrottle`: extra ``redis``.
+- :class:`PostgresThrottle` / :class:`AsyncPostgresThrottle`: extra
+  ``postgres``.
+
+The Redis and PostgreSQL classes are imported on first use, so this package
+imports without their drivers.
 """
 
-from .memory import AsyncMemoryThrottle, MemoryThrottle
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["AsyncMemoryThrottle", "MemoryThrottle"]
+from .memory import AsyncMemoryThrottle, MemoryThrottle
+from .sqlite import AsyncSQLiteThrottle, SQLiteThrottle
+
+if TYPE_CHECKING:
+    from .postgres import AsyncPostgresThrottle, PostgresThrottle
+    from .redis import AsyncRedisThrottle, RedisThrottle
+
+__all__ = [
+    "AsyncMemoryThrottle",
+    "AsyncPostgresThrottle",
+    "AsyncRedisThrottle",
+    "AsyncSQLiteThrottle",
+    "MemoryThrottle",
+    "PostgresThrottle",
+    "RedisThrottle",
+    "SQLiteThrottle",
+]
+
+_LAZY = {
+    "RedisThrottle": "redis",
+    "AsyncRedisThrottle": "redis",
+    "PostgresThrottle": "postgres",
+    "AsyncPostgresThrottle": "postgres",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tokenflow.throttles' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{module}", __name__), name)

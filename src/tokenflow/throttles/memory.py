@@ -84,6 +84,12 @@ class MemoryThrottle:
         """Nothing to release: present so that code can close any throttle the same way."""
         return
 
+    def __enter__(self) -> MemoryThrottle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 class AsyncMemoryThrottle:
     """The async face of :class:`MemoryThrottle` (same semantics).
@@ -93,7 +99,7 @@ class AsyncMemoryThrottle:
     """
 
     def __init__(self, sync: MemoryThrottle | None = None) -> None:
-        self.sync = sync if sync is not None else MemoryThrottle()
+        self.sync: MemoryThrottle = sync if sync is not None else MemoryThrottle()
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
@@ -119,3 +125,9 @@ class AsyncMemoryThrottle:
     async def aclose(self) -> None:
         """Nothing to release: present so that code can close any throttle the same way."""
         return
+
+    async def __aenter__(self) -> AsyncMemoryThrottle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,13 +1,13 @@
 """SQLiteStore and AsyncSQLiteStore: the file, its schema, and atomicity across processes.
 
-The contract itself is checked by the conformance kit (test_store_conformance.py);
-these tests cover what is particular to SQLite.
+The contract itself is checked by the conformance kit (test_stores_conformance.py,
+with ``purge`` among the state machine's rules); these tests cover what is
+particular to SQLite.
 """
 
 from __future__ import annotations
 
 import gc
-import itertools
 import multiprocessing
 import os
 import secrets
@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 
-from _services import ANY_TEXT, Replay, op_lists, scripted_ops
 from tokenflow import ConfigError
 from tokenflow._sessions import derive_successor, verifier_of
 from tokenflow.stores import (
@@ -260,29 +258,6 @@ def test_listing_and_purge_use_their_indexes(store: SQLiteStore) -> None:
     )
     assert "tokenflow_sessions_by_user" in plan
     assert "TEMP B-TREE" not in plan  # the index delivers "oldest first" without a sort
-
-
-def test_a_scripted_sequence_with_purges_matches_the_reference(store: SQLiteStore) -> None:
-    replay = Replay(store)
-    replay.run(scripted_ops(with_purge=True))
-    assert set(replay.outcomes) == set(RotationOutcome)
-
-
-@pytest.fixture(scope="module")
-def fresh_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    directory = tmp_path_factory.mktemp("sqlite")
-    return (directory / f"{n}.db" for n in itertools.count())
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=op_lists(with_purge=True, metadata_text=ANY_TEXT))
-def test_random_sequences_with_purges_match_the_reference(
-    fresh_files: Iterator[Path], ops: list[Any]
-) -> None:
-    # A file per example: a purge deletes every dead session in the file, an
-    # earlier example's too, which this example's reference knows nothing of.
-    with SQLiteStore(next(fresh_files)) as store:
-        Replay(store).run(ops)
 
 
 # ------------------------------------------------------------------ locks, threads, close

@@ -11,14 +11,13 @@ successor.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from _services import connect_redis, drop_redis_keys, postgres_conninfo, unique_name
 from tokenflow import (
     AsyncFlow,
     Flow,
@@ -49,7 +48,9 @@ STORES = ["memory", "sqlite", "redis", "postgres"]
 
 
 @pytest.fixture(params=STORES)
-def sync_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+def sync_store(
+    request: pytest.FixtureRequest, tmp_path: Path, unique_name: Callable[[str], str]
+) -> Iterator[Any]:
     kind = request.param
     if kind == "memory":
         yield MemoryStore()
@@ -60,18 +61,18 @@ def sync_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     elif kind == "redis":
         from tokenflow.stores.redis import RedisStore
 
-        client = connect_redis()
-        prefix = unique_name("faults")
+        client = request.getfixturevalue("redis_client")
+        # Under the module's prefix, whose keys are dropped at the end.
+        prefix = f"{request.getfixturevalue('redis_prefix')}:{unique_name('faults')}"
         yield RedisStore(client, prefix=prefix)
-        drop_redis_keys(client, prefix)
-        client.close()
     else:
         import psycopg
 
         from tokenflow.stores.postgres import PostgresStore, apply_schema
 
         table = unique_name("faults")
-        with psycopg.connect(postgres_conninfo(), autocommit=True) as conn:
+        conninfo = request.getfixturevalue("postgres_conninfo")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
             apply_schema(conn, table=table)
             store = PostgresStore(conn, table=table)
             yield store
@@ -79,7 +80,9 @@ def sync_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest_asyncio.fixture(params=STORES)
-async def async_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+async def async_store(
+    request: pytest.FixtureRequest, tmp_path: Path, unique_name: Callable[[str], str]
+) -> AsyncIterator[Any]:
     kind = request.param
     if kind == "memory":
         yield AsyncMemoryStore()
@@ -92,20 +95,16 @@ async def async_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
 
         from tokenflow.stores.redis import AsyncRedisStore
 
-        connect_redis().close()  # skip, or fail under TOKENFLOW_REQUIRE_SERVICES, if down
-        client = redis.asyncio.Redis.from_url("redis://127.0.0.1:6379/0")
-        prefix = unique_name("faults")
+        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
+        prefix = f"{request.getfixturevalue('redis_prefix')}:{unique_name('faults')}"
         yield AsyncRedisStore(client, prefix=prefix)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
         await client.aclose()
     else:
         import psycopg
 
         from tokenflow.stores.postgres import AsyncPostgresStore, apply_schema_async
 
-        conninfo = postgres_conninfo()
+        conninfo = request.getfixturevalue("postgres_conninfo")
         table = unique_name("faults")
         conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
         await apply_schema_async(conn, table=table)

@@ -67,7 +67,7 @@ def test_one_sqlite_store_can_serve_every_scenario(tmp_path: Path) -> None:
     # The kit draws random ids, so a single store (a shared database, in
     # practice) is enough: scenarios never see each other's sessions.
     with SQLiteStore(tmp_path / "shared.db") as store:
-        check_session_store(lambda: store, max_examples=20)
+        check_session_store(lambda: store, max_examples=5)
 
 
 @pytest.mark.asyncio
@@ -101,7 +101,7 @@ class ForgetfulStore(MemoryStore):
 
 
 def test_a_store_may_forget_expired_sessions() -> None:
-    check_session_store(ForgetfulStore, max_examples=30)
+    check_session_store(ForgetfulStore)
 
 
 @pytest.mark.parametrize(
@@ -191,6 +191,20 @@ class DropsEmptyMetadata(MemoryStore):
         kept = {k: v for k, v in session.info.metadata.items() if v}
         info = dataclasses.replace(session.info, metadata=kept)
         super().create(NewSession(info, session.verifier))
+
+
+class PurgesTooMuch(MemoryStore):
+    """Purges sessions that expire within the next minute, still live ones among them."""
+
+    def purge(self, *, now: float) -> int:
+        return super().purge(now=now + 60.0)
+
+
+class PurgeForgetsToDelete(MemoryStore):
+    """Counts the dead sessions in ``purge`` but deletes none of them."""
+
+    def purge(self, *, now: float) -> int:
+        return sum(not s.info.is_live(now) for s in self._sessions.values())
 
 
 class RacyStore:
@@ -292,6 +306,23 @@ def test_the_state_machine_finds_what_fixed_scenarios_miss() -> None:
     # scenarios, and the Hypothesis state machine must find it.
     with pytest.raises(AssertionError, match="metadata"):
         check_session_store(DropsEmptyMetadata, max_examples=50)
+
+
+@pytest.mark.usefixtures("no_shrinking")
+@pytest.mark.parametrize(
+    ("make_store", "complaint"),
+    [
+        pytest.param(PurgesTooMuch, "expected the live sessions", id="purges-live"),
+        pytest.param(
+            PurgeForgetsToDelete, "UNKNOWN_SESSION|expected one of|the user had", id="keeps-dead"
+        ),
+    ],
+)
+def test_the_kit_checks_purge_where_a_store_has_it(
+    make_store: Callable[[], MemoryStore], complaint: str
+) -> None:
+    with pytest.raises(AssertionError, match=complaint):
+        check_session_store(make_store, max_examples=100)
 
 
 class AsyncRacyStore:

@@ -7,50 +7,38 @@ this run and dropped at the end.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any
 
+import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from psycopg import pq, sql
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from _races import race_async, race_sync
-from _services import (
-    JSONB_TEXT,
-    Blocking,
-    Replay,
-    op_lists,
-    postgres_conninfo,
-    require_module,
-    scripted_ops,
-    unique_name,
-)
-
-require_module("psycopg")
-require_module("psycopg_pool")
-import psycopg  # noqa: E402
-from psycopg import pq, sql  # noqa: E402
-from psycopg_pool import AsyncConnectionPool, ConnectionPool  # noqa: E402
-
-from tokenflow import ConfigError  # noqa: E402
-from tokenflow._sessions import derive_successor, verifier_of  # noqa: E402
-from tokenflow.stores import NewSession, Rotation, RotationOutcome, SessionInfo  # noqa: E402
-from tokenflow.stores.postgres import (  # noqa: E402
+from tokenflow import ConfigError
+from tokenflow._sessions import derive_successor, verifier_of
+from tokenflow.stores import NewSession, Rotation, RotationOutcome, SessionInfo
+from tokenflow.stores.postgres import (
     AsyncPostgresStore,
     PostgresStore,
     apply_schema,
     apply_schema_async,
     schema_sql,
 )
+from tokenflow.testing import (
+    check_async_session_store,
+    check_session_store,
+    run_rotation_race,
+    run_rotation_race_async,
+)
 
-RACE_TRIALS = 200
-# Race pools: the server allows 100 connections; stay well below, beside the
-# module's own small pool and whatever else runs on the machine.
-RACE_POOL_SIZE = 40
+# Race pools: the server allows 100 connections, shared with parallel test
+# workers and whatever else runs on the machine; stay well below.
+RACE_POOL_SIZE = 20
 T0 = 1_700_000_000.5
 
 
@@ -60,17 +48,13 @@ def _drop(conninfo: str, table: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def conninfo() -> str:
-    return postgres_conninfo()
+def conninfo(postgres_conninfo: str) -> str:
+    return postgres_conninfo
 
 
 @pytest.fixture(scope="module")
-def table(conninfo: str) -> Iterator[str]:
-    name = unique_name("pg")
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        apply_schema(conn, table=name)
-    yield name
-    _drop(conninfo, name)
+def table(postgres_table: str) -> str:
+    return postgres_table
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +71,8 @@ def sync_store(pool: ConnectionPool[Any], table: str) -> PostgresStore:
 
 
 @pytest.fixture(scope="module")
-def async_store(conninfo: str, table: str) -> Iterator[Blocking]:
-    loop = asyncio.new_event_loop()
+def async_store(conninfo: str, table: str, blocking: Any) -> Iterator[Any]:
+    loop, face = blocking
 
     async def make() -> AsyncConnectionPool[Any]:
         apool = AsyncConnectionPool(
@@ -98,20 +82,13 @@ def async_store(conninfo: str, table: str) -> Iterator[Blocking]:
         return apool
 
     apool = loop.run_until_complete(make())
-    yield Blocking(AsyncPostgresStore(apool, table=table), loop)
+    yield face(AsyncPostgresStore(apool, table=table))
     loop.run_until_complete(apool.close())
-    loop.close()
 
 
 @pytest.fixture(scope="module", params=["sync", "async"])
 def store(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"{request.param}_store")
-
-
-def _truncate(pool: ConnectionPool[Any], table: str) -> None:
-    # purge() counts every dead row in the table: replays that purge start empty.
-    with pool.connection() as conn:
-        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(table)))
 
 
 def _session(
@@ -129,25 +106,32 @@ def _rotation(sid: str, secret: bytes, now: float) -> Rotation:
     )
 
 
-# ------------------------------------------------------------------ same answers as the reference
+# ------------------------------------------------------------------ the contract (the kit)
+
+KIT_CALLERS = 8
 
 
-def test_scripted_sequence_matches_reference(
-    store: Any, pool: ConnectionPool[Any], table: str
-) -> None:
-    _truncate(pool, table)
-    replay = Replay(store)
-    replay.run(scripted_ops(with_purge=True))
-    assert set(replay.outcomes) == set(RotationOutcome), "the script must reach every outcome"
+def test_postgres_store_conforms(conninfo: str, table: str, sizes: Any) -> None:
+    with ConnectionPool(
+        conninfo, min_size=KIT_CALLERS, max_size=KIT_CALLERS, kwargs={"autocommit": True}
+    ) as pool:
+        store = PostgresStore(pool, table=table)
+        rounds = sizes.pick(5, 20)
+        check_session_store(lambda: store, threads=KIT_CALLERS, rounds=rounds)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=op_lists(with_purge=True, metadata_text=JSONB_TEXT))
-def test_random_sequences_match_reference(
-    store: Any, pool: ConnectionPool[Any], table: str, ops: list[Any]
-) -> None:
-    _truncate(pool, table)
-    Replay(store).run(ops)
+@pytest.mark.asyncio
+async def test_async_postgres_store_conforms(conninfo: str, table: str, sizes: Any) -> None:
+    async with AsyncConnectionPool(
+        conninfo,
+        min_size=KIT_CALLERS,
+        max_size=KIT_CALLERS,
+        kwargs={"autocommit": True},
+        open=False,
+    ) as pool:
+        store = AsyncPostgresStore(pool, table=table)
+        rounds = sizes.pick(5, 20)
+        await check_async_session_store(lambda: store, tasks=KIT_CALLERS, rounds=rounds)
 
 
 def test_sync_and_async_stores_share_sessions(sync_store: PostgresStore, async_store: Any) -> None:
@@ -187,7 +171,9 @@ def test_schema_file_ships_in_the_package() -> None:
     assert "'{}'" in text  # doubled braces in the template come out single
 
 
-def test_apply_schema_is_idempotent_and_safe_to_race(conninfo: str) -> None:
+def test_apply_schema_is_idempotent_and_safe_to_race(
+    conninfo: str, unique_name: Callable[[str], str]
+) -> None:
     name = unique_name("schema")
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)
@@ -220,7 +206,7 @@ def test_apply_schema_is_idempotent_and_safe_to_race(conninfo: str) -> None:
 
 
 @pytest.mark.asyncio
-async def test_apply_schema_async(conninfo: str) -> None:
+async def test_apply_schema_async(conninfo: str, unique_name: Callable[[str], str]) -> None:
     name = unique_name("schema_async")
     try:
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
@@ -327,22 +313,26 @@ async def test_async_conninfo_string_gets_an_owned_pool(conninfo: str, table: st
 def test_single_autocommit_connection(conninfo: str, table: str) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         store = PostgresStore(conn, table=table)
-        Replay(store).run(scripted_ops(with_purge=False))
+        check_session_store(lambda: store, max_examples=5, threads=4, rounds=2)
 
 
-def test_pool_without_autocommit_is_still_correct(conninfo: str, table: str) -> None:
+def test_pool_without_autocommit_is_still_correct(conninfo: str, table: str, sizes: Any) -> None:
     # The pool wraps each operation in BEGIN/COMMIT: slower, same answers,
     # and no transaction (or row lock) outlives an operation.
     with ConnectionPool(conninfo, min_size=1, max_size=20, open=True) as pool:
         store = PostgresStore(pool, table=table)
-        Replay(store).run(scripted_ops(with_purge=False))
-        report = race_sync(store, 20, 20, label="postgres non-autocommit pool")
+        check_session_store(lambda: store, max_examples=5, threads=4, rounds=2)
+        report = run_rotation_race(
+            store, callers=20, trials=sizes.pick(5, 20), label="postgres non-autocommit pool"
+        )
         print("\n" + report.summary())
-        assert report.ok, report.problems
+        report.assert_ok()
 
 
 @pytest.mark.parametrize("level", ["repeatable read", "serializable"])
-def test_stricter_isolation_defaults_are_retried(conninfo: str, table: str, level: str) -> None:
+def test_stricter_isolation_defaults_are_retried(
+    conninfo: str, table: str, level: str, sizes: Any
+) -> None:
     # With these defaults the loser of a race gets a serialization failure
     # instead of waiting for the newest row; the store retries, and the retry
     # sees the winner's row: the answers are the same as at READ COMMITTED.
@@ -356,9 +346,14 @@ def test_stricter_isolation_defaults_are_retried(conninfo: str, table: str, leve
     ) as pool:
         with pool.connection() as conn:
             assert conn.execute("SHOW transaction_isolation").fetchone() == (level,)
-        report = race_sync(PostgresStore(pool, table=table), 20, 30, label=f"postgres {level}")
+        report = run_rotation_race(
+            PostgresStore(pool, table=table),
+            callers=20,
+            trials=sizes.pick(5, 30),
+            label=f"postgres {level}",
+        )
     print("\n" + report.summary())
-    assert report.ok, report.problems
+    report.assert_ok()
 
 
 # ------------------------------------------------------------------ a race, step by step
@@ -508,45 +503,60 @@ def test_rotation_is_one_statement_and_one_round_trip(conninfo: str, table: str)
 # ------------------------------------------------------------------ races
 
 
+def _race_trials(sizes: Any, callers: int) -> int:
+    return sizes.pick(4 if callers == 100 else 20, 200)
+
+
 @pytest.mark.parametrize("callers", [2, 20, 100])
-def test_concurrent_rotations_threads(conninfo: str, table: str, callers: int) -> None:
+def test_concurrent_rotations_threads(conninfo: str, table: str, callers: int, sizes: Any) -> None:
     # A pool as big as the race (up to RACE_POOL_SIZE), filled before the
     # first trial, so that callers really meet at the row lock.
     size = min(callers, RACE_POOL_SIZE)
+    trials = _race_trials(sizes, callers)
     with ConnectionPool(
         conninfo, min_size=size, max_size=size, kwargs={"autocommit": True}, open=True
     ) as race_pool:
         race_pool.wait()
         store = PostgresStore(race_pool, table=table)
-        report = race_sync(
-            store, callers, RACE_TRIALS, label=f"postgres sync/threads (pool {size})"
+        report = run_rotation_race(
+            store, callers=callers, trials=trials, label=f"postgres sync/threads (pool {size})"
         )
     print("\n" + report.summary())
-    assert report.ok, report.problems
-    assert report.trials == RACE_TRIALS
+    report.assert_ok()
+    assert report.trials == trials
+    assert report.outcomes[RotationOutcome.ROTATED] == trials
+    assert report.outcomes[RotationOutcome.GRACE] == trials * (callers - 1)
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("callers", [2, 20, 100])
-async def test_concurrent_rotations_tasks(conninfo: str, table: str, callers: int) -> None:
+async def test_concurrent_rotations_tasks(
+    conninfo: str, table: str, callers: int, sizes: Any
+) -> None:
     size = min(callers, RACE_POOL_SIZE)
+    trials = _race_trials(sizes, callers)
     async with AsyncConnectionPool(
         conninfo, min_size=size, max_size=size, kwargs={"autocommit": True}, open=False
     ) as apool:
         await apool.wait()
         store = AsyncPostgresStore(apool, table=table)
         label = f"postgres async/tasks (pool {size})"
-        report = await race_async(store, callers, RACE_TRIALS, label=label)
+        report = await run_rotation_race_async(store, callers=callers, trials=trials, label=label)
     print("\n" + report.summary())
-    assert report.ok, report.problems
-    assert report.trials == RACE_TRIALS
+    report.assert_ok()
+    assert report.trials == trials
+    assert report.outcomes[RotationOutcome.ROTATED] == trials
+    assert report.outcomes[RotationOutcome.GRACE] == trials * (callers - 1)
 
 
-def test_no_connections_leak(conninfo: str) -> None:
+def test_no_connections_leak(conninfo: str, table: str) -> None:
     # Runs last in this module: every pool the tests opened has been closed.
+    # Only this module's table counts: other test runs may share the server.
     with psycopg.connect(conninfo, autocommit=True) as conn:
         (count,) = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
-            "AND pid <> pg_backend_pid() AND datname = current_database()"
+            "AND pid <> pg_backend_pid() AND datname = current_database() "
+            "AND strpos(query, %s) > 0",
+            (table,),
         ).fetchone() or (0,)
     assert count == 0, "a transaction was left open (row locks would outlive an operation)"

@@ -7,60 +7,43 @@ prefix unique to this run and is deleted at the end.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+import redis
+import redis.asyncio
+import redis.connection
 
-from _races import race_async, race_sync
-from _services import (
-    ANY_TEXT,
-    REDIS_URL,
-    Blocking,
-    Replay,
-    connect_redis,
-    drop_redis_keys,
-    op_lists,
-    require_module,
-    scripted_ops,
-    unique_name,
-)
-
-require_module("redis")
-import redis  # noqa: E402
-import redis.asyncio  # noqa: E402
-import redis.connection  # noqa: E402
-
-from tokenflow import ConfigError  # noqa: E402
-from tokenflow._sessions import derive_successor, verifier_of  # noqa: E402
-from tokenflow.stores import (  # noqa: E402
+from tokenflow import ConfigError
+from tokenflow._sessions import derive_successor, verifier_of
+from tokenflow.stores import (
     NewSession,
     Rotation,
     RotationOutcome,
     SessionInfo,
 )
-from tokenflow.stores.redis import AsyncRedisStore, RedisStore  # noqa: E402
+from tokenflow.stores.redis import AsyncRedisStore, RedisStore
+from tokenflow.testing import (
+    check_async_session_store,
+    check_session_store,
+    run_rotation_race,
+    run_rotation_race_async,
+)
 
-RACE_TRIALS = 200
 T0 = 1_700_000_000.5
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    client = connect_redis()
-    yield client
-    client.close()
+def client(redis_client: Any) -> Any:
+    return redis_client
 
 
 @pytest.fixture(scope="module")
-def prefix(client: Any) -> Iterator[str]:
-    prefix = unique_name("redis")
-    yield prefix
-    drop_redis_keys(client, prefix)
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +52,11 @@ def sync_store(client: Any, prefix: str) -> RedisStore:
 
 
 @pytest.fixture(scope="module")
-def async_store(prefix: str) -> Iterator[Blocking]:
-    loop = asyncio.new_event_loop()
-    aclient = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=30)
-    yield Blocking(AsyncRedisStore(aclient, prefix=prefix), loop)
+def async_store(redis_url: str, prefix: str, blocking: Any) -> Iterator[Any]:
+    loop, face = blocking
+    aclient = redis.asyncio.Redis.from_url(redis_url, socket_timeout=30)
+    yield face(AsyncRedisStore(aclient, prefix=prefix))
     loop.run_until_complete(aclient.aclose())
-    loop.close()
 
 
 @pytest.fixture(scope="module", params=["sync", "async"])
@@ -97,19 +79,26 @@ def _rotation(sid: str, secret: bytes, now: float, idle: float = 1800.0) -> tupl
     return rotation, successor
 
 
-# ------------------------------------------------------------------ same answers as the reference
+# ------------------------------------------------------------------ the contract (the kit)
+
+KIT_CALLERS = 8
 
 
-def test_scripted_sequence_matches_reference(store: Any) -> None:
-    replay = Replay(store)
-    replay.run(scripted_ops(with_purge=False))
-    assert set(replay.outcomes) == set(RotationOutcome), "the script must reach every outcome"
+def test_redis_store_conforms(client: Any, prefix: str, sizes: Any) -> None:
+    store = RedisStore(client, prefix=prefix)
+    rounds = sizes.pick(5, 20)
+    check_session_store(lambda: store, threads=KIT_CALLERS, rounds=rounds)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=op_lists(with_purge=False, metadata_text=ANY_TEXT))
-def test_random_sequences_match_reference(store: Any, ops: list[Any]) -> None:
-    Replay(store).run(ops)
+@pytest.mark.asyncio
+async def test_async_redis_store_conforms(redis_url: str, prefix: str, sizes: Any) -> None:
+    aclient = redis.asyncio.Redis.from_url(redis_url, socket_timeout=30)
+    try:
+        store = AsyncRedisStore(aclient, prefix=prefix)
+        rounds = sizes.pick(5, 20)
+        await check_async_session_store(lambda: store, tasks=KIT_CALLERS, rounds=rounds)
+    finally:
+        await aclient.aclose()
 
 
 def test_sync_and_async_stores_share_sessions(sync_store: RedisStore, async_store: Any) -> None:
@@ -308,13 +297,13 @@ def test_script_cache_flush_is_survived(client: Any, prefix: str) -> None:
 # ------------------------------------------------------------------ configuration
 
 
-def test_configuration_is_validated(client: Any) -> None:
-    text_client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+def test_configuration_is_validated(client: Any, redis_url: str) -> None:
+    text_client = redis.Redis.from_url(redis_url, decode_responses=True)
     with pytest.raises(ConfigError, match="decode_responses=False"):
         RedisStore(text_client)
     text_client.close()
     with pytest.raises(ConfigError, match="decode_responses=False"):
-        AsyncRedisStore(redis.asyncio.Redis.from_url(REDIS_URL, decode_responses=True))
+        AsyncRedisStore(redis.asyncio.Redis.from_url(redis_url, decode_responses=True))
     with pytest.raises(ConfigError, match="prefix"):
         RedisStore(client, prefix="")
     with pytest.raises(ConfigError, match="expiry_margin"):
@@ -351,8 +340,8 @@ class CountingConnection(redis.connection.Connection):
         super().send_packed_command(command, check_health)
 
 
-def test_rotation_is_one_round_trip(client: Any, prefix: str) -> None:
-    pool = redis.ConnectionPool.from_url(REDIS_URL, connection_class=CountingConnection)
+def test_rotation_is_one_round_trip(client: Any, prefix: str, redis_url: str) -> None:
+    pool = redis.ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
     counted = redis.Redis(connection_pool=pool)
     store = RedisStore(counted, prefix=prefix)
     n = 50
@@ -383,24 +372,33 @@ def test_rotation_is_one_round_trip(client: Any, prefix: str) -> None:
 
 
 @pytest.mark.parametrize("callers", [2, 20, 100])
-def test_concurrent_rotations_threads(client: Any, prefix: str, callers: int) -> None:
+def test_concurrent_rotations_threads(client: Any, prefix: str, callers: int, sizes: Any) -> None:
     store = RedisStore(client, prefix=prefix)
-    report = race_sync(store, callers, RACE_TRIALS, label="redis sync/threads")
+    trials = sizes.pick(4 if callers == 100 else 20, 200)
+    report = run_rotation_race(store, callers=callers, trials=trials, label="redis sync/threads")
     print("\n" + report.summary())
-    assert report.ok, report.problems
-    assert report.trials == RACE_TRIALS
+    report.assert_ok()
+    assert report.trials == trials
+    assert report.outcomes[RotationOutcome.ROTATED] == trials
+    assert report.outcomes[RotationOutcome.GRACE] == trials * (callers - 1)
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("callers", [2, 20, 100])
-async def test_concurrent_rotations_tasks(prefix: str, callers: int) -> None:
-    connect_redis().close()  # skip (or fail) here if the server is gone
-    aclient = redis.asyncio.Redis.from_url(REDIS_URL, socket_timeout=30)
+async def test_concurrent_rotations_tasks(
+    redis_url: str, prefix: str, callers: int, sizes: Any
+) -> None:
+    aclient = redis.asyncio.Redis.from_url(redis_url, socket_timeout=30)
+    trials = sizes.pick(4 if callers == 100 else 20, 200)
     try:
         store = AsyncRedisStore(aclient, prefix=prefix)
-        report = await race_async(store, callers, RACE_TRIALS, label="redis async/tasks")
+        report = await run_rotation_race_async(
+            store, callers=callers, trials=trials, label="redis async/tasks"
+        )
     finally:
         await aclient.aclose()
     print("\n" + report.summary())
-    assert report.ok, report.problems
-    assert report.trials == RACE_TRIALS
+    report.assert_ok()
+    assert report.trials == trials
+    assert report.outcomes[RotationOutcome.ROTATED] == trials
+    assert report.outcomes[RotationOutcome.GRACE] == trials * (callers - 1)

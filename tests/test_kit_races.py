@@ -59,9 +59,14 @@ USER = "ada"
 # Threads switch every 5 ms by default, longer than a whole in-memory decision:
 # a tiny interval makes the released threads interleave inside decide().
 SWITCH = 1e-6
-# Enough trials that every tab count races a few hundred times in all, sized
-# so that the whole module stays well under its 40-second budget on 2 cores.
-TRIALS = {2: 150, 8: 100, 32: 60}
+# Trials per tab count: a few under the fast profile, a few hundred races in
+# all under the thorough one (the ``sizes`` fixture of tests/conftest.py).
+FAST_TRIALS = {2: 20, 8: 10, 32: 4}
+THOROUGH_TRIALS = {2: 150, 8: 100, 32: 60}
+
+
+def _trials(sizes: Any, tabs: int) -> int:
+    return int(sizes.pick(FAST_TRIALS[tabs], THOROUGH_TRIALS[tabs]))
 
 
 # -- worlds ------------------------------------------------------------------------
@@ -153,29 +158,39 @@ def _assert_clean(report: RaceReport, tabs: int, trials: int) -> None:
 # -- every shipped flow and store, 2 to 32 tabs ----------------------------------
 
 
-@pytest.mark.parametrize("tabs", sorted(TRIALS))
+@pytest.mark.parametrize("tabs", sorted(FAST_TRIALS))
 def test_threads_race_one_session(
-    sync_store: Any, users: FakeUserDirectory, passwords: FakePasswordVerifier, tabs: int
+    sync_store: Any,
+    users: FakeUserDirectory,
+    passwords: FakePasswordVerifier,
+    tabs: int,
+    sizes: Any,
 ) -> None:
     flow, browser = _sync_flow(sync_store, users, passwords)
     jar = dict(browser.jar)
     interval = sys.getswitchinterval()
-    report = run_refresh_race(flow, browser, tabs=tabs, trials=TRIALS[tabs], switch_interval=SWITCH)
+    trials = _trials(sizes, tabs)
+    report = run_refresh_race(flow, browser, tabs=tabs, trials=trials, switch_interval=SWITCH)
     assert sys.getswitchinterval() == interval
-    _assert_clean(report, tabs, TRIALS[tabs])
+    _assert_clean(report, tabs, trials)
     assert browser.jar == jar, "the harness works on copies of the browser"
     # The final check revoked the session for reuse: nothing of it is left.
     assert flow.sessions_of(USER, now=browser.clock()) == []
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("tabs", sorted(TRIALS))
+@pytest.mark.parametrize("tabs", sorted(FAST_TRIALS))
 async def test_tasks_race_one_session(
-    async_store: Any, users: FakeUserDirectory, passwords: FakePasswordVerifier, tabs: int
+    async_store: Any,
+    users: FakeUserDirectory,
+    passwords: FakePasswordVerifier,
+    tabs: int,
+    sizes: Any,
 ) -> None:
     flow, browser = await _async_flow(async_store, users, passwords)
-    report = await run_refresh_race_async(flow, browser, tabs=tabs, trials=TRIALS[tabs])
-    _assert_clean(report, tabs, TRIALS[tabs])
+    trials = _trials(sizes, tabs)
+    report = await run_refresh_race_async(flow, browser, tabs=tabs, trials=trials)
+    _assert_clean(report, tabs, trials)
     assert await flow.sessions_of(USER, now=browser.clock()) == []
 
 

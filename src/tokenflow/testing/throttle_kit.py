@@ -1,0 +1,275 @@
+"""The login throttle conformance kit.
+
+Backend authors call :func:`check_login_throttle` or
+:func:`check_async_login_throttle` from their own test suite with a factory
+for their throttle; it raises :class:`AssertionError` with an explanation on
+the first breach of the :class:`~tokenflow.ports.LoginThrottle` contract.
+
+Every check is written once, as a scenario (a generator yielding the calls
+it needs and receiving their results); the sync driver answers with direct
+calls and threads, the async driver with awaits and tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .._throttle import FailureCount
+
+if TYPE_CHECKING:
+    from ..ports import AsyncLoginThrottle, LoginThrottle
+
+__all__ = ["check_async_login_throttle", "check_login_throttle"]
+
+_T0 = 1_000_000_000.125
+"""Logical start time: years away from any real clock, so a backend that
+judged expiry by its own clock instead of ``now`` fails the window checks."""
+_WINDOW = 3600.0
+_CALL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str
+    args: tuple[object, ...]
+    kwargs: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Race:
+    """The same call, started ``n`` times at once (threads or tasks)."""
+
+    call: _Call
+    n: int
+
+
+_Ops = Generator["_Call | _Race", Any, None]
+
+
+def _fail(message: str) -> NoReturn:
+    raise AssertionError(f"login throttle contract: {message}")
+
+
+def _counts(value: object, keys: Sequence[str], what: str) -> list[FailureCount]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        _fail(f"{what} returned {type(value).__name__}, not a sequence of FailureCount")
+    got = list(value)
+    if len(got) != len(keys):
+        _fail(f"{what} returned {len(got)} counts for {len(keys)} keys")
+    for item in got:
+        if not isinstance(item, FailureCount):
+            _fail(f"{what} returned a {type(item).__name__}, not a FailureCount")
+    return got
+
+
+def _expect(got: Sequence[FailureCount], expected: Sequence[tuple[int, float]], what: str) -> None:
+    pairs = [(c.count, c.last_failure_at) for c in got]
+    if pairs != [(n, float(t)) for n, t in expected]:
+        _fail(f"{what}: expected (count, last_failure_at) {list(expected)}, got {pairs}")
+
+
+def _failures(keys: Sequence[str], now: float) -> Generator[_Call, Any, list[FailureCount]]:
+    value = yield _Call("failures", (list(keys),), {"now": now})
+    return _counts(value, keys, f"failures({len(keys)} keys, now={now!r})")
+
+
+def _record(
+    keys: Sequence[str], now: float, window: float = _WINDOW
+) -> Generator[_Call, Any, list[FailureCount]]:
+    value = yield _Call("record_failure", (list(keys),), {"now": now, "window": window})
+    return _counts(value, keys, f"record_failure({len(keys)} keys, now={now!r})")
+
+
+def _keys(tag: str) -> list[str]:
+    """Keys shaped like tokenflow's, and harder: colons, slashes, braces, non-ASCII."""
+    return [
+        f"u:{secrets.token_hex(16)}",
+        f"a:2001:db8:{tag[:4]}::/64",
+        f"a:203.0.113.{int(tag[:2], 16)}",
+        f"x:{tag}{{slot}}/é ü",
+    ]
+
+
+def _scenario(tag: str, parallel: int, repr_of: Callable[[], str]) -> _Ops:
+    user, address, v4, odd = _keys(tag)
+    t = _T0
+
+    # Unknown keys: zero, in order; empty requests give empty answers.
+    _expect((yield from _failures([user, address, odd], t)), [(0, 0.0)] * 3, "unknown keys")
+    if list((yield _Call("failures", ([],), {"now": t}))) != []:
+        _fail("failures([]) must return an empty sequence")
+
+    # Counting: every key given, by one; answers in key order; exact times.
+    now = t + 0.1
+    _expect((yield from _record([user, address], now)), [(1, now)] * 2, "first failure")
+    now2 = t + 1.7
+    _expect((yield from _record([address, user], now2)), [(2, now2)] * 2, "second failure")
+    _expect((yield from _record([address, v4], now2)), [(3, now2), (1, now2)], "mixed keys")
+    _expect(
+        (yield from _failures([v4, odd, user, address], now2)),
+        [(1, now2), (0, 0.0), (2, now2), (3, now2)],
+        "failures in the order asked",
+    )
+
+    # Opaque keys: nothing in them is interpreted (colons, braces, non-ASCII).
+    _expect((yield from _record([odd], now2)), [(1, now2)], "an unusual key")
+
+    # The window runs from the last failure; at exactly ``window`` it is over.
+    end = now2 + _WINDOW
+    before = end - 0.25
+    _expect((yield from _failures([user], before)), [(2, now2)], "just inside the window")
+    _expect((yield from _failures([user, address], end)), [(0, 0.0)] * 2, "window over")
+    _expect((yield from _record([user], end)), [(1, end)], "a failure after the window restarts")
+    # A short window, and a count extended by a failure inside it.
+    short = end + 100.0
+    _expect((yield from _record([v4], short, 2.5)), [(1, short)], "short window restart")
+    _expect((yield from _record([v4], short + 2.0, 2.5)), [(2, short + 2.0)], "inside short")
+    _expect((yield from _failures([v4], short + 4.0)), [(2, short + 2.0)], "window from last")
+    _expect((yield from _failures([v4], short + 4.5)), [(0, 0.0)], "short window over")
+
+    # Reset forgets exactly the keys named; unknown keys and [] are fine.
+    now3 = short + 10.0
+    yield from _record([user, address], now3)
+    yield _Call("reset", ([user],))
+    _expect((yield from _failures([user, address], now3)), [(0, 0.0), (1, now3)], "after reset")
+    yield _Call("reset", ([f"u:{secrets.token_hex(16)}", address],))
+    yield _Call("reset", ([],))
+    _expect((yield from _failures([address], now3)), [(0, 0.0)], "after resetting the rest")
+    _expect((yield from _record([user], now3)), [(1, now3)], "counting again after reset")
+
+    # Parallel failures: N at once count exactly N, each caller seeing its own count.
+    hot_user, hot_address = f"u:{secrets.token_hex(16)}", f"a:2001:db8:{tag}::/64"
+    now4 = now3 + 1.0
+    results = yield _Race(
+        _Call("record_failure", ([hot_user, hot_address],), {"now": now4, "window": _WINDOW}),
+        parallel,
+    )
+    seen: dict[str, list[int]] = {hot_user: [], hot_address: []}
+    for value in results:
+        counted = _counts(value, [hot_user, hot_address], "a raced call")
+        for key, count in zip((hot_user, hot_address), counted, strict=True):
+            seen[key].append(count.count)
+    for counts in seen.values():
+        if sorted(counts) != list(range(1, parallel + 1)):
+            _fail(
+                f"{parallel} parallel failures of one key returned counts {sorted(counts)}: "
+                "each must see its own count, 1 to N (a lost or doubled update)"
+            )
+    _expect(
+        (yield from _failures([hot_user, hot_address], now4)),
+        [(parallel, now4)] * 2,
+        f"{parallel} parallel failures",
+    )
+
+    # The repr: short, and no key it has seen (a repr is logged).
+    text = repr_of()
+    for key in (user, address, odd, hot_user):
+        if key in text:
+            _fail(f"repr {text!r} shows a key")
+    if len(text) > 200:
+        _fail("repr is over 200 characters")
+
+
+def _race_threads(throttle: LoginThrottle, call: _Call, n: int) -> list[object]:
+    barrier = threading.Barrier(n)
+    results: list[object] = [None] * n
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(_CALL_TIMEOUT)
+            results[i] = getattr(throttle, call.method)(*call.args, **call.kwargs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(_CALL_TIMEOUT)
+    if any(thread.is_alive() for thread in threads):
+        _fail(f"a raced call did not return within {_CALL_TIMEOUT} s")
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _drive_sync(throttle: LoginThrottle, ops: _Ops) -> None:
+    value: Any = None
+    while True:
+        try:
+            step = ops.send(value)
+        except StopIteration:
+            return
+        if isinstance(step, _Call):
+            value = getattr(throttle, step.method)(*step.args, **step.kwargs)
+        else:
+            value = _race_threads(throttle, step.call, step.n)
+
+
+async def _drive_async(throttle: AsyncLoginThrottle, ops: _Ops) -> None:
+    value: Any = None
+    while True:
+        try:
+            step = ops.send(value)
+        except StopIteration:
+            return
+        if isinstance(step, _Call):
+            value = await getattr(throttle, step.method)(*step.args, **step.kwargs)
+            continue
+        start = asyncio.Event()
+
+        async def run(call: _Call = step.call, go: asyncio.Event = start) -> object:
+            await go.wait()
+            return await getattr(throttle, call.method)(*call.args, **call.kwargs)
+
+        tasks = [asyncio.create_task(run()) for _ in range(step.n)]
+        await asyncio.sleep(0)
+        start.set()
+        value = await asyncio.wait_for(asyncio.gather(*tasks), _CALL_TIMEOUT)
+
+
+def _validate(parallel: int) -> None:
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 2:
+        raise ValueError("the number of parallel callers must be an int of at least 2")
+
+
+def check_login_throttle(make_throttle: Callable[[], LoginThrottle], *, threads: int = 16) -> None:
+    """Check a :class:`~tokenflow.ports.LoginThrottle` against its contract.
+
+    Raises :class:`AssertionError` on the first breach; returns ``None`` when
+    the throttle conforms. It checks: zero counts (and ``last_failure_at``
+    0.0) for unknown keys; answers in the order of the keys asked; counting
+    by one per key per call, with ``last_failure_at`` exactly the ``now``
+    passed; keys treated as opaque text; the window running from the last
+    failure and ending exactly ``window`` seconds after it (a later failure
+    restarts at 1), judged by ``now`` alone (the scenario's times are decades
+    from the real clock); ``reset`` of exactly the keys named; ``threads``
+    parallel failures of the same two keys counted exactly ``threads`` times,
+    each caller seeing a distinct count; a short repr that shows no key.
+
+    ``make_throttle`` is called once; the kit uses fresh random keys, so a
+    throttle shared with other tests is fine. The kit never closes it.
+    """
+    _validate(threads)
+    throttle = make_throttle()
+    _drive_sync(throttle, _scenario(secrets.token_hex(8), threads, lambda: repr(throttle)))
+
+
+async def check_async_login_throttle(
+    make_throttle: Callable[[], AsyncLoginThrottle], *, tasks: int = 16
+) -> None:
+    """Check an :class:`~tokenflow.ports.AsyncLoginThrottle` against its contract.
+
+    The checks of :func:`check_login_throttle`, with ``tasks`` asyncio tasks
+    released together for the parallel failures. Await it on the event loop
+    the throttle belongs to.
+    """
+    _validate(tasks)
+    throttle = make_throttle()
+    await _drive_async(throttle, _scenario(secrets.token_hex(8), tasks, lambda: repr(throttle)))
