@@ -347,6 +347,20 @@ def test_stolen_cookie_of_an_unbound_session_cannot_register_a_key(store: Any) -
     assert isinstance(flow.decide(victim.request("GET")), Reissue)
 
 
+def test_revoked_bound_session_refreshes_no_more(store: Any) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    client = bound(flow, clock)
+    clock.advance(30)
+    assert isinstance(client.refresh(flow), Reissue)  # the flow now knows the session's key
+    assert client.session_id is not None
+    assert flow.revoke_session(client.session_id)
+    clock.advance(30)
+    decision = flow.refresh_device(client.refresh_request())
+    assert isinstance(decision, Unauthorized)
+    assert decision.reason is UnauthorizedReason.SESSION_ENDED
+
+
 def test_unbound_sessions_keep_the_rotating_refresh(store: Any) -> None:
     clock = FakeClock(T0)
     flow = make_flow(store, clock)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -70,6 +72,9 @@ _PORT_METHODS: Final = {
 }
 """What the flow calls on each port: checked when a flow is built."""
 
+_DEVICE_KEY_CACHE: Final = 4096
+"""Device keys of bound sessions a flow remembers (public keys, ~150 bytes each)."""
+
 
 def _check_port(port: str, name: str, obj: object, *, asynchronous: bool) -> None:
     """Raise ConfigError unless ``obj`` has every method of ``port``, of the right kind.
@@ -104,6 +109,8 @@ class _Driver:
     __slots__ = (
         "_clock",
         "_core",
+        "_device_keys",
+        "_device_keys_lock",
         "_external",
         "_passwords",
         "_proofs",
@@ -172,6 +179,12 @@ class _Driver:
         self._external: dict[str, Any] = external
         self._throttle: Any = throttle
         self._proofs: Any = proofs
+        # Device keys of bound sessions, by session id: a bound key never
+        # changes (the first key wins), so a cached one saves a store round
+        # trip per device refresh. Safe because the store's rotation checks
+        # the key again, atomically, and a revoked session rotates nowhere.
+        self._device_keys: OrderedDict[str, str] = OrderedDict()
+        self._device_keys_lock = threading.Lock()
         self._clock = clock
         self._random: Callable[[int], bytes] = os.urandom
 
@@ -182,6 +195,22 @@ class _Driver:
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
+
+    def _known_key(self, session_id: str) -> str | None:
+        with self._device_keys_lock:
+            key = self._device_keys.get(session_id)
+            if key is not None:
+                self._device_keys.move_to_end(session_id)
+            return key
+
+    def _remember_key(self, session_id: str, key: object) -> None:
+        if type(key) is not str:
+            return
+        with self._device_keys_lock:
+            self._device_keys[session_id] = key
+            self._device_keys.move_to_end(session_id)
+            if len(self._device_keys) > _DEVICE_KEY_CACHE:
+                self._device_keys.popitem(last=False)
 
     def _verify_proof(self, need: VerifyDeviceProof) -> Any:
         """The one port both drivers call in place: proof verification is CPU work."""
@@ -333,6 +362,11 @@ class Flow(_Driver):
             try:
                 if type(need) is VerifyDeviceProof:
                     answer = self._verify_proof(need)
+                elif type(need) is LoadDeviceKey:
+                    answer = self._known_key(need.session_id)
+                    if answer is None:
+                        answer = self._call_port(need)
+                        self._remember_key(need.session_id, answer)
                 else:
                     answer = self._call_port(need)
             except Exception as exc:
@@ -435,10 +469,16 @@ class AsyncFlow(_Driver):
             try:
                 if type(need) is VerifyDeviceProof:
                     answer = self._verify_proof(need)
+                elif type(need) is LoadDeviceKey and (
+                    (answer := self._known_key(need.session_id)) is not None
+                ):
+                    pass
                 elif self._timeout is None:
                     answer = await self._call_port(need)
                 else:
                     answer = await asyncio.wait_for(self._call_port(need), self._timeout)
+                if type(need) is LoadDeviceKey:
+                    self._remember_key(need.session_id, answer)
             except asyncio.TimeoutError as exc:
                 # Hosts match on the builtin TimeoutError; before 3.11 asyncio
                 # raised a class of its own, which is translated here.
