@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from . import flow, oidc, passwords, scale, stores, tokens, web
+from . import dbsc, flow, oidc, passwords, scale, stores, tokens, web
 from ._harness import DEFAULT_BATCH_MS, DEFAULT_ROUNDS, Report, Settings
 
 
@@ -58,6 +58,11 @@ GROUPS: Final[tuple[Group, ...]] = (
         "web",
         "ASGI middleware against decide, and under uvicorn + wrk against a bare endpoint",
         web.run,
+    ),
+    Group(
+        "dbsc",
+        "device-bound refresh with an ES256 proof against a plain refresh; theft run",
+        dbsc.run,
     ),
 )
 

@@ -13,15 +13,21 @@ See ``docs/`` for the flow, the token format and the threat model.
 
 from ._config import FlowConfig
 from ._cookies import CookiePolicy, SameSite, parse_cookie_header
+from ._dbsc import DeviceBinding, DeviceProof, ProofFailure
 from ._drivers import AsyncFlow, Flow
 from ._errors import ConfigError, InvalidToken, InvalidTokenReason, TokenflowError, TokenTooLarge
 from ._http import ForwardedHeaders, TrustedProxies
 from ._keyring import Key, KeyRing
 from ._model import (
     AmbiguousCookie,
+    BareRefreshRefused,
     Credentials,
     CrossOriginRejected,
     Decision,
+    DeviceBound,
+    DeviceProofRejected,
+    DeviceProofRequired,
+    DeviceRegistered,
     Event,
     ExternalTokenCredentials,
     Forbidden,
@@ -57,11 +63,18 @@ __all__ = [
     "COOKIE_BUDGET",
     "AmbiguousCookie",
     "AsyncFlow",
+    "BareRefreshRefused",
     "ConfigError",
     "CookiePolicy",
     "Credentials",
     "CrossOriginRejected",
     "Decision",
+    "DeviceBinding",
+    "DeviceBound",
+    "DeviceProof",
+    "DeviceProofRejected",
+    "DeviceProofRequired",
+    "DeviceRegistered",
     "Event",
     "ExternalIdentity",
     "ExternalTokenCredentials",
@@ -83,6 +96,7 @@ __all__ = [
     "PasswordCredentials",
     "PortFailed",
     "Process",
+    "ProofFailure",
     "Purpose",
     "RefreshEnded",
     "RefreshEndedReason",

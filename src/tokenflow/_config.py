@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ._cookies import CookiePolicy
 from ._csrf import normalize_trusted_origins
+from ._dbsc import DeviceBinding
 from ._errors import ConfigError
 from ._throttle import ThrottlePolicy
 
@@ -49,6 +50,9 @@ class FlowConfig:
     - ``throttle``: how failed logins slow further attempts down
       (:class:`~tokenflow.ThrottlePolicy`); it applies when the flow is given
       a throttle port.
+    - ``device_binding``: turns device-bound sessions (DBSC) on
+      (:class:`~tokenflow.DeviceBinding`); the flow then needs a proof
+      verifier and a store that can bind keys. ``None`` (the default): off.
     """
 
     access_ttl: int = 120
@@ -59,6 +63,7 @@ class FlowConfig:
     cookies: CookiePolicy = field(default_factory=CookiePolicy)
     trusted_origins: frozenset[str] | Iterable[str] = frozenset()
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    device_binding: DeviceBinding | None = None
 
     def __post_init__(self) -> None:
         access = _positive_int("access_ttl", self.access_ttl)
@@ -87,6 +92,8 @@ class FlowConfig:
             raise ConfigError("cookies must be a CookiePolicy")
         if not isinstance(self.throttle, ThrottlePolicy):
             raise ConfigError("throttle must be a ThrottlePolicy")
+        if self.device_binding is not None and not isinstance(self.device_binding, DeviceBinding):
+            raise ConfigError("device_binding must be a DeviceBinding or None")
         if isinstance(self.trusted_origins, str):
             raise ConfigError("trusted_origins is a collection of origins, not one string")
         object.__setattr__(self, "trusted_origins", normalize_trusted_origins(self.trusted_origins))

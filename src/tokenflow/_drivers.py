@@ -13,17 +13,21 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from ._config import FlowConfig
 from ._errors import ConfigError
 from ._flow import (
+    BindDevice,
     CheckThrottle,
     CreateSession,
     FlowCore,
     LinkExternal,
+    LoadDeviceKey,
     LoadUser,
     Need,
     Pending,
@@ -33,6 +37,7 @@ from ._flow import (
     RevokeSession,
     RotateSession,
     Steps,
+    VerifyDeviceProof,
     VerifyExternalToken,
     VerifyPassword,
 )
@@ -46,6 +51,7 @@ from .ports import (
     AsyncPasswordVerifier,
     AsyncSessionStore,
     AsyncUserDirectory,
+    DeviceProofVerifier,
     ExternalTokenVerifier,
     LoginThrottle,
     PasswordVerifier,
@@ -61,8 +67,13 @@ _PORT_METHODS: Final = {
     "passwords": ("verify_password",),
     "external": ("verify_token",),
     "throttle": ("failures", "record_failure", "reset"),
+    "device store": ("bind_device", "device_key_of"),
+    "proofs": ("verify",),
 }
 """What the flow calls on each port: checked when a flow is built."""
+
+_DEVICE_KEY_CACHE: Final = 4096
+"""Device keys of bound sessions a flow remembers (public keys, ~150 bytes each)."""
 
 
 def _check_port(port: str, name: str, obj: object, *, asynchronous: bool) -> None:
@@ -98,8 +109,11 @@ class _Driver:
     __slots__ = (
         "_clock",
         "_core",
+        "_device_keys",
+        "_device_keys_lock",
         "_external",
         "_passwords",
+        "_proofs",
         "_random",
         "_store",
         "_throttle",
@@ -118,6 +132,7 @@ class _Driver:
         clock: Callable[[], float],
         *,
         asynchronous: bool,
+        proofs: object | None = None,
     ) -> None:
         config = FlowConfig() if config is None else config
         if not isinstance(config, FlowConfig):
@@ -137,6 +152,17 @@ class _Driver:
             if not isinstance(name, str) or not name:
                 raise ConfigError("external verifiers are keyed by non-empty provider names")
             _check_port("external", f"external[{name!r}]", verifier, asynchronous=asynchronous)
+        if config.device_binding is not None:
+            if proofs is None:
+                raise ConfigError(
+                    "FlowConfig.device_binding needs a proof verifier: "
+                    "proofs=tokenflow.dbsc.DbscProofVerifier()"
+                )
+            # The verifier is CPU work called in place by both drivers: always sync.
+            _check_port("proofs", "proofs", proofs, asynchronous=False)
+            _check_port("device store", "store", store, asynchronous=asynchronous)
+        elif proofs is not None:
+            raise ConfigError("proofs is given but FlowConfig.device_binding is not set")
         policy = config.cookies
         names = {Purpose.ACCESS: policy.access_name, Purpose.REFRESH: policy.refresh_name}
         codec = TokenCodec(keyring, leeway=config.leeway, cookie_names=names)
@@ -152,6 +178,13 @@ class _Driver:
         self._passwords: Any = passwords
         self._external: dict[str, Any] = external
         self._throttle: Any = throttle
+        self._proofs: Any = proofs
+        # Device keys of bound sessions, by session id: a bound key never
+        # changes (the first key wins), so a cached one saves a store round
+        # trip per device refresh. Safe because the store's rotation checks
+        # the key again, atomically, and a revoked session rotates nowhere.
+        self._device_keys: OrderedDict[str, str] = OrderedDict()
+        self._device_keys_lock = threading.Lock()
         self._clock = clock
         self._random: Callable[[int], bytes] = os.urandom
 
@@ -162,6 +195,30 @@ class _Driver:
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
+
+    def _known_key(self, session_id: str) -> str | None:
+        with self._device_keys_lock:
+            key = self._device_keys.get(session_id)
+            if key is not None:
+                self._device_keys.move_to_end(session_id)
+            return key
+
+    def _remember_key(self, session_id: str, key: object) -> None:
+        if type(key) is not str:
+            return
+        with self._device_keys_lock:
+            self._device_keys[session_id] = key
+            self._device_keys.move_to_end(session_id)
+            if len(self._device_keys) > _DEVICE_KEY_CACHE:
+                self._device_keys.popitem(last=False)
+
+    def _verify_proof(self, need: VerifyDeviceProof) -> Any:
+        """The one port both drivers call in place: proof verification is CPU work."""
+        return self._proofs.verify(need.token, key=need.key, algorithms=need.algorithms)
+
+    def _device_config(self) -> None:
+        if self._core.config.device_binding is None:
+            raise ConfigError("device-bound sessions are off: set FlowConfig.device_binding")
 
     def _call_port(self, need: Need) -> Any:
         """Call the port method that answers ``need``: a value for :class:`Flow`,
@@ -182,6 +239,10 @@ class _Driver:
             return self._users.link_external(need.identity)
         if type(need) is CheckThrottle:
             return self._throttle.failures(list(need.keys), now=need.now)
+        if type(need) is LoadDeviceKey:
+            return self._store.device_key_of(need.session_id, now=need.now)
+        if type(need) is BindDevice:
+            return self._store.bind_device(need.session_id, need.device_key, now=need.now)
         if type(need) is RecordFailure:
             return self._throttle.record_failure(list(need.keys), now=need.now, window=need.window)
         assert type(need) is ResetThrottle
@@ -219,6 +280,7 @@ class Flow(_Driver):
         throttle: LoginThrottle | None = None,
         config: FlowConfig | None = None,
         clock: Callable[[], float] = time.time,
+        proofs: DeviceProofVerifier | None = None,
     ) -> None:
         super().__init__(
             keyring,
@@ -230,6 +292,7 @@ class Flow(_Driver):
             config,
             clock,
             asynchronous=False,
+            proofs=proofs,
         )
 
     def decide(self, request: Request, *, now: float | None = None) -> Decision:
@@ -260,6 +323,21 @@ class Flow(_Driver):
         or Forbidden for a cross-origin request, or Unavailable if the store failed."""
         return self._run(self._core.logout(request, now=self._now(now)))
 
+    def register_device(self, request: Request, *, now: float | None = None) -> Decision:
+        """Serve a device-bound session registration (DBSC): DeviceRegistered on success.
+
+        ``request.session_response`` is the ``Secure-Session-Response`` header.
+        Raises ConfigError if ``FlowConfig.device_binding`` is not set.
+        """
+        self._device_config()
+        return self._run(self._core.register_device(request, self._now(now)))
+
+    def refresh_device(self, request: Request, *, now: float | None = None) -> Decision:
+        """Serve a device-bound session refresh: Reissue, DeviceProofRequired (403
+        with a challenge) or Unauthorized. Raises ConfigError if DBSC is off."""
+        self._device_config()
+        return self._run(self._core.refresh_device(request, self._now(now), self._random))
+
     def revoke_session(self, session_id: str) -> bool:
         """Revoke one session (its refresh token stops working at once)."""
         return self._store.revoke(session_id)  # type: ignore[no-any-return]
@@ -282,7 +360,15 @@ class Flow(_Driver):
                 return done.value  # type: ignore[no-any-return]
             failure = None
             try:
-                answer = self._call_port(need)
+                if type(need) is VerifyDeviceProof:
+                    answer = self._verify_proof(need)
+                elif type(need) is LoadDeviceKey:
+                    answer = self._known_key(need.session_id)
+                    if answer is None:
+                        answer = self._call_port(need)
+                        self._remember_key(need.session_id, answer)
+                else:
+                    answer = self._call_port(need)
             except Exception as exc:
                 failure = PortError(need, exc)
 
@@ -310,6 +396,7 @@ class AsyncFlow(_Driver):
         config: FlowConfig | None = None,
         clock: Callable[[], float] = time.time,
         port_timeout: float | None = None,
+        proofs: DeviceProofVerifier | None = None,
     ) -> None:
         if port_timeout is not None and (
             isinstance(port_timeout, bool)
@@ -327,6 +414,7 @@ class AsyncFlow(_Driver):
             config,
             clock,
             asynchronous=True,
+            proofs=proofs,
         )
         self._timeout = port_timeout
 
@@ -346,6 +434,16 @@ class AsyncFlow(_Driver):
     async def logout(self, request: Request, *, now: float | None = None) -> Decision:
         """Revoke the request's sessions and clear both cookies (see :meth:`Flow.logout`)."""
         return await self._run(self._core.logout(request, now=self._now(now)))
+
+    async def register_device(self, request: Request, *, now: float | None = None) -> Decision:
+        """Serve a device-bound session registration (see :meth:`Flow.register_device`)."""
+        self._device_config()
+        return await self._run(self._core.register_device(request, self._now(now)))
+
+    async def refresh_device(self, request: Request, *, now: float | None = None) -> Decision:
+        """Serve a device-bound session refresh (see :meth:`Flow.refresh_device`)."""
+        self._device_config()
+        return await self._run(self._core.refresh_device(request, self._now(now), self._random))
 
     async def revoke_session(self, session_id: str) -> bool:
         """Revoke one session."""
@@ -369,10 +467,18 @@ class AsyncFlow(_Driver):
                 return done.value  # type: ignore[no-any-return]
             failure = None
             try:
-                if self._timeout is None:
+                if type(need) is VerifyDeviceProof:
+                    answer = self._verify_proof(need)
+                elif type(need) is LoadDeviceKey and (
+                    (answer := self._known_key(need.session_id)) is not None
+                ):
+                    pass
+                elif self._timeout is None:
                     answer = await self._call_port(need)
                 else:
                     answer = await asyncio.wait_for(self._call_port(need), self._timeout)
+                if type(need) is LoadDeviceKey:
+                    self._remember_key(need.session_id, answer)
             except asyncio.TimeoutError as exc:
                 # Hosts match on the builtin TimeoutError; before 3.11 asyncio
                 # raised a class of its own, which is translated here.

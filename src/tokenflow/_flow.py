@@ -11,6 +11,7 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
          GRACE   (predecessor inside the window)       -> Reissue   (the SAME successor)
          REUSED_PREVIOUS / REUSED_UNKNOWN              -> session revoked, go on to 3
          EXPIRED / UNKNOWN_SESSION                     -> go on to 3
+         DEVICE_BOUND (bound session, no device proof) -> go on to 3; refresh cookie kept
        user disabled or deleted                        -> session revoked, go on to 3
     3. credentials presented:
          too many recent failures (throttle)           -> TooManyRequests (429), nothing verified
@@ -24,6 +25,18 @@ and step 3 whatever cookies the request carries: on success the new session
 replaces the ones the cookies named (revoked, so switching accounts works
 and no session is fixed), on failure they are left alone. :meth:`FlowCore.logout`
 runs step 0, revokes every session the cookies name and answers LoggedOut.
+
+With device-bound sessions on (``FlowConfig.device_binding``), a login's
+Reissue carries ``Secure-Session-Registration``, and two more operations sit
+beside them. :meth:`FlowCore.register_device` (step 0, the refresh cookie,
+a ``dbsc+jwt`` signed by the key it carries over a challenge sealed for that
+session, the user still active, then the store binds the key unless one is
+already bound) answers DeviceRegistered. :meth:`FlowCore.refresh_device`
+(step 0, the refresh cookie, the session id header matching it, no proof ->
+DeviceProofRequired (403 + challenge), the stored key verifies the proof,
+the challenge is fresh (else 403 again), then step 2 with that key) answers
+Reissue with the next challenge. A bound session is refused by the store to
+any rotation that does not carry its key (DEVICE_BOUND above).
 
 Tokens are sealed before the store is asked to change anything, so claims
 that cannot be sealed end in Unavailable with the client's tokens still good.
@@ -57,12 +70,30 @@ from ._cookies import (
     render_set_cookie,
 )
 from ._csrf import check_cross_origin
+from ._dbsc import (
+    ChallengeVerdict,
+    DeviceBinding,
+    DeviceProof,
+    ProofFailure,
+    challenge_header,
+    open_challenge,
+    parse_session_id_header,
+    parse_session_response_header,
+    registration_header,
+    seal_challenge,
+    session_instructions,
+)
 from ._errors import InvalidToken, InvalidTokenReason, TokenTooLarge
 from ._model import (
     AmbiguousCookie,
+    BareRefreshRefused,
     Credentials,
     CrossOriginRejected,
     Decision,
+    DeviceBound,
+    DeviceProofRejected,
+    DeviceProofRequired,
+    DeviceRegistered,
     Event,
     ExternalTokenCredentials,
     Forbidden,
@@ -201,6 +232,35 @@ class ResetThrottle:
     port: str = "throttle"
 
 
+@dataclass(frozen=True, slots=True)
+class BindDevice:
+    """Ask the store to bind a live, unbound session to a device key."""
+
+    session_id: str
+    device_key: str
+    now: float
+    port: str = "store"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadDeviceKey:
+    """Ask the store for the device key of a live session."""
+
+    session_id: str
+    now: float
+    port: str = "store"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyDeviceProof:
+    """Ask the proof verifier to verify a ``dbsc+jwt`` (``key`` None: a registration)."""
+
+    token: str = field(repr=False)
+    key: str | None
+    algorithms: frozenset[str]
+    port: str = "proofs"
+
+
 Need: TypeAlias = (
     LoadUser
     | LinkExternal
@@ -212,6 +272,9 @@ Need: TypeAlias = (
     | CheckThrottle
     | RecordFailure
     | ResetThrottle
+    | BindDevice
+    | LoadDeviceKey
+    | VerifyDeviceProof
 )
 Steps: TypeAlias = Generator[Need, Any, Decision]
 
@@ -363,24 +426,54 @@ class FlowCore:
         except PortError as failure:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
-        clear = tuple(c for c, was_sent in zip(self._clear, pending.sent, strict=True) if was_sent)
+        sent = pending.sent
+        if reason is UnauthorizedReason.DEVICE_BOUND:
+            # The session is alive and bound: its browser refreshes through
+            # the device-bound endpoint. Keep its refresh cookie.
+            sent = (sent[0], False)
+        clear = tuple(c for c, was_sent in zip(self._clear, sent, strict=True) if was_sent)
         return Unauthorized(reason, clear, tuple(events))
 
     def _refresh(
         self, token: str, now: float, random: Callable[[int], bytes], events: list[Event]
     ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
+        opened = self._open_refresh(token, now, events)
+        if opened is None:
+            return UnauthorizedReason.NO_CREDENTIALS
+        return (yield from self._rotate(*opened, now, random, events, None))
+
+    def _open_refresh(
+        self, token: str, now: float, events: list[Event]
+    ) -> tuple[str, str, bytes] | None:
+        """``(user id, session id, secret)`` of a refresh token, or None (event added)."""
         try:
             claims = self._codec.open(_REFRESH, token, now=now)
         except InvalidToken as exc:
             events.append(TokenRejected(_REFRESH, exc.reason))
-            return UnauthorizedReason.NO_CREDENTIALS
+            return None
         user_id: str = claims["sub"]
         session_id = claims.get("sid")
         secret = _decode_secret(claims.get("rs"))
         if type(session_id) is not str or secret is None:
             events.append(TokenRejected(_REFRESH, InvalidTokenReason.BAD_CLAIMS))
-            return UnauthorizedReason.NO_CREDENTIALS
+            return None
+        return user_id, session_id, secret
 
+    def _rotate(
+        self,
+        user_id: str,
+        session_id: str,
+        secret: bytes,
+        now: float,
+        random: Callable[[int], bytes],
+        events: list[Event],
+        device_key: str | None,
+    ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
+        """Step 2 past the token: reload the user, rotate, map the store's outcome.
+
+        ``device_key`` is the key a device proof was verified against (None
+        for a bare refresh cookie); the store refuses a bound session without it.
+        """
         # Reload the user before rotating: a disabled user's session ends here,
         # and a directory failure leaves the session untouched.
         identity = yield from self._load_user(user_id)
@@ -411,6 +504,7 @@ class FlowCore:
             now=now,
             idle_seconds=config.refresh_idle_ttl,
             grace_seconds=config.grace_seconds,
+            device_key=device_key,
         )
         need = RotateSession(rotation)
         result = _checked_rotation(need, (yield need))
@@ -439,6 +533,20 @@ class FlowCore:
             events.append(ReuseDetected(user_id, session_id, cause))
             events.append(SessionRevoked(user_id, session_id, SessionRevokedReason.REUSE))
             return UnauthorizedReason.REFRESH_REUSED
+        if outcome is RotationOutcome.DEVICE_BOUND:
+            # Only a proof of the device key refreshes a bound session. The
+            # session survives a bare cookie unless the host asked otherwise:
+            # whoever copied the cookie cannot log the user out with it.
+            binding = config.device_binding
+            revoked = False
+            if binding is not None and binding.revoke_on_bare_refresh and device_key is None:
+                revoked = yield from self._revoke(session_id)
+            events.append(BareRefreshRefused(user_id, session_id, revoked))
+            if revoked:
+                events.append(
+                    SessionRevoked(user_id, session_id, SessionRevokedReason.BARE_REFRESH)
+                )
+            return UnauthorizedReason.DEVICE_BOUND
         why = (
             RefreshEndedReason.EXPIRED
             if outcome is RotationOutcome.EXPIRED
@@ -547,7 +655,15 @@ class FlowCore:
         )
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
-        return Reissue(minted.claims, minted.cookies, tuple(events))
+        headers: tuple[tuple[str, str], ...] = ()
+        binding = config.device_binding
+        if binding is not None:
+            # Invite the browser to bind the new session to a device key.
+            challenge = seal_challenge(
+                self._codec.keyring, session.session_id, now, purpose="register"
+            )
+            headers = (("Secure-Session-Registration", registration_header(binding, challenge)),)
+        return Reissue(minted.claims, minted.cookies, tuple(events), headers)
 
     def _throttle_keys(self, username: str | None, address: str | None) -> tuple[str, ...]:
         """The keys a login's failures count under: its username and its client address."""
@@ -668,7 +784,7 @@ class FlowCore:
         except PortError as failure:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
-        return Reissue(outcome.claims, outcome.set_cookies, tuple(events))
+        return Reissue(outcome.claims, outcome.set_cookies, tuple(events), outcome.headers)
 
     def logout(self, request: Request, now: float) -> Steps:
         """Revoke the sessions the request's cookies name and clear both cookies.
@@ -720,6 +836,227 @@ class FlowCore:
         if request.cookie_header:
             return auth_cookie_candidates(request.cookie_header, name)
         return []
+
+    # device-bound sessions (DBSC) --------------------------------------------
+
+    def register_device(self, request: Request, now: float) -> Steps:
+        """Bind the session of the request's refresh cookie to the key of a DBSC proof.
+
+        The proof (``request.session_response``) must be a ``dbsc+jwt`` signed by
+        the key in its own ``jwk`` header, over a challenge this server sealed
+        for that session within the window. The first key stays: a session
+        already bound to another key is refused. Success is DeviceRegistered
+        (the instructions, a fresh bound cookie, the next challenge).
+        """
+        binding = self._binding()
+        _check_now(now)
+        forbidden = self._cross_origin(request)
+        if forbidden is not None:
+            return forbidden
+        events: list[Event] = []
+        carried = self._carried_refresh(request, now, events)
+        if carried is None:
+            return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
+        user_id, session_id, _secret = carried
+        token = parse_session_response_header(request.session_response)
+        if token is None:
+            events.append(DeviceProofRejected(session_id, ProofFailure.MISSING))
+            return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
+        try:
+            proof = yield from self._verify_proof(token, None, binding)
+            failure = (
+                proof
+                if isinstance(proof, ProofFailure)
+                else self._check_proof(
+                    proof, request, binding.registration_path, session_id, now, "register"
+                )
+            )
+            if failure is not None:
+                events.append(DeviceProofRejected(session_id, failure))
+                return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
+            assert isinstance(proof, DeviceProof)
+            identity = yield from self._load_user(user_id)
+            if identity is None:
+                if (yield from self._revoke(session_id)):
+                    events.append(
+                        SessionRevoked(user_id, session_id, SessionRevokedReason.USER_DISABLED)
+                    )
+                return Unauthorized(UnauthorizedReason.USER_DISABLED, (), tuple(events))
+            bind = BindDevice(session_id, proof.key, now)
+            info = yield bind
+            if info is not None and type(info) is not SessionInfo:
+                raise PortError(bind, TypeError("bind_device must return a SessionInfo or None"))
+            if info is None:
+                events.append(RefreshEnded(user_id, session_id, RefreshEndedReason.UNKNOWN))
+                return Unauthorized(UnauthorizedReason.SESSION_ENDED, (), tuple(events))
+            if info.device_key != proof.key:
+                events.append(DeviceProofRejected(session_id, ProofFailure.ALREADY_BOUND))
+                return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
+            iat = int(now)
+            access_exp = min(iat + self._config.access_ttl, int(info.absolute_expires_at))
+            claims, cookie = self._mint_access(identity, user_id, session_id, iat, access_exp)
+        except PortError as failure_:
+            events.append(PortFailed(failure_.port, failure_.error))
+            return Unavailable(failure_.error, failure_.port, tuple(events))
+        events.append(DeviceBound(user_id, session_id))
+        policy = self._policy
+        instructions = session_instructions(
+            binding, session_id, policy.access_name, policy._attributes.lstrip("; ")
+        )
+        return DeviceRegistered(
+            claims,
+            (cookie,),
+            instructions,
+            (self._challenge(session_id, now), ("Cache-Control", "no-store")),
+            tuple(events),
+        )
+
+    def refresh_device(self, request: Request, now: float, random: Callable[[int], bytes]) -> Steps:
+        """Refresh a device-bound session with a proof of its key.
+
+        Without a proof, or with one over a stale or foreign challenge, the
+        answer is DeviceProofRequired (403 and a fresh challenge: the browser
+        signs it and retries). A proof that verifies with the session's stored
+        key rotates the refresh token like step 2 and answers Reissue with the
+        next challenge; anything else is Unauthorized, which ends the
+        browser's device-bound session, and nothing is revoked.
+        """
+        binding = self._binding()
+        _check_now(now)
+        forbidden = self._cross_origin(request)
+        if forbidden is not None:
+            return forbidden
+        events: list[Event] = []
+        carried = self._carried_refresh(request, now, events)
+        if carried is None:
+            return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
+        user_id, session_id, secret = carried
+        if request.session_id_header is not None and (
+            parse_session_id_header(request.session_id_header) != session_id
+        ):
+            # The browser refreshes a session this cookie does not belong to
+            # (one it registered before logging in again): let it end that one.
+            events.append(DeviceProofRejected(session_id, ProofFailure.WRONG_SESSION))
+            return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
+        token = parse_session_response_header(request.session_response)
+        if token is None:
+            return DeviceProofRequired((self._challenge(session_id, now),), tuple(events))
+        try:
+            need = LoadDeviceKey(session_id, now)
+            key = yield need
+            if key is not None and type(key) is not str:
+                raise PortError(need, TypeError("device_key_of must return a str or None"))
+            if key is None:
+                events.append(DeviceProofRejected(session_id, ProofFailure.NOT_BOUND))
+                return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
+            proof = yield from self._verify_proof(token, key, binding)
+            if isinstance(proof, ProofFailure):
+                events.append(DeviceProofRejected(session_id, proof))
+                return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
+            failure = self._check_proof(
+                proof, request, binding.refresh_path, session_id, now, "refresh"
+            )
+            if failure is ProofFailure.CHALLENGE_STALE or failure is ProofFailure.CHALLENGE_INVALID:
+                # A genuine key over an old challenge: ask again, the browser retries once.
+                events.append(DeviceProofRejected(session_id, failure))
+                return DeviceProofRequired((self._challenge(session_id, now),), tuple(events))
+            if failure is not None:
+                events.append(DeviceProofRejected(session_id, failure))
+                return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
+            outcome = yield from self._rotate(
+                user_id, session_id, secret, now, random, events, proof.key
+            )
+        except PortError as failure_:
+            events.append(PortFailed(failure_.port, failure_.error))
+            return Unavailable(failure_.error, failure_.port, tuple(events))
+        if isinstance(outcome, UnauthorizedReason):
+            return Unauthorized(outcome, (), tuple(events))
+        return Reissue(
+            outcome.claims,
+            outcome.set_cookies,
+            outcome.events,
+            (self._challenge(session_id, now), ("Cache-Control", "no-store")),
+        )
+
+    def _binding(self) -> DeviceBinding:
+        binding = self._config.device_binding
+        if binding is None:
+            raise RuntimeError("device-bound sessions are off: set FlowConfig.device_binding")
+        return binding
+
+    def _challenge(self, session_id: str, now: float) -> tuple[str, str]:
+        challenge = seal_challenge(self._codec.keyring, session_id, now)
+        return ("Secure-Session-Challenge", challenge_header(challenge, session_id))
+
+    def _carried_refresh(
+        self, request: Request, now: float, events: list[Event]
+    ) -> tuple[str, str, bytes] | None:
+        """The one refresh token the request carries, opened; None if none or several."""
+        candidates = list(dict.fromkeys(self._candidates(request, self._names[1])))
+        if len(candidates) != 1:
+            if candidates:
+                events.append(AmbiguousCookie(self._names[1]))
+            return None
+        return self._open_refresh(candidates[0], now, events)
+
+    def _verify_proof(
+        self, token: str, key: str | None, binding: DeviceBinding
+    ) -> Generator[Need, Any, DeviceProof | ProofFailure]:
+        need = VerifyDeviceProof(token, key, frozenset(binding.algorithms))
+        proof = yield need
+        if type(proof) is not DeviceProof and not isinstance(proof, ProofFailure):
+            raise PortError(need, TypeError("verify must return a DeviceProof or ProofFailure"))
+        return proof
+
+    def _check_proof(
+        self,
+        proof: DeviceProof,
+        request: Request,
+        path: str,
+        session_id: str,
+        now: float,
+        purpose: str,
+    ) -> ProofFailure | None:
+        """The claims of a verified proof: its audience (when sent) and its challenge."""
+        if proof.audience is not None and (
+            request.host is None or proof.audience != f"https://{request.host}{path}"
+        ):
+            return ProofFailure.AUDIENCE
+        binding = self._binding()
+        verdict = open_challenge(
+            self._codec.keyring,
+            session_id,
+            proof.challenge,
+            now,
+            window=binding.window,
+            leeway=self._config.leeway,
+            purpose=purpose,
+        )
+        if verdict is ChallengeVerdict.VALID:
+            return None
+        if verdict is ChallengeVerdict.STALE:
+            return ProofFailure.CHALLENGE_STALE
+        return ProofFailure.CHALLENGE_INVALID
+
+    def _mint_access(
+        self, identity: Identity, user_id: str, session_id: str, iat: int, access_exp: int
+    ) -> tuple[dict[str, Any], str]:
+        """A fresh access token alone (the bound cookie), and its Set-Cookie value."""
+        claims = {
+            **identity.claims,
+            "sub": user_id,
+            "sid": session_id,
+            "iat": iat,
+            "exp": access_exp,
+        }
+        try:
+            access = self._codec.seal(_ACCESS, claims)
+        except (TokenTooLarge, TypeError, ValueError, OverflowError) as exc:
+            raise PortError(LoadUser(user_id), exc) from exc
+        cookie = render_set_cookie(
+            self._names[0], access, max_age=access_exp - iat, policy=self._policy
+        )
+        return claims, cookie
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ._dbsc import ProofFailure, instructions_json
 from ._errors import InvalidTokenReason
 from ._token import Purpose
 
@@ -28,9 +29,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AmbiguousCookie",
+    "BareRefreshRefused",
     "Credentials",
     "CrossOriginRejected",
     "Decision",
+    "DeviceBound",
+    "DeviceProofRejected",
+    "DeviceProofRequired",
+    "DeviceRegistered",
     "Event",
     "ExternalTokenCredentials",
     "Forbidden",
@@ -117,6 +123,10 @@ class Request:
     host: str | None = None
     metadata: Mapping[str, str] = field(default_factory=lambda: _NO_METADATA)
     client_address: str | None = None
+    # Device-bound sessions: the raw Secure-Session-Response header (a proof
+    # JWT) and Sec-Secure-Session-Id header, for register/refresh_device.
+    session_response: str | None = field(default=None, repr=False)
+    session_id_header: str | None = None
 
     def __post_init__(self) -> None:
         # The host's adapter builds a Request, so a wrong type here is an
@@ -124,7 +134,15 @@ class Request:
         # at once, on every request, instead of only on the first POST.
         if type(self.method) is not str:
             raise TypeError(f"Request.method must be str, not {type(self.method).__name__}")
-        for name in ("cookie_header", "sec_fetch_site", "origin", "host", "client_address"):
+        for name in (
+            "cookie_header",
+            "sec_fetch_site",
+            "origin",
+            "host",
+            "client_address",
+            "session_response",
+            "session_id_header",
+        ):
             value = getattr(self, name)
             if value is not None and type(value) is not str:
                 raise TypeError(
@@ -160,6 +178,8 @@ class Request:
         _SET_HOST(self, host)
         _SET_METADATA(self, _NO_METADATA)
         _SET_CLIENT_ADDRESS(self, None)
+        _SET_SESSION_RESPONSE(self, None)
+        _SET_SESSION_ID_HEADER(self, None)
         return self
 
     @classmethod
@@ -236,6 +256,8 @@ class Request:
     _SET_HOST,
     _SET_METADATA,
     _SET_CLIENT_ADDRESS,
+    _SET_SESSION_RESPONSE,
+    _SET_SESSION_ID_HEADER,
 ) = (
     Request.__dict__[name].__set__
     for name in (
@@ -248,6 +270,8 @@ class Request:
         "host",
         "metadata",
         "client_address",
+        "session_response",
+        "session_id_header",
     )
 )
 
@@ -291,6 +315,9 @@ class SessionRevokedReason(enum.Enum):
     """The user directory no longer has an active user."""
     ADMIN = "admin"
     """Revoked through the flow's session management calls."""
+    BARE_REFRESH = "bare_refresh"
+    """A device-bound session's refresh cookie came without a proof, and the
+    flow is configured to revoke for it (see :class:`BareRefreshRefused`)."""
 
 
 class RefreshEndedReason(enum.Enum):
@@ -400,6 +427,36 @@ class PortFailed:
     error: BaseException
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceBound:
+    """A session was bound to a device key (a device-bound session registration)."""
+
+    user_id: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProofRejected:
+    """A device registration or refresh proof was refused. Nothing was minted or revoked."""
+
+    session_id: str
+    reason: ProofFailure
+
+
+@dataclass(frozen=True, slots=True)
+class BareRefreshRefused:
+    """A device-bound session's refresh cookie came without a proof of the device key.
+
+    The signature of a copied cookie (cookie theft), or a browser that lost
+    its key. ``revoked`` says whether the flow was configured to revoke the
+    session for it (``DeviceBinding.revoke_on_bare_refresh``).
+    """
+
+    user_id: str
+    session_id: str
+    revoked: bool
+
+
 Event = (
     LoggedIn
     | LoginFailed
@@ -412,6 +469,9 @@ Event = (
     | AmbiguousCookie
     | CrossOriginRejected
     | PortFailed
+    | DeviceBound
+    | DeviceProofRejected
+    | BareRefreshRefused
 )
 """Every security event a decision can carry: match on the type, log what you need."""
 
@@ -433,6 +493,10 @@ class UnauthorizedReason(enum.Enum):
     """The user was disabled or deleted; the session was revoked."""
     MALFORMED_REQUEST = "malformed_request"
     """The Cookie header was too large to parse."""
+    DEVICE_BOUND = "device_bound"
+    """The session is bound to a device key and only a proof of it refreshes it."""
+    DEVICE_PROOF = "device_proof"
+    """A device registration or refresh proof was refused."""
 
 
 class _Authenticated:
@@ -475,6 +539,9 @@ class Reissue(_Authenticated):
     # Fresh bearer tokens: kept out of repr, so a logged decision leaks none.
     set_cookies: tuple[str, ...] = field(repr=False)
     events: tuple[Event, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    """Other response headers to send: ``Secure-Session-Registration`` after a
+    login, ``Secure-Session-Challenge`` after a device-proof refresh."""
     status: ClassVar[Literal[200]] = 200
 
 
@@ -544,6 +611,53 @@ class Unavailable:
     set_cookies: ClassVar[tuple[str, ...]] = ()
 
 
-Decision = Process | Reissue | LoggedOut | Unauthorized | Forbidden | TooManyRequests | Unavailable
+@dataclass(frozen=True, slots=True)
+class DeviceRegistered(_Authenticated):
+    """200: a device key was bound to the session (device-bound session registration).
+
+    Send ``set_cookies`` (the fresh bound cookie), every ``headers`` pair
+    (the next ``Secure-Session-Challenge``, ``Cache-Control: no-store``) and
+    :attr:`body` with ``Content-Type: application/json``.
+    """
+
+    claims: Mapping[str, Any]
+    set_cookies: tuple[str, ...] = field(repr=False)
+    instructions: Mapping[str, Any] = field(default_factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[200]] = 200
+
+    @property
+    def body(self) -> bytes:
+        """The session instructions as JSON, the response body."""
+        return instructions_json(self.instructions)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProofRequired:
+    """403: a device-bound session must prove its key: send ``headers`` (a fresh
+    ``Secure-Session-Challenge``) and the browser retries with a signed proof.
+
+    403 and not 401: a browser ends its device-bound session on a 401.
+    Nothing was minted, rotated or revoked.
+    """
+
+    headers: tuple[tuple[str, str], ...]
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[403]] = 403
+    set_cookies: ClassVar[tuple[str, ...]] = ()
+
+
+Decision = (
+    Process
+    | Reissue
+    | LoggedOut
+    | Unauthorized
+    | Forbidden
+    | TooManyRequests
+    | Unavailable
+    | DeviceRegistered
+    | DeviceProofRequired
+)
 """Every answer a flow gives. Match on the type; each carries ``status``,
 ``set_cookies`` (send them all, whatever the status) and ``events``."""

@@ -29,6 +29,7 @@ __all__ = [
     "RotationResult",
     "SessionInfo",
     "StoredSession",
+    "apply_binding",
     "apply_rotation",
     "derive_successor",
     "verifier_of",
@@ -63,6 +64,8 @@ class SessionInfo:
     Times are seconds since the epoch. ``generation`` counts rotations (the
     first refresh token is generation 0). ``metadata`` is what the host passed
     at login (user agent, address...), for "your devices" pages.
+    ``device_key`` is the public key the session is bound to (device-bound
+    sessions: the canonical JWK JSON text), or ``None`` while it is unbound.
     """
 
     session_id: str
@@ -73,6 +76,7 @@ class SessionInfo:
     absolute_expires_at: float
     generation: int = 0
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    device_key: str | None = None
 
     def is_live(self, now: float) -> bool:
         """True while neither the idle nor the absolute lifetime has run out."""
@@ -95,7 +99,9 @@ class Rotation:
     the verifier of the secret that replaces it, derived with ``salt``.
     ``idle_seconds`` renews the idle expiry (capped at the absolute expiry);
     ``grace_seconds`` is how long after a rotation its predecessor is still
-    answered with the same successor.
+    answered with the same successor. ``device_key`` is the public key a
+    proof of possession was verified against (``None`` for a bare refresh
+    cookie): a session bound to a key rotates only with that same key.
     """
 
     session_id: str
@@ -105,6 +111,7 @@ class Rotation:
     now: float
     idle_seconds: float
     grace_seconds: float
+    device_key: str | None = None
 
 
 class RotationOutcome(enum.Enum):
@@ -123,6 +130,9 @@ class RotationOutcome(enum.Enum):
     """Idle or absolute lifetime over: the session is deleted."""
     UNKNOWN_SESSION = "unknown_session"
     """No such session: never existed, revoked, logged out, or expired and purged."""
+    DEVICE_BOUND = "device_bound"
+    """The session is bound to a device key and the rotation did not carry that
+    key (a bare refresh cookie, or another key): nothing changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +182,13 @@ def apply_rotation(
     now = rotation.now
     if not info.is_live(now):
         return RotationResult(RotationOutcome.EXPIRED), None
+    # Before the verifiers: a bound session ignores any refresh token that
+    # comes without its key, whatever generation it is (no rotation, no
+    # revocation), so a copied cookie can neither refresh nor end it.
+    bound = info.device_key
+    # A public key is no secret: plain equality.
+    if bound is not None and rotation.device_key != bound:
+        return RotationResult(RotationOutcome.DEVICE_BOUND), stored
     # Constant-time comparisons: verifiers are digests of unknown secrets, but
     # timing should not say how many leading bytes matched either way.
     if hmac.compare_digest(rotation.presented, stored.current):
@@ -187,6 +204,7 @@ def apply_rotation(
             info.absolute_expires_at,
             info.generation + 1,
             info.metadata,
+            info.device_key,
         )
         state = StoredSession(renewed, rotation.successor, stored.current, now, rotation.salt)
         return RotationResult(RotationOutcome.ROTATED, renewed), state
@@ -202,3 +220,33 @@ def apply_rotation(
             return RotationResult(RotationOutcome.GRACE, info, stored.salt), stored
         return RotationResult(RotationOutcome.REUSED_PREVIOUS), None
     return RotationResult(RotationOutcome.REUSED_UNKNOWN), None
+
+
+def apply_binding(
+    stored: StoredSession, device_key: str, now: float
+) -> tuple[SessionInfo | None, StoredSession | None]:
+    """The reference binding rule: ``(session after the call, state to write back)``.
+
+    A live session without a key gets ``device_key``; a session that has one
+    keeps it (the first key wins, and the caller compares); a session that is
+    over answers ``None``. The state is ``None`` when nothing is to be written.
+    """
+    info = stored.info
+    if not info.is_live(now):
+        return None, None
+    if info.device_key is not None:
+        return info, None
+    bound = SessionInfo(
+        info.session_id,
+        info.user_id,
+        info.created_at,
+        info.refreshed_at,
+        info.idle_expires_at,
+        info.absolute_expires_at,
+        info.generation,
+        info.metadata,
+        device_key,
+    )
+    return bound, StoredSession(
+        bound, stored.current, stored.previous, stored.rotated_at, stored.salt
+    )

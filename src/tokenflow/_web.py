@@ -27,6 +27,8 @@ from ._errors import ConfigError
 from ._model import (
     Credentials,
     Decision,
+    DeviceProofRequired,
+    DeviceRegistered,
     ExternalTokenCredentials,
     Forbidden,
     LoggedOut,
@@ -270,9 +272,9 @@ def json_response(
     return Response(status, _with_cookies(headers, set_cookies), body)
 
 
-def redirect(location: str, set_cookies: Sequence[str] = ()) -> Response:
+def redirect(location: str, set_cookies: Sequence[str] = (), extra: Sequence[Any] = ()) -> Response:
     """A ``303 See Other`` to a same-site path (already checked by :func:`safe_next`)."""
-    headers = [("location", location), ("content-length", "0")]
+    headers = [("location", location), ("content-length", "0"), *extra]
     return Response(303, _with_cookies(headers, set_cookies), b"")
 
 
@@ -369,6 +371,20 @@ class Revoke:
 
 
 @dataclass(frozen=True, slots=True)
+class RegisterDevice:
+    """Operation: ``flow.register_device(request)`` (device-bound sessions)."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshDevice:
+    """Operation: ``flow.refresh_device(request)`` (device-bound sessions)."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
 class ReadBody:
     """Operation: read the request body, at most ``limit`` bytes; None if it is longer."""
 
@@ -382,7 +398,9 @@ class Failed:
     error: BaseException
 
 
-Operation: TypeAlias = Decide | Login | Logout | SessionsOf | Revoke | ReadBody
+Operation: TypeAlias = (
+    Decide | Login | Logout | SessionsOf | Revoke | ReadBody | RegisterDevice | RefreshDevice
+)
 Steps: TypeAlias = Generator[Operation, Any, Response]
 
 
@@ -394,6 +412,10 @@ class Incoming:
     content_type: str
     accept: str
     query: str
+    session_response: str | None = field(default=None, repr=False)
+    """``Secure-Session-Response`` (a device-bound session proof), if sent."""
+    session_id: str | None = None
+    """``Sec-Secure-Session-Id``, if sent."""
 
 
 def _media_type(content_type: str) -> str:
@@ -471,6 +493,8 @@ def endpoint(kind: str, request: Request, incoming: Incoming, endpoints: Endpoin
             return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "GET")])
     elif method != "POST":
         return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "POST")])
+    if kind in ("dbsc-register", "dbsc-refresh"):
+        return (yield from _device(kind, request, incoming))
     as_json = _wants_json(incoming)
     if kind == "sessions":
         return (yield from _list_sessions(request))
@@ -500,10 +524,12 @@ def _login(
     else:
         decision = yield Login(replace(request, credentials=credentials))
     if isinstance(decision, Reissue):
+        # With device-bound sessions on, the login answer invites the browser
+        # to register (Secure-Session-Registration).
         if as_json:
             body = {"user_id": decision.user_id, "session_id": decision.session_id}
-            return json_response(200, body, decision.set_cookies)
-        return redirect(next_path, decision.set_cookies)
+            return json_response(200, body, decision.set_cookies, decision.headers)
+        return redirect(next_path, decision.set_cookies, decision.headers)
     if isinstance(decision, Unauthorized) and not as_json and endpoints.login_page is not None:
         kept = safe_next(raw_next, "") or None
         return redirect(_with_error(endpoints.login_page, "login_failed", kept))
@@ -529,6 +555,7 @@ def _session_json(info: SessionInfo, current: str) -> dict[str, object]:
         "idle_expires_at": info.idle_expires_at,
         "absolute_expires_at": info.absolute_expires_at,
         "metadata": dict(info.metadata),
+        "device_bound": info.device_key is not None,
     }
 
 
@@ -581,3 +608,64 @@ def _revoke(
     if as_json:
         return json_response(200, {"revoked": revoked}, cookies)
     return redirect(safe_next(fields.get("next"), endpoints.after_login), cookies)
+
+
+# -- device-bound sessions (DBSC) ----------------------------------------------------
+
+
+def routes_with_device_binding(endpoints: Endpoints, binding: Any) -> Mapping[str, str]:
+    """The endpoint routes, plus the DBSC registration and refresh paths when
+    ``binding`` (the flow's ``FlowConfig.device_binding``) is set."""
+    routes = dict(endpoints._routes)
+    if binding is None:
+        return routes
+    for path, kind in (
+        (binding.registration_path, "dbsc-register"),
+        (binding.refresh_path, "dbsc-refresh"),
+    ):
+        if path in routes:
+            raise ConfigError(f"the device-binding path {path!r} is also an endpoint's path")
+        routes[path] = kind
+    return routes
+
+
+def _device(kind: str, request: Request, incoming: Incoming) -> Steps:
+    """The DBSC registration or refresh endpoint: POST, no body, headers only."""
+    if incoming.method != "POST":
+        return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "POST")])
+    request = replace(
+        request, session_response=incoming.session_response, session_id_header=incoming.session_id
+    )
+    operation: Operation = (
+        RegisterDevice(request) if kind == "dbsc-register" else RefreshDevice(request)
+    )
+    decision = yield operation
+    return device_response(decision)
+
+
+def device_response(decision: Decision) -> Response:
+    """The HTTP answer to a DBSC registration or refresh decision.
+
+    Registration: 200 with the JSON session instructions, the bound cookie and
+    the next challenge. Refresh: 200 with an empty body, the new cookies and
+    the next challenge. A proof is asked for with 403 and a challenge (a
+    browser ends its device-bound session on a 401, which is what every other
+    refusal answers: the session is over, or the proof was not the device's).
+    """
+    if isinstance(decision, DeviceRegistered):
+        body = decision.body
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+            *(h for h in decision.headers if h[0].lower() != "cache-control"),
+        ]
+        return Response(200, _with_cookies(headers, decision.set_cookies), body)
+    if isinstance(decision, Reissue):
+        headers = [
+            ("content-length", "0"),
+            *(h for h in decision.headers if h[0].lower() != "cache-control"),
+        ]
+        return Response(200, _with_cookies(headers, decision.set_cookies), b"")
+    if isinstance(decision, DeviceProofRequired):
+        return json_response(403, {"error": "proof_required"}, extra=decision.headers)
+    return refusal(decision)

@@ -51,6 +51,8 @@ from ._web import (
     Logout,
     PassThrough,
     ReadBody,
+    RefreshDevice,
+    RegisterDevice,
     Required,
     Response,
     Revoke,
@@ -59,6 +61,7 @@ from ._web import (
     endpoint,
     for_route,
     required_predicate,
+    routes_with_device_binding,
 )
 
 __all__ = ["ASGIApp", "Auth", "Endpoints", "TokenflowMiddleware", "auth_of"]
@@ -143,7 +146,7 @@ class TokenflowMiddleware:
         self._async = isinstance(flow, AsyncFlow)
         self._required = required_predicate(required)
         self._endpoints = endpoints
-        self._routes = endpoints._routes
+        self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
         self._proxies = proxies
         self._on_decision = on_decision
 
@@ -224,6 +227,13 @@ class TokenflowMiddleware:
                     answer = await self._call(name, operation.request)
                 if self._on_decision is not None and type(answer) is not Process:
                     self._on_decision(answer)
+            elif isinstance(operation, (RegisterDevice, RefreshDevice)):
+                name = (
+                    "register_device" if isinstance(operation, RegisterDevice) else "refresh_device"
+                )
+                answer = await self._call(name, operation.request)
+                if self._on_decision is not None:
+                    self._on_decision(answer)
             else:
                 name, arg = (
                     ("sessions_of", operation.user_id)
@@ -239,15 +249,26 @@ class TokenflowMiddleware:
 
 def _incoming(scope: Scope) -> Any:
     content_type = accept = ""
+    proof: str | None = None
+    session_id: str | None = None
     for name, value in scope.get("headers", ()):
         lowered = bytes(name).lower()
         if lowered == b"content-type":
             content_type = bytes(value).decode("latin-1")
         elif lowered == b"accept":
             accept = bytes(value).decode("latin-1")
+        elif lowered == b"secure-session-response":
+            proof = bytes(value).decode("latin-1")
+        elif lowered == b"sec-secure-session-id":
+            session_id = bytes(value).decode("latin-1")
     query = scope.get("query_string", b"")
     return Incoming(
-        scope.get("method", "GET"), content_type, accept, bytes(query).decode("latin-1")
+        scope.get("method", "GET"),
+        content_type,
+        accept,
+        bytes(query).decode("latin-1"),
+        proof,
+        session_id,
     )
 
 

@@ -18,16 +18,20 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from ._dbsc import DeviceProof, ProofFailure
 from ._errors import ConfigError
 from ._sessions import NewSession, Rotation, RotationResult, SessionInfo
 from ._throttle import FailureCount
 
 __all__ = [
+    "AsyncDeviceBindingStore",
     "AsyncExternalTokenVerifier",
     "AsyncLoginThrottle",
     "AsyncPasswordVerifier",
     "AsyncSessionStore",
     "AsyncUserDirectory",
+    "DeviceBindingStore",
+    "DeviceProofVerifier",
     "ExternalIdentity",
     "ExternalTokenVerifier",
     "FailureCount",
@@ -156,6 +160,60 @@ class AsyncSessionStore(Protocol):
 
     async def sessions_of(self, user_id: str, *, now: float) -> Sequence[SessionInfo]:
         """The user's live sessions, oldest first."""
+        ...
+
+
+class DeviceBindingStore(SessionStore, Protocol):
+    """A :class:`SessionStore` that can bind sessions to a device key (device-bound sessions).
+
+    - ``bind_device`` sets the session's ``device_key`` **atomically, only if
+      none is set** and the session is live at ``now``; it returns the session
+      as it is after the call (so a session registered twice reports its first
+      key), or ``None`` when no live session has that id.
+    - ``device_key_of`` returns the key of a live session, ``None`` when the
+      session is unbound, over or unknown.
+    - ``rotate`` answers DEVICE_BOUND, changing nothing, when the session has a
+      key and the rotation does not carry that same key.
+    """
+
+    def bind_device(self, session_id: str, device_key: str, *, now: float) -> SessionInfo | None:
+        """Bind a live, unbound session to ``device_key``; the session after the call."""
+        ...
+
+    def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        ...
+
+
+class AsyncDeviceBindingStore(AsyncSessionStore, Protocol):
+    """The async variant of :class:`DeviceBindingStore`, with the same contract."""
+
+    async def bind_device(
+        self, session_id: str, device_key: str, *, now: float
+    ) -> SessionInfo | None:
+        """Bind a live, unbound session to ``device_key``; the session after the call."""
+        ...
+
+    async def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        ...
+
+
+class DeviceProofVerifier(Protocol):
+    """Verifies device-bound-session proofs (``dbsc+jwt``); :mod:`tokenflow.dbsc` has one.
+
+    ``verify`` is called synchronously by both drivers (it is CPU work, no
+    I/O). With ``key=None`` (a registration) the proof must carry its public
+    key in the ``jwk`` header and be signed by it; with a key (a refresh) the
+    proof must carry none and be signed by ``key``. It returns the verified
+    :class:`~tokenflow.DeviceProof`, or a :class:`~tokenflow.ProofFailure`
+    for a proof it refuses; it raises only for its own faults.
+    """
+
+    def verify(
+        self, token: str, *, key: str | None, algorithms: frozenset[str]
+    ) -> DeviceProof | ProofFailure:
+        """Verify one proof JWT."""
         ...
 
 

@@ -34,6 +34,8 @@ from ._web import (
     Logout,
     PassThrough,
     ReadBody,
+    RefreshDevice,
+    RegisterDevice,
     Required,
     Response,
     SessionsOf,
@@ -42,6 +44,7 @@ from ._web import (
     for_route,
     reason_phrase,
     required_predicate,
+    routes_with_device_binding,
 )
 
 __all__ = ["Auth", "Endpoints", "TokenflowMiddleware", "WSGIApp", "auth_of"]
@@ -83,7 +86,7 @@ class TokenflowMiddleware:
     ``proxies`` and ``on_decision`` as in :class:`tokenflow.asgi.TokenflowMiddleware`.
     """
 
-    __slots__ = ("_app", "_endpoints", "_flow", "_on_decision", "_proxies", "_required")
+    __slots__ = ("_app", "_endpoints", "_flow", "_on_decision", "_proxies", "_required", "_routes")
 
     def __init__(
         self,
@@ -115,6 +118,7 @@ class TokenflowMiddleware:
         self._flow = flow
         self._required = required_predicate(required)
         self._endpoints = endpoints
+        self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
         self._proxies = proxies
         self._on_decision = on_decision
 
@@ -122,7 +126,7 @@ class TokenflowMiddleware:
         """Serve one request."""
         request = Request.from_wsgi(environ, proxies=self._proxies)
         path = _path(environ)
-        kind = self._endpoints.route(path)
+        kind = self._routes.get(path)
         if kind is not None:
             return _respond(start_response, self._endpoint(kind, request, environ))
         decision = self._flow.decide(request)
@@ -141,6 +145,8 @@ class TokenflowMiddleware:
             str(environ.get("CONTENT_TYPE", "")),
             str(environ.get("HTTP_ACCEPT", "")),
             str(environ.get("QUERY_STRING", "")),
+            environ.get("HTTP_SECURE_SESSION_RESPONSE"),
+            environ.get("HTTP_SEC_SECURE_SESSION_ID"),
         )
         steps: Steps = endpoint(kind, request, incoming, self._endpoints)
         answer: Any = None
@@ -159,6 +165,13 @@ class TokenflowMiddleware:
                 else:
                     answer = flow.logout(operation.request)
                 if self._on_decision is not None and type(answer) is not Process:
+                    self._on_decision(answer)
+            elif isinstance(operation, (RegisterDevice, RefreshDevice)):
+                if isinstance(operation, RegisterDevice):
+                    answer = flow.register_device(operation.request)
+                else:
+                    answer = flow.refresh_device(operation.request)
+                if self._on_decision is not None:
                     self._on_decision(answer)
             else:
                 try:

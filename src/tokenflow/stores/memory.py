@@ -11,6 +11,7 @@ from .._sessions import (
     RotationResult,
     SessionInfo,
     StoredSession,
+    apply_binding,
     apply_rotation,
 )
 from ._values import check_metadata, stored_times
@@ -77,6 +78,25 @@ class MemoryStore:
         with self._lock:
             return self._delete(session_id)
 
+    def bind_device(self, session_id: str, device_key: str, *, now: float) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key; the session after the call."""
+        with self._lock:
+            stored = self._sessions.get(session_id)
+            if stored is None:
+                return None
+            info, state = apply_binding(stored, device_key, now)
+            if state is not None:
+                self._sessions[session_id] = state
+            return info
+
+    def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        with self._lock:
+            stored = self._sessions.get(session_id)
+        if stored is None or not stored.info.is_live(now):
+            return None
+        return stored.info.device_key
+
     def revoke_user(self, user_id: str) -> int:
         """Delete every session of a user."""
         with self._lock:
@@ -137,6 +157,16 @@ class AsyncMemoryStore:
     async def revoke_user(self, user_id: str) -> int:
         """Delete every session of a user."""
         return self.sync.revoke_user(user_id)
+
+    async def bind_device(
+        self, session_id: str, device_key: str, *, now: float
+    ) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key; the session after the call."""
+        return self.sync.bind_device(session_id, device_key, now=now)
+
+    async def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        return self.sync.device_key_of(session_id, now=now)
 
     async def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions, oldest first."""

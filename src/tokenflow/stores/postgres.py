@@ -130,6 +130,7 @@ _INFO_COLUMNS = (
     "absolute_expires_at",
     "generation",
     "metadata",
+    "device_key",
 )
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
@@ -258,6 +259,9 @@ class _Statements:
                 END,
                 generation = generation + 1
             WHERE session_id = %(sid)s AND current_verifier = %(presented)s AND {live}
+                -- A device-bound session rotates only for the key its proof
+                -- was verified with; anything else is the CTE's DEVICE_BOUND.
+                AND (device_key IS NULL OR device_key = %(device_key)s::text)
             RETURNING {cols}
             """
         ).format(t=ident, cols=info_columns, live=sql.SQL(live))
@@ -274,6 +278,9 @@ class _Statements:
                     CASE
                         WHEN NOT ({live})
                             THEN 'expired'
+                        WHEN device_key IS NOT NULL
+                            AND device_key IS DISTINCT FROM %(device_key)s::text
+                            THEN 'device_bound'
                         WHEN current_verifier = %(presented)s
                             THEN 'rotated'
                         WHEN previous_verifier = %(presented)s
@@ -314,10 +321,36 @@ class _Statements:
                 COALESCE(rotated.idle_expires_at, cur.idle_expires_at),
                 cur.absolute_expires_at,
                 COALESCE(rotated.generation, cur.generation),
-                cur.metadata, cur.salt, rotated.generation IS NOT NULL
+                cur.metadata, cur.salt, rotated.generation IS NOT NULL, cur.device_key
             FROM cur LEFT JOIN rotated ON true
             """
         ).format(t=ident, cols=info_columns, live=sql.SQL(live))
+        # Device binding in one statement: `cur` locks the live row (reading
+        # its newest version), `upd` sets the key only if none is set, and the
+        # answer is the key the row has after the statement: the first one.
+        self.bind_device = sql.SQL(
+            """
+            WITH cur AS MATERIALIZED (
+                SELECT {cols} FROM {t}
+                WHERE session_id = %(sid)s AND {live}
+                FOR UPDATE
+            ),
+            upd AS (
+                UPDATE {t} AS s SET device_key = %(key)s::text
+                FROM cur
+                WHERE s.session_id = cur.session_id AND cur.device_key IS NULL
+            )
+            SELECT session_id, user_id, created_at, refreshed_at, idle_expires_at,
+                absolute_expires_at, generation, metadata, COALESCE(device_key, %(key)s::text)
+            FROM cur
+            """
+        ).format(t=ident, cols=info_columns, live=sql.SQL(live))
+        self.device_key_of = sql.SQL(
+            """
+            SELECT device_key FROM {t}
+            WHERE session_id = %(sid)s AND {live}
+            """
+        ).format(t=ident, live=sql.SQL(live))
         self.revoke = sql.SQL("DELETE FROM {t} WHERE session_id = %s").format(t=ident)
         self.revoke_user = sql.SQL("DELETE FROM {t} WHERE user_id = %s").format(t=ident)
         self.sessions_of = sql.SQL(
@@ -355,6 +388,7 @@ class _Statements:
             *times,
             int(info.generation),
             _metadata_param(info.metadata),
+            info.device_key,
             session.verifier,
         )
 
@@ -370,6 +404,7 @@ class _Statements:
             "now": float(rotation.now),
             "idle": float(rotation.idle_seconds),
             "grace": float(rotation.grace_seconds),
+            "device_key": rotation.device_key,
         }
 
     @staticmethod
@@ -386,9 +421,9 @@ class _Statements:
                 # Cannot happen while the row is locked by `cur`; refuse to
                 # report a rotation that was not written.
                 raise RuntimeError("rotation decided but not written")
-            return RotationResult(outcome, _info_of(row[1:9]))
+            return RotationResult(outcome, _info_of([*row[1:9], row[11]]))
         if outcome is RotationOutcome.GRACE:
-            return RotationResult(outcome, _info_of(row[1:9]), bytes(row[9]))
+            return RotationResult(outcome, _info_of([*row[1:9], row[11]]), bytes(row[9]))
         return RotationResult(outcome)
 
 
@@ -408,6 +443,7 @@ def _info_of(row: Sequence[Any]) -> SessionInfo:
         absolute_expires_at=row[5],
         generation=row[6],
         metadata=MappingProxyType(metadata) if metadata else _NO_METADATA,
+        device_key=row[8] if len(row) > 8 else None,
     )
 
 
@@ -573,6 +609,28 @@ class PostgresStore:
 
         return self._run(body)
 
+    def bind_device(self, session_id: str, device_key: str, *, now: float) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key: one statement; the session after it."""
+        params = {"sid": session_id, "key": device_key, "now": float(now)}
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> SessionInfo | None:
+            cur.execute(self._sql.bind_device, params, binary=True)
+            row = cur.fetchone()
+            return None if row is None else _info_of(row)
+
+        return self._run(body)
+
+    def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        params = {"sid": session_id, "now": float(now)}
+
+        def body(cur: psycopg.Cursor[TupleRow]) -> str | None:
+            cur.execute(self._sql.device_key_of, params)
+            row = cur.fetchone()
+            return None if row is None else row[0]
+
+        return self._run(body)
+
     def revoke_user(self, user_id: str) -> int:
         """Delete every session of a user; the number deleted."""
 
@@ -733,6 +791,30 @@ class AsyncPostgresStore:
         async def body(cur: psycopg.AsyncCursor[TupleRow]) -> bool:
             await cur.execute(self._sql.revoke, (session_id,))
             return cur.rowcount > 0
+
+        return await self._run(body)
+
+    async def bind_device(
+        self, session_id: str, device_key: str, *, now: float
+    ) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key: one statement; the session after it."""
+        params = {"sid": session_id, "key": device_key, "now": float(now)}
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> SessionInfo | None:
+            await cur.execute(self._sql.bind_device, params, binary=True)
+            row = await cur.fetchone()
+            return None if row is None else _info_of(row)
+
+        return await self._run(body)
+
+    async def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        params = {"sid": session_id, "now": float(now)}
+
+        async def body(cur: psycopg.AsyncCursor[TupleRow]) -> str | None:
+            await cur.execute(self._sql.device_key_of, params)
+            row = await cur.fetchone()
+            return None if row is None else row[0]
 
         return await self._run(body)
 

@@ -54,6 +54,13 @@ WITH (fillfactor = 70);
 
 COMMENT ON TABLE {table} IS 'tokenflow refresh sessions, schema version 2';
 
+-- Device-bound sessions: the public key a session is bound to (canonical JWK
+-- JSON), NULL while unbound. Added by ALTER so that running this file again
+-- migrates a table made by an earlier release: a nullable column without a
+-- default is a catalog-only change, safe on a live database, and code of the
+-- earlier release keeps working beside it (it never names the column).
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS device_key text;
+
 -- The only secondary index, and it holds only columns that never change
 -- after create (a rotation changes the verifiers, the salt, refreshed_at,
 -- rotated_at, idle_expires_at and generation, none of them indexed), so that

@@ -2,7 +2,7 @@
 
 Layout, under a ``prefix`` (default ``tokenflow``)::
 
-    {prefix}:s:{session_id}   hash: uid ca ra ie ae gen meta cur [prev rot salt]
+    {prefix}:s:{session_id}   hash: uid ca ra ie ae gen meta cur [prev rot salt] [dk]
     {prefix}:u:{user_id}      sorted set: session ids scored by created_at
 
 The hash holds one session: user id, the four times (``ca`` created,
@@ -10,6 +10,8 @@ The hash holds one session: user id, the four times (``ca`` created,
 float text), the generation, JSON metadata, the current verifier and, after
 the first rotation, the previous verifier, the rotation time and its salt.
 Verifiers are SHA-256 digests of refresh secrets, never the secrets.
+``dk`` is the device key of a device-bound session, absent while unbound
+(hashes written by older releases simply lack it: no migration is needed).
 
 **Rotation is one Lua script on one key**, run with EVALSHA (redis-py's
 :class:`redis.commands.core.Script` loads it and retries once if the server
@@ -86,7 +88,7 @@ _INDEX_SLACK_MS = 86_400_000
 _MAX_TTL_MS = 10**14
 
 # The hash fields, in the order the scripts and sessions_of read them.
-_INFO_FIELDS = ("uid", "ca", "ra", "ie", "ae", "gen", "meta")
+_INFO_FIELDS = ("uid", "ca", "ra", "ie", "ae", "gen", "meta", "dk")
 
 # KEYS[1]: the session hash. ARGV[1]: TTL in ms; ARGV[2...]: field, value pairs.
 # EXISTS then HSET in one script: a colliding session id is refused instead of
@@ -122,11 +124,31 @@ end
 return uid
 """
 
+# KEYS[1]: the session hash. ARGV[1]: device key, ARGV[2]: now.
+# Binds a live session's device key if it has none; returns the session's
+# info fields (dk included) as they are after the call, or false when there
+# is no live session.
+_BIND_LUA = """
+local s = redis.call('HMGET', KEYS[1], 'uid', 'ca', 'ra', 'ie', 'ae', 'gen', 'meta', 'dk')
+if not s[1] then
+  return false
+end
+local now = tonumber(ARGV[2])
+if not (now < tonumber(s[4]) and now < tonumber(s[5])) then
+  return false
+end
+if not s[8] then
+  redis.call('HSET', KEYS[1], 'dk', ARGV[1])
+  s[8] = ARGV[1]
+end
+return s
+"""
+
 # KEYS[1]: the session hash.
 # ARGV: presented verifier, successor verifier, salt, now, idle_seconds,
-#       grace_seconds, expiry margin in ms.
+#       grace_seconds, expiry margin in ms, device key ('' for none).
 # Returns {outcome} or, on rotated and grace, {outcome, uid, ca, ra, ie, ae,
-# gen, meta[, salt]}: the session as it is after the call.
+# gen, meta, dk} / {..., meta, salt, dk}: the session as it is after the call.
 #
 # Numbers: Lua numbers are IEEE doubles, as Python floats are, and the times
 # arrive as Python's repr (shortest round-trip text), which tonumber() parses
@@ -137,7 +159,7 @@ return uid
 _ROTATE_LUA = """
 local key = KEYS[1]
 local s = redis.call('HMGET', key,
-  'cur', 'prev', 'rot', 'salt', 'uid', 'ca', 'ra', 'ie', 'ae', 'gen', 'meta')
+  'cur', 'prev', 'rot', 'salt', 'uid', 'ca', 'ra', 'ie', 'ae', 'gen', 'meta', 'dk')
 local current = s[1]
 if not current then
   return {'unknown_session'}
@@ -147,6 +169,10 @@ local absolute = tonumber(s[9])
 if not (now < tonumber(s[8]) and now < absolute) then
   redis.call('DEL', key)
   return {'expired'}
+end
+-- A bound session rotates only with its own device key; nothing changes otherwise.
+if s[12] and s[12] ~= ARGV[8] then
+  return {'device_bound'}
 end
 -- Plain string equality, not a constant-time compare (Lua has none). Timing
 -- leaks nothing useful here: verifiers are SHA-256 digests of 256-bit random
@@ -172,12 +198,12 @@ if ARGV[1] == current then
   if ttl < 1 then ttl = 1 end
   if ttl > 100000000000000 then ttl = 100000000000000 end
   redis.call('PEXPIRE', key, string.format('%d', ttl))
-  return {'rotated', s[5], s[6], ARGV[4], idle_text, s[9], gen, s[11]}
+  return {'rotated', s[5], s[6], ARGV[4], idle_text, s[9], gen, s[11], s[12]}
 end
 if s[2] and ARGV[1] == s[2] then
   local grace = tonumber(ARGV[6])
   if grace > 0 and now - tonumber(s[3]) < grace then
-    return {'grace', s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[4]}
+    return {'grace', s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[4], s[12]}
   end
   redis.call('DEL', key)
   return {'reused_previous'}
@@ -242,6 +268,7 @@ def _info_of(session_id: str, row: Sequence[Any]) -> SessionInfo:
         absolute_expires_at=float(row[4]),
         generation=int(row[5]),
         metadata=_decode_metadata(row[6]),
+        device_key=_untext(row[7]) if len(row) > 7 and row[7] is not None else None,
     )
 
 
@@ -306,6 +333,8 @@ class _Layout:
             "cur",
             session.verifier,
         ]
+        if info.device_key is not None:
+            fields += ["dk", _text(info.device_key)]
         return fields, [_num(created), _text(info.session_id), index_ttl]
 
     def rotate_args(self, rotation: Rotation) -> list[Any]:
@@ -317,16 +346,36 @@ class _Layout:
             _num(rotation.idle_seconds),
             _num(rotation.grace_seconds),
             self.margin_ms,
+            b"" if rotation.device_key is None else _text(rotation.device_key),
         ]
 
     @staticmethod
     def rotation_result(session_id: str, reply: Sequence[Any]) -> RotationResult:
         outcome = RotationOutcome(bytes(reply[0]).decode("ascii"))
+        # A false from Lua (no dk) arrives as None, or is cut off the end of the reply.
         if outcome is RotationOutcome.ROTATED:
-            return RotationResult(outcome, _info_of(session_id, reply[1:8]))
+            info = _info_of(session_id, [*reply[1:8], reply[8] if len(reply) > 8 else None])
+            return RotationResult(outcome, info)
         if outcome is RotationOutcome.GRACE:
-            return RotationResult(outcome, _info_of(session_id, reply[1:8]), bytes(reply[8]))
+            info = _info_of(session_id, [*reply[1:8], reply[9] if len(reply) > 9 else None])
+            return RotationResult(outcome, info, bytes(reply[8]))
         return RotationResult(outcome)
+
+    def bind_args(self, device_key: str, now: float) -> list[Any]:
+        return [_text(device_key), _num(now)]
+
+    @staticmethod
+    def bound(session_id: str, reply: Sequence[Any] | None) -> SessionInfo | None:
+        return None if not reply else _info_of(session_id, reply)
+
+    @staticmethod
+    def device_key(row: Sequence[Any], now: float) -> str | None:
+        """The device key from HMGET ie ae dk, if the session is live."""
+        if row[0] is None or row[1] is None or row[2] is None:
+            return None
+        if not (now < float(row[0]) and now < float(row[1])):
+            return None
+        return _untext(row[2])
 
     @staticmethod
     def listing(
@@ -388,6 +437,7 @@ class RedisStore:
         self._index = client.register_script(_INDEX_LUA)
         self._revoke = client.register_script(_REVOKE_LUA)
         self._rotate = client.register_script(_ROTATE_LUA)
+        self._bind = client.register_script(_BIND_LUA)
 
     def __repr__(self) -> str:
         # The client is left out: its repr names hosts, and a URL could carry a password.
@@ -425,6 +475,19 @@ class RedisStore:
             return False
         self._client.zrem(self._layout.user_key(uid), _text(session_id))
         return True
+
+    def bind_device(self, session_id: str, device_key: str, *, now: float) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key (one script, atomic); the session."""
+        reply = self._bind(
+            keys=[self._layout.session_key(session_id)],
+            args=self._layout.bind_args(device_key, now),
+        )
+        return self._layout.bound(session_id, reply)
+
+    def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None (one HMGET)."""
+        row = self._client.hmget(self._layout.session_key(session_id), ["ie", "ae", "dk"])
+        return self._layout.device_key(cast("list[Any]", row), now)
 
     def revoke_user(self, user_id: str) -> int:
         """Delete every session of a user; the number that still existed.
@@ -488,6 +551,7 @@ class AsyncRedisStore:
         self._index = client.register_script(_INDEX_LUA)
         self._revoke = client.register_script(_REVOKE_LUA)
         self._rotate = client.register_script(_ROTATE_LUA)
+        self._bind = client.register_script(_BIND_LUA)
 
     def __repr__(self) -> str:
         return f"AsyncRedisStore(prefix={self._layout.prefix!r})"
@@ -520,6 +584,21 @@ class AsyncRedisStore:
             return False
         await self._client.zrem(self._layout.user_key(uid), _text(session_id))
         return True
+
+    async def bind_device(
+        self, session_id: str, device_key: str, *, now: float
+    ) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key (one script, atomic); the session."""
+        reply = await self._bind(
+            keys=[self._layout.session_key(session_id)],
+            args=self._layout.bind_args(device_key, now),
+        )
+        return self._layout.bound(session_id, reply)
+
+    async def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None (one HMGET)."""
+        row = await self._client.hmget(self._layout.session_key(session_id), ["ie", "ae", "dk"])
+        return self._layout.device_key(cast("list[Any]", row), now)
 
     async def revoke_user(self, user_id: str) -> int:
         """Delete every session of a user; the number that still existed."""

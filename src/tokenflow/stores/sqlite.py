@@ -1,12 +1,20 @@
 """SQLite session stores: the embedded default, one file shared by threads and processes.
 
-Layout of the file (schema version 1, kept in ``PRAGMA user_version``)::
+Layout of the file (schema version 2, kept in ``PRAGMA user_version``)::
 
     tokenflow_sessions(session_id TEXT PRIMARY KEY, user_id, created_at REAL,
                        refreshed_at REAL, idle_expires_at REAL,
                        absolute_expires_at REAL, generation INTEGER,
                        metadata TEXT (JSON), current BLOB, previous BLOB,
-                       rotated_at REAL, salt BLOB)
+                       rotated_at REAL, salt BLOB, device_key TEXT)
+
+``device_key`` (version 2) is the public key of a device-bound session, NULL
+while unbound. A version 1 file is migrated when a store opens it, or ahead
+of time with :func:`migrate` (or :data:`MIGRATION_1_TO_2` in the ``sqlite3``
+shell): one ``ALTER TABLE ... ADD COLUMN``, which SQLite does without
+rewriting the table, so it is safe on a live database. Processes of an older
+release that are already running keep working; restarted ones refuse the
+migrated file, so upgrade them all.
 
 ``current`` and ``previous`` are verifiers (SHA-256 digests of refresh
 secrets), never the secrets themselves: a copy of the file opens no session.
@@ -54,11 +62,11 @@ from .._sessions import (
 )
 from ._values import check_metadata, stored_times
 
-__all__ = ["AsyncSQLiteStore", "SQLiteStore"]
+__all__ = ["MIGRATION_1_TO_2", "AsyncSQLiteStore", "SQLiteStore", "migrate"]
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The layout this release reads and writes (``PRAGMA user_version``)."""
 
 # WITHOUT ROWID: every lookup is by session_id, and a row is ~200 bytes, so
@@ -78,7 +86,8 @@ _SCHEMA = (
         current             BLOB NOT NULL,
         previous            BLOB,
         rotated_at          REAL,
-        salt                BLOB
+        salt                BLOB,
+        device_key          TEXT
     ) WITHOUT ROWID
     """,
     # sessions_of and revoke_user: the trailing columns make the index deliver
@@ -95,13 +104,29 @@ _SCHEMA = (
     """,
 )
 
+MIGRATION_1_TO_2 = "ALTER TABLE tokenflow_sessions ADD COLUMN device_key TEXT"
+"""Schema version 1 to 2 (device-bound sessions); then ``PRAGMA user_version = 2``."""
+
 _INFO_COLUMNS = (
     "session_id, user_id, created_at, refreshed_at, idle_expires_at, absolute_expires_at, "
-    "generation, metadata"
+    "generation, metadata, device_key"
 )
 _COLUMNS = f"{_INFO_COLUMNS}, current, previous, rotated_at, salt"
 
-_INSERT = f"INSERT INTO tokenflow_sessions ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"  # noqa: S608
+_INSERT = f"INSERT INTO tokenflow_sessions ({_COLUMNS}) VALUES ({', '.join('?' * 13)})"  # noqa: S608
+# Device binding: set only if unset and the session is live; read back after.
+_BIND = """
+    UPDATE tokenflow_sessions SET device_key = ?
+    WHERE session_id = ? AND device_key IS NULL AND idle_expires_at > ? AND absolute_expires_at > ?
+"""
+_SELECT_LIVE_INFO = f"""
+    SELECT {_INFO_COLUMNS} FROM tokenflow_sessions
+    WHERE session_id = ? AND idle_expires_at > ? AND absolute_expires_at > ?
+"""  # noqa: S608
+_DEVICE_KEY = """
+    SELECT device_key FROM tokenflow_sessions
+    WHERE session_id = ? AND idle_expires_at > ? AND absolute_expires_at > ?
+"""
 _SELECT_ONE = f"SELECT {_COLUMNS} FROM tokenflow_sessions WHERE session_id = ?"  # noqa: S608
 _UPDATE = """
     UPDATE tokenflow_sessions SET
@@ -177,12 +202,13 @@ def _info_of(row: tuple[Any, ...]) -> SessionInfo:
         absolute_expires_at=row[5],
         generation=row[6],
         metadata=_decode_metadata(row[7]),
+        device_key=row[8],
     )
 
 
 def _stored_of(row: tuple[Any, ...]) -> StoredSession:
     return StoredSession(
-        _info_of(row), current=row[8], previous=row[9], rotated_at=row[10], salt=row[11]
+        _info_of(row), current=row[9], previous=row[10], rotated_at=row[11], salt=row[12]
     )
 
 
@@ -325,6 +351,9 @@ class SQLiteStore:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 1:
+                conn.execute(MIGRATION_1_TO_2)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise ConfigError(
                     f"{self._path!r} has tokenflow schema version {version}, but this release "
@@ -391,6 +420,7 @@ class SQLiteStore:
             absolute_at,
             info.generation,
             _encode_metadata(info.metadata),
+            info.device_key,
             session.verifier,
             None,
             None,
@@ -427,6 +457,25 @@ class SQLiteStore:
     def revoke(self, session_id: str) -> bool:
         """Delete one session; True if it existed."""
         return self._conn().execute(_DELETE_ONE, (session_id,)).rowcount > 0
+
+    def bind_device(self, session_id: str, device_key: str, *, now: float) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key; the session after the call.
+
+        One ``BEGIN IMMEDIATE`` transaction: the conditional UPDATE and the read
+        back see the same row, so of two racing registrations the first key wins.
+        """
+
+        def body(conn: sqlite3.Connection) -> SessionInfo | None:
+            conn.execute(_BIND, (device_key, session_id, now, now))
+            row = conn.execute(_SELECT_LIVE_INFO, (session_id, now, now)).fetchone()
+            return None if row is None else _info_of(row)
+
+        return self._immediate(body)
+
+    def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        row = self._conn().execute(_DEVICE_KEY, (session_id, now, now)).fetchone()
+        return None if row is None else row[0]
 
     def revoke_user(self, user_id: str) -> int:
         """Delete every session of a user; the number deleted."""
@@ -505,6 +554,20 @@ class AsyncSQLiteStore:
         """Delete every session of a user; the number deleted."""
         return await asyncio.to_thread(self.sync.revoke_user, user_id)
 
+    async def bind_device(
+        self, session_id: str, device_key: str, *, now: float
+    ) -> SessionInfo | None:
+        """Bind a live, unbound session to a device key (see :meth:`SQLiteStore.bind_device`)."""
+        return await asyncio.to_thread(
+            functools.partial(self.sync.bind_device, session_id, device_key, now=now)
+        )
+
+    async def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        """The device key of a live session, or None."""
+        return await asyncio.to_thread(
+            functools.partial(self.sync.device_key_of, session_id, now=now)
+        )
+
     async def sessions_of(self, user_id: str, *, now: float) -> list[SessionInfo]:
         """The user's live sessions at ``now``, oldest first."""
         return await asyncio.to_thread(functools.partial(self.sync.sessions_of, user_id, now=now))
@@ -527,3 +590,15 @@ class AsyncSQLiteStore:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def migrate(path: str | os.PathLike[str]) -> int:
+    """Bring an existing file to this release's schema (live-safe); the version it now has.
+
+    Opening a store migrates too; call this from a deployment step to do it
+    ahead of time. A file that is already current is left alone.
+    """
+    if not os.path.exists(os.fspath(path)):
+        raise ConfigError(f"no SQLite database at {os.fspath(path)!r} to migrate")
+    SQLiteStore(path).close()
+    return SCHEMA_VERSION

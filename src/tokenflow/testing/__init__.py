@@ -22,6 +22,9 @@
   :func:`run_rotation_race_async` race many callers rotating one session
   straight through the store port, with exact counts in a
   :class:`RotationRaceReport` (for tests and benchmarks).
+- :mod:`tokenflow.testing.dbsc` (import it by name; it needs ``cryptography``):
+  :class:`~tokenflow.testing.dbsc.DbscClient`, a browser with a P-256 device
+  key that registers and refreshes device-bound sessions as Chrome does.
 - **Fault injection**: :class:`FaultyStore` / :class:`AsyncFaultyStore` make a
   store fail before commit, after commit, or hang (:class:`Fault`).
 - **Call recording**: :class:`RecordingStore` / :class:`AsyncRecordingStore`

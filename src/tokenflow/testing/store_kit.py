@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import json
 import secrets
 import threading
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
@@ -315,6 +316,10 @@ _WHY = {
     RotationOutcome.REUSED_UNKNOWN: "the presented verifier is neither current nor predecessor",
     RotationOutcome.EXPIRED: "now is past the session's idle or absolute expiry",
     RotationOutcome.UNKNOWN_SESSION: "the store holds no such session",
+    RotationOutcome.DEVICE_BOUND: (
+        "the session is bound to a device key and the rotation does not carry that key; "
+        "DEVICE_BOUND changes nothing"
+    ),
 }
 
 
@@ -677,6 +682,96 @@ def _values_scenario(ids: _Ids) -> _Ops[None]:
                 may_forget=expected_result.outcome is RotationOutcome.EXPIRED,
             )
         yield from _revoke_user(owner, "revoke_user")
+
+
+def _device_key(n: int) -> str:
+    """A device key as stores see it: canonical JWK JSON text (any text will do)."""
+    return json.dumps({"crv": "P-256", "kty": "EC", "x": f"x{n}", "y": f"y{n}"}, sort_keys=True)
+
+
+def _bind(session_id: str, key: str, now: float, what: str) -> _Ops[SessionInfo | None]:
+    value = _unwrap((yield _Call("bind_device", (session_id, key), {"now": now})), what)
+    return None if value is None else _typed(value, SessionInfo, what)
+
+
+def _key_of(session_id: str, now: float, what: str) -> _Ops[str | None]:
+    value = _unwrap((yield _Call("device_key_of", (session_id,), {"now": now})), what)
+    return None if value is None else _typed(value, str, what)
+
+
+def _device_scenario(ids: _Ids, callers: int) -> _Ops[None]:
+    """(d) Device binding: the first key wins, and a bound session rotates only with it."""
+    t0 = _T0
+    user = ids.user(0)
+    a = ids.new_session(user, t0, idle=1800.0, absolute=86_400.0)
+    sid = a.info.session_id
+    yield from _create(a, "create")
+    if (yield from _key_of(sid, t0, "device_key_of(unbound session)")) is not None:
+        _fail("device_key_of must be None for a session that was never bound")
+    if a.info.device_key is not None:
+        _fail("kit bug: new sessions are unbound")
+
+    first, second = _device_key(1), _device_key(2)
+    bound = replace(a.info, device_key=first)
+    got = yield from _bind(sid, first, t0 + 1, "bind_device(unbound, live)")
+    if got != bound:
+        _fail(f"bind_device must return the session with its new key; got {got!r}")
+    if (yield from _key_of(sid, t0 + 1, "device_key_of(bound)")) != first:
+        _fail("device_key_of must return the bound key")
+    if (yield from _sessions_of(user, t0 + 1, "sessions_of(bound)")) != [bound]:
+        _fail("sessions_of must report the device key of a bound session")
+    again = yield from _bind(sid, second, t0 + 2, "bind_device(already bound, other key)")
+    if again != bound:
+        _fail(f"a session registered twice keeps its first key; bind_device gave {again!r}")
+    if (yield from _key_of(sid, t0 + 2, "device_key_of after a second bind")) != first:
+        _fail("a second bind_device replaced the first key")
+
+    # A bound session: no key, another key, or any verifier without the key -> DEVICE_BOUND.
+    refused = RotationResult(RotationOutcome.DEVICE_BOUND)
+    bare = _rotation(sid, a.verifier, ids, t0 + 3)
+    for rotation, what in (
+        (bare, "rotate(current verifier, no device key)"),
+        (replace(bare, device_key=second), "rotate(current verifier, another device key)"),
+        (replace(bare, presented=ids.verifier()), "rotate(unknown verifier, no device key)"),
+    ):
+        _check_rotation((yield from _rotate(rotation, what)), refused, what)
+    if (yield from _sessions_of(user, t0 + 3, "sessions_of after DEVICE_BOUND")) != [bound]:
+        _fail("DEVICE_BOUND must change nothing: the session must stay as it was")
+    keyed = replace(bare, device_key=first, now=t0 + 4)
+    rotated = replace(bound, refreshed_at=t0 + 4, idle_expires_at=t0 + 4 + 1800.0, generation=1)
+    got_rotation = yield from _rotate(keyed, "rotate(current verifier, its device key)")
+    _check_rotation(
+        got_rotation, RotationResult(RotationOutcome.ROTATED, rotated), "rotate(with its key)"
+    )
+    replay = replace(keyed, successor=ids.verifier(), salt=ids.salt(), now=t0 + 5)
+    _check_rotation(
+        (yield from _rotate(replay, "rotate(predecessor, its key, inside grace)")),
+        RotationResult(RotationOutcome.GRACE, rotated, keyed.salt),
+        "rotate(predecessor with its key inside the grace window)",
+    )
+
+    # Unknown and dead sessions bind nothing.
+    if (yield from _bind(ids.session("ghost"), first, t0, "bind_device(unknown)")) is not None:
+        _fail("bind_device must return None for an unknown session")
+    short = ids.new_session(user, t0, idle=10.0, absolute=20.0)
+    yield from _create(short, "create(short-lived)")
+    if (yield from _bind(short.info.session_id, first, t0 + 10, "bind_device(expired)")):
+        _fail("bind_device must return None for a session past its expiry (and bind nothing)")
+    if (yield from _key_of(short.info.session_id, t0 + 10, "device_key_of(expired)")) is not None:
+        _fail("device_key_of must be None for a session past its expiry")
+
+    # Racing registrations: one key wins, and every caller is told which.
+    c = ids.new_session(user, t0, idle=1800.0, absolute=86_400.0)
+    yield from _create(c, "create(for racing binds)")
+    keys = [_device_key(100 + i) for i in range(callers)]
+    calls = tuple(_Call("bind_device", (c.info.session_id, k), {"now": t0 + 1}) for k in keys)
+    outcomes = yield _Race(calls)
+    what = f"{callers} concurrent bind_device() with different keys"
+    answers = [_typed(_unwrap(o, what), SessionInfo, what).device_key for o in outcomes]
+    if len(set(answers)) != 1 or answers[0] not in keys:
+        _fail(f"{what}: every caller must be told the one key that won, got {answers!r}")
+    if (yield from _key_of(c.info.session_id, t0 + 1, "device_key_of after race")) != answers[0]:
+        _fail(f"{what}: the stored key is not the one reported")
 
 
 def _race_scenario(ids: _Ids, callers: int, rounds: int) -> _Ops[None]:
@@ -1123,6 +1218,14 @@ def check_session_store(
        salt, so that all derive the same successor, which must then be the one
        live generation. Then ``revoke_user`` races rotations of the user's
        sessions: no session may survive.
+    4. **Device binding**, for stores that offer ``bind_device`` (a
+       :class:`~tokenflow.ports.DeviceBindingStore`): a live unbound session
+       takes a key, a second key never replaces the first (also when
+       ``threads`` binds race), unknown and expired sessions bind nothing,
+       ``device_key_of`` and ``sessions_of`` report the key, and a bound
+       session answers DEVICE_BOUND, changing nothing, to a rotation without
+       its key (none, another one, or with an unknown verifier), while one
+       carrying its key rotates and replays inside the grace window as usual.
 
     One leniency, in every part: a session past its expiry may already have
     been dropped by the store (a TTL, a purge), so for it UNKNOWN_SESSION is
@@ -1156,6 +1259,8 @@ def check_session_store(
     store = make_store()
     race = functools.partial(_race_threads, store)
     _drive(_race_scenario(_Ids(), threads, rounds), functools.partial(_call_sync, store), race)
+    if hasattr(store, "bind_device"):
+        _drive(_device_scenario(_Ids(), threads), functools.partial(_call_sync, store), race)
 
 
 async def check_async_session_store(
@@ -1200,3 +1305,6 @@ async def check_async_session_store(
         functools.partial(_run_state_machine, purges=_has_purge(first)), open_store, max_examples
     )
     await _adrive(_race_scenario(_Ids(), tasks, rounds), make_store())
+    store = make_store()
+    if hasattr(store, "bind_device"):
+        await _adrive(_device_scenario(_Ids(), tasks), store)
