@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _review import ADA_LOGIN, ReviewWorld
 from tokenflow import (
-    Flow,
-    FlowConfig,
     Forbidden,
-    KeyRing,
-    PasswordCredentials,
-    Reissue,
     Request,
 )
 from tokenflow._csrf import CsrfVerdict, check_cross_origin, normalize_trusted_origins
 from tokenflow._errors import ConfigError
-from tokenflow.stores import (
-    MemoryStore,
-)
-from tokenflow.testing import (
-    Browser,
-    FakeClock,
-    FakeExternalTokenVerifier,
-    FakePasswordVerifier,
-    FakeUserDirectory,
-)
 
 V = CsrfVerdict
 HOST = "app.example.com"
@@ -261,43 +246,6 @@ def test_normalize_raises_only_config_error(origin: str) -> None:
 
 
 # ================================================================== hostile edge cases
-
-
-ADA_LOGIN = PasswordCredentials("ada@example.com", "analytical engine")
-
-
-class ReviewWorld:
-    """A flow over a memory store for Ada, for hostile edge cases."""
-
-    def __init__(self, **config: Any) -> None:
-        self.clock = FakeClock()
-        self.ring = KeyRing.generate()
-        self.store = MemoryStore()
-        self.users = FakeUserDirectory()
-        self.users.add_user("ada", {"roles": ["admin"]})
-        self.passwords = FakePasswordVerifier()
-        self.passwords.set_password(ADA_LOGIN.username, ADA_LOGIN.password, user_id="ada")
-        self.google = FakeExternalTokenVerifier("google")
-        self.flow = Flow(
-            self.ring,
-            self.store,
-            self.users,
-            passwords=self.passwords,
-            external={"google": self.google},
-            config=FlowConfig(**config),
-            clock=self.clock,
-        )
-
-    def login(self) -> Browser:
-        browser = Browser(self.clock)
-        decision = self.flow.decide(browser.request("POST", credentials=ADA_LOGIN))
-        assert isinstance(decision, Reissue)
-        browser.receive(decision.set_cookies)
-        return browser
-
-
-def _tokens(browser: Browser) -> list[str]:
-    return list(browser.cookies().values())
 
 
 # -- login and logout CSRF, whatever the method -----------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from _review import ADA_LOGIN, ReviewWorld, tokens_of
 from tokenflow import (
     AmbiguousCookie,
     AsyncFlow,
@@ -1567,50 +1568,13 @@ def test_mapping_cookie_values_that_are_not_strings_are_ignored(world: World) ->
 # ================================================================== hostile edge cases
 
 
-ADA_LOGIN = PasswordCredentials("ada@example.com", "analytical engine")
-
-
-class ReviewWorld:
-    """A flow over a memory store for Ada, for hostile edge cases."""
-
-    def __init__(self, **config: Any) -> None:
-        self.clock = FakeClock()
-        self.ring = KeyRing.generate()
-        self.store = MemoryStore()
-        self.users = FakeUserDirectory()
-        self.users.add_user("ada", {"roles": ["admin"]})
-        self.passwords = FakePasswordVerifier()
-        self.passwords.set_password(ADA_LOGIN.username, ADA_LOGIN.password, user_id="ada")
-        self.google = FakeExternalTokenVerifier("google")
-        self.flow = Flow(
-            self.ring,
-            self.store,
-            self.users,
-            passwords=self.passwords,
-            external={"google": self.google},
-            config=FlowConfig(**config),
-            clock=self.clock,
-        )
-
-    def login(self) -> Browser:
-        browser = Browser(self.clock)
-        decision = self.flow.decide(browser.request("POST", credentials=ADA_LOGIN))
-        assert isinstance(decision, Reissue)
-        browser.receive(decision.set_cookies)
-        return browser
-
-
-def _tokens(browser: Browser) -> list[str]:
-    return list(browser.cookies().values())
-
-
 # -- bearer tokens stay out of reprs ----------------------------------------------
 
 
 def test_reprs_of_requests_decisions_and_pending_state_hold_no_token() -> None:
     world = ReviewWorld()
     browser = world.login()
-    tokens = _tokens(browser)
+    tokens = tokens_of(browser)
     world.clock.advance(130)
     request = browser.request()
     decision = world.flow.decide(request)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
+from _review import ReviewWorld
 from tokenflow import (
     AsyncFlow,
     ExternalIdentity,
@@ -261,43 +261,6 @@ def test_flows_built_with_a_config_keep_it() -> None:
 
 
 # ================================================================== hostile edge cases
-
-
-ADA_LOGIN = PasswordCredentials("ada@example.com", "analytical engine")
-
-
-class ReviewWorld:
-    """A flow over a memory store for Ada, for hostile edge cases."""
-
-    def __init__(self, **config: Any) -> None:
-        self.clock = FakeClock()
-        self.ring = KeyRing.generate()
-        self.store = MemoryStore()
-        self.users = FakeUserDirectory()
-        self.users.add_user("ada", {"roles": ["admin"]})
-        self.passwords = FakePasswordVerifier()
-        self.passwords.set_password(ADA_LOGIN.username, ADA_LOGIN.password, user_id="ada")
-        self.google = FakeExternalTokenVerifier("google")
-        self.flow = Flow(
-            self.ring,
-            self.store,
-            self.users,
-            passwords=self.passwords,
-            external={"google": self.google},
-            config=FlowConfig(**config),
-            clock=self.clock,
-        )
-
-    def login(self) -> Browser:
-        browser = Browser(self.clock)
-        decision = self.flow.decide(browser.request("POST", credentials=ADA_LOGIN))
-        assert isinstance(decision, Reissue)
-        browser.receive(decision.set_cookies)
-        return browser
-
-
-def _tokens(browser: Browser) -> list[str]:
-    return list(browser.cookies().values())
 
 
 # -- logout cannot be dodged ---------------------------------------------------
