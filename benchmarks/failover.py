@@ -548,7 +548,7 @@ def _cluster_client(timeout: float = 0.5) -> Any:
     )
 
 
-_GRACE_RETURN = "    return {'grace', s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[4]}"
+_GRACE_RETURN = "    return {'grace', s[5], s[6], s[7], s[8], s[9], s[10], s[11], s[4], s[12]}"
 # The GRACE branch of the store's rotation script writes nothing, so a WAIT
 # after it would not cover the rotation it replays (made earlier, maybe on
 # another connection). The waiting variant adds a write that changes nothing
