@@ -40,10 +40,10 @@ from collections.abc import Iterable
 from typing import Final
 
 from ._errors import ConfigError
+from ._http import SAFE_METHODS
 
 __all__ = ["CsrfVerdict", "check_cross_origin", "normalize_trusted_origins"]
 
-_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _OWS: Final = " \t"
 # A serialized origin. The authority excludes what would make it a URL with
 # more than an origin (path, query, fragment, user information) and anything
@@ -105,7 +105,7 @@ def check_cross_origin(
     The algorithm is described in this module's docstring. Header values are
     untrusted: any text gives a verdict, never an exception.
     """
-    if method in _SAFE_METHODS:
+    if method in SAFE_METHODS:
         return CsrfVerdict.SAFE_METHOD
     # Servers strip optional whitespace around field values; Go's reader does
     # too. An empty value is absent, as Go's Header.Get cannot tell them apart.

@@ -22,8 +22,6 @@ proof stops working once its challenge is stale.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import functools
 import hmac
@@ -33,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from . import _base64url as base64url
 from ._errors import ConfigError
 from ._keyring import KeyRing
 
@@ -163,10 +162,6 @@ class ChallengeVerdict(enum.Enum):
     INVALID = "invalid"
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 @functools.lru_cache(maxsize=64)
 def _subkey(secret: bytes) -> bytes:
     """HKDF-SHA256 (RFC 5869) of a ring key, one 32-byte block, with this module's info.
@@ -203,7 +198,7 @@ def seal_challenge(
     """
     key = keyring.active
     issued = str(int(now))
-    return f"{issued}.{key.kid}.{_b64(_mac(key.secret, purpose, session_id, issued))}"
+    return f"{issued}.{key.kid}.{base64url.encode(_mac(key.secret, purpose, session_id, issued))}"
 
 
 def open_challenge(
@@ -237,12 +232,11 @@ def open_challenge(
     key = keyring.get(kid)
     if key is None:
         return ChallengeVerdict.INVALID
-    try:
-        mac = base64.urlsafe_b64decode(mac_text + "=")
-    except (binascii.Error, ValueError):
+    mac = base64url.decode(mac_text)
+    if mac is None:
         return ChallengeVerdict.INVALID
     expected = _mac(key.secret, purpose, session_id, issued)
-    if _b64(mac) != mac_text or not hmac.compare_digest(mac, expected):
+    if not hmac.compare_digest(mac, expected):
         return ChallengeVerdict.INVALID
     age = now - int(issued)
     # A challenge from slightly in the future: another server's clock runs ahead.

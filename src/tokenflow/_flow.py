@@ -54,12 +54,11 @@ generator, which ends in Unavailable.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 
+from . import _base64url as base64url
 from ._config import FlowConfig
 from ._cookies import (
     CookieFault,
@@ -84,6 +83,7 @@ from ._dbsc import (
     session_instructions,
 )
 from ._errors import InvalidToken, InvalidTokenReason, TokenTooLarge
+from ._http import SAFE_METHODS
 from ._model import (
     AmbiguousCookie,
     BareRefreshRefused,
@@ -139,7 +139,6 @@ __all__ = ["FlowCore", "Need", "PortError"]
 
 _ACCESS: Final = Purpose.ACCESS
 _REFRESH: Final = Purpose.REFRESH
-_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _SESSION_ID_BYTES: Final = 16
 _MAX_NOW: Final = 2.0**62
 
@@ -346,7 +345,7 @@ class FlowCore:
             _check_now(now)
         # A login is state-changing whatever its method: credentials on a GET
         # from another site get the same cross-origin check as a POST.
-        if request.method not in _SAFE_METHODS or request.credentials is not None:
+        if request.method not in SAFE_METHODS or request.credentials is not None:
             forbidden = self._cross_origin(request)
             if forbidden is not None:
                 return forbidden
@@ -391,7 +390,7 @@ class FlowCore:
         verdict = check_cross_origin(
             # Safe methods reach here only for logins and logouts, which
             # change state: check them as the unsafe requests they are.
-            "POST" if method in _SAFE_METHODS else method,
+            "POST" if method in SAFE_METHODS else method,
             request.sec_fetch_site,
             request.origin,
             request.host,
@@ -639,7 +638,7 @@ class FlowCore:
         config = self._config
         secret = random(SECRET_BYTES)
         session = SessionInfo(
-            session_id=_b64(random(_SESSION_ID_BYTES)),
+            session_id=base64url.encode(random(_SESSION_ID_BYTES)),
             user_id=user_id,
             created_at=now,
             refreshed_at=now,
@@ -734,7 +733,7 @@ class FlowCore:
         refresh_claims = {
             "sub": user_id,
             "sid": session_id,
-            "rs": _b64(secret),
+            "rs": base64url.encode(secret),
             "iat": iat,
             "exp": refresh_exp,
         }
@@ -1119,18 +1118,11 @@ def _check_counts(need: CheckThrottle | RecordFailure, counts: object) -> None:
         raise PortError(need, TypeError("the throttle must return one FailureCount per key"))
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 def _decode_secret(text: object) -> bytes | None:
     """The refresh secret from its claim: exactly 43 canonical base64url characters."""
     if type(text) is not str or len(text) != 43:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(text + "=")
-    except (binascii.Error, ValueError):
-        return None
-    if len(raw) != SECRET_BYTES or _b64(raw) != text:
+    raw = base64url.decode(text)
+    if raw is None or len(raw) != SECRET_BYTES:
         return None
     return raw

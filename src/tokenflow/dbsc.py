@@ -25,8 +25,6 @@ compact-JWS checks of :mod:`tokenflow.oidc` (which refuse ``none``, ``HS*``,
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 from collections.abc import Mapping
@@ -35,6 +33,7 @@ from typing import Any, Final
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
+from . import _base64url as base64url
 from ._dbsc import SUPPORTED_ALGORITHMS, DeviceBinding, DeviceProof, ProofFailure
 from .oidc._jws import JWSRejected, JWSRejectedReason, parse_compact, verify_parsed
 
@@ -49,13 +48,8 @@ def _b64_length(text: object) -> int | None:
     """Decoded length of a canonical unpadded base64url string, or None."""
     if type(text) is not str or not text or len(text) > 1024:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != text:
-        return None
-    return len(raw)
+    raw = base64url.decode(text)
+    return None if raw is None else len(raw)
 
 
 def canonical_jwk(jwk: object, alg: str) -> str | None:

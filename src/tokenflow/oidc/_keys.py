@@ -24,8 +24,6 @@ differ only in how they wait.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import enum
 import math
 import threading
@@ -39,6 +37,7 @@ import orjson
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key
 
+from .. import _base64url as base64url
 from .._errors import ConfigError, TokenflowError
 from ._http import MAX_TIMEOUT, AsyncKeySetSource, Fetched, KeySetSource, check_url
 
@@ -234,12 +233,8 @@ def _json_object(fetched: Fetched, what: str, url: str) -> dict[str, Any]:
 
 
 def _rsa_bits(n: object) -> int:
-    if type(n) is not str:
-        return 0
-    try:
-        return int.from_bytes(base64.urlsafe_b64decode(n + "=" * (-len(n) % 4)), "big").bit_length()
-    except (binascii.Error, ValueError):
-        return 0
+    raw = base64url.decode(n)
+    return 0 if raw is None else int.from_bytes(raw, "big").bit_length()
 
 
 def _import_key(entry: object) -> Key | None:

@@ -21,7 +21,6 @@ thief: the same cookies, no key.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from .. import _base64url as base64url
 from .._model import (
     Decision,
     DeviceProofRequired,
@@ -54,8 +54,7 @@ class _Flow(Protocol):
     def refresh_device(self, request: Request, *, now: float | None = None) -> Decision: ...
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+_b64 = base64url.encode
 
 
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
