@@ -57,7 +57,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _USER_AGENT_LIMIT: Final = 256
 """User agents are stored with sessions ("your devices"): clipped, so a client
 cannot make the store keep kilobytes per session."""
-_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+"""The methods tokenflow treats as safe (RFC 9110, section 9.2.1), the one set
+every module reads: no cross-origin check, and the middleware's hot path
+reads only the cookie. TRACE is left out on purpose: it is refused by
+servers, and an unsafe method is the cautious reading of anything unknown."""
 _HOP_LIMIT: Final = 32
 """Forwarded chains longer than this are cut from the left (the client's side)."""
 
@@ -390,7 +394,7 @@ def route_request_from_asgi(scope: Mapping[str, Any], proxies: TrustedProxies | 
     method = scope["method"]
     if type(method) is not str:
         raise TypeError("scope['method'] must be str")
-    if method in _SAFE_METHODS:
+    if method in SAFE_METHODS:
         # GET, HEAD, OPTIONS: the flow consults no header but the cookie (the
         # cross-origin check applies to unsafe methods and logins only), so
         # the hot path reads nothing else. ASGI header names are lower-case
