@@ -14,7 +14,7 @@ See ``docs/`` for the flow, the token format and the threat model.
 from ._config import FlowConfig
 from ._cookies import CookiePolicy, SameSite, parse_cookie_header
 from ._dbsc import DeviceBinding, DeviceProof, ProofFailure
-from ._drivers import AsyncFlow, Flow
+from ._drivers import AsyncFlow, Flow, FlowObserver, FlowOperation, PendingDecision, PortCall
 from ._errors import ConfigError, InvalidToken, InvalidTokenReason, TokenflowError, TokenTooLarge
 from ._http import ForwardedHeaders, TrustedProxies
 from ._keyring import Key, KeyRing
@@ -81,6 +81,8 @@ __all__ = [
     "FailureCount",
     "Flow",
     "FlowConfig",
+    "FlowObserver",
+    "FlowOperation",
     "Forbidden",
     "ForwardedHeaders",
     "Identity",
@@ -94,6 +96,8 @@ __all__ = [
     "LoginFailedReason",
     "LoginThrottled",
     "PasswordCredentials",
+    "PendingDecision",
+    "PortCall",
     "PortFailed",
     "Process",
     "ProofFailure",

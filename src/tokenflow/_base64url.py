@@ -1,7 +1,7 @@
 """Unpadded base64url (RFC 4648, section 5), the one spelling tokenflow reads and writes.
 
 Every token, key, challenge MAC and JWK member tokenflow handles is unpadded
-base64url. :func:`decode` is strict: one value has exactly one accepted
+base64url. :func:`b64url_decode` is strict: one value has exactly one accepted
 spelling, so a token cannot be altered into a second form that still opens
 (padding, a character outside the alphabet, which the standard library would
 silently skip, or non-zero spare bits in the last character all fail). The
@@ -14,15 +14,15 @@ from __future__ import annotations
 import base64
 import binascii
 
-__all__ = ["decode", "encode"]
+__all__ = ["b64url_decode", "b64url_encode"]
 
 
-def encode(raw: bytes) -> str:
+def b64url_encode(raw: bytes) -> str:
     """``raw`` as unpadded base64url text."""
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def decode(text: object) -> bytes | None:
+def b64url_decode(text: object) -> bytes | None:
     """The bytes of canonical unpadded base64url ``text``, or None for anything else.
 
     Never raises for client input: a value that is not a str, not ASCII, padded,
@@ -37,6 +37,6 @@ def decode(text: object) -> bytes | None:
         return None
     # Re-encoding is the canonical-form check: it catches skipped characters,
     # padding and stray low bits in one comparison.
-    if encode(raw) != text:
+    if b64url_encode(raw) != text:
         return None
     return raw

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from . import _base64url as base64url
+from ._base64url import b64url_decode, b64url_encode
 from ._errors import ConfigError
 from ._keyring import KeyRing
 
@@ -198,7 +198,7 @@ def seal_challenge(
     """
     key = keyring.active
     issued = str(int(now))
-    return f"{issued}.{key.kid}.{base64url.encode(_mac(key.secret, purpose, session_id, issued))}"
+    return f"{issued}.{key.kid}.{b64url_encode(_mac(key.secret, purpose, session_id, issued))}"
 
 
 def open_challenge(
@@ -232,7 +232,7 @@ def open_challenge(
     key = keyring.get(kid)
     if key is None:
         return ChallengeVerdict.INVALID
-    mac = base64url.decode(mac_text)
+    mac = b64url_decode(mac_text)
     if mac is None:
         return ChallengeVerdict.INVALID
     expected = _mac(key.secret, purpose, session_id, issued)

@@ -6,18 +6,28 @@ is to answer the core's needs by calling the ports, and to throw a
 contains a decision: everything they share (construction, the checks of the
 ports, the need-to-port table) lives in :class:`_Driver`, and the two ``_run``
 loops below are the whole difference between sync and async.
+
+The public seam for adapters (middleware, telemetry) is here too:
+:meth:`Flow.begin` answers the port-free first step of a decision without
+blocking (a valid access token, a refused cross-origin request), and
+:meth:`Flow.finish` runs the rest; a :class:`FlowObserver` given at
+construction sees every decision and every port call. Nothing outside this
+module and :mod:`tokenflow._flow` reaches into a flow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
+import logging
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 from ._config import FlowConfig
 from ._errors import ConfigError
@@ -59,7 +69,7 @@ from .ports import (
     UserDirectory,
 )
 
-__all__ = ["AsyncFlow", "Flow"]
+__all__ = ["AsyncFlow", "Flow", "FlowObserver", "FlowOperation", "PendingDecision", "PortCall"]
 
 _PORT_METHODS: Final = {
     "store": ("create", "rotate", "revoke", "revoke_user", "sessions_of"),
@@ -74,6 +84,126 @@ _PORT_METHODS: Final = {
 
 _DEVICE_KEY_CACHE: Final = 4096
 """Device keys of bound sessions a flow remembers (public keys, ~150 bytes each)."""
+
+
+_METHOD_OF_NEED: Final[dict[type, str]] = {
+    RotateSession: "rotate",
+    LoadUser: "load_user",
+    CreateSession: "create",
+    RevokeSession: "revoke",
+    VerifyPassword: "verify_password",
+    VerifyExternalToken: "verify_token",
+    LinkExternal: "link_external",
+    CheckThrottle: "failures",
+    LoadDeviceKey: "device_key_of",
+    BindDevice: "bind_device",
+    RecordFailure: "record_failure",
+    ResetThrottle: "reset",
+    VerifyDeviceProof: "verify",
+}
+"""The port method that answers each need (what :class:`PortCall` names)."""
+
+_observer_log = logging.getLogger("tokenflow.observer")
+
+
+# -- the public seam: the first step, observers ---------------------------------
+
+
+class FlowOperation(enum.Enum):
+    """Which method of a flow took a decision (what a :class:`FlowObserver` is told)."""
+
+    DECIDE = "decide"
+    """:meth:`Flow.decide`, or :meth:`Flow.begin` and :meth:`Flow.finish`."""
+    LOGIN = "login"
+    LOGOUT = "logout"
+    REGISTER_DEVICE = "register_device"
+    REFRESH_DEVICE = "refresh_device"
+
+
+@dataclass(frozen=True, slots=True)
+class PortCall:
+    """One call of a flow to one of its ports, as a :class:`FlowObserver` sees it.
+
+    ``port`` is the port's name (``"store"``, ``"users"``, ``"passwords"``,
+    ``"external"``, ``"throttle"``, ``"proofs"``) and ``method`` the method
+    called (``"rotate"``, ``"load_user"``...). ``start_ns`` is the wall-clock
+    start in nanoseconds since the epoch (what tracing spans take);
+    ``end_ns`` adds the duration measured on a monotonic clock, so
+    :attr:`duration` never goes negative when the wall clock steps.
+    ``failed`` is True when the call raised (or timed out): ``error_type``
+    then names the exception's class. The exception itself is not carried,
+    since its message may hold a connection string or a query's values.
+    """
+
+    port: str
+    method: str
+    start_ns: int
+    end_ns: int
+    failed: bool = False
+    error_type: str | None = None
+
+    @property
+    def duration(self) -> float:
+        """How long the call took, in seconds."""
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+class FlowObserver(Protocol):
+    """Sees what a flow does, for logs, metrics and traces; given as ``observer=``.
+
+    Both methods are called on the thread (or event loop) that runs the
+    flow, so keep them quick and non-blocking. An exception raised by an
+    observer is logged (logger ``tokenflow.observer``) and otherwise
+    ignored: a broken exporter must not cost a user the rotated cookies of
+    a decision already committed to the store.
+    """
+
+    def on_decision(self, operation: FlowOperation, request: Request, decision: Decision) -> None:
+        """Called once for every decision the flow returns, :class:`~tokenflow.Process` included."""
+
+    def on_port_call(self, call: PortCall) -> None:
+        """Called after every port call, whether it succeeded or failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDecision:
+    """What :meth:`Flow.begin` returns when a decision needs its ports.
+
+    Opaque: hand it to :meth:`Flow.finish` (or :meth:`AsyncFlow.finish`),
+    once. It holds the request (cookies included), so it is not logged.
+    """
+
+    _state: Pending = field(repr=False)
+    _request: Request = field(repr=False)
+    _now: float = field(repr=False)
+
+
+def _notify(
+    observer: FlowObserver, operation: FlowOperation, request: Request, decision: Decision
+) -> None:
+    try:
+        observer.on_decision(operation, request, decision)
+    except Exception:
+        _observer_log.exception("a tokenflow observer failed on a %s decision", operation.value)
+
+
+def _report(observer: FlowObserver, call: PortCall) -> None:
+    try:
+        observer.on_port_call(call)
+    except Exception:
+        _observer_log.exception("a tokenflow observer failed on a %s port call", call.port)
+
+
+def _port_call(need: Need, start_ns: int, began: int, error: BaseException | None) -> PortCall:
+    end_ns = start_ns + (time.perf_counter_ns() - began)
+    return PortCall(
+        need.port,
+        _METHOD_OF_NEED[type(need)],
+        start_ns,
+        end_ns,
+        error is not None,
+        None if error is None else type(error).__name__,
+    )
 
 
 def _check_port(port: str, name: str, obj: object, *, asynchronous: bool) -> None:
@@ -112,6 +242,7 @@ class _Driver:
         "_device_keys",
         "_device_keys_lock",
         "_external",
+        "_observer",
         "_passwords",
         "_proofs",
         "_random",
@@ -133,6 +264,7 @@ class _Driver:
         *,
         asynchronous: bool,
         proofs: object | None = None,
+        observer: FlowObserver | None = None,
     ) -> None:
         config = FlowConfig() if config is None else config
         if not isinstance(config, FlowConfig):
@@ -163,6 +295,14 @@ class _Driver:
             _check_port("device store", "store", store, asynchronous=asynchronous)
         elif proofs is not None:
             raise ConfigError("proofs is given but FlowConfig.device_binding is not set")
+        if observer is not None and not (
+            callable(getattr(observer, "on_decision", None))
+            and callable(getattr(observer, "on_port_call", None))
+        ):
+            raise ConfigError(
+                "observer must have on_decision() and on_port_call() methods "
+                "(see tokenflow.FlowObserver)"
+            )
         policy = config.cookies
         names = {Purpose.ACCESS: policy.access_name, Purpose.REFRESH: policy.refresh_name}
         codec = TokenCodec(keyring, leeway=config.leeway, cookie_names=names)
@@ -187,14 +327,51 @@ class _Driver:
         self._device_keys_lock = threading.Lock()
         self._clock = clock
         self._random: Callable[[int], bytes] = os.urandom
+        self._observer = observer
 
     @property
     def config(self) -> FlowConfig:
         """The validated configuration."""
         return self._core.config
 
+    @property
+    def observer(self) -> FlowObserver | None:
+        """The observer given at construction, if any."""
+        return self._observer
+
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
+
+    def begin(self, request: Request, *, now: float | None = None) -> Decision | PendingDecision:
+        """The first step of :meth:`~Flow.decide`, which calls no port and never blocks.
+
+        A :class:`~tokenflow.Decision` when the request is answered without a
+        port (a valid access token: :class:`~tokenflow.Process`; a refused
+        cross-origin request; an oversized cookie), else a
+        :class:`PendingDecision` for :meth:`~Flow.finish`, which calls the
+        ports. ``begin`` then ``finish`` is exactly ``decide``, and the
+        observer sees the decision once either way. This is how an event
+        loop serves a sync :class:`Flow`: ``begin`` on the loop, and only
+        ``finish`` in a worker thread.
+        """
+        if now is None:
+            now = self._clock()
+        first = self._core.begin(request, now)
+        if type(first) is Pending:
+            return PendingDecision(first, request, now)
+        if self._observer is not None:
+            _notify(self._observer, _DECIDE, request, first)  # type: ignore[arg-type]
+        return first  # type: ignore[return-value]
+
+    def _observed(self, operation: FlowOperation, request: Request, decision: Decision) -> Decision:
+        if self._observer is not None:
+            _notify(self._observer, operation, request, decision)
+        return decision
+
+    def _steps_of(self, pending: PendingDecision) -> Steps:
+        if type(pending) is not PendingDecision:
+            raise TypeError("finish() takes the PendingDecision that begin() returned")
+        return self._core.resume(pending._state, pending._request, pending._now, self._random)
 
     def _known_key(self, session_id: str) -> str | None:
         with self._device_keys_lock:
@@ -258,7 +435,9 @@ class Flow(_Driver):
     token verifiers (:mod:`tokenflow.oidc` has them for the usual
     providers); ``throttle`` counts failed logins and slows guessing down
     (see :class:`~tokenflow.ThrottlePolicy`). ``clock`` (seconds since the
-    epoch) is read once per call when no ``now`` is given.
+    epoch) is read once per call when no ``now`` is given. ``observer`` (a
+    :class:`FlowObserver`) sees every decision and every port call; without
+    one, nothing is timed or reported.
 
     Every port is checked here: a missing method, or an ``async def`` one
     (an async port belongs to :class:`AsyncFlow`), raises
@@ -281,6 +460,7 @@ class Flow(_Driver):
         config: FlowConfig | None = None,
         clock: Callable[[], float] = time.time,
         proofs: DeviceProofVerifier | None = None,
+        observer: FlowObserver | None = None,
     ) -> None:
         super().__init__(
             keyring,
@@ -293,6 +473,7 @@ class Flow(_Driver):
             clock,
             asynchronous=False,
             proofs=proofs,
+            observer=observer,
         )
 
     def decide(self, request: Request, *, now: float | None = None) -> Decision:
@@ -304,9 +485,17 @@ class Flow(_Driver):
         if now is None:
             now = self._clock()
         first = self._core.begin(request, now)
-        if not isinstance(first, Pending):
-            return first
-        return self._run(self._core.resume(first, request, now, self._random))
+        if type(first) is not Pending:
+            if self._observer is not None:
+                _notify(self._observer, _DECIDE, request, first)  # type: ignore[arg-type]
+            return first  # type: ignore[return-value]
+        steps = self._core.resume(first, request, now, self._random)
+        return self._observed(_DECIDE, request, self._run(steps))
+
+    def finish(self, pending: PendingDecision) -> Decision:
+        """The rest of a decision that :meth:`begin` left pending: calls the ports
+        (blocking, so run it in a worker thread when on an event loop)."""
+        return self._observed(_DECIDE, pending._request, self._run(self._steps_of(pending)))
 
     def login(self, request: Request, *, now: float | None = None) -> Decision:
         """Log in with ``request.credentials``, even if the request carries a session.
@@ -316,12 +505,14 @@ class Flow(_Driver):
         (Unauthorized, TooManyRequests) the old session is left alone. A
         request without credentials is Unauthorized.
         """
-        return self._run(self._core.login(request, self._now(now), self._random))
+        steps = self._core.login(request, self._now(now), self._random)
+        return self._observed(FlowOperation.LOGIN, request, self._run(steps))
 
     def logout(self, request: Request, *, now: float | None = None) -> Decision:
         """Revoke the request's sessions and clear both cookies: :class:`~tokenflow.LoggedOut`,
         or Forbidden for a cross-origin request, or Unavailable if the store failed."""
-        return self._run(self._core.logout(request, now=self._now(now)))
+        steps = self._core.logout(request, now=self._now(now))
+        return self._observed(FlowOperation.LOGOUT, request, self._run(steps))
 
     def register_device(self, request: Request, *, now: float | None = None) -> Decision:
         """Serve a device-bound session registration (DBSC): DeviceRegistered on success.
@@ -330,13 +521,15 @@ class Flow(_Driver):
         Raises ConfigError if ``FlowConfig.device_binding`` is not set.
         """
         self._device_config()
-        return self._run(self._core.register_device(request, self._now(now)))
+        steps = self._core.register_device(request, self._now(now))
+        return self._observed(FlowOperation.REGISTER_DEVICE, request, self._run(steps))
 
     def refresh_device(self, request: Request, *, now: float | None = None) -> Decision:
         """Serve a device-bound session refresh: Reissue, DeviceProofRequired (403
         with a challenge) or Unauthorized. Raises ConfigError if DBSC is off."""
         self._device_config()
-        return self._run(self._core.refresh_device(request, self._now(now), self._random))
+        steps = self._core.refresh_device(request, self._now(now), self._random)
+        return self._observed(FlowOperation.REFRESH_DEVICE, request, self._run(steps))
 
     def revoke_session(self, session_id: str) -> bool:
         """Revoke one session (its refresh token stops working at once)."""
@@ -360,17 +553,33 @@ class Flow(_Driver):
                 return done.value  # type: ignore[no-any-return]
             failure = None
             try:
-                if type(need) is VerifyDeviceProof:
-                    answer = self._verify_proof(need)
-                elif type(need) is LoadDeviceKey:
+                if type(need) is LoadDeviceKey:
                     answer = self._known_key(need.session_id)
                     if answer is None:
-                        answer = self._call_port(need)
+                        answer = self._port(need)
                         self._remember_key(need.session_id, answer)
                 else:
-                    answer = self._call_port(need)
+                    answer = self._port(need)
             except Exception as exc:
                 failure = PortError(need, exc)
+
+    def _call(self, need: Need) -> Any:
+        if type(need) is VerifyDeviceProof:
+            return self._verify_proof(need)
+        return self._call_port(need)
+
+    def _port(self, need: Need) -> Any:
+        observer = self._observer
+        if observer is None:
+            return self._call(need)
+        start_ns, began = time.time_ns(), time.perf_counter_ns()
+        try:
+            answer = self._call(need)
+        except Exception as exc:
+            _report(observer, _port_call(need, start_ns, began, exc))
+            raise
+        _report(observer, _port_call(need, start_ns, began, None))
+        return answer
 
 
 class AsyncFlow(_Driver):
@@ -397,6 +606,7 @@ class AsyncFlow(_Driver):
         clock: Callable[[], float] = time.time,
         port_timeout: float | None = None,
         proofs: DeviceProofVerifier | None = None,
+        observer: FlowObserver | None = None,
     ) -> None:
         if port_timeout is not None and (
             isinstance(port_timeout, bool)
@@ -415,6 +625,7 @@ class AsyncFlow(_Driver):
             clock,
             asynchronous=True,
             proofs=proofs,
+            observer=observer,
         )
         self._timeout = port_timeout
 
@@ -423,27 +634,39 @@ class AsyncFlow(_Driver):
         if now is None:
             now = self._clock()
         first = self._core.begin(request, now)
-        if not isinstance(first, Pending):
-            return first
-        return await self._run(self._core.resume(first, request, now, self._random))
+        if type(first) is not Pending:
+            if self._observer is not None:
+                _notify(self._observer, _DECIDE, request, first)  # type: ignore[arg-type]
+            return first  # type: ignore[return-value]
+        steps = self._core.resume(first, request, now, self._random)
+        return self._observed(_DECIDE, request, await self._run(steps))
+
+    async def finish(self, pending: PendingDecision) -> Decision:
+        """The rest of a decision that :meth:`begin` left pending (see :meth:`Flow.finish`)."""
+        steps = self._steps_of(pending)
+        return self._observed(_DECIDE, pending._request, await self._run(steps))
 
     async def login(self, request: Request, *, now: float | None = None) -> Decision:
         """Log in with ``request.credentials`` (see :meth:`Flow.login`)."""
-        return await self._run(self._core.login(request, self._now(now), self._random))
+        steps = self._core.login(request, self._now(now), self._random)
+        return self._observed(FlowOperation.LOGIN, request, await self._run(steps))
 
     async def logout(self, request: Request, *, now: float | None = None) -> Decision:
         """Revoke the request's sessions and clear both cookies (see :meth:`Flow.logout`)."""
-        return await self._run(self._core.logout(request, now=self._now(now)))
+        steps = self._core.logout(request, now=self._now(now))
+        return self._observed(FlowOperation.LOGOUT, request, await self._run(steps))
 
     async def register_device(self, request: Request, *, now: float | None = None) -> Decision:
         """Serve a device-bound session registration (see :meth:`Flow.register_device`)."""
         self._device_config()
-        return await self._run(self._core.register_device(request, self._now(now)))
+        steps = self._core.register_device(request, self._now(now))
+        return self._observed(FlowOperation.REGISTER_DEVICE, request, await self._run(steps))
 
     async def refresh_device(self, request: Request, *, now: float | None = None) -> Decision:
         """Serve a device-bound session refresh (see :meth:`Flow.refresh_device`)."""
         self._device_config()
-        return await self._run(self._core.refresh_device(request, self._now(now), self._random))
+        steps = self._core.refresh_device(request, self._now(now), self._random)
+        return self._observed(FlowOperation.REFRESH_DEVICE, request, await self._run(steps))
 
     async def revoke_session(self, session_id: str) -> bool:
         """Revoke one session."""
@@ -467,16 +690,14 @@ class AsyncFlow(_Driver):
                 return done.value  # type: ignore[no-any-return]
             failure = None
             try:
-                if type(need) is VerifyDeviceProof:
-                    answer = self._verify_proof(need)
-                elif type(need) is LoadDeviceKey and (
+                if type(need) is LoadDeviceKey and (
                     (answer := self._known_key(need.session_id)) is not None
                 ):
                     pass
-                elif self._timeout is None:
-                    answer = await self._call_port(need)
+                elif self._observer is None:
+                    answer = await self._port(need)
                 else:
-                    answer = await asyncio.wait_for(self._call_port(need), self._timeout)
+                    answer = await self._observed_port(need, self._observer)
                 if type(need) is LoadDeviceKey:
                     self._remember_key(need.session_id, answer)
             except asyncio.TimeoutError as exc:
@@ -488,3 +709,23 @@ class AsyncFlow(_Driver):
                 failure = PortError(need, error)
             except Exception as exc:
                 failure = PortError(need, exc)
+
+    async def _port(self, need: Need) -> Any:
+        if type(need) is VerifyDeviceProof:
+            return self._verify_proof(need)
+        if self._timeout is None:
+            return await self._call_port(need)
+        return await asyncio.wait_for(self._call_port(need), self._timeout)
+
+    async def _observed_port(self, need: Need, observer: FlowObserver) -> Any:
+        start_ns, began = time.time_ns(), time.perf_counter_ns()
+        try:
+            answer = await self._port(need)
+        except Exception as exc:
+            _report(observer, _port_call(need, start_ns, began, exc))
+            raise
+        _report(observer, _port_call(need, start_ns, began, None))
+        return answer
+
+
+_DECIDE: Final = FlowOperation.DECIDE

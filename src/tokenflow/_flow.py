@@ -58,7 +58,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 
-from . import _base64url as base64url
+from ._base64url import b64url_decode, b64url_encode
 from ._config import FlowConfig
 from ._cookies import (
     CookieFault,
@@ -638,7 +638,7 @@ class FlowCore:
         config = self._config
         secret = random(SECRET_BYTES)
         session = SessionInfo(
-            session_id=base64url.encode(random(_SESSION_ID_BYTES)),
+            session_id=b64url_encode(random(_SESSION_ID_BYTES)),
             user_id=user_id,
             created_at=now,
             refreshed_at=now,
@@ -733,7 +733,7 @@ class FlowCore:
         refresh_claims = {
             "sub": user_id,
             "sid": session_id,
-            "rs": base64url.encode(secret),
+            "rs": b64url_encode(secret),
             "iat": iat,
             "exp": refresh_exp,
         }
@@ -1122,7 +1122,7 @@ def _decode_secret(text: object) -> bytes | None:
     """The refresh secret from its claim: exactly 43 canonical base64url characters."""
     if type(text) is not str or len(text) != 43:
         return None
-    raw = base64url.decode(text)
+    raw = b64url_decode(text)
     if raw is None or len(raw) != SECRET_BYTES:
         return None
     return raw

@@ -1,9 +1,12 @@
-"""Reading a :class:`~tokenflow.Request` from what a server hands over.
+"""Reading what a server hands over into the facts a :class:`~tokenflow.Request` holds.
 
 Pure functions, no framework import and no I/O: :meth:`Request.from_asgi`,
-:meth:`Request.from_wsgi` and :meth:`Request.from_headers` delegate here, so
-that no header the decision needs (``Cookie``, ``Sec-Fetch-Site``,
-``Origin``, ``Host``, the peer address) can be forgotten by glue code.
+:meth:`Request.from_wsgi` and :meth:`Request.from_headers` build their
+Request from the :class:`RequestFacts` read here, so that no header the
+decision needs (``Cookie``, ``Sec-Fetch-Site``, ``Origin``, ``Host``, the
+peer address) can be forgotten by glue code. A leaf of the package: it
+imports nothing of tokenflow but its errors, so the request type can import
+it without a cycle.
 
 Rules, and why:
 
@@ -35,20 +38,19 @@ import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, TypeAlias
 
 from ._errors import ConfigError
-from ._model import Request
-
-if TYPE_CHECKING:
-    from ._model import Credentials
 
 __all__ = [
+    "SAFE_METHODS",
     "ForwardedHeaders",
+    "RequestFacts",
     "TrustedProxies",
-    "request_from_asgi",
-    "request_from_headers",
-    "request_from_wsgi",
+    "read_asgi",
+    "read_asgi_route",
+    "read_headers",
+    "read_wsgi",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -306,13 +308,25 @@ def _collect(headers: Iterable[tuple[Any, Any]]) -> dict[str, str]:
     return fields
 
 
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What a request says about itself, read and decoded: every value a str or None."""
+
+    method: str
+    cookie_header: str | None = field(repr=False)
+    sec_fetch_site: str | None
+    origin: str | None
+    host: str | None
+    metadata: Mapping[str, str]
+    client_address: str | None
+
+
 def _build(
     method: str,
     fields: Mapping[str, str],
     peer: str | None,
-    credentials: Credentials | None,
     proxies: TrustedProxies | None,
-) -> Request:
+) -> RequestFacts:
     if proxies is not None and not isinstance(proxies, TrustedProxies):
         raise TypeError("proxies must be a TrustedProxies or None")
     host = fields.get("host")
@@ -327,40 +341,33 @@ def _build(
         metadata["user_agent"] = agent[:_USER_AGENT_LIMIT]
     if facts.client_address is not None:
         metadata["address"] = facts.client_address
-    return Request(
-        method=method,
-        cookie_header=fields.get("cookie"),
-        credentials=credentials,
-        sec_fetch_site=fields.get("sec-fetch-site"),
-        origin=fields.get("origin"),
-        host=facts.host,
-        metadata=metadata,
-        client_address=facts.client_address,
+    return RequestFacts(
+        method,
+        fields.get("cookie"),
+        fields.get("sec-fetch-site"),
+        fields.get("origin"),
+        facts.host,
+        metadata,
+        facts.client_address,
     )
 
 
-def request_from_headers(
+def read_headers(
     method: str | bytes,
     headers: Iterable[tuple[str | bytes, str | bytes]] | Mapping[str, str],
     *,
     peer: str | None = None,
-    credentials: Credentials | None = None,
     proxies: TrustedProxies | None = None,
-) -> Request:
+) -> RequestFacts:
     """See :meth:`tokenflow.Request.from_headers`."""
     if isinstance(headers, Mapping):
         headers = headers.items()
     if peer is not None and type(peer) is not str:
         raise TypeError(f"peer must be an IP address as str, or None, not {type(peer).__name__}")
-    return _build(_text(method, "method"), _collect(headers), peer, credentials, proxies)
+    return _build(_text(method, "method"), _collect(headers), peer, proxies)
 
 
-def request_from_asgi(
-    scope: Mapping[str, Any],
-    *,
-    credentials: Credentials | None = None,
-    proxies: TrustedProxies | None = None,
-) -> Request:
+def read_asgi(scope: Mapping[str, Any], *, proxies: TrustedProxies | None = None) -> RequestFacts:
     """See :meth:`tokenflow.Request.from_asgi`."""
     if not isinstance(scope, Mapping) or scope.get("type") != "http":
         raise TypeError("Request.from_asgi takes an ASGI HTTP scope (scope['type'] == 'http')")
@@ -376,21 +383,22 @@ def request_from_asgi(
         _text(method, "scope['method']"),
         _collect(scope.get("headers", ())),
         peer,
-        credentials,
         proxies,
     )
 
 
-def route_request_from_asgi(scope: Mapping[str, Any], proxies: TrustedProxies | None) -> Request:
-    """What ``decide`` needs of an ASGI request, for the middleware's hot path.
+RouteFacts: TypeAlias = tuple[str, str | None, str | None, str | None, str | None]
+"""``(method, cookie_header, sec_fetch_site, origin, host)``."""
+
+
+def read_asgi_route(scope: Mapping[str, Any]) -> RouteFacts:
+    """What ``decide`` reads of an ASGI request, for the middleware's hot path.
 
     The client address and the metadata serve only logins (the throttle and
-    the new session), which the middleware builds with
-    :func:`request_from_asgi`; without proxies, the rest is read here without
-    parsing the peer address.
+    the new session), which the middleware reads with :func:`read_asgi`; the
+    rest is read here without parsing the peer address. Only for a request
+    without trusted proxies (they change the host).
     """
-    if proxies is not None:
-        return request_from_asgi(scope, proxies=proxies)
     method = scope["method"]
     if type(method) is not str:
         raise TypeError("scope['method'] must be str")
@@ -409,20 +417,13 @@ def route_request_from_asgi(scope: Mapping[str, Any], proxies: TrustedProxies | 
                 text = value.decode("latin-1")
                 cookie = text if cookie is None else f"{cookie}; {text}"
         else:
-            return Request._parsed(method, cookie, None, None, None)
+            return (method, cookie, None, None, None)
     fields = _collect(scope["headers"])
     get = fields.get
-    # Every value is a str decoded by _collect: Request's own type checks
-    # would only repeat that, at a cost comparable to opening the token.
-    return Request._parsed(method, get("cookie"), get("sec-fetch-site"), get("origin"), get("host"))
+    return (method, get("cookie"), get("sec-fetch-site"), get("origin"), get("host"))
 
 
-def request_from_wsgi(
-    environ: Mapping[str, Any],
-    *,
-    credentials: Credentials | None = None,
-    proxies: TrustedProxies | None = None,
-) -> Request:
+def read_wsgi(environ: Mapping[str, Any], *, proxies: TrustedProxies | None = None) -> RequestFacts:
     """See :meth:`tokenflow.Request.from_wsgi`."""
     if not isinstance(environ, Mapping):
         raise TypeError("Request.from_wsgi takes a WSGI environ (a dict)")
@@ -437,6 +438,5 @@ def request_from_wsgi(
         _text(environ.get("REQUEST_METHOD", "GET"), "environ['REQUEST_METHOD']"),
         _collect(pairs),
         peer if type(peer) is str else None,
-        credentials,
         proxies,
     )

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from typing_extensions import Self
 
-from . import _base64url as base64url
+from ._base64url import b64url_decode, b64url_encode
 from ._errors import ConfigError
 
 __all__ = ["KEY_BYTES", "Key", "KeyRing"]
@@ -43,7 +43,7 @@ def _decode_key(text: str, kid: str) -> bytes:
             f"key {kid!r}: the secret must be 43 base64url characters (32 bytes, no "
             "padding); generate one with `python -m tokenflow keygen`"
         )
-    raw = base64url.decode(text)
+    raw = b64url_decode(text)
     if raw is None:
         raise ConfigError(f"key {kid!r}: the secret is not canonical base64url")
     return raw
@@ -94,7 +94,7 @@ class Key:
 
     def entry(self, *, active: bool) -> str:
         """This key as one key-ring entry (contains the secret: handle as one)."""
-        encoded = base64url.encode(self.secret)
+        encoded = b64url_encode(self.secret)
         return f"{'*' if active else ''}{self.kid}:{encoded}"
 
 

@@ -18,14 +18,12 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ._dbsc import ProofFailure, instructions_json
 from ._errors import InvalidTokenReason
+from ._http import RequestFacts, RouteFacts, TrustedProxies, read_asgi, read_headers, read_wsgi
 from ._token import Purpose
-
-if TYPE_CHECKING:
-    from ._http import TrustedProxies
 
 __all__ = [
     "AmbiguousCookie",
@@ -62,6 +60,7 @@ __all__ = [
     "Unauthorized",
     "UnauthorizedReason",
     "Unavailable",
+    "route_request",
 ]
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
@@ -157,32 +156,6 @@ class Request:
             raise TypeError("Request.metadata must be a mapping of str to str")
 
     @classmethod
-    def _parsed(
-        cls,
-        method: str,
-        cookie_header: str | None,
-        sec_fetch_site: str | None,
-        origin: str | None,
-        host: str | None,
-    ) -> Request:
-        """A Request from values :mod:`tokenflow._http` decoded itself (all str
-        or None), without re-checking their types: the middleware's hot path."""
-        self = object.__new__(cls)
-        # The slots' own descriptors: a frozen dataclass refuses setattr.
-        _SET_METHOD(self, method)
-        _SET_COOKIE_HEADER(self, cookie_header)
-        _SET_COOKIES(self, None)
-        _SET_CREDENTIALS(self, None)
-        _SET_SEC_FETCH_SITE(self, sec_fetch_site)
-        _SET_ORIGIN(self, origin)
-        _SET_HOST(self, host)
-        _SET_METADATA(self, _NO_METADATA)
-        _SET_CLIENT_ADDRESS(self, None)
-        _SET_SESSION_RESPONSE(self, None)
-        _SET_SESSION_ID_HEADER(self, None)
-        return self
-
-    @classmethod
     def from_asgi(
         cls,
         scope: Mapping[str, Any],
@@ -201,9 +174,7 @@ class Request:
         result is a Request (malformed values fail closed in the decision);
         a scope that is not an HTTP scope raises :class:`TypeError`.
         """
-        from ._http import request_from_asgi
-
-        return request_from_asgi(scope, credentials=credentials, proxies=proxies)
+        return cls._of(read_asgi(scope, proxies=proxies), credentials)
 
     @classmethod
     def from_wsgi(
@@ -218,9 +189,7 @@ class Request:
         ``REMOTE_ADDR`` is the peer address; headers come from the ``HTTP_*``
         keys.
         """
-        from ._http import request_from_wsgi
-
-        return request_from_wsgi(environ, credentials=credentials, proxies=proxies)
+        return cls._of(read_wsgi(environ, proxies=proxies), credentials)
 
     @classmethod
     def from_headers(
@@ -239,10 +208,19 @@ class Request:
         field is kept, not overwritten), or a mapping. ``peer`` is the
         connection's peer IP address.
         """
-        from ._http import request_from_headers
+        return cls._of(read_headers(method, headers, peer=peer, proxies=proxies), credentials)
 
-        return request_from_headers(
-            method, headers, peer=peer, credentials=credentials, proxies=proxies
+    @classmethod
+    def _of(cls, facts: RequestFacts, credentials: Credentials | None) -> Request:
+        return cls(
+            method=facts.method,
+            cookie_header=facts.cookie_header,
+            credentials=credentials,
+            sec_fetch_site=facts.sec_fetch_site,
+            origin=facts.origin,
+            host=facts.host,
+            metadata=facts.metadata,
+            client_address=facts.client_address,
         )
 
 
@@ -274,6 +252,33 @@ class Request:
         "session_id_header",
     )
 )
+
+
+def route_request(facts: RouteFacts) -> Request:
+    """A Request from :func:`tokenflow._http.read_asgi_route`'s facts: the middleware's hot path.
+
+    Every value there was decoded by :mod:`tokenflow._http` itself (a str or
+    None), so the type checks of ``Request.__post_init__``, which cost about
+    as much as opening the token, are skipped; anything else must use the
+    ordinary constructor. The request carries no credentials, metadata or
+    client address: it serves ``decide`` only, never a login.
+    """
+    method, cookie_header, sec_fetch_site, origin, host = facts
+    self = object.__new__(Request)
+    # The slots' own descriptors: a frozen dataclass refuses setattr.
+    _SET_METHOD(self, method)
+    _SET_COOKIE_HEADER(self, cookie_header)
+    _SET_COOKIES(self, None)
+    _SET_CREDENTIALS(self, None)
+    _SET_SEC_FETCH_SITE(self, sec_fetch_site)
+    _SET_ORIGIN(self, origin)
+    _SET_HOST(self, host)
+    _SET_METADATA(self, _NO_METADATA)
+    _SET_CLIENT_ADDRESS(self, None)
+    _SET_SESSION_RESPONSE(self, None)
+    _SET_SESSION_ID_HEADER(self, None)
+    return self
+
 
 # -- events ----------------------------------------------------------------------
 

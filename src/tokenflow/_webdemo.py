@@ -35,19 +35,18 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import parse_qs
 
 from ._config import FlowConfig
 from ._cookies import CookiePolicy, render_clear_cookie
-from ._drivers import AsyncFlow
+from ._drivers import AsyncFlow, FlowOperation, PortCall
 from ._errors import ConfigError
-from ._flow import FlowCore, Pending, Steps
 from ._keyring import KeyRing
 from ._model import Decision, Forbidden, LoggedOut, Process, Reissue, Request, Unauthorized
-from .asgi import Endpoints, Message, Receive, Scope, Send, TokenflowMiddleware, auth_of
 from .stores.sqlite import AsyncSQLiteStore
 from .testing import AsyncFakePasswordVerifier, AsyncFakeUserDirectory
+from .web.asgi import Endpoints, Message, Receive, Scope, Send, TokenflowMiddleware, auth_of
 
 __all__ = ["DEMO_USERS", "Journal", "WebDemo", "demo_config", "run_web_demo", "serve"]
 
@@ -195,46 +194,25 @@ class Journal:
         return issued[0] if len(issued) >= 2 else None
 
 
-class _RecordingCore:
-    """The flow's decision core, with every decision it reaches at once recorded."""
+class _Recorder:
+    """The flow's observer: writes every decision the flow takes to the journal.
 
-    __slots__ = ("_core", "_journal")
-
-    def __init__(self, core: FlowCore, journal: Journal) -> None:
-        self._core = core
-        self._journal = journal
-
-    def begin(self, request: Request, now: float) -> Decision | Pending:
-        first = self._core.begin(request, now)
-        if not isinstance(first, Pending):
-            self._journal.decision("decide", first)
-        return first
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._core, name)
-
-
-class _RecordingFlow(AsyncFlow):
-    """An AsyncFlow that writes every decision it makes to the journal.
-
-    The middleware takes decisions through the flow's two inner steps (the
-    core's first step, answered on the event loop when no port is needed,
-    then the port calls), not always through :meth:`decide`: both steps are
-    recorded, so every decision is journalled exactly once, whichever path
-    took it (decide, login, logout, or the middleware's own).
+    Whichever path took it (the middleware's access step on the loop, a
+    refresh, a login, a logout), the flow reports each decision to its
+    observer exactly once.
     """
 
     __slots__ = ("_journal",)
 
-    def __init__(self, journal: Journal, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, journal: Journal) -> None:
         self._journal = journal
-        self._core = cast(Any, _RecordingCore(self._core, journal))
 
-    async def _run(self, steps: Steps) -> Decision:
-        decision = await super()._run(steps)
-        self._journal.decision("decide", decision)
-        return decision
+    def on_decision(self, operation: FlowOperation, request: Request, decision: Decision) -> None:
+        """Journal one decision."""
+        self._journal.decision(operation.value, decision)
+
+    def on_port_call(self, call: PortCall) -> None:
+        """Port timings are not shown on the page."""
 
 
 def _static(name: str) -> bytes:
@@ -305,14 +283,14 @@ class WebDemo:
         for username, user_id, password in DEMO_USERS:
             users.sync.add_user(user_id, {"name": user_id.capitalize()})
             passwords.sync.set_password(username, password, user_id=user_id)
-        self.flow = _RecordingFlow(
-            self.journal,
+        self.flow = AsyncFlow(
             KeyRing.generate(),
             self.store,
             users,
             passwords=passwords,
             config=self.config,
             clock=clock,
+            observer=_Recorder(self.journal),
         )
         self._middleware = TokenflowMiddleware(
             self._site,

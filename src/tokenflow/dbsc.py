@@ -33,7 +33,7 @@ from typing import Any, Final
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
-from . import _base64url as base64url
+from ._base64url import b64url_decode
 from ._dbsc import SUPPORTED_ALGORITHMS, DeviceBinding, DeviceProof, ProofFailure
 from .oidc._jws import JWSRejected, JWSRejectedReason, parse_compact, verify_parsed
 
@@ -48,7 +48,7 @@ def _b64_length(text: object) -> int | None:
     """Decoded length of a canonical unpadded base64url string, or None."""
     if type(text) is not str or not text or len(text) > 1024:
         return None
-    raw = base64url.decode(text)
+    raw = b64url_decode(text)
     return None if raw is None else len(raw)
 
 

@@ -37,7 +37,7 @@ import orjson
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key
 
-from .. import _base64url as base64url
+from .._base64url import b64url_decode
 from .._errors import ConfigError, TokenflowError
 from ._http import MAX_TIMEOUT, AsyncKeySetSource, Fetched, KeySetSource, check_url
 
@@ -233,7 +233,7 @@ def _json_object(fetched: Fetched, what: str, url: str) -> dict[str, Any]:
 
 
 def _rsa_bits(n: object) -> int:
-    raw = base64url.decode(n)
+    raw = b64url_decode(n)
     return 0 if raw is None else int.from_bytes(raw, "big").bit_length()
 
 

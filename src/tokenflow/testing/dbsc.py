@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from .. import _base64url as base64url
+from .._base64url import b64url_encode
 from .._model import (
     Decision,
     DeviceProofRequired,
@@ -54,7 +54,7 @@ class _Flow(Protocol):
     def refresh_device(self, request: Request, *, now: float | None = None) -> Decision: ...
 
 
-_b64 = base64url.encode
+_b64 = b64url_encode
 
 
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl, quote
 
-from ._errors import ConfigError
-from ._model import (
+from .._errors import ConfigError
+from .._model import (
     Credentials,
     Decision,
     DeviceProofRequired,
@@ -41,7 +41,7 @@ from ._model import (
     UnauthorizedReason,
     Unavailable,
 )
-from ._sessions import SessionInfo
+from .._sessions import SessionInfo
 
 __all__ = ["Auth", "Endpoints", "Required"]
 

@@ -1,0 +1,18 @@
+"""The HTTP edge: tokenflow in front of ASGI and WSGI applications.
+
+* :mod:`tokenflow.web.asgi`: the ASGI middleware (also importable as :mod:`tokenflow.asgi`);
+* :mod:`tokenflow.web.wsgi`: the WSGI middleware (also importable as :mod:`tokenflow.wsgi`);
+* ``tokenflow.web._shared``: what both share, sans-IO: the built-in endpoints
+  (login, logout, sessions, device-bound sessions) as a generator of
+  operations, and the mapping of a decision to a response or a pass-through.
+
+Requests are read by :meth:`tokenflow.Request.from_asgi` and friends (the
+parsing lives in the core, ``tokenflow._http``); decisions come from the
+flow's public methods (:meth:`~tokenflow.Flow.begin`,
+:meth:`~tokenflow.Flow.finish`, :meth:`~tokenflow.Flow.login`...). No web
+framework is imported anywhere in this package.
+"""
+
+from ._shared import Auth, Endpoints, Required
+
+__all__ = ["Auth", "Endpoints", "Required"]

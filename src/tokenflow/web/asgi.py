@@ -1,0 +1,331 @@
+"""ASGI middleware: tokenflow in front of any ASGI application, no framework needed.
+
+::
+
+    from tokenflow.asgi import TokenflowMiddleware   # or tokenflow.web.asgi
+
+    app = TokenflowMiddleware(app, flow, required=["/account"])
+
+For every HTTP request the middleware builds a :class:`~tokenflow.Request`
+from the scope (:meth:`~tokenflow.Request.from_asgi`), asks the flow for a
+decision, and then:
+
+* puts an :class:`~tokenflow.asgi.Auth` in ``scope["tokenflow"]`` and in
+  ``scope["state"]["tokenflow"]`` (``request.state.tokenflow`` in Starlette
+  and FastAPI) and calls the application;
+* appends the decision's ``Set-Cookie`` headers (new tokens after a refresh,
+  clearing cookies after a 401) to whatever response the application starts,
+  streamed or not, with ``Cache-Control: no-store``;
+* answers 403 (cross-site request), and 429 (with ``Retry-After``) itself;
+* on a path that ``required`` names, answers 401 or 503 itself; on any other
+  path an anonymous request reaches the application, which decides per route
+  (``Auth.authenticated``, ``Auth.denial_status``); when the session store is
+  down such a request passes through as anonymous and no cookie is touched;
+* serves the login, logout and sessions endpoints of
+  :class:`~tokenflow.asgi.Endpoints`.
+
+Takes an :class:`~tokenflow.AsyncFlow`, or a :class:`~tokenflow.Flow` whose
+store calls then run in a worker thread: the middleware calls the flow's
+public :meth:`~tokenflow.Flow.begin` on the event loop (the access path, which
+needs no store) and hands only :meth:`~tokenflow.Flow.finish` to
+``asyncio.to_thread``. Lifespan and websocket scopes pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, TypeAlias
+
+from .._drivers import AsyncFlow, Flow, PendingDecision
+from .._errors import ConfigError
+from .._http import TrustedProxies, read_asgi_route
+from .._model import Decision, Process, Request, route_request
+from ._shared import (
+    Auth,
+    Decide,
+    Endpoints,
+    Failed,
+    Incoming,
+    Login,
+    Logout,
+    PassThrough,
+    ReadBody,
+    RefreshDevice,
+    RegisterDevice,
+    Required,
+    Response,
+    Revoke,
+    SessionsOf,
+    Steps,
+    endpoint,
+    for_route,
+    required_predicate,
+    routes_with_device_binding,
+)
+
+__all__ = ["ASGIApp", "Auth", "Endpoints", "TokenflowMiddleware", "auth_of"]
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+"""An ASGI 3 application."""
+
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+def auth_of(scope: Scope) -> Auth:
+    """The :class:`Auth` the middleware put in ``scope``.
+
+    Raises :class:`LookupError` when the request did not pass through
+    :class:`TokenflowMiddleware` (a wiring mistake, not an anonymous user).
+    """
+    try:
+        auth = scope["tokenflow"]
+    except KeyError:
+        raise LookupError(
+            "no tokenflow Auth in this scope: wrap the application in TokenflowMiddleware"
+        ) from None
+    if not isinstance(auth, Auth):
+        raise LookupError("scope['tokenflow'] is not a tokenflow Auth")
+    return auth
+
+
+class TokenflowMiddleware:
+    """Authenticates every HTTP request of an ASGI application (see the module doc).
+
+    ``flow`` is an :class:`~tokenflow.AsyncFlow` or a :class:`~tokenflow.Flow`.
+    ``required`` names the paths that need a signed-in user (a predicate on
+    the path, or path prefixes); elsewhere anonymous requests pass through.
+    ``endpoints`` places the built-in endpoints (``Endpoints(login=None, ...)``
+    turns one off). ``proxies`` declares the reverse proxies whose forwarded
+    headers are believed (none by default). ``on_decision`` is called with
+    every decision the middleware makes, before it answers, except the plain
+    valid-access ``Process`` (which carries no events): log
+    ``decision.events`` there, including those of the requests the middleware
+    answers itself (403, 429, 503, logins and logouts). It runs on the event
+    loop: keep it quick.
+    """
+
+    __slots__ = (
+        "_app",
+        "_async",
+        "_endpoints",
+        "_flow",
+        "_on_decision",
+        "_proxies",
+        "_required",
+        "_routes",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        flow: AsyncFlow | Flow,
+        *,
+        required: Required = None,
+        endpoints: Endpoints | None = None,
+        proxies: TrustedProxies | None = None,
+        on_decision: Callable[[Decision], object] | None = None,
+    ) -> None:
+        if not callable(app):
+            raise ConfigError("TokenflowMiddleware wraps an ASGI application (a callable)")
+        if on_decision is not None and not callable(on_decision):
+            raise ConfigError("on_decision must be a callable taking a Decision")
+        if not isinstance(flow, (AsyncFlow, Flow)):
+            raise ConfigError("TokenflowMiddleware needs a tokenflow AsyncFlow or Flow")
+        endpoints = Endpoints() if endpoints is None else endpoints
+        if not isinstance(endpoints, Endpoints):
+            raise ConfigError("endpoints must be a tokenflow.asgi.Endpoints")
+        if proxies is not None and not isinstance(proxies, TrustedProxies):
+            raise ConfigError("proxies must be a tokenflow.TrustedProxies")
+        self._app = app
+        self._flow = flow
+        self._async = isinstance(flow, AsyncFlow)
+        self._required = required_predicate(required)
+        self._endpoints = endpoints
+        self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
+        self._proxies = proxies
+        self._on_decision = on_decision
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        path = scope["path"]
+        kind = self._routes.get(path)
+        if kind is not None:
+            request = Request.from_asgi(scope, proxies=self._proxies)
+            response = await self._endpoint(kind, request, scope, receive)
+            await _send_response(send, response)
+            return
+        if self._proxies is None:
+            request = route_request(read_asgi_route(scope))
+        else:
+            request = Request.from_asgi(scope, proxies=self._proxies)
+        # Step 1 (a valid access token) needs no port, for either kind of
+        # flow: it is answered here, on the loop, with nothing to append, and
+        # the application's own send and response go through untouched.
+        first = self._flow.begin(request)
+        if type(first) is Process:
+            auth = Auth(first)
+            scope["tokenflow"] = auth
+            state = scope.get("state")
+            if state is None:
+                scope["state"] = {"tokenflow": auth}
+            else:
+                state["tokenflow"] = auth
+            await self._app(scope, receive, send)
+            return
+        decision = await self._finish(first)
+        if self._on_decision is not None:
+            self._on_decision(decision)
+        outcome = for_route(decision, self._required(path))
+        if isinstance(outcome, Response):
+            await _send_response(send, outcome)
+            return
+        await self._app(_with_auth(scope, outcome), receive, _cookie_sender(send, outcome))
+
+    async def _decide(self, request: Request) -> Decision:
+        return await self._finish(self._flow.begin(request))
+
+    async def _finish(self, first: Decision | PendingDecision) -> Decision:
+        """The rest of a decision: a sync Flow's store calls run in a worker thread."""
+        if type(first) is not PendingDecision:
+            return first  # type: ignore[return-value]
+        flow = self._flow
+        if isinstance(flow, AsyncFlow):
+            return await flow.finish(first)
+        return await asyncio.to_thread(flow.finish, first)
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        method = getattr(self._flow, name)
+        if self._async:
+            return await method(*args)
+        return await asyncio.to_thread(method, *args)
+
+    async def _endpoint(
+        self, kind: str, request: Request, scope: Scope, receive: Receive
+    ) -> Response:
+        steps: Steps = endpoint(kind, request, _incoming(scope), self._endpoints)
+        answer: Any = None
+        while True:
+            try:
+                operation = steps.send(answer)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if isinstance(operation, ReadBody):
+                answer = await _read_body(receive, operation.limit)
+            elif isinstance(operation, (Decide, Login, Logout)):
+                if isinstance(operation, Decide):
+                    answer = await self._decide(operation.request)
+                else:
+                    name = "login" if isinstance(operation, Login) else "logout"
+                    answer = await self._call(name, operation.request)
+                if self._on_decision is not None and type(answer) is not Process:
+                    self._on_decision(answer)
+            elif isinstance(operation, (RegisterDevice, RefreshDevice)):
+                name = (
+                    "register_device" if isinstance(operation, RegisterDevice) else "refresh_device"
+                )
+                answer = await self._call(name, operation.request)
+                if self._on_decision is not None:
+                    self._on_decision(answer)
+            else:
+                name, arg = (
+                    ("sessions_of", operation.user_id)
+                    if isinstance(operation, SessionsOf)
+                    else ("revoke_session", operation.session_id)
+                )
+                assert isinstance(operation, (SessionsOf, Revoke))
+                try:
+                    answer = await self._call(name, arg)
+                except Exception as exc:
+                    answer = Failed(exc)
+
+
+def _incoming(scope: Scope) -> Any:
+    content_type = accept = ""
+    proof: str | None = None
+    session_id: str | None = None
+    for name, value in scope.get("headers", ()):
+        lowered = bytes(name).lower()
+        if lowered == b"content-type":
+            content_type = bytes(value).decode("latin-1")
+        elif lowered == b"accept":
+            accept = bytes(value).decode("latin-1")
+        elif lowered == b"secure-session-response":
+            proof = bytes(value).decode("latin-1")
+        elif lowered == b"sec-secure-session-id":
+            session_id = bytes(value).decode("latin-1")
+    query = scope.get("query_string", b"")
+    return Incoming(
+        scope.get("method", "GET"),
+        content_type,
+        accept,
+        bytes(query).decode("latin-1"),
+        proof,
+        session_id,
+    )
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None as soon as it grows past ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _with_auth(scope: Scope, outcome: PassThrough) -> Scope:
+    # In place, as ASGI allows: the server makes a scope for each request, and
+    # hands each one a shallow copy of the lifespan "state" dict.
+    scope["tokenflow"] = outcome.auth
+    state = scope.get("state")
+    if state is None:
+        scope["state"] = {"tokenflow": outcome.auth}
+    else:
+        state["tokenflow"] = outcome.auth
+    return scope
+
+
+def _cookie_sender(send: Send, outcome: PassThrough) -> Send:
+    if not outcome.set_cookies:
+        return send
+    extra = [(b"set-cookie", value.encode("latin-1")) for value in outcome.set_cookies]
+
+    async def send_with_cookies(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            # New tokens (or clearing cookies) must never sit in a shared
+            # cache: the application's own Cache-Control gives way to no-store.
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", ())
+                if bytes(name).lower() != b"cache-control"
+            ]
+            headers.extend(extra)
+            headers.append(_NO_STORE)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_cookies
+
+
+async def _send_response(send: Send, response: Response) -> None:
+    headers = [
+        (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})
