@@ -335,6 +335,11 @@ class _Driver:
         return self._core.config
 
     @property
+    def store(self) -> Any:
+        """The session store given at construction."""
+        return self._store
+
+    @property
     def observer(self) -> FlowObserver | None:
         """The observer given at construction, if any."""
         return self._observer

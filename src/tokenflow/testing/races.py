@@ -666,7 +666,7 @@ def _plan(
 
 
 def _label(flow: Flow | AsyncFlow, label: str | None) -> str:
-    return label if label is not None else f"{type(flow).__name__}({type(flow._store).__name__})"
+    return label if label is not None else f"{type(flow).__name__}({type(flow.store).__name__})"
 
 
 def _decide(flow: Flow, request: Request, now: float) -> _Outcome:
