@@ -500,7 +500,8 @@ class Flow(_Driver):
     def finish(self, pending: PendingDecision) -> Decision:
         """The rest of a decision that :meth:`begin` left pending: calls the ports
         (blocking, so run it in a worker thread when on an event loop)."""
-        return self._observed(_DECIDE, pending._request, self._run(self._steps_of(pending)))
+        steps = self._steps_of(pending)
+        return self._observed(_DECIDE, pending._request, self._run(steps))
 
     def login(self, request: Request, *, now: float | None = None) -> Decision:
         """Log in with ``request.credentials``, even if the request carries a session.
