@@ -237,6 +237,7 @@ class _Driver:
     """What :class:`Flow` and :class:`AsyncFlow` share: everything but I/O."""
 
     __slots__ = (
+        "_begin",
         "_clock",
         "_core",
         "_device_keys",
@@ -313,6 +314,8 @@ class _Driver:
             providers=frozenset(external),
             throttle=throttle is not None,
         )
+        # Bound once: the access path pays no attribute lookup for it.
+        self._begin = self._core.begin
         self._store: Any = store
         self._users: Any = users
         self._passwords: Any = passwords
@@ -361,7 +364,7 @@ class _Driver:
         """
         if now is None:
             now = self._clock()
-        first = self._core.begin(request, now)
+        first = self._begin(request, now)
         if type(first) is Pending:
             return PendingDecision(first, request, now)
         if self._observer is not None:
@@ -489,7 +492,7 @@ class Flow(_Driver):
         """
         if now is None:
             now = self._clock()
-        first = self._core.begin(request, now)
+        first = self._begin(request, now)
         if type(first) is not Pending:
             if self._observer is not None:
                 _notify(self._observer, _DECIDE, request, first)  # type: ignore[arg-type]
@@ -639,7 +642,7 @@ class AsyncFlow(_Driver):
         """The decision for one request (see :meth:`Flow.decide`)."""
         if now is None:
             now = self._clock()
-        first = self._core.begin(request, now)
+        first = self._begin(request, now)
         if type(first) is not Pending:
             if self._observer is not None:
                 _notify(self._observer, _DECIDE, request, first)  # type: ignore[arg-type]

@@ -296,6 +296,9 @@ class Pending:
     events: list[Event]
 
 
+_ANONYMOUS: Final = Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
+"""A request with no cookie and no credentials: one shared, immutable decision."""
+
 # -- the core --------------------------------------------------------------------
 
 
@@ -358,6 +361,9 @@ class FlowCore:
             if access is CookieFault.OVERSIZE:
                 # Cookie bloat: clear ours so the browser can recover.
                 return Unauthorized(UnauthorizedReason.MALFORMED_REQUEST, self._clear)
+        elif request.credentials is None:
+            # No cookie and nothing to log in with: step 4 at once, no port.
+            return _ANONYMOUS
         else:
             return Pending(None, (False, False), [])
         rejected: TokenRejected | None = None
@@ -383,6 +389,11 @@ class FlowCore:
         for name, value in zip(self._names, (access, refresh), strict=True):
             if value is CookieFault.AMBIGUOUS:
                 events.append(AmbiguousCookie(name))
+        if type(refresh) is not str and request.credentials is None:
+            # Nothing left that needs a port (no refresh token, no
+            # credentials): step 4 here, so the driver runs no generator and
+            # an event loop sends no thread a request it could answer itself.
+            return self._unauthorized(UnauthorizedReason.NO_CREDENTIALS, sent, events)
         return Pending(refresh if type(refresh) is str else None, sent, events)
 
     def _cross_origin(self, request: Request) -> Forbidden | None:
@@ -425,7 +436,12 @@ class FlowCore:
         except PortError as failure:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
-        sent = pending.sent
+        return self._unauthorized(reason, pending.sent, events)
+
+    def _unauthorized(
+        self, reason: UnauthorizedReason, sent: tuple[bool, bool], events: list[Event]
+    ) -> Unauthorized:
+        """Step 4: 401, clearing the auth cookies the request sent."""
         if reason is UnauthorizedReason.DEVICE_BOUND:
             # The session is alive and bound: its browser refreshes through
             # the device-bound endpoint. Keep its refresh cookie.

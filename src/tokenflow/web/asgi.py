@@ -112,6 +112,7 @@ class TokenflowMiddleware:
     __slots__ = (
         "_app",
         "_async",
+        "_begin",
         "_endpoints",
         "_flow",
         "_on_decision",
@@ -143,6 +144,7 @@ class TokenflowMiddleware:
             raise ConfigError("proxies must be a tokenflow.TrustedProxies")
         self._app = app
         self._flow = flow
+        self._begin = flow.begin
         self._async = isinstance(flow, AsyncFlow)
         self._required = required_predicate(required)
         self._endpoints = endpoints
@@ -169,7 +171,7 @@ class TokenflowMiddleware:
         # Step 1 (a valid access token) needs no port, for either kind of
         # flow: it is answered here, on the loop, with nothing to append, and
         # the application's own send and response go through untouched.
-        first = self._flow.begin(request)
+        first = self._begin(request)
         if type(first) is Process:
             auth = Auth(first)
             scope["tokenflow"] = auth
