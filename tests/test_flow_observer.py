@@ -396,3 +396,29 @@ def test_a_sync_flow_under_asgi_decides_access_on_the_loop_and_rotates_in_a_thre
     assert rotations
     assert rotations[-1] != loop_threads[-1]
     assert observer.threads[-1] != loop_threads[-1]
+
+
+def test_begin_answers_a_request_that_needs_no_port_without_one() -> None:
+    """No refresh token and no credentials: 401 from begin, the same as decide's."""
+    clock = FakeClock()
+    flow = sync_flow(clock, store=NoStore())
+    policy = flow.config.cookies
+    for request in (
+        Request(),
+        Request(cookie_header="theme=dark"),
+        Request(cookie_header=f"{policy.access_name}=not-a-token"),
+    ):
+        first = flow.begin(request)
+        assert isinstance(first, Unauthorized), request
+        decided = flow.decide(request)
+        assert isinstance(decided, Unauthorized)
+        assert (first.reason, first.set_cookies) == (decided.reason, decided.set_cookies)
+        assert [type(e) for e in first.events] == [type(e) for e in decided.events]
+    stale = flow.begin(Request(cookie_header=f"{policy.access_name}=not-a-token"))
+    assert isinstance(stale, Unauthorized)
+    assert [c.partition("=")[0] for c in stale.set_cookies] == [policy.access_name]
+    # A refresh token, or credentials, need the ports.
+    assert isinstance(
+        flow.begin(Request(cookie_header=f"{policy.refresh_name}=x")), PendingDecision
+    )
+    assert isinstance(flow.begin(Request(credentials=LOGIN)), PendingDecision)
