@@ -36,9 +36,9 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 from ._errors import ConfigError
 
@@ -387,17 +387,21 @@ def read_asgi(scope: Mapping[str, Any], *, proxies: TrustedProxies | None = None
     )
 
 
-RouteFacts: TypeAlias = tuple[str, str | None, str | None, str | None, str | None]
-"""``(method, cookie_header, sec_fetch_site, origin, host)``."""
+_T = TypeVar("_T")
+RouteBuilder: TypeAlias = Callable[
+    [str, "str | None", "str | None", "str | None", "str | None"], _T
+]
+"""Called with ``(method, cookie_header, sec_fetch_site, origin, host)``."""
 
 
-def read_asgi_route(scope: Mapping[str, Any]) -> RouteFacts:
+def read_asgi_route(scope: Mapping[str, Any], build: RouteBuilder[_T]) -> _T:
     """What ``decide`` reads of an ASGI request, for the middleware's hot path.
 
     The client address and the metadata serve only logins (the throttle and
     the new session), which the middleware reads with :func:`read_asgi`; the
-    rest is read here without parsing the peer address. Only for a request
-    without trusted proxies (they change the host).
+    rest is read here without parsing the peer address, and handed to
+    ``build`` (no tuple in between: this runs on every request). Only for a
+    request without trusted proxies (they change the host).
     """
     method = scope["method"]
     if type(method) is not str:
@@ -417,10 +421,10 @@ def read_asgi_route(scope: Mapping[str, Any]) -> RouteFacts:
                 text = value.decode("latin-1")
                 cookie = text if cookie is None else f"{cookie}; {text}"
         else:
-            return (method, cookie, None, None, None)
+            return build(method, cookie, None, None, None)
     fields = _collect(scope["headers"])
     get = fields.get
-    return (method, get("cookie"), get("sec-fetch-site"), get("origin"), get("host"))
+    return build(method, get("cookie"), get("sec-fetch-site"), get("origin"), get("host"))
 
 
 def read_wsgi(environ: Mapping[str, Any], *, proxies: TrustedProxies | None = None) -> RequestFacts:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from ._dbsc import ProofFailure, instructions_json
 from ._errors import InvalidTokenReason
-from ._http import RequestFacts, RouteFacts, TrustedProxies, read_asgi, read_headers, read_wsgi
+from ._http import RequestFacts, TrustedProxies, read_asgi, read_headers, read_wsgi
 from ._token import Purpose
 
 __all__ = [
@@ -254,8 +254,14 @@ class Request:
 )
 
 
-def route_request(facts: RouteFacts) -> Request:
-    """A Request from :func:`tokenflow._http.read_asgi_route`'s facts: the middleware's hot path.
+def route_request(
+    method: str,
+    cookie_header: str | None,
+    sec_fetch_site: str | None,
+    origin: str | None,
+    host: str | None,
+) -> Request:
+    """A Request from what :func:`tokenflow._http.read_asgi_route` read: the middleware's hot path.
 
     Every value there was decoded by :mod:`tokenflow._http` itself (a str or
     None), so the type checks of ``Request.__post_init__``, which cost about
@@ -263,7 +269,6 @@ def route_request(facts: RouteFacts) -> Request:
     ordinary constructor. The request carries no credentials, metadata or
     client address: it serves ``decide`` only, never a login.
     """
-    method, cookie_header, sec_fetch_site, origin, host = facts
     self = object.__new__(Request)
     # The slots' own descriptors: a frozen dataclass refuses setattr.
     _SET_METHOD(self, method)

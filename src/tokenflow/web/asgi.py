@@ -165,7 +165,7 @@ class TokenflowMiddleware:
             await _send_response(send, response)
             return
         if self._proxies is None:
-            request = route_request(read_asgi_route(scope))
+            request = read_asgi_route(scope, route_request)
         else:
             request = Request.from_asgi(scope, proxies=self._proxies)
         # Step 1 (a valid access token) needs no port, for either kind of
