@@ -146,8 +146,14 @@ def wsgi_call(
     *,
     jar: Jar | None = None,
     chunked: bool = False,
+    terminated: bool | None = None,
 ) -> Reply:
-    """One request through a WSGI app (PEP 3333), the way a server calls it."""
+    """One request through a WSGI app (PEP 3333), the way a server calls it.
+
+    ``chunked`` sends no ``CONTENT_LENGTH``; the stream is then marked
+    ``wsgi.input_terminated`` (as a server that decodes chunked bodies does)
+    unless ``terminated`` says otherwise.
+    """
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
@@ -161,6 +167,8 @@ def wsgi_call(
     }
     if not chunked:
         environ["CONTENT_LENGTH"] = str(len(body))
+    if chunked if terminated is None else terminated:
+        environ["wsgi.input_terminated"] = True
     for name, value in [*headers, *(jar.header() if jar else [])]:
         key = name.upper().replace("-", "_")
         if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
