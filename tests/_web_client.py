@@ -72,6 +72,7 @@ class Jar:
         for line in set_cookies:
             pair = line.split(";", 1)[0]
             name, _, value = pair.partition("=")
+            name = name.strip()  # as browsers do (Django writes " name=value")
             if "Max-Age=0" in line or not value:
                 self.cookies.pop(name, None)
             else:
@@ -92,8 +93,12 @@ def asgi_call(
     *,
     jar: Jar | None = None,
     client: tuple[str, int] = ("192.0.2.10", 4000),
+    raises: type[BaseException] | None = None,
 ) -> Reply:
-    """One request through an ASGI app; the jar (if any) sends and keeps cookies."""
+    """One request through an ASGI app; the jar (if any) sends and keeps cookies.
+
+    ``raises``: the app is expected to raise that (after answering).
+    """
     chunks = [body] if isinstance(body, bytes) else list(body)
     sent = [*headers, *(jar.header() if jar else [])]
     scope = {
@@ -124,7 +129,15 @@ def asgi_call(
     async def send(message: dict[str, Any]) -> None:
         replies.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    if raises is None:
+        asyncio.run(app(scope, receive, send))
+    else:
+        try:
+            asyncio.run(app(scope, receive, send))
+        except raises:
+            pass
+        else:
+            raise AssertionError(f"the app did not raise {raises.__name__}")
     start = replies[0]
     assert start["type"] == "http.response.start"
     reply = Reply(
