@@ -160,12 +160,14 @@ def wsgi_call(
     jar: Jar | None = None,
     chunked: bool = False,
     terminated: bool | None = None,
+    stream: Any = None,
 ) -> Reply:
     """One request through a WSGI app (PEP 3333), the way a server calls it.
 
     ``chunked`` sends no ``CONTENT_LENGTH``; the stream is then marked
     ``wsgi.input_terminated`` (as a server that decodes chunked bodies does)
-    unless ``terminated`` says otherwise.
+    unless ``terminated`` says otherwise. ``stream`` replaces the
+    ``wsgi.input`` made of ``body``.
     """
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
@@ -175,7 +177,7 @@ def wsgi_call(
         "REMOTE_ADDR": "192.0.2.10",
         "SERVER_NAME": HOST,
         "SERVER_PORT": "443",
-        "wsgi.input": io.BytesIO(body),
+        "wsgi.input": io.BytesIO(body) if stream is None else stream,
         "wsgi.url_scheme": "https",
     }
     if not chunked:
