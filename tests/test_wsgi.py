@@ -256,3 +256,19 @@ def test_wsgiref_answers_a_post_without_length_at_once() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("body", [b"", b"username=alice", b"a" * 40_000])
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/logout"])
+def test_a_cross_site_post_to_an_endpoint_is_403_before_its_body(path: str, body: bytes) -> None:
+    world = World()
+    headers = [*CROSS_SITE, FORM, ("content-length", str(len(body)))]
+    reply = world.call("POST", path, headers, stream=Unreadable())
+    assert reply.status == 403
+    assert [type(d).__name__ for d in world.decisions] == ["Forbidden"]
+
+
+def test_a_same_site_login_without_a_password_is_still_a_failed_login() -> None:
+    world = World()
+    reply = world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], b"username=alice")
+    assert (reply.status, reply.json()) == (401, {"error": "login_failed"})
