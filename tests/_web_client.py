@@ -94,13 +94,16 @@ def asgi_call(
     jar: Jar | None = None,
     client: tuple[str, int] = ("192.0.2.10", 4000),
     raises: type[BaseException] | None = None,
+    scope: dict[str, Any] | None = None,
 ) -> Reply:
     """One request through an ASGI app; the jar (if any) sends and keeps cookies.
 
     ``raises``: the app is expected to raise that (after answering).
+    ``scope``: entries to add to the scope (``root_path``...).
     """
     chunks = [body] if isinstance(body, bytes) else list(body)
     sent = [*headers, *(jar.header() if jar else [])]
+    extra = scope or {}
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -114,6 +117,7 @@ def asgi_call(
         "headers": [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in sent],
         "client": client,
         "server": (HOST, 443),
+        **extra,
     }
     messages = [
         {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}

@@ -584,3 +584,41 @@ def test_on_decision_sees_the_events_of_requests_the_middleware_answers_itself()
     assert len(world.decisions) == before  # a Process with no events is not reported
     world.call("POST", "/auth/logout", [*SAME_ORIGIN, FORM], b"", jar=jar)
     assert [type(e).__name__ for e in world.decisions[-1].events] == ["SessionRevoked"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//auth/login",
+        "/auth//login",
+        "/auth/./login",
+        "/AUTH/login",
+        "/auth/login/",
+        "/auth/%6cogin",
+        "/auth/login;x",
+    ],
+)
+def test_another_spelling_of_an_endpoint_is_required(path: str) -> None:
+    world = World()
+    reply = world.call("POST", path, [*SAME_ORIGIN, FORM], b"")
+    assert (reply.status, reply.json()) == (401, {"error": "unauthorized"})
+    assert world.app.calls == 0
+
+
+def test_paths_are_matched_without_the_root_path() -> None:
+    world, jar = World(), Jar()
+    body = form(username=ALICE.username, password=ALICE.password)
+    scope_extra = {"root_path": "/app"}
+    login = asgi_call(
+        world.asgi,
+        "POST",
+        "/app/auth/login",
+        [*SAME_ORIGIN, FORM],
+        body,
+        jar=jar,
+        scope=scope_extra,
+    )
+    assert login.status == 303
+    anonymous = asgi_call(world.asgi, "GET", "/app/account", scope=scope_extra)
+    assert (anonymous.status, world.app.calls) == (401, 0)
+    assert asgi_call(world.asgi, "GET", "/app/account", jar=jar, scope=scope_extra).status == 200

@@ -16,6 +16,7 @@ import asyncio
 import importlib
 import json
 import os
+import posixpath
 import socket
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenflow._web import path_readings, required_predicate
 
@@ -466,3 +469,57 @@ def test_readings_are_bounded() -> None:
     assert not required_predicate(["/account"])("/accounts")
     assert not required_predicate(["/account"])("/public/account")
     assert required_predicate(["/account"])("/account/x")
+
+
+# -- the predicate against an independent reading -------------------------------------
+
+PATH_PARTS = st.sampled_from(
+    [
+        "/",
+        "//",
+        ".",
+        "..",
+        "/./",
+        "/../",
+        "account",
+        "ACCOUNT",
+        "acc",
+        "ount",
+        "x",
+        "%2e",
+        "%2E",
+        "%61",
+        "%2f",
+        "%25",
+        ";",
+        ";v=1",
+        "\\",
+        "-",
+        "~",
+        "A",
+    ]
+)
+
+
+def reference_reading(path: str) -> str:
+    """How a router that decodes twice, lower-cases and resolves dots reads ``path``."""
+    text = unquote(unquote(path)).replace("\\", "/").lower()
+    text = "/".join(segment.split(";")[0] for segment in text.split("/"))
+    resolved = posixpath.normpath("/" + text.lstrip("/"))
+    return "/" + resolved.lstrip("/")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PATH_PARTS, min_size=1, max_size=8).map("".join))
+def test_every_path_a_router_reads_as_required_is_required(path: str) -> None:
+    reading = reference_reading(path)
+    if reading == "/account" or reading.startswith("/account/"):
+        assert required_predicate(["/account"])(path), (path, reading)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.from_regex(r"(/[a-z0-9\-_~][a-z0-9\-_~.]{0,8}){1,5}/?", fullmatch=True))
+def test_a_path_in_normal_form_is_matched_as_it_is(path: str) -> None:
+    required = required_predicate(["/account"])
+    expected = path.rstrip("/") == "/account" or path.startswith("/account/")
+    assert required(path) is expected

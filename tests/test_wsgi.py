@@ -272,3 +272,21 @@ def test_a_same_site_login_without_a_password_is_still_a_failed_login() -> None:
     world = World()
     reply = world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], b"username=alice")
     assert (reply.status, reply.json()) == (401, {"error": "login_failed"})
+
+
+@pytest.mark.parametrize(
+    "path", ["//auth/logout", "/auth/./logout", "/Auth/Logout", "/auth/logout/"]
+)
+def test_another_spelling_of_an_endpoint_is_required(path: str) -> None:
+    world = World()
+    reply = world.call("POST", path, [*SAME_ORIGIN, FORM], b"")
+    assert (reply.status, reply.json()) == (401, {"error": "unauthorized"})
+    assert world.app.seen == []
+
+
+def test_path_info_is_read_as_utf8() -> None:
+    # PEP 3333: PATH_INFO carries the bytes as latin-1; "/café" arrives as "/cafÃ©".
+    world = World()
+    world.wsgi = TokenflowMiddleware(world.app, world.wsgi._flow, required=["/café"])
+    reply = world.call("GET", "/café/x".encode().decode("latin-1"))
+    assert reply.status == 401

@@ -209,9 +209,11 @@ def required_predicate(
     base = _base_predicate(required)
     endpoints = frozenset(endpoint_paths)
     lowered = frozenset(path.lower() for path in endpoints)
+    # With a trailing slash, an endpoint's path is still in normal form.
+    slashed = frozenset(path.rstrip("/") + "/" for path in endpoints)
 
     def is_required(path: str) -> bool:
-        if base(path):
+        if base(path) or path in slashed:
             return True
         if _NORMAL.fullmatch(path) and path != "":
             return False
