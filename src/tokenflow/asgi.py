@@ -164,7 +164,9 @@ class TokenflowMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        path = _route_path(scope)
+        path = scope["path"]
+        if scope.get("root_path"):
+            path = _route_path(scope)
         kind = self._routes.get(path)
         if kind is not None:
             request = Request.from_asgi(scope, proxies=self._proxies)
