@@ -280,7 +280,8 @@ def test_django_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
 
     if not settings.configured:
         django.setup()
-    sys.modules.pop("examples.django_app.auth", None)
+    for name in ("urls", "views", "auth"):  # no stale module for later tests to meet
+        monkeypatch.delitem(sys.modules, f"examples.django_app.{name}", raising=False)
     auth = importlib.import_module("examples.django_app.auth")
     session = Session()
     monkeypatch.setattr(auth, "flow", lambda: session.flow)
@@ -306,4 +307,6 @@ def test_django_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     try:
         session.check(lambda: call("/boom"), lambda: call("/ok"))
     finally:
+        for name in ("urls", "views", "auth"):
+            sys.modules.pop(f"examples.django_app.{name}", None)
         clear_url_caches()

@@ -290,15 +290,27 @@ def django_example(example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "examples.django_app.settings")
     import django
     from django.conf import settings
+    from django.urls import clear_url_caches
 
     if not settings.configured:
         django.setup()
+    forget_django_example()
     auth = example("examples.django_app.auth")
     monkeypatch.setattr(settings, "TOKENFLOW_DB", str(tmp_path / "s.db"))
     monkeypatch.setattr(settings, "TOKENFLOW_DEV", True)
     auth.flow.cache_clear()
     yield auth
     auth.flow.cache_clear()
+    forget_django_example()
+    clear_url_caches()
+
+
+def forget_django_example() -> None:
+    """Drop the example's modules: the URL module holds the views and the
+    auth module it was first imported with, and a later test importing a
+    fresh auth module must not meet a stale one through the URLs."""
+    for name in ("urls", "views", "auth"):
+        sys.modules.pop(f"examples.django_app.{name}", None)
 
 
 @pytest.mark.parametrize("force_script_name", [None, "/app"])
@@ -309,9 +321,9 @@ def test_django_example_in_every_spelling(
     from django.core.handlers.wsgi import WSGIHandler
     from django.urls import Resolver404, clear_url_caches, resolve
 
-    views = importlib.import_module("examples.django_app.views")
     monkeypatch.setattr(settings, "FORCE_SCRIPT_NAME", force_script_name)
     clear_url_caches()
+    views = importlib.import_module("examples.django_app.views")
     handler = WSGIHandler()
     ran: list[str] = []
     reached = 0
