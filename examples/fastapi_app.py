@@ -79,8 +79,11 @@ def create_app(flow: Flow) -> FastAPI:
         # Cross-site form posts never get here: the middleware answers 403.
         return {"saved_for": user}
 
-    # The login, logout and sessions endpoints live under /auth.
-    app.add_middleware(TokenflowMiddleware, flow=flow)
+    # The login, logout and sessions endpoints live under /auth. The
+    # middleware answers 401 itself on /me and /notes, before any routing,
+    # in whatever spelling the path comes (//me, /%6De...); the User
+    # dependency keeps each route safe on its own as well.
+    app.add_middleware(TokenflowMiddleware, flow=flow, required=["/me", "/notes"])
     return app
 
 

@@ -77,7 +77,12 @@ def create_app(flow: Flow) -> Flask:
     def add_note() -> dict[str, str]:
         return {"saved_for": g.user}
 
-    app.wsgi_app = TokenflowMiddleware(app.wsgi_app, flow)  # type: ignore[method-assign]
+    # The middleware answers 401 itself on /me and /notes, whatever the
+    # spelling of the path (Werkzeug routes //me to /me); @login_required
+    # keeps each view safe on its own as well.
+    app.wsgi_app = TokenflowMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, flow, required=["/me", "/notes"]
+    )
     return app
 
 

@@ -72,6 +72,7 @@ class Jar:
         for line in set_cookies:
             pair = line.split(";", 1)[0]
             name, _, value = pair.partition("=")
+            name = name.strip()  # as browsers do (Django writes " name=value")
             if "Max-Age=0" in line or not value:
                 self.cookies.pop(name, None)
             else:
@@ -92,10 +93,17 @@ def asgi_call(
     *,
     jar: Jar | None = None,
     client: tuple[str, int] = ("192.0.2.10", 4000),
+    raises: type[BaseException] | None = None,
+    scope: dict[str, Any] | None = None,
 ) -> Reply:
-    """One request through an ASGI app; the jar (if any) sends and keeps cookies."""
+    """One request through an ASGI app; the jar (if any) sends and keeps cookies.
+
+    ``raises``: the app is expected to raise that (after answering).
+    ``scope``: entries to add to the scope (``root_path``...).
+    """
     chunks = [body] if isinstance(body, bytes) else list(body)
     sent = [*headers, *(jar.header() if jar else [])]
+    extra = scope or {}
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -109,6 +117,7 @@ def asgi_call(
         "headers": [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in sent],
         "client": client,
         "server": (HOST, 443),
+        **extra,
     }
     messages = [
         {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
@@ -124,7 +133,15 @@ def asgi_call(
     async def send(message: dict[str, Any]) -> None:
         replies.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    if raises is None:
+        asyncio.run(app(scope, receive, send))
+    else:
+        try:
+            asyncio.run(app(scope, receive, send))
+        except raises:
+            pass
+        else:
+            raise AssertionError(f"the app did not raise {raises.__name__}")
     start = replies[0]
     assert start["type"] == "http.response.start"
     reply = Reply(
@@ -146,8 +163,16 @@ def wsgi_call(
     *,
     jar: Jar | None = None,
     chunked: bool = False,
+    terminated: bool | None = None,
+    stream: Any = None,
 ) -> Reply:
-    """One request through a WSGI app (PEP 3333), the way a server calls it."""
+    """One request through a WSGI app (PEP 3333), the way a server calls it.
+
+    ``chunked`` sends no ``CONTENT_LENGTH``; the stream is then marked
+    ``wsgi.input_terminated`` (as a server that decodes chunked bodies does)
+    unless ``terminated`` says otherwise. ``stream`` replaces the
+    ``wsgi.input`` made of ``body``.
+    """
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
@@ -156,11 +181,13 @@ def wsgi_call(
         "REMOTE_ADDR": "192.0.2.10",
         "SERVER_NAME": HOST,
         "SERVER_PORT": "443",
-        "wsgi.input": io.BytesIO(body),
+        "wsgi.input": io.BytesIO(body) if stream is None else stream,
         "wsgi.url_scheme": "https",
     }
     if not chunked:
         environ["CONTENT_LENGTH"] = str(len(body))
+    if chunked if terminated is None else terminated:
+        environ["wsgi.input_terminated"] = True
     for name, value in [*headers, *(jar.header() if jar else [])]:
         key = name.upper().replace("-", "_")
         if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):

@@ -264,6 +264,45 @@ def test_a_cross_site_login_is_403() -> None:
     assert world.call("POST", "/auth/login", [*CROSS_SITE, FORM], body).status == 403
 
 
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ([FORM], b""),  # no credentials at all
+        ([FORM], b"username=alice"),  # no password
+        ([("content-type", "text/plain")], b"x"),  # a body the endpoint cannot read
+        ([FORM], b"a" * 40_000),  # a body over the limit
+    ],
+)
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/logout", "/auth/sessions/revoke"])
+def test_a_cross_site_post_to_an_endpoint_is_403_before_its_body(
+    path: str, headers: Any, body: bytes
+) -> None:
+    world = World()
+    reads: list[object] = []
+
+    async def receive() -> Any:
+        reads.append(None)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "root_path": "",
+        "headers": [(n.encode(), v.encode()) for n, v in [*CROSS_SITE, *headers]],
+        "client": ("192.0.2.10", 4000),
+    }
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(world.asgi(scope, receive, send))
+    assert sent[0]["status"] == 403
+    assert reads == []  # the body was never read
+    assert [type(d).__name__ for d in world.decisions] == ["Forbidden"]
+
+
 def test_too_many_failed_logins_is_429_with_retry_after() -> None:
     world = World(throttle=True)
     bad = json.dumps({"username": ALICE.username, "password": "nope"}).encode()
@@ -545,3 +584,41 @@ def test_on_decision_sees_the_events_of_requests_the_middleware_answers_itself()
     assert len(world.decisions) == before  # a Process with no events is not reported
     world.call("POST", "/auth/logout", [*SAME_ORIGIN, FORM], b"", jar=jar)
     assert [type(e).__name__ for e in world.decisions[-1].events] == ["SessionRevoked"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//auth/login",
+        "/auth//login",
+        "/auth/./login",
+        "/AUTH/login",
+        "/auth/login/",
+        "/auth/%6cogin",
+        "/auth/login;x",
+    ],
+)
+def test_another_spelling_of_an_endpoint_is_required(path: str) -> None:
+    world = World()
+    reply = world.call("POST", path, [*SAME_ORIGIN, FORM], b"")
+    assert (reply.status, reply.json()) == (401, {"error": "unauthorized"})
+    assert world.app.calls == 0
+
+
+def test_paths_are_matched_without_the_root_path() -> None:
+    world, jar = World(), Jar()
+    body = form(username=ALICE.username, password=ALICE.password)
+    scope_extra = {"root_path": "/app"}
+    login = asgi_call(
+        world.asgi,
+        "POST",
+        "/app/auth/login",
+        [*SAME_ORIGIN, FORM],
+        body,
+        jar=jar,
+        scope=scope_extra,
+    )
+    assert login.status == 303
+    anonymous = asgi_call(world.asgi, "GET", "/app/account", scope=scope_extra)
+    assert (anonymous.status, world.app.calls) == (401, 0)
+    assert asgi_call(world.asgi, "GET", "/app/account", jar=jar, scope=scope_extra).status == 200

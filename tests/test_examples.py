@@ -125,6 +125,9 @@ def test_django(example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert reply["Cache-Control"] == "no-store"
     assert client.get("/me").json() == {"user": "alice"}
     attacker = Client(headers=CROSS_SITE)
+    # The origin first: a cross-site login is 403 whatever its body lacks.
+    assert attacker.post("/auth/login", {"username": "alice"}).status_code == 403
+    assert attacker.post("/auth/login", {}).status_code == 403
     attacker.cookies = client.cookies
     assert attacker.post("/notes").status_code == 403
     assert client.post("/notes").json() == {"saved_for": "alice"}

@@ -261,3 +261,117 @@ def test_any_forwarded_header_gives_an_address_or_none(text: str) -> None:
     )
     address = request.client_address
     assert address is None or address == "10.0.0.1" or address in text or ":" in address
+
+
+# -- RFC 7239 Forwarded, fail closed ---------------------------------------------------
+
+FORWARDED_PROXIES = TrustedProxies(("10.0.0.0/8",), ForwardedHeaders.FORWARDED)
+TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+TOKENS = st.text(alphabet=TCHARS, min_size=1, max_size=12)
+QDTEXT = st.characters(
+    codec="latin-1", exclude_characters='"\\', exclude_categories=("Cc",)
+) | st.sampled_from("\t ")
+QUOTED_TEXT = st.text(alphabet=QDTEXT | st.sampled_from('"\\'), max_size=12)
+NAMES = st.sampled_from(["for", "by", "host", "proto", "For", "HOST"]) | TOKENS
+OWS = st.sampled_from(["", " ", "\t", "  "])
+
+
+def quote(value: str) -> str:
+    escaped = "".join("\\" + c if c in '"\\' else c for c in value)
+    return f'"{escaped}"'
+
+
+@st.composite
+def elements(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
+    """One grammatical forwarded-element and what it means."""
+    names = draw(st.lists(NAMES, max_size=4, unique_by=str.lower))
+    pairs, meaning = [], {}
+    for name in names:
+        value = draw(TOKENS | QUOTED_TEXT)
+        as_token = bool(value) and all(c in TCHARS for c in value) and draw(st.booleans())
+        pairs.append(f"{name}={value if as_token else quote(value)}")
+        meaning[name.lower()] = value
+    separator = draw(OWS) + ";" + draw(OWS)
+    return separator.join(pairs), meaning
+
+
+@st.composite
+def headers(draw: st.DrawFn) -> tuple[str, list[dict[str, str]]]:
+    """A grammatical Forwarded header (1#forwarded-element) and its elements."""
+    drawn = draw(st.lists(elements(), min_size=1, max_size=5))
+    text = ""
+    for i, (element, _) in enumerate(drawn):
+        if i:
+            text += draw(OWS) + "," + draw(OWS)
+        text += element
+    return draw(OWS) + text + draw(OWS), [meaning for _, meaning in drawn]
+
+
+@given(headers())
+def test_forwarded_grammar_round_trips(header: tuple[str, list[dict[str, str]]]) -> None:
+    from tokenflow._http import _forwarded_elements
+
+    text, meaning = header
+    assert _forwarded_elements(text) == meaning[-32:]
+
+
+def forwarded_through_proxy(client_text: str) -> Request:
+    """What the client wrote, then the element our proxy appends (its peer)."""
+    return Request.from_headers(
+        "GET",
+        [
+            ("forwarded", client_text),
+            ("forwarded", 'for=203.0.113.9;host="app.example";proto=https'),
+            ("host", "backend.internal"),
+        ],
+        peer="10.0.0.1",
+        proxies=FORWARDED_PROXIES,
+    )
+
+
+@given(headers())
+def test_a_grammatical_client_prefix_never_hides_the_proxy_element(
+    header: tuple[str, list[dict[str, str]]],
+) -> None:
+    request = forwarded_through_proxy(header[0])
+    assert request.client_address == "203.0.113.9"
+    assert request.host == "app.example"
+
+
+@given(st.text(max_size=60) | st.text(alphabet='for=;,"\\ 1.2.3.4[]:host', max_size=60))
+def test_whatever_the_client_writes_it_never_chooses_the_address(client_text: str) -> None:
+    request = forwarded_through_proxy(client_text)
+    # Either the proxy's element is read, or nothing is believed.
+    assert (request.client_address, request.host) in (
+        ("203.0.113.9", "app.example"),
+        (None, "backend.internal"),
+    )
+
+
+MALFORMED = [
+    'for="1.2.3.4',  # unterminated quote: would swallow the proxy's element
+    'for="1.2.3.4\\"',  # the closing quote escaped
+    "for",  # a pair without "="
+    "for=",  # no value
+    "=1.2.3.4",  # no name
+    "for=1.2.3.4 x",  # stray bytes
+    "for=1.2.3.4;for=5.6.7.8",  # a parameter twice in one element
+    "for = 1.2.3.4",  # whitespace around "="
+    "for=[2001:db8::1]",  # ":" and "[" are not token characters: must be quoted
+    "for=1.2.3.4\x00",
+]
+
+
+@pytest.mark.parametrize("client_text", MALFORMED)
+def test_a_malformed_element_makes_the_whole_header_untrusted(client_text: str) -> None:
+    request = forwarded_through_proxy(client_text)
+    assert request.client_address is None
+    assert request.host == "backend.internal"
+
+
+def test_an_unterminated_quote_cannot_take_the_proxy_element() -> None:
+    # The client ends its text inside a quoted-string; the proxy's appended
+    # element would then be read as part of the client's value.
+    request = forwarded_through_proxy('for="198.51.100.66";host="evil.example", for="x')
+    assert request.client_address is None
+    assert request.host == "backend.internal"

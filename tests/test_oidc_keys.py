@@ -51,6 +51,12 @@ KEYS = "https://www.googleapis.com/oauth2/v3/certs"
         ("no-store, max-age=9000", None, 300),
         ("max-age=soon", None, 300),
         ('max-age="7200"', None, 7200),
+        # str.isdigit() passes these, float() refuses them: the cautious end.
+        ("max-age=\u00b2", None, 300),
+        ("max-age=\u0661\u0662\u0660\u0660\u0660", None, 300),
+        ("max-age=\uff17\uff12\uff10\uff10", None, 300),
+        ("max-age=7200", "\u00b2", 7200),
+        ("max-age=7200", "+5", 7200),
         ("private", None, 3600),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -167,3 +168,125 @@ def test_on_decision_sees_logins_refusals_and_logouts() -> None:
     assert len(world.decisions) == before  # a plain valid access is not reported
     world.call("POST", "/auth/logout", [*SAME_ORIGIN, FORM], b"", jar=jar)
     assert [type(e).__name__ for e in world.decisions[-1].events] == ["SessionRevoked"]
+
+
+# -- request bodies as PEP 3333 reads them -------------------------------------------
+
+
+class Unreadable(io.RawIOBase):
+    """A wsgi.input that must not be read (a socket with nothing more to come)."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise AssertionError("the body was read without a length or wsgi.input_terminated")
+
+
+def test_no_length_and_no_terminated_input_is_an_empty_body() -> None:
+    world = World()
+    environ_input = Unreadable()
+    reply = world.call(
+        "POST",
+        "/auth/logout",
+        [*SAME_ORIGIN, JSON],
+        chunked=True,
+        terminated=False,
+        stream=environ_input,
+    )
+    assert reply.json() == {"logged_out": True}
+
+
+@pytest.mark.parametrize(
+    "length", ["+5", " 5", "5 ", "5_0", "\uff15", "\u0665", "-1", "0x5", "5" * 19]
+)
+def test_content_length_is_ascii_digits_only(length: str) -> None:
+    world = World()
+    reply = world.call(
+        "POST",
+        "/auth/logout",
+        [*SAME_ORIGIN, FORM, ("content-length", length)],
+        b"a=b",
+        stream=Unreadable(),
+    )
+    assert reply.status == 413
+
+
+def test_never_reads_past_content_length() -> None:
+    world, jar = World(), Jar()
+    body = login_form()
+    stream = io.BytesIO(body + b"&username=mallory&next=/evil")
+    reply = world.call(
+        "POST",
+        "/auth/login",
+        [*SAME_ORIGIN, FORM, ("content-length", str(len(body)))],
+        jar=jar,
+        stream=stream,
+    )
+    assert (reply.status, reply.header("Location")) == (303, "/account")
+    assert stream.tell() == len(body)
+
+
+def test_wsgiref_answers_a_post_without_length_at_once() -> None:
+    import socket
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    world = World()
+    server = make_server("127.0.0.1", 0, world.wsgi, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            # HTTP/1.1 and the connection kept open: nothing tells the server
+            # the body is over, so a read of wsgi.input would wait forever.
+            sock.sendall(
+                b"POST /auth/logout HTTP/1.1\r\nHost: app.example\r\n"
+                b"Origin: https://app.example\r\nSec-Fetch-Site: same-origin\r\n"
+                b"Content-Type: application/json\r\n\r\n"
+            )
+            answer = b""
+            while b'{"logged_out":true}' not in answer:
+                chunk = sock.recv(4096)  # times out (fails) after 5 s
+                assert chunk, answer
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("body", [b"", b"username=alice", b"a" * 40_000])
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/logout"])
+def test_a_cross_site_post_to_an_endpoint_is_403_before_its_body(path: str, body: bytes) -> None:
+    world = World()
+    headers = [*CROSS_SITE, FORM, ("content-length", str(len(body)))]
+    reply = world.call("POST", path, headers, stream=Unreadable())
+    assert reply.status == 403
+    assert [type(d).__name__ for d in world.decisions] == ["Forbidden"]
+
+
+def test_a_same_site_login_without_a_password_is_still_a_failed_login() -> None:
+    world = World()
+    reply = world.call("POST", "/auth/login", [*SAME_ORIGIN, FORM], b"username=alice")
+    assert (reply.status, reply.json()) == (401, {"error": "login_failed"})
+
+
+@pytest.mark.parametrize(
+    "path", ["//auth/logout", "/auth/./logout", "/Auth/Logout", "/auth/logout/"]
+)
+def test_another_spelling_of_an_endpoint_is_required(path: str) -> None:
+    world = World()
+    reply = world.call("POST", path, [*SAME_ORIGIN, FORM], b"")
+    assert (reply.status, reply.json()) == (401, {"error": "unauthorized"})
+    assert world.app.seen == []
+
+
+def test_path_info_is_read_as_utf8() -> None:
+    # PEP 3333: PATH_INFO carries the bytes as latin-1; "/café" arrives as "/cafÃ©".
+    world = World()
+    world.wsgi = TokenflowMiddleware(world.app, world.wsgi._flow, required=["/café"])
+    reply = world.call("GET", "/café/x".encode().decode("latin-1"))
+    assert reply.status == 401

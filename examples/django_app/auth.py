@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from http.cookies import Morsel
 from typing import Any
 
@@ -99,7 +100,8 @@ class TokenflowMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path in ("/auth/login", "/auth/logout"):
+        # path_info is what Django routes (request.path adds the script name).
+        if request.path_info in ("/auth/login", "/auth/logout"):
             # The login and logout views run their own operations.
             request.tokenflow = None  # type: ignore[attr-defined]
             return self.get_response(request)
@@ -148,10 +150,16 @@ def _credentials(request: HttpRequest) -> PasswordCredentials | None:
 @require_POST
 def login(request: HttpRequest) -> HttpResponse:
     """Log in (form or JSON): verified even if a session cookie is present."""
+    attempt = Request.from_wsgi(request.META)
+    # The origin first, before the body is read: without credentials the
+    # flow runs only its cross-origin check (Forbidden, or Unauthorized).
+    refused = _refusal(flow().login(attempt))
+    if refused is not None:
+        return refused
     credentials = _credentials(request)
     if credentials is None:
         return JsonResponse({"error": "login_failed"}, status=401)
-    decision = flow().login(Request.from_wsgi(request.META, credentials=credentials))
+    decision = flow().login(replace(attempt, credentials=credentials))
     if isinstance(decision, Reissue):
         # A fixed target: a user-supplied "next" needs an open-redirect check
         # (django.utils.http.url_has_allowed_host_and_scheme).

@@ -36,6 +36,7 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias, TypeVar
@@ -171,33 +172,48 @@ def _strip_port(node: str) -> str:
     return node
 
 
-def _forwarded_elements(header: str) -> list[dict[str, str]]:
-    """RFC 7239 elements, left to right, as lower-cased parameter dicts.
+# RFC 7239 section 4 with RFC 9110's token and quoted-string:
+#   Forwarded = 1#forwarded-element
+#   forwarded-element = [ forwarded-pair ] *( ";" [ forwarded-pair ] )
+#   forwarded-pair = token "=" value ; value = token / quoted-string
+# Optional whitespace is allowed around "," (the list rule) and ";" (some
+# proxies write "; "), nowhere else.
+_TOKEN: Final = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"  # noqa: S105 - the HTTP token syntax
+_QUOTED: Final = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x20-\x7e\x80-\xff])*"'
+_PAIR: Final = rf"{_TOKEN}=(?:{_TOKEN}|{_QUOTED})"
+_OWS: Final = r"[ \t]*"
+_ELEMENT: Final = rf"(?:{_PAIR})?(?:{_OWS};{_OWS}(?:{_PAIR})?)*"
+_FORWARDED: Final = re.compile(rf"{_OWS}{_ELEMENT}(?:{_OWS},{_OWS}{_ELEMENT})*{_OWS}")
+_FORWARDED_PARTS: Final = re.compile(rf"({_TOKEN})=({_TOKEN}|{_QUOTED})|,")
+_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
 
-    Quoted strings may hold ``,`` and ``;``; a malformed element becomes an
-    empty dict, which names no client.
+
+def _forwarded_elements(header: str) -> list[dict[str, str]] | None:
+    """RFC 7239 elements, left to right, as parameter dicts (lower-case names).
+
+    None when the header is malformed anywhere (an unterminated quote, a pair
+    without ``=`` or value, stray bytes, a parameter twice in one element):
+    a client that can break the syntax can make its own text swallow what a
+    trusted proxy appended, so no part of such a header is believed.
     """
+    if not _FORWARDED.fullmatch(header):
+        return None
     elements: list[dict[str, str]] = []
     current: dict[str, str] = {}
-    pair = ""
-    quoted = False
-    for char in header + ",":
-        if char == '"':
-            quoted = not quoted
-            pair += char
-        elif not quoted and char in ",;":
-            name, eq, value = pair.strip().partition("=")
-            if eq and name:
-                value = value.strip()
-                if len(value) >= 2 and value[0] == value[-1] == '"':
-                    value = value[1:-1].replace("\\", "")
-                current.setdefault(name.strip().lower(), value)
-            pair = ""
-            if char == ",":
-                elements.append(current)
-                current = {}
-        else:
-            pair += char
+    for part in _FORWARDED_PARTS.finditer(header):
+        name = part.group(1)
+        if name is None:  # ","
+            elements.append(current)
+            current = {}
+            continue
+        name = name.lower()
+        if name in current:
+            return None
+        value = part.group(2)
+        if value[0] == '"':
+            value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
+        current[name] = value
+    elements.append(current)
     return elements[-_HOP_LIMIT:]
 
 
@@ -226,9 +242,12 @@ def _behind_proxy(
     fields: Mapping[str, str], peer: IPAddress, proxies: TrustedProxies, host: str | None
 ) -> _Facts:
     if proxies.headers is ForwardedHeaders.FORWARDED:
-        elements = _forwarded_elements(fields.get("forwarded", ""))
-        if not elements:
+        header = fields.get("forwarded")
+        if header is None:
             return _Facts(str(peer), host)
+        elements = _forwarded_elements(header)
+        if elements is None:
+            return _Facts(None, host)
         index = _client_from_chain([e.get("for", "") for e in elements], proxies)
         if index is None:
             return _Facts(None, host)

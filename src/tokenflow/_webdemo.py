@@ -110,7 +110,7 @@ def _set_cookie_entry(header: str) -> dict[str, Any]:
     for attribute in attributes:
         key, _, raw = attribute.partition("=")
         if key.lower() == "max-age":
-            max_age = int(raw) if raw.isdigit() else None
+            max_age = int(raw) if raw.isascii() and raw.isdigit() else None
     return {
         "name": name,
         "value": _short(value) if value else "",

@@ -45,7 +45,7 @@ FACEBOOK_ISSUER: Final = "https://www.facebook.com"
 """The issuer Limited Login tokens carry; classic logins report it too, so that
 both name a user the same way (their ``sub`` / ``user_id`` are both app-scoped)."""
 _TOKEN: Final = re.compile(r"[A-Za-z0-9._|\-]{16,4096}")
-_VERSION: Final = re.compile(r"v\d{1,2}\.\d{1,2}")
+_VERSION: Final = re.compile(r"v[0-9]{1,2}\.[0-9]{1,2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class GraphRules:
     provider: str = "facebook"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.app_id, str) and self.app_id.isdigit()):
+        if not (isinstance(self.app_id, str) and re.fullmatch(r"[0-9]+", self.app_id)):
             raise ConfigError("app_id must be your Facebook app's numeric id, as a string")
         if not (
             isinstance(self.app_secret, str) and re.fullmatch(r"[0-9a-f]{16,64}", self.app_secret)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Mapping
@@ -64,6 +65,7 @@ _NEGATIVE_CACHE_SIZE: Final = 1024
 _MIN_RSA_BITS: Final = 2048
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KEY_TYPES: Final = frozenset({"RSA", "EC", "OKP"})
+_SECONDS: Final = re.compile(r"[0-9]+")
 # Waiters give up on an in-flight refresh after this long: two fetches
 # (discovery, then keys) at the longest timeout, and a margin.
 _WAIT_SECONDS: Final = 2 * MAX_TIMEOUT + 1.0
@@ -208,13 +210,15 @@ def lifetime_of(fetched: Fetched) -> float:
             return MIN_LIFETIME
         if name == "max-age":
             value = value.strip().strip('"')
-            if not value.isdigit():
+            # ASCII digits only: str.isdigit() also passes "²", which float()
+            # then refuses.
+            if not _SECONDS.fullmatch(value):
                 return MIN_LIFETIME  # unreadable: the cautious end
             max_age = float(value[:12])
     if max_age is None:
         return DEFAULT_LIFETIME
     age = fetched.headers.get("age", "").strip()
-    if age.isdigit():
+    if _SECONDS.fullmatch(age):
         max_age -= float(age[:12])
     return min(MAX_LIFETIME, max(MIN_LIFETIME, max_age))
 

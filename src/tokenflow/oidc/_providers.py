@@ -64,7 +64,7 @@ ENTRA_KEYS: Final = "https://login.microsoftonline.com/common/discovery/v2.0/key
 ENTRA_ISSUER: Final = "https://login.microsoftonline.com/{tid}/v2.0"
 _RS256: Final = frozenset({"RS256"})
 _GUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_REGION: Final = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-\d{1,2}")
+_REGION: Final = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-[0-9]{1,2}")
 _HOST: Final = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 AnyIdTokenVerifier = IdTokenVerifier | AsyncIdTokenVerifier

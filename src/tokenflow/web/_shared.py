@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl, quote
 
+from .._csrf import check_cross_origin
 from .._errors import ConfigError
 from .._model import (
     Credentials,
@@ -110,11 +111,126 @@ class Auth:
 Required: TypeAlias = "Callable[[str], bool] | Iterable[str] | None"
 """Which paths require a signed-in user: a predicate on the path, path
 prefixes (``"/account"`` covers ``/account`` and ``/account/...``), or None
-(no path: every route decides for itself through :class:`Auth`)."""
+(no path: every route decides for itself through :class:`Auth`).
+
+The path is the one the application routes: the ASGI path without
+``root_path``, the WSGI ``PATH_INFO``. A path that is not in normal form
+(repeated slashes, dot segments, percent-escapes, ``;`` parameters, a
+backslash, capitals...) is also matched in every form a router might read it
+in; if any of them is required, so is the path. A predicate is called with
+each of those forms, and with each again in lower case."""
+
+# -- the paths the middleware matches ------------------------------------------------
+
+# A path in normal form: "/" and segments of lower-case unreserved or
+# sub-delim characters, none empty and none starting with a dot (no "." or
+# ".." segment, no "//"), an optional final "/". No "%", ";" or "\". Such
+# a path reads the same to every router, so it is matched as it is; nearly
+# every real path is one, and this test is all they cost.
+_NORMAL: Final = re.compile(r"(?:/[a-z0-9\-_~!$&'()*+,=:@][a-z0-9\-_~!$&'()*+,=:@.]*)*/?")
+_DECODE_ROUNDS: Final = 3
+"""Percent-decoding passes: a proxy and a server may each decode once, a
+router once more. A path still encoded deeper is treated as required."""
+_PATH_LIMIT: Final = 2048
+"""Longer paths not in normal form are not read (up to ~100 readings each,
+about 0.5 ms at this length), only treated as required."""
+_PARAMS: Final = re.compile(r";[^/]*")
+_ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
-def required_predicate(required: object) -> Callable[[str], bool]:
-    """The predicate for a middleware's ``required`` argument (validated)."""
+def _remove_dots(path: str, merge: bool) -> str:
+    """RFC 3986 dot-segment removal; ``merge`` also drops empty segments ("//")."""
+    kept: list[str] = []
+    segments = path.split("/")
+    for segment in segments[1:]:
+        if segment == "..":
+            if kept:
+                kept.pop()
+        elif segment != "." and (segment or not merge):
+            kept.append(segment)
+    return "/" + "/".join(kept)
+
+
+def path_readings(path: str) -> frozenset[str] | None:
+    """Every form a router might read ``path`` in, or None when it is too
+    long or too deeply encoded to tell (then it is treated as required).
+
+    The forms combine: up to three rounds of percent-decoding; ``\\`` read as
+    ``/``; ``;parameters`` stripped from each segment or kept; repeated
+    slashes merged or kept; dot segments resolved or kept; a trailing slash
+    dropped or kept. Each form starts with ``/``.
+    """
+    if len(path) > _PATH_LIMIT:
+        return None
+    decoded = [path]
+    text = path
+    for _ in range(_DECODE_ROUNDS):
+        unescaped = _ESCAPE.sub(_unescape, text) if "%" in text else text
+        if unescaped == text:
+            break
+        decoded.append(unescaped)
+        text = unescaped
+    else:
+        if "%" in text and _ESCAPE.sub(_unescape, text) != text:
+            return None
+    readings: set[str] = set()
+    for text in decoded:
+        rooted = text if text.startswith("/") else "/" + text
+        for slashed in {rooted, rooted.replace("\\", "/")}:
+            for params in {slashed, _PARAMS.sub("", slashed)}:
+                for form in (
+                    params,
+                    _remove_dots(params, merge=False),
+                    _remove_dots(params, merge=True),
+                ):
+                    readings.add(form)
+                    if len(form) > 1 and form.endswith("/"):
+                        readings.add(form.rstrip("/") or "/")
+    return frozenset(readings)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    # Any byte, reserved or not: a router that decodes "%2F" reads "/". A
+    # byte that is not ASCII stays encoded (it names no ASCII prefix).
+    byte = int(match.group()[1:], 16)
+    return chr(byte) if byte < 0x80 else match.group()
+
+
+def required_predicate(
+    required: object, endpoint_paths: Iterable[str] = ()
+) -> Callable[[str], bool]:
+    """Whether a path requires a signed-in user, for a middleware's ``required``
+    argument (validated; :class:`ConfigError` otherwise).
+
+    ``endpoint_paths`` are the built-in endpoints' paths: served at exactly
+    that path, and required under any other spelling of it, so that no
+    spelling of an endpoint's path passes through to the application
+    anonymously.
+    """
+    base = _base_predicate(required)
+    endpoints = frozenset(endpoint_paths)
+    lowered = frozenset(path.lower() for path in endpoints)
+    # With a trailing slash, an endpoint's path is still in normal form.
+    slashed = frozenset(path.rstrip("/") + "/" for path in endpoints)
+
+    def is_required(path: str) -> bool:
+        if base(path) or path in slashed:
+            return True
+        if _NORMAL.fullmatch(path) and path != "":
+            return False
+        readings = path_readings(path)
+        if readings is None:
+            return True
+        for reading in readings:
+            lower = reading.lower()
+            if base(reading) or base(lower) or lower in lowered:
+                return True
+        return False
+
+    return is_required
+
+
+def _base_predicate(required: object) -> Callable[[str], bool]:
     if required is None:
         return lambda path: False
     if callable(required):
@@ -131,11 +247,19 @@ def required_predicate(required: object) -> Callable[[str], bool]:
     if not prefixes:
         return lambda path: False
     # "/account" covers "/account" and "/account/..." but not "/accounts".
-    bare = tuple(p.rstrip("/") or "/" for p in prefixes)
-    slashed = tuple(p if p.endswith("/") else p + "/" for p in prefixes)
+    # Matched in lower case too: a case-insensitive router reads "/ACCOUNT"
+    # as "/account" (the path's own lower-case forms are tried by the caller).
+    bare: set[str] = set()
+    slashed: set[str] = set()
+    for prefix in prefixes:
+        root = prefix.rstrip("/") or "/"
+        bare.update((root, root.lower()))
+        tree = prefix if prefix.endswith("/") else prefix + "/"
+        slashed.update((tree, tree.lower()))
+    bare_paths, trees = frozenset(bare), tuple(slashed)
 
     def matches(path: str) -> bool:
-        return path in bare or path.startswith(slashed)
+        return path in bare_paths or path.startswith(trees)
 
     return matches
 
@@ -243,6 +367,7 @@ _REASONS: Final = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     429: "Too Many Requests",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -291,6 +416,17 @@ def refusal(decision: Decision) -> Response:
     if isinstance(decision, Unavailable):
         return json_response(503, {"error": "unavailable"}, extra=[("retry-after", "5")])
     return json_response(401, {"error": "unauthorized"}, decision.set_cookies)
+
+
+def server_error(set_cookies: Sequence[str]) -> Response:
+    """The 500 the middleware answers when the application raised before its
+    response started, on a request whose decision carries cookies.
+
+    The cookies go out with it: after a refresh, the browser must learn the
+    rotated token, or its next request would present the old one, be taken
+    for a stolen copy once the grace window is over, and end the session.
+    """
+    return json_response(500, {"error": "internal_server_error"}, set_cookies)
 
 
 def for_route(decision: Decision, required: bool) -> Response | PassThrough:
@@ -485,8 +621,17 @@ def _with_error(page: str, error: str, next_path: str | None) -> str:
     return page + ("&" if "?" in page else "?") + query
 
 
-def endpoint(kind: str, request: Request, incoming: Incoming, endpoints: Endpoints) -> Steps:
-    """Serve one built-in endpoint (``kind`` from :meth:`Endpoints.route`)."""
+def endpoint(
+    kind: str,
+    request: Request,
+    incoming: Incoming,
+    endpoints: Endpoints,
+    trusted_origins: frozenset[str] = frozenset(),
+) -> Steps:
+    """Serve one built-in endpoint (``kind`` from :meth:`Endpoints.route`).
+
+    ``trusted_origins`` are the flow's (``FlowConfig.trusted_origins``).
+    """
     method = incoming.method
     if kind == "sessions":
         if method not in ("GET", "HEAD"):
@@ -498,6 +643,16 @@ def endpoint(kind: str, request: Request, incoming: Incoming, endpoints: Endpoin
     as_json = _wants_json(incoming)
     if kind == "sessions":
         return (yield from _list_sessions(request))
+    # The origin first: a cross-site post is refused whatever its body holds
+    # (or lacks), and its body is never read. The flow still makes that
+    # decision (with its event): a login without credentials is answered by
+    # its cross-origin check alone, no port called.
+    if not check_cross_origin(
+        method, request.sec_fetch_site, request.origin, request.host, trusted_origins
+    ).allowed:
+        decision = yield Login(replace(request, credentials=None))
+        if isinstance(decision, Forbidden):
+            return refusal(decision)
     fields = yield from _read_fields(incoming, endpoints)
     if isinstance(fields, Response):
         return fields

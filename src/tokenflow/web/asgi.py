@@ -20,7 +20,14 @@ decision, and then:
 * on a path that ``required`` names, answers 401 or 503 itself; on any other
   path an anonymous request reaches the application, which decides per route
   (``Auth.authenticated``, ``Auth.denial_status``); when the session store is
-  down such a request passes through as anonymous and no cookie is touched;
+  down such a request passes through as anonymous and no cookie is touched.
+  Paths are those the application routes: ``scope["path"]`` without
+  ``scope["root_path"]``, as Starlette computes it; any spelling of a
+  required path (``//account``, ``/./account``, ``/%61ccount``...) is
+  required too;
+* if the application raises before it starts its response, on a request
+  whose decision carries cookies (a refresh), answers 500 itself with those
+  cookies, then re-raises: the browser keeps its rotated session;
 * serves the login, logout and sessions endpoints of
   :class:`~tokenflow.asgi.Endpoints`.
 
@@ -34,6 +41,7 @@ needs no store) and hands only :meth:`~tokenflow.Flow.finish` to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeAlias
 
@@ -62,6 +70,7 @@ from ._shared import (
     for_route,
     required_predicate,
     routes_with_device_binding,
+    server_error,
 )
 
 __all__ = ["ASGIApp", "Auth", "Endpoints", "TokenflowMiddleware", "auth_of"]
@@ -146,9 +155,9 @@ class TokenflowMiddleware:
         self._flow = flow
         self._begin = flow.begin
         self._async = isinstance(flow, AsyncFlow)
-        self._required = required_predicate(required)
         self._endpoints = endpoints
         self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
+        self._required = required_predicate(required, self._routes)
         self._proxies = proxies
         self._on_decision = on_decision
 
@@ -158,6 +167,8 @@ class TokenflowMiddleware:
             await self._app(scope, receive, send)
             return
         path = scope["path"]
+        if scope.get("root_path"):
+            path = _route_path(scope)
         kind = self._routes.get(path)
         if kind is not None:
             request = Request.from_asgi(scope, proxies=self._proxies)
@@ -189,7 +200,19 @@ class TokenflowMiddleware:
         if isinstance(outcome, Response):
             await _send_response(send, outcome)
             return
-        await self._app(_with_auth(scope, outcome), receive, _cookie_sender(send, outcome))
+        if not outcome.set_cookies:
+            await self._app(_with_auth(scope, outcome), receive, send)
+            return
+        sender = _CookieSender(send, outcome.set_cookies)
+        try:
+            await self._app(_with_auth(scope, outcome), receive, sender)
+        except Exception:
+            if not sender.started:
+                # Answered here, or the server's own 500 would drop the
+                # cookies. If the client is gone, the app's error matters more.
+                with contextlib.suppress(Exception):
+                    await _send_response(send, server_error(outcome.set_cookies))
+            raise
 
     async def _decide(self, request: Request) -> Decision:
         return await self._finish(self._flow.begin(request))
@@ -212,7 +235,8 @@ class TokenflowMiddleware:
     async def _endpoint(
         self, kind: str, request: Request, scope: Scope, receive: Receive
     ) -> Response:
-        steps: Steps = endpoint(kind, request, _incoming(scope), self._endpoints)
+        trusted = frozenset(self._flow.config.trusted_origins)
+        steps: Steps = endpoint(kind, request, _incoming(scope), self._endpoints, trusted)
         answer: Any = None
         while True:
             try:
@@ -303,13 +327,33 @@ def _with_auth(scope: Scope, outcome: PassThrough) -> Scope:
     return scope
 
 
-def _cookie_sender(send: Send, outcome: PassThrough) -> Send:
-    if not outcome.set_cookies:
-        return send
-    extra = [(b"set-cookie", value.encode("latin-1")) for value in outcome.set_cookies]
+def _route_path(scope: Scope) -> str:
+    """The path the application routes: without ``root_path``, the way
+    Starlette's ``get_route_path`` reads it (a mount's root is ``/``)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    rest = path[len(root) :]
+    if not rest:
+        return "/"
+    return rest if rest[0] == "/" else path
 
-    async def send_with_cookies(message: Message) -> None:
+
+class _CookieSender:
+    """The ``send`` the application gets: adds the decision's cookies to its
+    response start, and remembers whether it started one."""
+
+    __slots__ = ("_extra", "_send", "started")
+
+    def __init__(self, send: Send, set_cookies: tuple[str, ...]) -> None:
+        self._send = send
+        self._extra = [(b"set-cookie", value.encode("latin-1")) for value in set_cookies]
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            self.started = True
             # New tokens (or clearing cookies) must never sit in a shared
             # cache: the application's own Cache-Control gives way to no-store.
             headers = [
@@ -317,12 +361,10 @@ def _cookie_sender(send: Send, outcome: PassThrough) -> Send:
                 for name, value in message.get("headers", ())
                 if bytes(name).lower() != b"cache-control"
             ]
-            headers.extend(extra)
+            headers.extend(self._extra)
             headers.append(_NO_STORE)
             message = {**message, "headers": headers}
-        await send(message)
-
-    return send_with_cookies
+        await self._send(message)
 
 
 async def _send_response(send: Send, response: Response) -> None:

@@ -11,14 +11,25 @@ the :class:`~tokenflow.wsgi.Auth` is in ``environ["tokenflow"]``; the
 decision's ``Set-Cookie`` headers (with ``Cache-Control: no-store``) are
 added to whatever the application passes to ``start_response``, whatever
 its body iterable; 403 and 429 are answered by the middleware, and so are
-401 and 503 on the paths ``required`` names; the login, logout and sessions
-endpoints of :class:`~tokenflow.wsgi.Endpoints` are served here.
+401 and 503 on the paths ``required`` names (matched on ``PATH_INFO``, in
+every spelling a router might read); the login, logout and sessions
+endpoints of :class:`~tokenflow.wsgi.Endpoints` are served here. If the
+application raises before its response starts, on a request whose decision
+carries cookies, the middleware answers 500 with those cookies (passing
+``exc_info`` to ``start_response``, and writing the traceback to
+``wsgi.errors``). Request bodies are read as PEP 3333 allows: at most
+``CONTENT_LENGTH`` bytes, and without it only from a server that sets
+``wsgi.input_terminated``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
-from typing import Any, Protocol, TypeAlias
+import contextlib
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from typing import Any, Final, Protocol, TypeAlias
 
 from .._drivers import AsyncFlow, Flow
 from .._errors import ConfigError
@@ -45,6 +56,7 @@ from ._shared import (
     reason_phrase,
     required_predicate,
     routes_with_device_binding,
+    server_error,
 )
 
 __all__ = ["Auth", "Endpoints", "TokenflowMiddleware", "WSGIApp", "auth_of"]
@@ -116,9 +128,9 @@ class TokenflowMiddleware:
             raise ConfigError("proxies must be a tokenflow.TrustedProxies")
         self._app = app
         self._flow = flow
-        self._required = required_predicate(required)
         self._endpoints = endpoints
         self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
+        self._required = required_predicate(required, self._routes)
         self._proxies = proxies
         self._on_decision = on_decision
 
@@ -136,7 +148,9 @@ class TokenflowMiddleware:
         if isinstance(outcome, Response):
             return _respond(start_response, outcome)
         environ["tokenflow"] = outcome.auth
-        return self._app(environ, _cookie_starter(start_response, outcome))
+        if not outcome.set_cookies:
+            return self._app(environ, start_response)
+        return _guarded(self._app, environ, start_response, outcome)
 
     def _endpoint(self, kind: str, request: Request, environ: Environ) -> Response:
         flow = self._flow
@@ -148,7 +162,8 @@ class TokenflowMiddleware:
             environ.get("HTTP_SECURE_SESSION_RESPONSE"),
             environ.get("HTTP_SEC_SECURE_SESSION_ID"),
         )
-        steps: Steps = endpoint(kind, request, incoming, self._endpoints)
+        trusted = frozenset(flow.config.trusted_origins)
+        steps: Steps = endpoint(kind, request, incoming, self._endpoints, trusted)
         answer: Any = None
         while True:
             try:
@@ -185,44 +200,138 @@ class TokenflowMiddleware:
 
 def _path(environ: Environ) -> str:
     # PATH_INFO is relative to where the application is mounted (SCRIPT_NAME);
-    # endpoints and required prefixes are matched against it.
+    # endpoints and required prefixes are matched against it. It carries the
+    # path's bytes as latin-1 (PEP 3333): routers read them as UTF-8.
     path = environ.get("PATH_INFO", "")
-    return path if isinstance(path, str) and path else "/"
+    if not isinstance(path, str) or not path:
+        return "/"
+    if not path.isascii():
+        try:
+            return path.encode("latin-1").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return path
+    return path
+
+
+_DIGITS: Final = re.compile(r"[0-9]{1,18}")
 
 
 def _read_body(environ: Environ, limit: int) -> bytes | None:
+    """The body, at most ``limit`` bytes; None when it is longer or its length
+    is not a number.
+
+    Never past ``CONTENT_LENGTH`` (PEP 3333): the stream may be the socket
+    itself, and a read beyond the body would wait for bytes that never come.
+    Without a length, the body is read only when the server says the stream
+    ends with it (``wsgi.input_terminated``); otherwise it is empty.
+    """
     stream = environ.get("wsgi.input")
     if stream is None:
         return b""
     length_text = environ.get("CONTENT_LENGTH") or ""
-    try:
-        length = int(length_text) if length_text else None
-    except ValueError:
-        return None
-    if length is not None:
-        if length < 0 or length > limit:
+    if length_text:
+        # ASCII digits only: int() also takes "+5", " 5", "5_0" and fullwidth digits.
+        if not isinstance(length_text, str) or not _DIGITS.fullmatch(length_text):
             return None
-        return bytes(stream.read(length))
-    # No length (chunked): read one byte past the limit to tell "too long".
+        length = int(length_text)
+        if length > limit:
+            return None
+        return bytes(stream.read(length)) if length else b""
+    if not environ.get("wsgi.input_terminated"):
+        return b""
+    # A terminated stream without a length (chunked): one byte past the limit
+    # tells "too long".
     body = bytes(stream.read(limit + 1))
     return None if len(body) > limit else body
 
 
-def _cookie_starter(start_response: StartResponse, outcome: PassThrough) -> StartResponse:
-    if not outcome.set_cookies:
-        return start_response
-    extra = [("Set-Cookie", value) for value in outcome.set_cookies]
+class _CookieStarter:
+    """The ``start_response`` the application gets: adds the decision's
+    cookies, and remembers whether the application started a response."""
 
-    def start_with_cookies(
-        status: str, headers: Headers, exc_info: Any = None, /
+    __slots__ = ("_extra", "_start_response", "started")
+
+    def __init__(self, start_response: StartResponse, set_cookies: tuple[str, ...]) -> None:
+        self._start_response = start_response
+        self._extra = [("Set-Cookie", value) for value in set_cookies]
+        self.started = False
+
+    def __call__(
+        self, status: str, headers: Headers, exc_info: Any = None, /
     ) -> Callable[[bytes], object]:
         # New tokens (or clearing cookies) must never sit in a shared cache.
         kept = [(n, v) for n, v in headers if n.lower() != "cache-control"]
-        kept.extend(extra)
+        kept.extend(self._extra)
         kept.append(("Cache-Control", "no-store"))
-        return start_response(status, kept, exc_info)
+        write = self._start_response(status, kept, exc_info)
+        self.started = True
+        return write
 
-    return start_with_cookies
+
+def _guarded(
+    app: WSGIApp, environ: Environ, start_response: StartResponse, outcome: PassThrough
+) -> Iterable[bytes]:
+    """Calls the application; if it raises before its first body bytes, the
+    answer is a 500 that still carries the decision's cookies."""
+    starter = _CookieStarter(start_response, outcome.set_cookies)
+    try:
+        body = app(environ, starter)
+    except Exception:
+        return _server_error(environ, start_response, outcome.set_cookies)
+    return _Body(body, environ, start_response, outcome.set_cookies)
+
+
+def _server_error(
+    environ: Environ, start_response: StartResponse, set_cookies: tuple[str, ...]
+) -> list[bytes]:
+    """The 500 for the exception being handled: ``exc_info`` tells the server
+    to replace any headers not yet sent (and to re-raise if they were)."""
+    exc_info = sys.exc_info()
+    errors = environ.get("wsgi.errors")
+    if errors is not None:
+        # A broken error stream must not keep the answer from going out.
+        with contextlib.suppress(Exception):
+            traceback.print_exception(*exc_info, file=errors)
+    response = server_error(set_cookies)
+    status = f"{response.status} {reason_phrase(response.status)}"
+    start_response(status, list(response.headers), exc_info)
+    return [response.body]
+
+
+class _Body:
+    """The application's body; an error before its first non-empty chunk is
+    still answered with the cookies (PEP 3333 headers go out with it)."""
+
+    __slots__ = ("_body", "_cookies", "_environ", "_sent", "_start_response")
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        environ: Environ,
+        start_response: StartResponse,
+        set_cookies: tuple[str, ...],
+    ) -> None:
+        self._body = body
+        self._environ = environ
+        self._start_response = start_response
+        self._cookies = set_cookies
+        self._sent = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._body:
+                if chunk:
+                    self._sent = True
+                yield chunk
+        except Exception:
+            if self._sent:
+                raise
+            yield from _server_error(self._environ, self._start_response, self._cookies)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
 
 
 def _respond(start_response: StartResponse, response: Response) -> Iterable[bytes]:
