@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,6 +72,7 @@ from tokenflow.testing import (
 )
 from tokenflow.throttles import AsyncMemoryThrottle, MemoryThrottle
 
+ROOT = Path(__file__).resolve().parent.parent
 HOST = "app.example"
 PROVIDER = "idp"
 PAST_ACCESS = FlowConfig().access_ttl + FlowConfig().leeway + 1
@@ -830,3 +832,21 @@ def _no_global_providers() -> Iterator[None]:
     before = (trace.get_tracer_provider(),)
     yield
     assert (trace.get_tracer_provider(),) == before
+
+
+def test_the_console_example_prints_every_instrument_and_span() -> None:
+    done = subprocess.run(
+        [sys.executable, "examples/otel_console.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=str(ROOT),
+    )
+    assert done.returncode == 0, done.stderr
+    for name in (DECISIONS, SECURITY_EVENTS, PORT_FAILURES, PORT_DURATION):
+        assert f'"name": "{name}"' in done.stdout
+    for span in ("store.create", "store.rotate", "users.load_user"):
+        assert f'"name": "tokenflow {span}"' in done.stdout
+    assert '"tokenflow.event": "reuse_detected"' in done.stdout
+    assert "ReuseDetected" in done.stderr

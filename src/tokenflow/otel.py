@@ -13,26 +13,22 @@ only; the application installs and configures an SDK (exporters, readers,
 sampling) as it does for every other library. Without one, the API's no-op
 meter and tracer make it cost next to nothing.
 
-What it emits (instrumentation scope ``tokenflow``):
+What it emits (instrumentation scope ``tokenflow``; docs/operations.md has
+the full table and what to alert on):
 
-=============================  =============  ===================================================
-instrument                     unit           attributes
-=============================  =============  ===================================================
-``tokenflow.decisions``        ``{decision}`` ``tokenflow.operation``, ``tokenflow.decision``,
-(counter)                                     ``tokenflow.status``; ``tokenflow.reason`` on 401,
-                                              ``tokenflow.port.name`` and ``error.type`` on 503
-``tokenflow.security_events``  ``{event}``    ``tokenflow.event``; ``tokenflow.reason``,
-(counter)                                     ``tokenflow.token.purpose``,
-                                              ``tokenflow.login.method``,
-                                              ``tokenflow.refresh.grace``,
-                                              ``tokenflow.port.name``, ``error.type`` where
-                                              the event has them
-``tokenflow.port.failures``    ``{failure}``  ``tokenflow.port.name``, ``tokenflow.port.method``,
-(counter)                                     ``error.type``
-``tokenflow.port.duration``    ``s``          ``tokenflow.port.name``, ``tokenflow.port.method``;
-(histogram)                                   ``error.type`` when the call failed
-span ``tokenflow <port>.<method>`` (internal)  the port call's attributes; status ERROR on failure
-=============================  =============  ===================================================
+- ``tokenflow.decisions`` (observable counter, ``{decision}``):
+  ``tokenflow.operation``, ``tokenflow.decision``, ``tokenflow.status``; on a
+  401 ``tokenflow.reason``, on a 503 ``tokenflow.port.name`` and ``error.type``.
+- ``tokenflow.security_events`` (observable counter, ``{event}``):
+  ``tokenflow.event`` and, where the event has them, ``tokenflow.reason``,
+  ``tokenflow.token.purpose``, ``tokenflow.login.method``,
+  ``tokenflow.refresh.grace``, ``tokenflow.port.name``, ``error.type``.
+- ``tokenflow.port.failures`` (observable counter, ``{failure}``):
+  ``tokenflow.port.name``, ``tokenflow.port.method``, ``error.type``.
+- ``tokenflow.port.duration`` (histogram, ``s``): ``tokenflow.port.name``,
+  ``tokenflow.port.method``, and ``error.type`` when the call failed.
+- a span ``tokenflow <port>.<method>`` (kind internal) per port call, with
+  the histogram's attributes, and status ERROR when the call failed.
 
 Every attribute value comes from a closed set written in tokenflow's code or
 configuration: enum values, decision and event kinds, HTTP statuses, port and
@@ -55,11 +51,13 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
-from typing import Final, TypeAlias
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, TypeAlias
 
 try:
     from opentelemetry import metrics, trace
+    from opentelemetry.metrics import CallbackOptions, Observation
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - checked in a subprocess without the extra
     raise ImportError(
@@ -77,7 +75,6 @@ from . import (
     LoginThrottled,
     PortCall,
     PortFailed,
-    Process,
     Refreshed,
     Request,
     TokenRejected,
@@ -130,7 +127,7 @@ in 0.1 to 10 ms, an identity provider or an argon2id check in tens to hundreds."
 _Attributes: TypeAlias = Mapping[str, "str | int | bool"]
 
 _CACHE_LIMIT: Final = 4096
-"""Attribute sets kept ready, per kind. Every value comes from a closed set, so
+"""Port-call attribute sets kept ready. Every value comes from a closed set, so
 the real number is small; the bound only caps memory should that ever change."""
 
 _CAMEL: Final = re.compile(r"(?<!^)(?=[A-Z])")
@@ -184,6 +181,22 @@ def _event_attributes(event: Event) -> dict[str, str | int | bool]:
     return attributes
 
 
+def _decision_attributes(operation: FlowOperation, decision: Decision) -> _Attributes:
+    """The attributes of one decision: the operation, its kind and status, and on a
+    401 its reason, on a 503 the failed port and the exception's class."""
+    attributes: dict[str, str | int | bool] = {
+        _OPERATION: operation.value,
+        _DECISION: _kind(type(decision)),
+        _STATUS: decision.status,
+    }
+    if type(decision) is Unauthorized:
+        attributes[_REASON] = decision.reason.value
+    elif type(decision) is Unavailable:
+        attributes[_PORT] = decision.port
+        attributes[_ERROR_TYPE] = type(decision.error).__name__
+    return attributes
+
+
 def _event_key(event: Event) -> object:
     """What decides an event's attributes (see :func:`_event_attributes`), hashable."""
     if type(event) is TokenRejected:
@@ -201,6 +214,44 @@ def _event_key(event: Event) -> object:
     return (type(event), reason if isinstance(reason, enum.Enum) else None)
 
 
+class _Tally:
+    """Counts per attribute set, kept here and read by the SDK when it collects.
+
+    Counting in a dict under a lock costs a fraction of a microsecond, where
+    a synchronous counter's ``add`` costs the SDK's attribute checks and
+    hashing on every decision. The counters are observable ones instead:
+    the SDK asks for the totals at each collection (every export interval),
+    and derives deltas itself if its exporter wants them.
+    """
+
+    __slots__ = ("_counts", "_lock")
+
+    def __init__(self) -> None:
+        self._counts: dict[object, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: object, attributes: Callable[..., _Attributes], *args: Any) -> None:
+        """Count one under ``key``; ``attributes(*args)`` builds its attribute set the first time.
+
+        Keys come from closed sets (see the module doc), so the dict stays small.
+        """
+        with self._lock:
+            entry = self._counts.get(key)
+            if entry is not None:
+                entry[1] += 1
+                return
+        built = attributes(*args)
+        with self._lock:
+            entry = self._counts.setdefault(key, [built, 0])
+            entry[1] += 1
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        """The totals so far, one observation per attribute set."""
+        with self._lock:
+            totals = [(attributes, count) for attributes, count in self._counts.values()]
+        return [Observation(count, attributes) for attributes, count in totals]
+
+
 class OpenTelemetryObserver:
     """A :class:`~tokenflow.FlowObserver` that reports to OpenTelemetry (see the module doc).
 
@@ -211,19 +262,14 @@ class OpenTelemetryObserver:
     Give it to a flow as ``observer=``; with an observer of your own as well,
     combine them with :func:`tokenflow.combine_observers`. One instance may
     serve any number of flows, sync and async, on any thread.
+
+    The three counters are observable counters: their totals are kept in
+    the observer and read by the SDK at each collection, so a decision
+    costs no call into the SDK. Port calls are recorded as they happen (a
+    histogram record and a span each).
     """
 
-    __slots__ = (
-        "_decision_attributes",
-        "_decisions",
-        "_duration",
-        "_event_attributes",
-        "_events",
-        "_failures",
-        "_port_attributes",
-        "_process",
-        "_tracer",
-    )
+    __slots__ = ("_decisions", "_duration", "_events", "_failures", "_port_attributes", "_tracer")
 
     def __init__(
         self,
@@ -239,16 +285,24 @@ class OpenTelemetryObserver:
             raise ConfigError("tracer_provider must be an OpenTelemetry TracerProvider")
         meter = metrics.get_meter(SCOPE, __version__, meter_provider)
         self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
-        self._decisions = meter.create_counter(
-            DECISIONS, unit="{decision}", description="Decisions taken by tokenflow flows."
+        self._decisions = _Tally()
+        self._events = _Tally()
+        self._failures = _Tally()
+        meter.create_observable_counter(
+            DECISIONS,
+            [self._decisions.observe],
+            unit="{decision}",
+            description="Decisions taken by tokenflow flows.",
         )
-        self._events = meter.create_counter(
+        meter.create_observable_counter(
             SECURITY_EVENTS,
+            [self._events.observe],
             unit="{event}",
             description="Security events carried by tokenflow decisions.",
         )
-        self._failures = meter.create_counter(
+        meter.create_observable_counter(
             PORT_FAILURES,
+            [self._failures.observe],
             unit="{failure}",
             description="Calls of a tokenflow flow to its ports that raised or timed out.",
         )
@@ -258,65 +312,24 @@ class OpenTelemetryObserver:
             description="Duration of the calls of a tokenflow flow to its ports.",
             explicit_bucket_boundaries_advisory=list(PORT_DURATION_BUCKETS),
         )
-        self._decision_attributes: dict[object, _Attributes] = {}
-        self._event_attributes: dict[object, _Attributes] = {}
         self._port_attributes: dict[object, _Attributes] = {}
-        # The access path's decision, ready: the one counted most often.
-        self._process: _Attributes = self._decision_attributes_of(FlowOperation.DECIDE, Process)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
-    @staticmethod
-    def _decision_attributes_of(
-        operation: FlowOperation, kind: type, extra: Mapping[str, str] | None = None
-    ) -> _Attributes:
-        status = getattr(kind, "status", None)
-        attributes: dict[str, str | int | bool] = {
-            _OPERATION: operation.value,
-            _DECISION: _kind(kind),
-        }
-        if type(status) is int:
-            attributes[_STATUS] = status
-        if extra:
-            attributes.update(extra)
-        return attributes
-
     def on_decision(self, operation: FlowOperation, request: Request, decision: Decision) -> None:
         """Count the decision and each of its security events. ``request`` is not read."""
         kind = type(decision)
-        if kind is Process and operation is FlowOperation.DECIDE:
-            self._decisions.add(1, self._process)
-        else:
-            self._decisions.add(1, self._attributes_of_decision(operation, decision))
-        for event in decision.events:
-            key = _event_key(event)
-            attributes = self._event_attributes.get(key)
-            if attributes is None:
-                attributes = _cached(self._event_attributes, key, _event_attributes(event))
-            self._events.add(1, attributes)
-
-    def _attributes_of_decision(self, operation: FlowOperation, decision: Decision) -> _Attributes:
-        kind = type(decision)
-        key: object
-        extra: dict[str, str] = {}
+        key: tuple[object, ...]
         if type(decision) is Unauthorized:
             key = (operation, kind, decision.reason)
-            extra[_REASON] = decision.reason.value
         elif type(decision) is Unavailable:
             key = (operation, kind, decision.port, type(decision.error))
-            extra[_PORT] = decision.port
-            extra[_ERROR_TYPE] = type(decision.error).__name__
         else:
             key = (operation, kind)
-        attributes = self._decision_attributes.get(key)
-        if attributes is None:
-            attributes = _cached(
-                self._decision_attributes,
-                key,
-                self._decision_attributes_of(operation, kind, extra),
-            )
-        return attributes
+        self._decisions.add(key, _decision_attributes, operation, decision)
+        for event in decision.events:
+            self._events.add(_event_key(event), _event_attributes, event)
 
     def on_port_call(self, call: PortCall) -> None:
         """Time the call, count it if it failed, and record it as a span."""
@@ -329,7 +342,7 @@ class OpenTelemetryObserver:
             attributes = _cached(self._port_attributes, key, built)
         self._duration.record(call.duration, attributes)
         if call.failed:
-            self._failures.add(1, attributes)
+            self._failures.add(key, dict, attributes)
         span = self._tracer.start_span(
             f"tokenflow {call.port}.{call.method}",
             kind=SpanKind.INTERNAL,
