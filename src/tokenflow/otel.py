@@ -59,10 +59,10 @@ try:
     from opentelemetry import metrics, trace
     from opentelemetry.metrics import CallbackOptions, Observation
     from opentelemetry.trace import SpanKind, Status, StatusCode
-except ImportError as exc:  # pragma: no cover - checked in a subprocess without the extra
+except ImportError as _missing:  # pragma: no cover - checked in a subprocess without the extra
     raise ImportError(
         "tokenflow.otel needs the opentelemetry-api package: pip install 'tokenflow[otel]'"
-    ) from exc
+    ) from _missing
 
 from . import (
     ConfigError,
