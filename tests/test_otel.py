@@ -10,6 +10,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -481,6 +482,34 @@ def test_tampered_and_cross_origin_requests_are_counted_without_their_values() -
     )
     assert events[attrs(tokenflow__event="cross_origin_rejected")] == 1
     assert telemetry.counts(DECISIONS)[decision("decide", "forbidden", 403)] == 1
+
+
+def test_parallel_decisions_are_all_counted() -> None:
+    telemetry = Telemetry()
+    world = World(False, telemetry.observer)
+    world.run("login", world.request("POST", credentials=ALICE))
+    request = world.request()
+    flow = world.flow
+    assert isinstance(flow, Flow)
+    threads, each = 8, 400
+    barrier = threading.Barrier(threads)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(each):
+            flow.decide(request)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+    try:
+        pool = [threading.Thread(target=worker) for _ in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert telemetry.counts(DECISIONS)[decision("decide", "process", 200)] == threads * each
 
 
 # -- what never becomes an attribute -------------------------------------------------------
