@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from . import dbsc, flow, oidc, passwords, scale, stores, tokens, web
 from ._harness import DEFAULT_BATCH_MS, DEFAULT_ROUNDS, Report, Settings
@@ -64,7 +64,20 @@ GROUPS: Final[tuple[Group, ...]] = (
         "device-bound refresh with an ES256 proof against a plain refresh; theft run",
         dbsc.run,
     ),
+    Group(
+        "otel",
+        "access and refresh decisions with the OpenTelemetry observer against none",
+        lambda settings, report: _otel_group().run(settings, report),
+    ),
 )
+
+
+def _otel_group() -> Any:
+    # Imported when the group runs: the other groups need no OpenTelemetry SDK.
+    from . import otel
+
+    return otel
+
 
 QUICK_ROUNDS: Final = 3
 QUICK_BATCH_MS: Final = 2.0

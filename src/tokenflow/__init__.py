@@ -14,7 +14,15 @@ See ``docs/`` for the flow, the token format and the threat model.
 from ._config import FlowConfig
 from ._cookies import CookiePolicy, SameSite, parse_cookie_header
 from ._dbsc import DeviceBinding, DeviceProof, ProofFailure
-from ._drivers import AsyncFlow, Flow, FlowObserver, FlowOperation, PendingDecision, PortCall
+from ._drivers import (
+    AsyncFlow,
+    Flow,
+    FlowObserver,
+    FlowOperation,
+    PendingDecision,
+    PortCall,
+    combine_observers,
+)
 from ._errors import ConfigError, InvalidToken, InvalidTokenReason, TokenflowError, TokenTooLarge
 from ._http import ForwardedHeaders, TrustedProxies
 from ._keyring import Key, KeyRing
@@ -124,6 +132,7 @@ __all__ = [
     "Unauthorized",
     "UnauthorizedReason",
     "Unavailable",
+    "combine_observers",
     "parse_cookie_header",
 ]
 

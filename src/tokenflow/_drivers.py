@@ -69,7 +69,15 @@ from .ports import (
     UserDirectory,
 )
 
-__all__ = ["AsyncFlow", "Flow", "FlowObserver", "FlowOperation", "PendingDecision", "PortCall"]
+__all__ = [
+    "AsyncFlow",
+    "Flow",
+    "FlowObserver",
+    "FlowOperation",
+    "PendingDecision",
+    "PortCall",
+    "combine_observers",
+]
 
 _PORT_METHODS: Final = {
     "store": ("create", "rotate", "revoke", "revoke_user", "sessions_of"),
@@ -194,6 +202,56 @@ def _report(observer: FlowObserver, call: PortCall) -> None:
         _observer_log.exception("a tokenflow observer failed on a %s port call", call.port)
 
 
+class _Observers:
+    """Several observers as one: each is told in turn, and one that raises
+    neither stops the others nor reaches the flow."""
+
+    __slots__ = ("_members",)
+
+    def __init__(self, members: tuple[FlowObserver, ...]) -> None:
+        self._members = members
+
+    def on_decision(self, operation: FlowOperation, request: Request, decision: Decision) -> None:
+        for member in self._members:
+            _notify(member, operation, request, decision)
+
+    def on_port_call(self, call: PortCall) -> None:
+        for member in self._members:
+            _report(member, call)
+
+
+def _is_observer(observer: object) -> bool:
+    return callable(getattr(observer, "on_decision", None)) and callable(
+        getattr(observer, "on_port_call", None)
+    )
+
+
+def combine_observers(*observers: FlowObserver) -> FlowObserver:
+    """One :class:`FlowObserver` that tells each of ``observers``, in order.
+
+    For a flow watched by more than one party (say your own logging of
+    ``decision.events`` and :class:`tokenflow.otel.OpenTelemetryObserver`)::
+
+        flow = Flow(keyring, store, users, observer=combine_observers(audit, telemetry))
+
+    An observer that raises is logged (logger ``tokenflow.observer``) and the
+    others are still told. Raises :class:`~tokenflow.ConfigError` when given
+    nothing, or something without ``on_decision()`` and ``on_port_call()``.
+    """
+    if not observers:
+        raise ConfigError("combine_observers() needs at least one observer")
+    members: list[FlowObserver] = []
+    for observer in observers:
+        if not _is_observer(observer):
+            raise ConfigError(
+                f"{type(observer).__name__} is not an observer: it needs on_decision() and "
+                "on_port_call() methods (see tokenflow.FlowObserver)"
+            )
+        # A combination inside a combination is flattened: one level of calls.
+        members.extend(observer._members if type(observer) is _Observers else (observer,))
+    return members[0] if len(members) == 1 else _Observers(tuple(members))
+
+
 def _port_call(need: Need, start_ns: int, began: int, error: BaseException | None) -> PortCall:
     end_ns = start_ns + (time.perf_counter_ns() - began)
     return PortCall(
@@ -296,10 +354,7 @@ class _Driver:
             _check_port("device store", "store", store, asynchronous=asynchronous)
         elif proofs is not None:
             raise ConfigError("proofs is given but FlowConfig.device_binding is not set")
-        if observer is not None and not (
-            callable(getattr(observer, "on_decision", None))
-            and callable(getattr(observer, "on_port_call", None))
-        ):
+        if observer is not None and not _is_observer(observer):
             raise ConfigError(
                 "observer must have on_decision() and on_port_call() methods "
                 "(see tokenflow.FlowObserver)"
