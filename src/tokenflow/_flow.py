@@ -14,9 +14,11 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
          DEVICE_BOUND (bound session, no device proof) -> go on to 3; refresh cookie kept
        user disabled or deleted                        -> session revoked, go on to 3
     3. credentials presented:
+         password: the account the username names (lookup), for the throttle keys
          too many recent failures (throttle)           -> TooManyRequests (429), nothing verified
-         verify, user active                           -> new session, Reissue
-         refused                                       -> failure counted, go on to 4
+         attempt reserved (counted as a failure first; a lost race re-checks)
+         verify, user active                           -> reservation undone, new session, Reissue
+         refused, or right but the user disabled       -> reservation kept (a failure), go on to 4
     4. otherwise                                       -> Unauthorized (401), clear sent cookies
     any port raises, or answers the wrong type         -> Unavailable (503), nothing minted/cleared
 
@@ -131,7 +133,7 @@ from ._sessions import (
     derive_successor,
     verifier_of,
 )
-from ._throttle import FailureCount, address_key, is_username_key, username_key
+from ._throttle import FailureCount, account_key, address_key, is_username_key, username_key
 from ._token import Purpose, TokenCodec
 from .ports import ExternalIdentity, Identity
 
@@ -142,6 +144,12 @@ _REFRESH: Final = Purpose.REFRESH
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _SESSION_ID_BYTES: Final = 16
 _MAX_NOW: Final = 2.0**62
+_RESERVE_TRIES: Final = 16
+"""Reservations an attempt may lose to concurrent ones before it is answered 429.
+
+Each lost race means another attempt on a shared key was counted, so the
+counts move towards the limit; past this many, the attempt is refused
+rather than verified (fail closed)."""
 
 # -- needs: what the core asks its driver for ------------------------------------
 
@@ -215,13 +223,31 @@ class CheckThrottle:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordFailure:
-    """Ask the login throttle to count one more failure for some keys."""
+class ReserveAttempt:
+    """Ask the login throttle to count an attempt as a failure if its counts are ``expected``."""
 
     keys: tuple[str, ...]
+    expected: tuple[int, ...]
     now: float
     window: float
     port: str = "throttle"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAttempt:
+    """Ask the login throttle to take back one reserved attempt from some keys."""
+
+    keys: tuple[str, ...]
+    now: float
+    port: str = "throttle"
+
+
+@dataclass(frozen=True, slots=True)
+class FindAccount:
+    """Ask the password verifier which account a username names (a stable key, or None)."""
+
+    username: str
+    port: str = "passwords"
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,8 +296,10 @@ Need: TypeAlias = (
     | RotateSession
     | RevokeSession
     | CheckThrottle
-    | RecordFailure
+    | ReserveAttempt
+    | ReleaseAttempt
     | ResetThrottle
+    | FindAccount
     | BindDevice
     | LoadDeviceKey
     | VerifyDeviceProof
@@ -304,6 +332,7 @@ class FlowCore:
     """The sans-IO decision logic, shared by both drivers. Holds no mutable state."""
 
     __slots__ = (
+        "_accounts",
         "_clear",
         "_codec",
         "_config",
@@ -322,6 +351,7 @@ class FlowCore:
         passwords: bool,
         providers: frozenset[str],
         throttle: bool = False,
+        accounts: bool = False,
     ) -> None:
         self._codec = codec
         self._config = config
@@ -331,6 +361,9 @@ class FlowCore:
         self._passwords = passwords
         self._providers = providers
         self._throttle = throttle
+        # Whether the password verifier names the account a username resolves
+        # to (``account_key``): the throttle then counts per account.
+        self._accounts = accounts
 
     @property
     def config(self) -> FlowConfig:
@@ -589,10 +622,18 @@ class FlowCore:
             return UnauthorizedReason.LOGIN_FAILED
 
         # The throttle comes before any verification: a throttled guess costs
-        # no hash and no call to an identity provider.
-        keys = self._throttle_keys(username, request.client_address)
+        # no hash and no call to an identity provider. The attempt is counted
+        # as a failure before it is verified (a reservation), so simultaneous
+        # guesses cannot all pass the check before any of them is counted.
+        account: str | None = None
+        if self._throttle and self._accounts and username is not None:
+            find = FindAccount(username)
+            account = yield find
+            if account is not None and (type(account) is not str or not account):
+                raise PortError(find, TypeError("account_key must return a non-empty str or None"))
+        keys = self._throttle_keys(username, account, request.client_address)
         if keys:
-            wait = yield from self._throttled(keys, now)
+            wait = yield from self._reserve(keys, now)
             if wait:
                 events.append(LoginThrottled(method, _clip_optional(username), wait))
                 return TooManyRequests(wait, tuple(events))
@@ -600,10 +641,10 @@ class FlowCore:
         if isinstance(need, VerifyPassword):
             user_id = yield need
             if user_id is None:
+                # The reservation stands: it was this failure's count.
                 events.append(
                     LoginFailed(LoginFailedReason.BAD_PASSWORD, method, _clip(need.username))
                 )
-                yield from self._count_failure(keys, now)
                 return UnauthorizedReason.LOGIN_FAILED
         else:
             external = yield need
@@ -611,7 +652,6 @@ class FlowCore:
                 raise PortError(need, TypeError("verify_token must return an ExternalIdentity"))
             if external is None:
                 events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
-                yield from self._count_failure(keys, now)
                 return UnauthorizedReason.LOGIN_FAILED
             # A verifier vouches for its own provider only: the identity is
             # labelled with the name it is registered under, whatever it says,
@@ -621,19 +661,28 @@ class FlowCore:
             need = LinkExternal(external)
             user_id = yield need
             if user_id is None:
+                # A token the provider vouched for is no guess: not a failure.
+                yield from self._release(keys, now)
                 events.append(LoginFailed(LoginFailedReason.NOT_LINKED, method))
                 return UnauthorizedReason.LOGIN_FAILED
         if type(user_id) is not str or not user_id:
             raise PortError(need, TypeError("a user id must be a non-empty str"))
-        user_keys = tuple(k for k in keys if is_username_key(k))
-        if user_keys:
-            # The right password: its username's count starts over.
-            yield ResetThrottle(user_keys)
 
         identity = yield from self._load_user(user_id)
         if identity is None:
+            # Right credentials, refused account: answered, counted and timed
+            # like a wrong password (the reservation stands, nothing is reset),
+            # or the next attempt's 429-or-401 would say the password was right.
+            # Only the server-side event names the reason.
             events.append(LoginFailed(LoginFailedReason.USER_DISABLED, method))
             return UnauthorizedReason.LOGIN_FAILED
+        if keys:
+            # A success: the account's count starts over, and the address gets
+            # back the attempt it reserved (successes never slow an address).
+            user_keys = tuple(k for k in keys if is_username_key(k))
+            if user_keys:
+                yield ResetThrottle(user_keys)
+            yield from self._release(tuple(k for k in keys if not is_username_key(k)), now)
         # A login always opens a fresh session under a fresh id: it never
         # continues or upgrades a session the client may already hold.
         config = self._config
@@ -665,28 +714,53 @@ class FlowCore:
             headers = (("Secure-Session-Registration", registration_header(binding, challenge)),)
         return Reissue(minted.claims, minted.cookies, tuple(events), headers)
 
-    def _throttle_keys(self, username: str | None, address: str | None) -> tuple[str, ...]:
-        """The keys a login's failures count under: its username and its client address."""
+    def _throttle_keys(
+        self, username: str | None, account: str | None, address: str | None
+    ) -> tuple[str, ...]:
+        """The keys a login's failures count under: its account and its client address.
+
+        The account is the one the password verifier says the username names,
+        so every spelling the host's lookup accepts shares one count; a
+        username that names no account is counted as typed (normalised).
+        """
         if not self._throttle:
             return ()
         keys = []
-        if username is not None:
+        if account is not None:
+            keys.append(account_key(account))
+        elif username is not None:
             keys.append(username_key(username))
         if address:
             keys.append(address_key(address))
         return tuple(keys)
 
-    def _throttled(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, int]:
-        """Seconds the attempt must wait, from the throttle's counts (0: go ahead)."""
-        need = CheckThrottle(keys, now)
-        counts = yield need
-        _check_counts(need, counts)
-        return self._config.throttle.retry_after(keys, counts, now)
+    def _reserve(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, int]:
+        """Reserve an attempt on every key: 0 when reserved, else the seconds to wait.
 
-    def _count_failure(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, None]:
+        A compare-and-set: the counts read are the ones the policy allowed,
+        and the reservation is taken only if no other attempt was counted in
+        between; a lost race reads again. So with a limit of N, at most N of
+        any number of simultaneous attempts are verified.
+        """
+        window = self._config.throttle.window
+        for _ in range(_RESERVE_TRIES):
+            check = CheckThrottle(keys, now)
+            counts = yield check
+            _check_counts(check, counts)
+            wait = self._config.throttle.retry_after(keys, counts, now)
+            if wait:
+                return wait
+            need = ReserveAttempt(keys, tuple(c.count for c in counts), now, window)
+            reserved = yield need
+            if type(reserved) is not bool:
+                raise PortError(need, TypeError("reserve must return a bool"))
+            if reserved:
+                return 0
+        return 1
+
+    def _release(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, None]:
         if keys:
-            need = RecordFailure(keys, now, self._config.throttle.window)
-            _check_counts(need, (yield need))
+            yield ReleaseAttempt(keys, now)
 
     def _revoke(self, session_id: str) -> Generator[Need, Any, bool]:
         """Revoke a session through the store; whether it existed."""
@@ -1109,7 +1183,7 @@ def _checked_rotation(need: RotateSession, result: object) -> RotationResult:
     return result
 
 
-def _check_counts(need: CheckThrottle | RecordFailure, counts: object) -> None:
+def _check_counts(need: CheckThrottle, counts: object) -> None:
     """The throttle's answer: one FailureCount per key, or a port failure."""
     if (
         not isinstance(counts, (list, tuple))

@@ -34,6 +34,9 @@ from ._errors import ConfigError
 __all__ = ["FailureCount", "ThrottlePolicy", "ThrottleRule"]
 
 _USER_PREFIX: Final = "u:"
+_ACCOUNT_PREFIX: Final = "u:#"
+"""Account keys are username keys too (same rule), in a namespace no typed
+username reaches: a username key continues with hex digits only."""
 _ADDRESS_PREFIX: Final = "a:"
 _IPV6_PREFIX_BITS: Final = 64
 """One IPv6 client usually holds a whole /64: counting single addresses would
@@ -156,6 +159,19 @@ def username_key(username: str) -> str:
     """
     folded = unicodedata.normalize("NFKC", username).casefold()
     return _USER_PREFIX + hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def account_key(account: str) -> str:
+    """The throttle key of an account, as the password verifier names it.
+
+    Every spelling of a username that the host's lookup resolves to one
+    account shares this key (and so one count), whatever rule the lookup
+    applies (trimming, accent-insensitive collation...). Digested like a
+    username key.
+    """
+    return (
+        _ACCOUNT_PREFIX + hashlib.sha256(account.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    )
 
 
 def address_key(address: str) -> str:

@@ -71,6 +71,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
+from .._backends.redis import check_binary_client
 from .._errors import ConfigError
 from .._sessions import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
 from ._values import check_metadata, stored_times
@@ -398,16 +399,6 @@ class _Layout:
         return live, stale
 
 
-def _check_binary(client: Any, name: str) -> None:
-    # Verifiers and salts are raw bytes: a client that decodes replies as
-    # UTF-8 would fail on them (or worse, mangle them), at the first refresh.
-    if getattr(client.get_encoder(), "decode_responses", False):
-        raise ConfigError(
-            f"{name} needs a Redis client with decode_responses=False: it stores raw bytes "
-            "(verifiers, salts). Create a separate client for tokenflow"
-        )
-
-
 class RedisStore:
     """A :class:`~tokenflow.ports.SessionStore` in Redis, for many application servers.
 
@@ -431,7 +422,7 @@ class RedisStore:
         expiry_margin: float = 60.0,
     ) -> None:
         self._layout = _Layout(prefix, expiry_margin)
-        _check_binary(client, "RedisStore")
+        check_binary_client(client, "RedisStore")
         self._client = client
         self._create = client.register_script(_CREATE_LUA)
         self._index = client.register_script(_INDEX_LUA)
@@ -545,7 +536,7 @@ class AsyncRedisStore:
         expiry_margin: float = 60.0,
     ) -> None:
         self._layout = _Layout(prefix, expiry_margin)
-        _check_binary(client, "AsyncRedisStore")
+        check_binary_client(client, "AsyncRedisStore")
         self._client = client
         self._create = client.register_script(_CREATE_LUA)
         self._index = client.register_script(_INDEX_LUA)
