@@ -508,3 +508,40 @@ def test_a_full_memory_throttle_answers_unavailable_through_the_flow(
     answer = _login(flow, "carol@example.com", "x", address=None)  # type: ignore[arg-type]
     assert isinstance(answer, Unavailable)
     assert any(isinstance(e, PortFailed) and e.port == "throttle" for e in answer.events)
+
+
+# -- Facebook classic tokens ---------------------------------------------------------------
+
+
+def test_facebook_classic_garbage_tokens_are_failed_logins_throttled_before_graph() -> None:
+    from tokenflow import ExternalTokenCredentials, oidc
+    from tokenflow.testing.oidc import FakeEndpoints, FakeGraphAPI, FakeKeySetSource
+
+    api = FakeGraphAPI()
+    endpoints = FakeEndpoints()
+    endpoints.serve_graph(api)
+    verifier = oidc.facebook(api.app_id, api.app_secret, source=FakeKeySetSource(endpoints))
+    users = FakeUserDirectory(allow_signup=True)
+    policy = ThrottlePolicy(address=ThrottleRule(3, 1.0, 900.0))
+    flow = Flow(
+        KeyRing.generate(),
+        MemoryStore(),
+        users,
+        external={"facebook": verifier},
+        throttle=MemoryThrottle(policy=policy),
+        config=FlowConfig(throttle=policy),
+        clock=FakeClock(),
+    )
+
+    def send(token: str) -> Any:
+        credentials = ExternalTokenCredentials("facebook", token)
+        return flow.login(Request("POST", credentials=credentials, client_address=ADDRESS))
+
+    url = "https://graph.facebook.com/v19.0/debug_token"
+    # Graph answers 190 ("cannot parse") to tokens it does not know the shape of.
+    answers = [send("garbage" + "x" * (20 + i)) for i in range(3)]
+    assert [a.status for a in answers] == [401, 401, 401]
+    assert endpoints.hits(url) == 3
+    throttled = send("garbage" + "y" * 30)
+    assert isinstance(throttled, TooManyRequests)
+    assert endpoints.hits(url) == 3  # throttled before Graph is called
