@@ -5,16 +5,20 @@ The store behind it (a :class:`~tokenflow.ports.LoginThrottle`) only counts
 failures per key; everything that decides how long a client must wait lives
 here, so that every backend applies the same rule:
 
-- failures are counted per **username** and per **client address**;
+- failures are counted per **account** (as the password verifier names it;
+  the normalised typed username when it names none) and per **client
+  address**;
 - the first ``free`` failures of a key cost nothing; after that each new
   attempt must wait ``base * 2**(failures - free)`` seconds after the last
   failure, never more than ``cap``;
 - a key's count is forgotten ``window`` seconds after its last failure, and a
-  successful login forgets its username's count at once.
+  successful login forgets its account's count at once.
 
 A throttled attempt is answered before any credential is verified: no hash is
 computed, so guessing costs the attacker time and costs the server nothing.
-Delays grow per username (a targeted account) and, with a higher ceiling, per
+An attempt let through is counted before it is verified (the flow reserves
+it), so simultaneous attempts cannot all pass the check at once.
+Delays grow per account (a targeted account) and, with a higher ceiling, per
 address (one source trying many accounts). Because the delay is capped, an
 attacker who stops can keep a victim waiting for at most ``cap`` seconds.
 """
