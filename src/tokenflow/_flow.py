@@ -10,6 +10,9 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
          ROTATED                                       -> Reissue   (new access + refresh)
          GRACE   (predecessor inside the window)       -> Reissue   (the SAME successor)
          REUSED_PREVIOUS / REUSED_UNKNOWN              -> session revoked, go on to 3
+           (the token's sealed generation newer than
+            the store's: named NEWER_THAN_STORE, a
+            store that lost rotations, not a replay)
          EXPIRED / UNKNOWN_SESSION                     -> go on to 3
          DEVICE_BOUND (bound session, no device proof) -> go on to 3; refresh cookie kept
        user disabled or deleted                        -> session revoked, go on to 3
@@ -470,15 +473,32 @@ class FlowCore:
     def _refresh(
         self, token: str, now: float, random: Callable[[int], bytes], events: list[Event]
     ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
-        opened = self._open_refresh(token, now, events)
+        opened = self._open_refresh_generation(token, now, events)
         if opened is None:
             return UnauthorizedReason.NO_CREDENTIALS
-        return (yield from self._rotate(*opened, now, random, events, None))
+        user_id, session_id, secret, generation = opened
+        return (
+            yield from self._rotate(
+                user_id, session_id, secret, now, random, events, None, generation=generation
+            )
+        )
 
     def _open_refresh(
         self, token: str, now: float, events: list[Event]
     ) -> tuple[str, str, bytes] | None:
         """``(user id, session id, secret)`` of a refresh token, or None (event added)."""
+        opened = self._open_refresh_generation(token, now, events)
+        return None if opened is None else opened[:3]
+
+    def _open_refresh_generation(
+        self, token: str, now: float, events: list[Event]
+    ) -> tuple[str, str, bytes, int | None] | None:
+        """:meth:`_open_refresh`, and the generation the token was issued at.
+
+        The generation (``gen``) is None for a token sealed before tokens
+        carried it; it is authenticated like every claim, so a token proves
+        that its session reached that generation.
+        """
         try:
             claims = self._codec.open(_REFRESH, token, now=now)
         except InvalidToken as exc:
@@ -487,10 +507,15 @@ class FlowCore:
         user_id: str = claims["sub"]
         session_id = claims.get("sid")
         secret = _decode_secret(claims.get("rs"))
-        if type(session_id) is not str or secret is None:
+        generation = claims.get("gen")
+        if (
+            type(session_id) is not str
+            or secret is None
+            or (generation is not None and (type(generation) is not int or generation < 0))
+        ):
             events.append(TokenRejected(_REFRESH, InvalidTokenReason.BAD_CLAIMS))
             return None
-        return user_id, session_id, secret
+        return user_id, session_id, secret, generation
 
     def _rotate(
         self,
@@ -501,11 +526,15 @@ class FlowCore:
         random: Callable[[int], bytes],
         events: list[Event],
         device_key: str | None,
+        *,
+        generation: int | None = None,
     ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
         """Step 2 past the token: reload the user, rotate, map the store's outcome.
 
         ``device_key`` is the key a device proof was verified against (None
         for a bare refresh cookie); the store refuses a bound session without it.
+        ``generation`` is the one the presented token was issued at (None if
+        unknown): it tells a store that lost rotations from a replayed token.
         """
         # Reload the user before rotating: a disabled user's session ends here,
         # and a directory failure leaves the session untouched.
@@ -525,9 +554,11 @@ class FlowCore:
         # expiries assumed here are the usual ones; a session near its absolute
         # end gets its tokens sealed again below with the store's figures.
         iat = int(now)
+        # The successor's generation, if the store is where the token says.
+        expected = None if generation is None else generation + 1
         minted = self._mint(
             identity, user_id, session_id, successor, iat,
-            iat + config.access_ttl, int(now + config.refresh_idle_ttl),
+            iat + config.access_ttl, int(now + config.refresh_idle_ttl), expected,
         )  # fmt: skip
         rotation = Rotation(
             session_id=session_id,
@@ -551,18 +582,33 @@ class FlowCore:
                 assert result.salt is not None  # _checked_rotation saw to it
                 successor = derive_successor(secret, result.salt)
             access_exp, refresh_exp = self._expiries(session, iat)
-            if grace or minted.claims["exp"] != access_exp or minted.refresh_exp != refresh_exp:
+            if (
+                grace
+                or minted.claims["exp"] != access_exp
+                or minted.refresh_exp != refresh_exp
+                or expected != session.generation
+            ):
                 minted = self._mint(
-                    identity, user_id, session_id, successor, iat, access_exp, refresh_exp
-                )
+                    identity, user_id, session_id, successor, iat, access_exp, refresh_exp,
+                    session.generation,
+                )  # fmt: skip
             events.append(Refreshed(user_id, session_id, session.generation, grace))
             return Reissue(minted.claims, minted.cookies, tuple(events))
         if outcome is RotationOutcome.REUSED_PREVIOUS or outcome is RotationOutcome.REUSED_UNKNOWN:
-            cause = (
-                ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
-                if outcome is RotationOutcome.REUSED_PREVIOUS
-                else ReuseDetectedReason.OLDER_GENERATION
-            )
+            if outcome is RotationOutcome.REUSED_PREVIOUS:
+                cause = ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
+            elif (
+                generation is not None
+                and result.generation is not None
+                and generation > result.generation
+            ):
+                # The sealed token proves the session reached a generation the
+                # store has not: the store lost rotations (a failover to a
+                # replica behind), not a replay of an older token. Revoked all
+                # the same: the store cannot tell this token from a copy.
+                cause = ReuseDetectedReason.NEWER_THAN_STORE
+            else:
+                cause = ReuseDetectedReason.OLDER_GENERATION
             events.append(ReuseDetected(user_id, session_id, cause))
             events.append(SessionRevoked(user_id, session_id, SessionRevokedReason.REUSE))
             return UnauthorizedReason.REFRESH_REUSED
@@ -700,7 +746,7 @@ class FlowCore:
         # Sealed before the session is stored: a failure leaves no orphan session.
         iat = int(now)
         minted = self._mint(
-            identity, user_id, session.session_id, secret, iat, *self._expiries(session, iat)
+            identity, user_id, session.session_id, secret, iat, *self._expiries(session, iat), 0
         )
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
@@ -791,8 +837,13 @@ class FlowCore:
         iat: int,
         access_exp: int,
         refresh_exp: int,
+        generation: int | None,
     ) -> _Minted:
         """Seal both tokens and render their cookies.
+
+        ``generation`` is the refresh token's (``gen``), sealed in so that a
+        later rotation can tell a store that lost rotations from a replay;
+        None leaves it out (sealed again once the store has answered).
 
         The application claims come from the user directory, so claims that
         cannot be sealed (too large for the cookie, not JSON-serialisable) are
@@ -805,13 +856,15 @@ class FlowCore:
             "iat": iat,
             "exp": access_exp,
         }
-        refresh_claims = {
+        refresh_claims: dict[str, object] = {
             "sub": user_id,
             "sid": session_id,
             "rs": _b64(secret),
             "iat": iat,
             "exp": refresh_exp,
         }
+        if generation is not None:
+            refresh_claims["gen"] = generation
         codec, policy = self._codec, self._policy
         try:
             access = codec.seal(_ACCESS, access_claims)
@@ -1180,6 +1233,9 @@ def _checked_rotation(need: RotateSession, result: object) -> RotationResult:
             )
     elif not isinstance(outcome, RotationOutcome):
         raise PortError(need, TypeError("a RotationResult's outcome must be a RotationOutcome"))
+    generation = result.generation
+    if generation is not None and (type(generation) is not int or generation < 0):
+        raise PortError(need, TypeError("a RotationResult's generation must be an int >= 0"))
     return result
 
 

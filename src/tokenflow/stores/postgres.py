@@ -422,6 +422,8 @@ class _Statements:
             return RotationResult(outcome, _info_of([*row[1:9], row[11]]))
         if outcome is RotationOutcome.GRACE:
             return RotationResult(outcome, _info_of([*row[1:9], row[11]]), bytes(row[9]))
+        if outcome is RotationOutcome.REUSED_UNKNOWN:
+            return RotationResult(outcome, generation=int(row[7]))
         return RotationResult(outcome)
 
 

@@ -149,7 +149,8 @@ return s
 # ARGV: presented verifier, successor verifier, salt, now, idle_seconds,
 #       grace_seconds, expiry margin in ms, device key ('' for none).
 # Returns {outcome} or, on rotated and grace, {outcome, uid, ca, ra, ie, ae,
-# gen, meta, dk} / {..., meta, salt, dk}: the session as it is after the call.
+# gen, meta, dk} / {..., meta, salt, dk}: the session as it is after the call;
+# on reused_unknown, {outcome, gen}: the generation the session was at.
 #
 # Numbers: Lua numbers are IEEE doubles, as Python floats are, and the times
 # arrive as Python's repr (shortest round-trip text), which tonumber() parses
@@ -210,7 +211,7 @@ if s[2] and ARGV[1] == s[2] then
   return {'reused_previous'}
 end
 redis.call('DEL', key)
-return {'reused_unknown'}
+return {'reused_unknown', s[10]}
 """
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
@@ -360,6 +361,8 @@ class _Layout:
         if outcome is RotationOutcome.GRACE:
             info = _info_of(session_id, [*reply[1:8], reply[9] if len(reply) > 9 else None])
             return RotationResult(outcome, info, bytes(reply[8]))
+        if outcome is RotationOutcome.REUSED_UNKNOWN:
+            return RotationResult(outcome, generation=int(reply[1]))
         return RotationResult(outcome)
 
     def bind_args(self, device_key: str, now: float) -> list[Any]:
