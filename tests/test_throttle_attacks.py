@@ -545,3 +545,33 @@ def test_facebook_classic_garbage_tokens_are_failed_logins_throttled_before_grap
     throttled = send("garbage" + "y" * 30)
     assert isinstance(throttled, TooManyRequests)
     assert endpoints.hits(url) == 3  # throttled before Graph is called
+
+
+def test_a_valid_token_of_an_unlinked_identity_is_counted_too() -> None:
+    """Else one real token of the attacker's own unlinked identity would buy
+    unthrottled calls to the provider (Graph's debug_token, say)."""
+    from tokenflow import ExternalIdentity, ExternalTokenCredentials
+
+    class Provider:
+        calls = 0
+
+        def verify_token(self, token: str, *, now: float) -> ExternalIdentity:
+            Provider.calls += 1
+            return ExternalIdentity(provider="idp", subject="stranger", claims={})
+
+    policy = ThrottlePolicy(address=ThrottleRule(3, 1.0, 900.0))
+    flow = Flow(
+        KeyRing.generate(),
+        MemoryStore(),
+        FakeUserDirectory(allow_signup=False),
+        external={"idp": Provider()},
+        throttle=MemoryThrottle(policy=policy),
+        config=FlowConfig(throttle=policy),
+        clock=FakeClock(),
+    )
+    request = Request(
+        "POST", credentials=ExternalTokenCredentials("idp", "t" * 40), client_address=ADDRESS
+    )
+    answers = [flow.login(request) for _ in range(6)]
+    assert [a.status for a in answers] == [401, 401, 401, 429, 429, 429]
+    assert Provider.calls == 3

@@ -707,8 +707,8 @@ class FlowCore:
             need = LinkExternal(external)
             user_id = yield need
             if user_id is None:
-                # A token the provider vouched for is no guess: not a failure.
-                yield from self._release(keys, now)
+                # Counted too (the reservation stands): else one valid token of
+                # an unlinked identity would buy unthrottled provider calls.
                 events.append(LoginFailed(LoginFailedReason.NOT_LINKED, method))
                 return UnauthorizedReason.LOGIN_FAILED
         if type(user_id) is not str or not user_id:
