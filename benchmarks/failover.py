@@ -62,9 +62,13 @@ Definitions (they are what the figures count):
   time from the kill to the last 503.
 
 What a user experiences follows from the counts: a browser whose rotation
-was lost presents a token the promoted node never saw, which is indistinguishable
-from a stolen token: the session is revoked as reused and the user must log
-in again. A browser that got 503s and no grant meanwhile keeps its token and
+was lost presents a token the promoted node never saw: the session is
+revoked and the user must log in again. The token's sealed generation is
+newer than the store's, so the event names it ``NEWER_THAN_STORE``, not
+``OLDER_GENERATION`` (a replay): the drill counts the sessions revoked with
+each reason ("newer" and "older") next to the rotations lost, and the write
+rate (grants per second) of the phase before the kill, on which the losses
+depend. A browser that got 503s and no grant meanwhile keeps its token and
 stays logged in. The grace window covers the other case: a rotation that
 was committed and replicated while its reply was lost to the crash, retried
 within ``grace_seconds``.
@@ -82,7 +86,9 @@ written with the top-level keys
 ``failover_cookies_cleared_on_503``, ``pg_sync_rotations_lost`` and the
 asynchronous and recovery figures (``redis_async_rotations_lost``,
 ``redis_wait_rotations_lost``, ``pg_async_rotations_lost``, ``*_recovery_s``
-as ``[min, median, max]`` over the runs). The whole command is bounded: each
+as ``[min, median, max]`` over the runs), and per drill
+``*_newer_than_store_per_run``, ``*_older_generation_per_run`` and
+``*_write_rate_per_s``). The whole command is bounded: each
 phase has a deadline, and a drill that does not recover within it is
 reported as such.
 """
@@ -115,6 +121,8 @@ from tokenflow import (
     PasswordCredentials,
     Refreshed,
     Reissue,
+    ReuseDetected,
+    ReuseDetectedReason,
     Unauthorized,
     Unavailable,
 )
@@ -262,6 +270,8 @@ class _Client:
     lost: int = 0
     answered_after_kill: float | None = None
     logged_out: str | None = None
+    reuse_reason: str | None = None
+    """The ReuseDetected reason of the request that logged it out, if any."""
 
 
 def _refreshed(decision: Decision) -> Refreshed | None:
@@ -387,6 +397,9 @@ class _Drill:
             client.browser.receive(decision.set_cookies)
         elif isinstance(decision, Unauthorized):
             client.logged_out = decision.reason.value
+            reuse = next((e for e in decision.events if isinstance(e, ReuseDetected)), None)
+            if reuse is not None:
+                client.reuse_reason = reuse.reason.value
 
     def _worker(self, mine: list[_Client]) -> None:
         while not self.stop.is_set():
@@ -468,6 +481,12 @@ class RunResult:
     grants_without_commit: int
     cookies_cleared_on_503: int
     rotations_lost: int
+    newer_than_store: int
+    """Sessions revoked with ReuseDetected NEWER_THAN_STORE (the store lost rotations)."""
+    older_generation: int
+    """Sessions revoked with ReuseDetected OLDER_GENERATION (what a replay looks like)."""
+    write_rate_per_s: float
+    """Grants (rotations) per second in the phase before the kill."""
     sessions_rolled_back: int
     logged_out_after_kill: int
     logged_out_reasons: dict[str, int]
@@ -485,6 +504,14 @@ def _result(engine: str, mode: str, drill: _Drill, recovery: float) -> RunResult
     latencies = sorted(tally.refresh_ms) or [float("nan")]
     lost = [c for c in clients if c.lost > 0]
     out = [c for c in clients if c.logged_out is not None]
+    reasons = Counter(c.reuse_reason for c in out)
+    # The write rate just before the kill: the lag phase if there was one.
+    phase, seconds = (
+        (tally.lag, killed - drill.lag_started)
+        if drill.lag_started is not None
+        else (tally.before, drill.sizes.warm_up)
+    )
+    grants = phase["Reissue"] + phase["Reissue(grace)"]
     return RunResult(
         engine=engine,
         mode=mode,
@@ -500,6 +527,9 @@ def _result(engine: str, mode: str, drill: _Drill, recovery: float) -> RunResult
         grants_without_commit=tally.grants_without_commit,
         cookies_cleared_on_503=tally.cookies_on_503,
         rotations_lost=sum(c.lost for c in clients),
+        newer_than_store=reasons[ReuseDetectedReason.NEWER_THAN_STORE.value],
+        older_generation=reasons[ReuseDetectedReason.OLDER_GENERATION.value],
+        write_rate_per_s=round(grants / seconds, 1) if seconds > 0 else float("nan"),
         sessions_rolled_back=len(lost),
         logged_out_after_kill=len(out),
         logged_out_reasons=dict(Counter(str(c.logged_out) for c in out)),
@@ -1018,8 +1048,8 @@ def _spread(values: Sequence[float]) -> list[float] | None:
 def _print(results: Sequence[RunResult], keys: dict[str, Any]) -> None:
     header = (
         f"{'engine':8} {'mode':5} {'run':>3} {'recover s':>9} {'outage s':>8} {'503s':>5} "
-        f"{'lost':>5} {'rolled back':>11} {'logged out':>10} {'no-commit':>9} {'cleared':>7} "
-        f"{'refresh ms':>10}"
+        f"{'lost':>5} {'newer':>5} {'older':>5} {'rolled back':>11} {'logged out':>10} "
+        f"{'no-commit':>9} {'cleared':>7} {'refresh ms':>10} {'grants/s':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -1029,9 +1059,10 @@ def _print(results: Sequence[RunResult], keys: dict[str, Any]) -> None:
         print(
             f"{r.engine:8} {r.mode:5} {runs[(r.engine, r.mode)]:>3} {r.recovery_s:>9.2f} "
             f"{r.outage_s:>8.2f} {r.unavailable_after_kill:>5} {r.rotations_lost:>5} "
+            f"{r.newer_than_store:>5} {r.older_generation:>5} "
             f"{r.sessions_rolled_back:>11} {r.logged_out_after_kill:>10} "
             f"{r.grants_without_commit:>9} {r.cookies_cleared_on_503:>7} "
-            f"{r.refresh_ms_median:>10.2f}"
+            f"{r.refresh_ms_median:>10.2f} {r.write_rate_per_s:>8.1f}"
         )
     print()
     for key, value in keys.items():
@@ -1105,6 +1136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         keys[f"{name}_rotations_lost"] = sum(r.rotations_lost for r in chosen)
         keys[f"{name}_rotations_lost_per_run"] = [r.rotations_lost for r in chosen]
+        keys[f"{name}_newer_than_store_per_run"] = [r.newer_than_store for r in chosen]
+        keys[f"{name}_older_generation_per_run"] = [r.older_generation for r in chosen]
+        keys[f"{name}_write_rate_per_s"] = _spread([r.write_rate_per_s for r in chosen])
         keys[f"{name}_sessions_rolled_back_per_run"] = [r.sessions_rolled_back for r in chosen]
         keys[f"{name}_logged_out_per_run"] = [r.logged_out_after_kill for r in chosen]
         keys[f"{name}_recovery_s"] = _spread([r.recovery_s for r in chosen])

@@ -124,6 +124,9 @@ def test_lost_rotations_are_exactly_those_the_replica_missed() -> None:
     # as reuse; nobody else is.
     assert result.logged_out_after_kill == rolled_back
     assert set(result.logged_out_reasons) == {"refresh_reused"}
+    # Named for what they are: tokens newer than the store, none taken for a replay.
+    assert (result.newer_than_store, result.older_generation) == (rolled_back, 0)
+    assert result.write_rate_per_s > 0
     assert (result.grants_without_commit, result.cookies_cleared_on_503) == (0, 0)
     assert result.unavailable_after_kill > 0  # while there was no primary
     assert result.recovered

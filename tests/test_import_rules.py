@@ -76,15 +76,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "the web demo, like the terminal demo, signs in made-up users: it runs on the "
         "fake user directory and password verifier, and is never a production server"
     ),
-    # The throttles share their backend's connection handling with the store
-    # through the store's private helpers (_TABLE_RE, _owned_pool_kwargs,
-    # _single_connection_error; _Held): one connection helper per backend.
-    ("private-name", f"{ROOT}.throttles.postgres", f"{ROOT}.stores.postgres"): (
-        "fixed by issue 17 branch"
-    ),
-    ("private-name", f"{ROOT}.throttles.sqlite", f"{ROOT}.stores.sqlite"): (
-        "fixed by issue 17 branch"
-    ),
     ("private-module", f"{ROOT}.dbsc", f"{ROOT}.oidc._jws"): "fixed by issue 18 branch",
 }
 """Exceptions to the rules. Every entry says why; an entry that no longer

@@ -306,10 +306,50 @@ class TalkativeThrottle(MemoryThrottle):
         return f"TalkativeThrottle({list(self._counts)})"
 
 
+class CheckThenActThrottle(MemoryThrottle):
+    """Compares, yields the CPU, then counts: the compare-and-set is not atomic."""
+
+    def reserve(self, keys: Any, expected: Any, *, now: float, window: float) -> bool:
+        if [c.count for c in self.failures(keys, now=now)] != list(expected):
+            return False
+        time.sleep(0.002)
+        self.record_failure(keys, now=now, window=window)
+        return True
+
+
+class BlindReserveThrottle(MemoryThrottle):
+    """Counts every reservation, whatever the counts: the pre-reservation throttle."""
+
+    def reserve(self, keys: Any, expected: Any, *, now: float, window: float) -> bool:
+        self.record_failure(keys, now=now, window=window)
+        return True
+
+
+class HalfRefusingThrottle(MemoryThrottle):
+    """Counts the keys that matched even when another did not."""
+
+    def reserve(self, keys: Any, expected: Any, *, now: float, window: float) -> bool:
+        counts = self.failures(keys, now=now)
+        matched = [k for k, c, n in zip(keys, counts, expected, strict=True) if c.count == n]
+        self.record_failure(matched, now=now, window=window)
+        return len(matched) == len(keys)
+
+
+class ForgivingReleaseThrottle(MemoryThrottle):
+    """Forgets a key's whole count on release, not the one reserved attempt."""
+
+    def release(self, keys: Any, *, now: float) -> None:
+        self.reset(keys)
+
+
 @pytest.mark.parametrize(
     ("broken", "message"),
     [
         (RacyThrottle, "parallel failures"),
+        (CheckThenActThrottle, "simultaneous"),
+        (BlindReserveThrottle, "moved must return False"),
+        (HalfRefusingThrottle, "refused reservation changes no count"),
+        (ForgivingReleaseThrottle, "takes one back"),
         (WallClockThrottle, "expected"),
         (ForgetfulThrottle, "window"),
         (TalkativeThrottle, "repr"),

@@ -35,6 +35,7 @@ from ._flow import (
     BindDevice,
     CheckThrottle,
     CreateSession,
+    FindAccount,
     FlowCore,
     LinkExternal,
     LoadDeviceKey,
@@ -42,7 +43,8 @@ from ._flow import (
     Need,
     Pending,
     PortError,
-    RecordFailure,
+    ReleaseAttempt,
+    ReserveAttempt,
     ResetThrottle,
     RevokeSession,
     RotateSession,
@@ -84,7 +86,8 @@ _PORT_METHODS: Final = {
     "users": ("load_user", "link_external"),
     "passwords": ("verify_password",),
     "external": ("verify_token",),
-    "throttle": ("failures", "record_failure", "reset"),
+    "throttle": ("failures", "reserve", "release", "reset"),
+    "accounts": ("account_key",),
     "device store": ("bind_device", "device_key_of"),
     "proofs": ("verify",),
 }
@@ -105,7 +108,9 @@ _METHOD_OF_NEED: Final[dict[type, str]] = {
     CheckThrottle: "failures",
     LoadDeviceKey: "device_key_of",
     BindDevice: "bind_device",
-    RecordFailure: "record_failure",
+    ReserveAttempt: "reserve",
+    ReleaseAttempt: "release",
+    FindAccount: "account_key",
     ResetThrottle: "reset",
     VerifyDeviceProof: "verify",
 }
@@ -335,8 +340,13 @@ class _Driver:
         external = dict(external or {})
         _check_port("store", "store", store, asynchronous=asynchronous)
         _check_port("users", "users", users, asynchronous=asynchronous)
+        accounts = False
         if passwords is not None:
             _check_port("passwords", "passwords", passwords, asynchronous=asynchronous)
+            # Optional: a verifier that names accounts gets its throttle counted per account.
+            if getattr(passwords, "account_key", None) is not None:
+                _check_port("accounts", "passwords", passwords, asynchronous=asynchronous)
+                accounts = True
         if throttle is not None:
             _check_port("throttle", "throttle", throttle, asynchronous=asynchronous)
         for name, verifier in external.items():
@@ -368,6 +378,7 @@ class _Driver:
             passwords=passwords is not None,
             providers=frozenset(external),
             throttle=throttle is not None,
+            accounts=accounts,
         )
         # Bound once: the access path pays no attribute lookup for it.
         self._begin = self._core.begin
@@ -483,8 +494,14 @@ class _Driver:
             return self._store.device_key_of(need.session_id, now=need.now)
         if type(need) is BindDevice:
             return self._store.bind_device(need.session_id, need.device_key, now=need.now)
-        if type(need) is RecordFailure:
-            return self._throttle.record_failure(list(need.keys), now=need.now, window=need.window)
+        if type(need) is ReserveAttempt:
+            return self._throttle.reserve(
+                list(need.keys), list(need.expected), now=need.now, window=need.window
+            )
+        if type(need) is ReleaseAttempt:
+            return self._throttle.release(list(need.keys), now=need.now)
+        if type(need) is FindAccount:
+            return self._passwords.account_key(need.username)
         assert type(need) is ResetThrottle
         return self._throttle.reset(list(need.keys))
 

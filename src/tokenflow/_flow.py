@@ -10,13 +10,18 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
          ROTATED                                       -> Reissue   (new access + refresh)
          GRACE   (predecessor inside the window)       -> Reissue   (the SAME successor)
          REUSED_PREVIOUS / REUSED_UNKNOWN              -> session revoked, go on to 3
+           (the token's sealed generation newer than
+            the store's: named NEWER_THAN_STORE, a
+            store that lost rotations, not a replay)
          EXPIRED / UNKNOWN_SESSION                     -> go on to 3
          DEVICE_BOUND (bound session, no device proof) -> go on to 3; refresh cookie kept
        user disabled or deleted                        -> session revoked, go on to 3
     3. credentials presented:
+         password: the account the username names (lookup), for the throttle keys
          too many recent failures (throttle)           -> TooManyRequests (429), nothing verified
-         verify, user active                           -> new session, Reissue
-         refused                                       -> failure counted, go on to 4
+         attempt reserved (counted as a failure first; a lost race re-checks)
+         verify, user active                           -> reservation undone, new session, Reissue
+         refused, or right but the user disabled       -> reservation kept (a failure), go on to 4
     4. otherwise                                       -> Unauthorized (401), clear sent cookies
     any port raises, or answers the wrong type         -> Unavailable (503), nothing minted/cleared
 
@@ -131,7 +136,7 @@ from ._sessions import (
     derive_successor,
     verifier_of,
 )
-from ._throttle import FailureCount, address_key, is_username_key, username_key
+from ._throttle import FailureCount, account_key, address_key, is_username_key, username_key
 from ._token import Purpose, TokenCodec
 from .ports import ExternalIdentity, Identity
 
@@ -141,6 +146,12 @@ _ACCESS: Final = Purpose.ACCESS
 _REFRESH: Final = Purpose.REFRESH
 _SESSION_ID_BYTES: Final = 16
 _MAX_NOW: Final = 2.0**62
+_RESERVE_TRIES: Final = 16
+"""Reservations an attempt may lose to concurrent ones before it is answered 429.
+
+Each lost race means another attempt on a shared key was counted, so the
+counts move towards the limit; past this many, the attempt is refused
+rather than verified (fail closed)."""
 
 # -- needs: what the core asks its driver for ------------------------------------
 
@@ -214,13 +225,31 @@ class CheckThrottle:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordFailure:
-    """Ask the login throttle to count one more failure for some keys."""
+class ReserveAttempt:
+    """Ask the login throttle to count an attempt as a failure if its counts are ``expected``."""
 
     keys: tuple[str, ...]
+    expected: tuple[int, ...]
     now: float
     window: float
     port: str = "throttle"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAttempt:
+    """Ask the login throttle to take back one reserved attempt from some keys."""
+
+    keys: tuple[str, ...]
+    now: float
+    port: str = "throttle"
+
+
+@dataclass(frozen=True, slots=True)
+class FindAccount:
+    """Ask the password verifier which account a username names (a stable key, or None)."""
+
+    username: str
+    port: str = "passwords"
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +298,10 @@ Need: TypeAlias = (
     | RotateSession
     | RevokeSession
     | CheckThrottle
-    | RecordFailure
+    | ReserveAttempt
+    | ReleaseAttempt
     | ResetThrottle
+    | FindAccount
     | BindDevice
     | LoadDeviceKey
     | VerifyDeviceProof
@@ -306,6 +337,7 @@ class FlowCore:
     """The sans-IO decision logic, shared by both drivers. Holds no mutable state."""
 
     __slots__ = (
+        "_accounts",
         "_clear",
         "_codec",
         "_config",
@@ -324,6 +356,7 @@ class FlowCore:
         passwords: bool,
         providers: frozenset[str],
         throttle: bool = False,
+        accounts: bool = False,
     ) -> None:
         self._codec = codec
         self._config = config
@@ -333,6 +366,9 @@ class FlowCore:
         self._passwords = passwords
         self._providers = providers
         self._throttle = throttle
+        # Whether the password verifier names the account a username resolves
+        # to (``account_key``): the throttle then counts per account.
+        self._accounts = accounts
 
     @property
     def config(self) -> FlowConfig:
@@ -452,15 +488,32 @@ class FlowCore:
     def _refresh(
         self, token: str, now: float, random: Callable[[int], bytes], events: list[Event]
     ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
-        opened = self._open_refresh(token, now, events)
+        opened = self._open_refresh_generation(token, now, events)
         if opened is None:
             return UnauthorizedReason.NO_CREDENTIALS
-        return (yield from self._rotate(*opened, now, random, events, None))
+        user_id, session_id, secret, generation = opened
+        return (
+            yield from self._rotate(
+                user_id, session_id, secret, now, random, events, None, generation=generation
+            )
+        )
 
     def _open_refresh(
         self, token: str, now: float, events: list[Event]
     ) -> tuple[str, str, bytes] | None:
         """``(user id, session id, secret)`` of a refresh token, or None (event added)."""
+        opened = self._open_refresh_generation(token, now, events)
+        return None if opened is None else opened[:3]
+
+    def _open_refresh_generation(
+        self, token: str, now: float, events: list[Event]
+    ) -> tuple[str, str, bytes, int | None] | None:
+        """:meth:`_open_refresh`, and the generation the token was issued at.
+
+        The generation (``gen``) is None for a token sealed before tokens
+        carried it; it is authenticated like every claim, so a token proves
+        that its session reached that generation.
+        """
         try:
             claims = self._codec.open(_REFRESH, token, now=now)
         except InvalidToken as exc:
@@ -469,10 +522,15 @@ class FlowCore:
         user_id: str = claims["sub"]
         session_id = claims.get("sid")
         secret = _decode_secret(claims.get("rs"))
-        if type(session_id) is not str or secret is None:
+        generation = claims.get("gen")
+        if (
+            type(session_id) is not str
+            or secret is None
+            or (generation is not None and (type(generation) is not int or generation < 0))
+        ):
             events.append(TokenRejected(_REFRESH, InvalidTokenReason.BAD_CLAIMS))
             return None
-        return user_id, session_id, secret
+        return user_id, session_id, secret, generation
 
     def _rotate(
         self,
@@ -483,11 +541,15 @@ class FlowCore:
         random: Callable[[int], bytes],
         events: list[Event],
         device_key: str | None,
+        *,
+        generation: int | None = None,
     ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
         """Step 2 past the token: reload the user, rotate, map the store's outcome.
 
         ``device_key`` is the key a device proof was verified against (None
         for a bare refresh cookie); the store refuses a bound session without it.
+        ``generation`` is the one the presented token was issued at (None if
+        unknown): it tells a store that lost rotations from a replayed token.
         """
         # Reload the user before rotating: a disabled user's session ends here,
         # and a directory failure leaves the session untouched.
@@ -507,9 +569,11 @@ class FlowCore:
         # expiries assumed here are the usual ones; a session near its absolute
         # end gets its tokens sealed again below with the store's figures.
         iat = int(now)
+        # The successor's generation, if the store is where the token says.
+        expected = None if generation is None else generation + 1
         minted = self._mint(
             identity, user_id, session_id, successor, iat,
-            iat + config.access_ttl, int(now + config.refresh_idle_ttl),
+            iat + config.access_ttl, int(now + config.refresh_idle_ttl), expected,
         )  # fmt: skip
         rotation = Rotation(
             session_id=session_id,
@@ -533,18 +597,33 @@ class FlowCore:
                 assert result.salt is not None  # _checked_rotation saw to it
                 successor = derive_successor(secret, result.salt)
             access_exp, refresh_exp = self._expiries(session, iat)
-            if grace or minted.claims["exp"] != access_exp or minted.refresh_exp != refresh_exp:
+            if (
+                grace
+                or minted.claims["exp"] != access_exp
+                or minted.refresh_exp != refresh_exp
+                or expected != session.generation
+            ):
                 minted = self._mint(
-                    identity, user_id, session_id, successor, iat, access_exp, refresh_exp
-                )
+                    identity, user_id, session_id, successor, iat, access_exp, refresh_exp,
+                    session.generation,
+                )  # fmt: skip
             events.append(Refreshed(user_id, session_id, session.generation, grace))
             return Reissue(minted.claims, minted.cookies, tuple(events))
         if outcome is RotationOutcome.REUSED_PREVIOUS or outcome is RotationOutcome.REUSED_UNKNOWN:
-            cause = (
-                ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
-                if outcome is RotationOutcome.REUSED_PREVIOUS
-                else ReuseDetectedReason.OLDER_GENERATION
-            )
+            if outcome is RotationOutcome.REUSED_PREVIOUS:
+                cause = ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
+            elif (
+                generation is not None
+                and result.generation is not None
+                and generation > result.generation
+            ):
+                # The sealed token proves the session reached a generation the
+                # store has not: the store lost rotations (a failover to a
+                # replica behind), not a replay of an older token. Revoked all
+                # the same: the store cannot tell this token from a copy.
+                cause = ReuseDetectedReason.NEWER_THAN_STORE
+            else:
+                cause = ReuseDetectedReason.OLDER_GENERATION
             events.append(ReuseDetected(user_id, session_id, cause))
             events.append(SessionRevoked(user_id, session_id, SessionRevokedReason.REUSE))
             return UnauthorizedReason.REFRESH_REUSED
@@ -604,10 +683,18 @@ class FlowCore:
             return UnauthorizedReason.LOGIN_FAILED
 
         # The throttle comes before any verification: a throttled guess costs
-        # no hash and no call to an identity provider.
-        keys = self._throttle_keys(username, request.client_address)
+        # no hash and no call to an identity provider. The attempt is counted
+        # as a failure before it is verified (a reservation), so simultaneous
+        # guesses cannot all pass the check before any of them is counted.
+        account: str | None = None
+        if self._throttle and self._accounts and username is not None:
+            find = FindAccount(username)
+            account = yield find
+            if account is not None and (type(account) is not str or not account):
+                raise PortError(find, TypeError("account_key must return a non-empty str or None"))
+        keys = self._throttle_keys(username, account, request.client_address)
         if keys:
-            wait = yield from self._throttled(keys, now)
+            wait = yield from self._reserve(keys, now)
             if wait:
                 events.append(LoginThrottled(method, _clip_optional(username), wait))
                 return TooManyRequests(wait, tuple(events))
@@ -615,10 +702,10 @@ class FlowCore:
         if isinstance(need, VerifyPassword):
             user_id = yield need
             if user_id is None:
+                # The reservation stands: it was this failure's count.
                 events.append(
                     LoginFailed(LoginFailedReason.BAD_PASSWORD, method, _clip(need.username))
                 )
-                yield from self._count_failure(keys, now)
                 return UnauthorizedReason.LOGIN_FAILED
         else:
             external = yield need
@@ -626,7 +713,6 @@ class FlowCore:
                 raise PortError(need, TypeError("verify_token must return an ExternalIdentity"))
             if external is None:
                 events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
-                yield from self._count_failure(keys, now)
                 return UnauthorizedReason.LOGIN_FAILED
             # A verifier vouches for its own provider only: the identity is
             # labelled with the name it is registered under, whatever it says,
@@ -636,19 +722,28 @@ class FlowCore:
             need = LinkExternal(external)
             user_id = yield need
             if user_id is None:
+                # Counted too (the reservation stands): else one valid token of
+                # an unlinked identity would buy unthrottled provider calls.
                 events.append(LoginFailed(LoginFailedReason.NOT_LINKED, method))
                 return UnauthorizedReason.LOGIN_FAILED
         if type(user_id) is not str or not user_id:
             raise PortError(need, TypeError("a user id must be a non-empty str"))
-        user_keys = tuple(k for k in keys if is_username_key(k))
-        if user_keys:
-            # The right password: its username's count starts over.
-            yield ResetThrottle(user_keys)
 
         identity = yield from self._load_user(user_id)
         if identity is None:
+            # Right credentials, refused account: answered, counted and timed
+            # like a wrong password (the reservation stands, nothing is reset),
+            # or the next attempt's 429-or-401 would say the password was right.
+            # Only the server-side event names the reason.
             events.append(LoginFailed(LoginFailedReason.USER_DISABLED, method))
             return UnauthorizedReason.LOGIN_FAILED
+        if keys:
+            # A success: the account's count starts over, and the address gets
+            # back the attempt it reserved (successes never slow an address).
+            user_keys = tuple(k for k in keys if is_username_key(k))
+            if user_keys:
+                yield ResetThrottle(user_keys)
+            yield from self._release(tuple(k for k in keys if not is_username_key(k)), now)
         # A login always opens a fresh session under a fresh id: it never
         # continues or upgrades a session the client may already hold.
         config = self._config
@@ -666,7 +761,7 @@ class FlowCore:
         # Sealed before the session is stored: a failure leaves no orphan session.
         iat = int(now)
         minted = self._mint(
-            identity, user_id, session.session_id, secret, iat, *self._expiries(session, iat)
+            identity, user_id, session.session_id, secret, iat, *self._expiries(session, iat), 0
         )
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
@@ -680,28 +775,53 @@ class FlowCore:
             headers = (("Secure-Session-Registration", registration_header(binding, challenge)),)
         return Reissue(minted.claims, minted.cookies, tuple(events), headers)
 
-    def _throttle_keys(self, username: str | None, address: str | None) -> tuple[str, ...]:
-        """The keys a login's failures count under: its username and its client address."""
+    def _throttle_keys(
+        self, username: str | None, account: str | None, address: str | None
+    ) -> tuple[str, ...]:
+        """The keys a login's failures count under: its account and its client address.
+
+        The account is the one the password verifier says the username names,
+        so every spelling the host's lookup accepts shares one count; a
+        username that names no account is counted as typed (normalised).
+        """
         if not self._throttle:
             return ()
         keys = []
-        if username is not None:
+        if account is not None:
+            keys.append(account_key(account))
+        elif username is not None:
             keys.append(username_key(username))
         if address:
             keys.append(address_key(address))
         return tuple(keys)
 
-    def _throttled(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, int]:
-        """Seconds the attempt must wait, from the throttle's counts (0: go ahead)."""
-        need = CheckThrottle(keys, now)
-        counts = yield need
-        _check_counts(need, counts)
-        return self._config.throttle.retry_after(keys, counts, now)
+    def _reserve(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, int]:
+        """Reserve an attempt on every key: 0 when reserved, else the seconds to wait.
 
-    def _count_failure(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, None]:
+        A compare-and-set: the counts read are the ones the policy allowed,
+        and the reservation is taken only if no other attempt was counted in
+        between; a lost race reads again. So with a limit of N, at most N of
+        any number of simultaneous attempts are verified.
+        """
+        window = self._config.throttle.window
+        for _ in range(_RESERVE_TRIES):
+            check = CheckThrottle(keys, now)
+            counts = yield check
+            _check_counts(check, counts)
+            wait = self._config.throttle.retry_after(keys, counts, now)
+            if wait:
+                return wait
+            need = ReserveAttempt(keys, tuple(c.count for c in counts), now, window)
+            reserved = yield need
+            if type(reserved) is not bool:
+                raise PortError(need, TypeError("reserve must return a bool"))
+            if reserved:
+                return 0
+        return 1
+
+    def _release(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, None]:
         if keys:
-            need = RecordFailure(keys, now, self._config.throttle.window)
-            _check_counts(need, (yield need))
+            yield ReleaseAttempt(keys, now)
 
     def _revoke(self, session_id: str) -> Generator[Need, Any, bool]:
         """Revoke a session through the store; whether it existed."""
@@ -732,8 +852,13 @@ class FlowCore:
         iat: int,
         access_exp: int,
         refresh_exp: int,
+        generation: int | None,
     ) -> _Minted:
         """Seal both tokens and render their cookies.
+
+        ``generation`` is the refresh token's (``gen``), sealed in so that a
+        later rotation can tell a store that lost rotations from a replay;
+        None leaves it out (sealed again once the store has answered).
 
         The application claims come from the user directory, so claims that
         cannot be sealed (too large for the cookie, not JSON-serialisable) are
@@ -746,13 +871,15 @@ class FlowCore:
             "iat": iat,
             "exp": access_exp,
         }
-        refresh_claims = {
+        refresh_claims: dict[str, object] = {
             "sub": user_id,
             "sid": session_id,
             "rs": b64url_encode(secret),
             "iat": iat,
             "exp": refresh_exp,
         }
+        if generation is not None:
+            refresh_claims["gen"] = generation
         codec, policy = self._codec, self._policy
         try:
             access = codec.seal(_ACCESS, access_claims)
@@ -1121,10 +1248,13 @@ def _checked_rotation(need: RotateSession, result: object) -> RotationResult:
             )
     elif not isinstance(outcome, RotationOutcome):
         raise PortError(need, TypeError("a RotationResult's outcome must be a RotationOutcome"))
+    generation = result.generation
+    if generation is not None and (type(generation) is not int or generation < 0):
+        raise PortError(need, TypeError("a RotationResult's generation must be an int >= 0"))
     return result
 
 
-def _check_counts(need: CheckThrottle | RecordFailure, counts: object) -> None:
+def _check_counts(need: CheckThrottle, counts: object) -> None:
     """The throttle's answer: one FailureCount per key, or a port failure."""
     if (
         not isinstance(counts, (list, tuple))

@@ -310,6 +310,11 @@ class ReuseDetectedReason(enum.Enum):
     """The immediate predecessor came back after the grace window."""
     OLDER_GENERATION = "older_generation"
     """A generation older than the predecessor came back."""
+    NEWER_THAN_STORE = "newer_than_store"
+    """The token was issued at a generation the store has not reached: the
+    store lost rotations (an asynchronous replica promoted after a failover,
+    a restored backup), not a replay of an older token. The session is
+    revoked all the same; see docs/scaling-out.md."""
 
 
 class SessionRevokedReason(enum.Enum):

@@ -140,12 +140,19 @@ class RotationResult:
     """What :meth:`SessionStore.rotate` returns.
 
     ``session`` is set on ROTATED and GRACE (the state after the call);
-    ``salt`` on GRACE only (the salt stored by the rotation being replayed).
+    ``salt`` on GRACE only (the salt stored by the rotation being replayed);
+    ``generation`` on REUSED_UNKNOWN: the generation the store held when it
+    revoked the session. The flow compares it with the generation sealed in
+    the presented token to tell a store that lost rotations (token newer
+    than the store) from a replay. Every store must set it (the
+    conformance kit checks it); one that leaves it ``None`` gets every
+    REUSED_UNKNOWN reported as a replay.
     """
 
     outcome: RotationOutcome
     session: SessionInfo | None = None
     salt: bytes | None = field(default=None, repr=False)
+    generation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +226,7 @@ def apply_rotation(
         if grace > 0 and now - stored.rotated_at < grace:
             return RotationResult(RotationOutcome.GRACE, info, stored.salt), stored
         return RotationResult(RotationOutcome.REUSED_PREVIOUS), None
-    return RotationResult(RotationOutcome.REUSED_UNKNOWN), None
+    return RotationResult(RotationOutcome.REUSED_UNKNOWN, generation=info.generation), None
 
 
 def apply_binding(

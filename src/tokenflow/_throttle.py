@@ -5,16 +5,20 @@ The store behind it (a :class:`~tokenflow.ports.LoginThrottle`) only counts
 failures per key; everything that decides how long a client must wait lives
 here, so that every backend applies the same rule:
 
-- failures are counted per **username** and per **client address**;
+- failures are counted per **account** (as the password verifier names it;
+  the normalised typed username when it names none) and per **client
+  address**;
 - the first ``free`` failures of a key cost nothing; after that each new
   attempt must wait ``base * 2**(failures - free)`` seconds after the last
   failure, never more than ``cap``;
 - a key's count is forgotten ``window`` seconds after its last failure, and a
-  successful login forgets its username's count at once.
+  successful login forgets its account's count at once.
 
 A throttled attempt is answered before any credential is verified: no hash is
 computed, so guessing costs the attacker time and costs the server nothing.
-Delays grow per username (a targeted account) and, with a higher ceiling, per
+An attempt let through is counted before it is verified (the flow reserves
+it), so simultaneous attempts cannot all pass the check at once.
+Delays grow per account (a targeted account) and, with a higher ceiling, per
 address (one source trying many accounts). Because the delay is capped, an
 attacker who stops can keep a victim waiting for at most ``cap`` seconds.
 """
@@ -34,6 +38,9 @@ from ._errors import ConfigError
 __all__ = ["FailureCount", "ThrottlePolicy", "ThrottleRule"]
 
 _USER_PREFIX: Final = "u:"
+_ACCOUNT_PREFIX: Final = "u:#"
+"""Account keys are username keys too (same rule), in a namespace no typed
+username reaches: a username key continues with hex digits only."""
 _ADDRESS_PREFIX: Final = "a:"
 _IPV6_PREFIX_BITS: Final = 64
 """One IPv6 client usually holds a whole /64: counting single addresses would
@@ -156,6 +163,19 @@ def username_key(username: str) -> str:
     """
     folded = unicodedata.normalize("NFKC", username).casefold()
     return _USER_PREFIX + hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def account_key(account: str) -> str:
+    """The throttle key of an account, as the password verifier names it.
+
+    Every spelling of a username that the host's lookup resolves to one
+    account shares this key (and so one count), whatever rule the lookup
+    applies (trimming, accent-insensitive collation...). Digested like a
+    username key.
+    """
+    return (
+        _ACCOUNT_PREFIX + hashlib.sha256(account.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    )
 
 
 def address_key(address: str) -> str:

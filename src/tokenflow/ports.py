@@ -223,6 +223,12 @@ class PasswordVerifier(Protocol):
     Returns the user id on success, ``None`` otherwise. Should take the same
     time for unknown users as for wrong passwords (hash a dummy), so that
     timing does not reveal which usernames exist.
+
+    Optionally, an ``account_key(username) -> str | None`` method names the
+    account a username resolves to under the host's rules (trimming, case,
+    accents...), or ``None`` when it names none: the login throttle then
+    counts failures per account, so no spelling of a username gets guesses
+    of its own. :class:`tokenflow.passwords.PasswordVerifier` has one.
     """
 
     def verify_password(self, username: str, password: str) -> str | None:
@@ -294,33 +300,47 @@ class AsyncUserDirectory(Protocol):
 class LoginThrottle(Protocol):
     """Counts failed logins per key, for the flow's throttle. Contract:
 
-    - Keys are short strings made by tokenflow (a digest of a username, or a
-      client address); a store treats them as opaque. The keys of one call
-      are distinct.
-    - ``record_failure`` adds one failure to every key it is given,
-      **atomically** and in one round trip: N concurrent calls for a key
-      count exactly N. A key whose last failure is ``window`` seconds old or
-      older starts again from 1. It returns the new counts, in key order.
+    - Keys are short strings made by tokenflow (a digest of an account or a
+      username, or a client address); a store treats them as opaque. The
+      keys of one call are distinct.
     - ``failures`` reports each key's :class:`FailureCount` at ``now``, in
       key order: count 0 (and ``last_failure_at`` 0.0) for a key never seen,
       reset, or whose window ran out.
-    - ``reset`` forgets the keys' failures (a successful login).
+    - ``reserve`` counts an attempt before it is verified. If every key's
+      count at ``now`` still equals the ``expected`` one (the counts the
+      flow read and let through), it adds one failure to every key (last
+      failure ``now``; a key whose window ran out restarts from 1) and
+      returns True; otherwise it returns False and leaves every count as it
+      was. It is **exact under concurrency**: of any number of simultaneous
+      reservations with the same expected counts, at most one succeeds, so
+      with a limit of N at most N attempts are ever verified. A backend that
+      cannot change several keys in one atomic step may raise a count and
+      take it back before answering False; it never leaves one raised.
+    - ``release`` takes one reserved attempt back from every key (the count
+      drops by one, never below 0; ``last_failure_at`` stays): an attempt
+      that turned out not to be a guess (a success, for the address).
+    - ``reset`` forgets the keys' failures (a successful login's account).
     - Times are the ``now`` passed in, never the store's own clock. A store
       may drop a key once its window has run out (a TTL).
 
-    :mod:`tokenflow.testing` checks throttles against this contract. The
-    delay policy is not the store's business: the flow computes it from the
-    counts (:class:`~tokenflow.ThrottlePolicy`).
+    :mod:`tokenflow.testing` checks throttles against this contract
+    (:func:`~tokenflow.testing.check_login_throttle`), simultaneous
+    reservations included. The delay policy is not the store's business:
+    the flow computes it from the counts (:class:`~tokenflow.ThrottlePolicy`).
     """
 
     def failures(self, keys: Sequence[str], *, now: float) -> Sequence[FailureCount]:
         """Each key's failure count at ``now``."""
         ...
 
-    def record_failure(
-        self, keys: Sequence[str], *, now: float, window: float
-    ) -> Sequence[FailureCount]:
-        """Count one more failure for every key, atomically; the new counts."""
+    def reserve(
+        self, keys: Sequence[str], expected: Sequence[int], *, now: float, window: float
+    ) -> bool:
+        """Count one failure on every key if their counts are still ``expected``, atomically."""
+        ...
+
+    def release(self, keys: Sequence[str], *, now: float) -> None:
+        """Take one reserved attempt back from every key."""
         ...
 
     def reset(self, keys: Sequence[str]) -> None:
@@ -335,10 +355,14 @@ class AsyncLoginThrottle(Protocol):
         """Each key's failure count at ``now``."""
         ...
 
-    async def record_failure(
-        self, keys: Sequence[str], *, now: float, window: float
-    ) -> Sequence[FailureCount]:
-        """Count one more failure for every key, atomically; the new counts."""
+    async def reserve(
+        self, keys: Sequence[str], expected: Sequence[int], *, now: float, window: float
+    ) -> bool:
+        """Count one failure on every key if their counts are still ``expected``, atomically."""
+        ...
+
+    async def release(self, keys: Sequence[str], *, now: float) -> None:
+        """Take one reserved attempt back from every key."""
         ...
 
     async def reset(self, keys: Sequence[str]) -> None:

@@ -9,10 +9,19 @@ sets. The rules, written once in :class:`GraphRules`::
     token       printable token characters only, at most 4 KiB (never sent otherwise)
     answer 200  data.is_valid is true, data.app_id is ours, data.type is USER,
                 data.expires_at is a time after now, data.user_id is set
-    answer 400  Graph refused the token itself: a failed login; but an
-                OAuthException 190 (our app access token refused) is not
-    otherwise   (5xx, 429, a refused app secret, unreadable JSON, no
-                answer): ProviderUnavailable, the flow answers 503
+    answer 400  Graph refused the token (OAuthException 190 "invalid token",
+                100 "invalid parameter", ...): a failed login (401, counted
+                by the throttle); but an error Graph names as its own fault
+                or a rate limit (codes 1, 2, 4, 17, 32, 341, 613) is not
+    otherwise   (5xx, 429, 401/403, unreadable JSON, no answer):
+                ProviderUnavailable, the flow answers 503
+
+Graph answers code 190 both for a client token it cannot use and for an app
+access token it refuses, and the two cannot be told apart from the answer.
+Any client can send a garbage token, so 190 is read as the client's fault: a
+failed login, throttled like a wrong password, never a 503 a client can cause
+at will. The cost: a wrong ``app_secret`` shows as every classic Facebook
+login failing (401), not as 503; docs/identity.md says how to check it.
 """
 
 from __future__ import annotations
@@ -82,9 +91,12 @@ class GraphRules:
 
     def read(self, fetched: Fetched, now: float) -> Verdict:
         """The verdict on ``debug_token``'s answer; raises :class:`ProviderUnavailable`."""
-        if fetched.status == 400 and not _app_token_refused(fetched.body):
+        if fetched.status == 400:
+            code = _error_code(fetched.body)
+            if code in _PROVIDER_FAULTS:
+                raise ProviderUnavailable(f"{self.provider}: debug_token answered error {code}")
             return Rejected(RejectedReason.INVALID)
-        if fetched.status in (400, 401, 403):
+        if fetched.status in (401, 403):
             raise ProviderUnavailable(
                 f"{self.provider}: Graph refused the app access token; check app_id and app_secret"
             )
@@ -127,15 +139,22 @@ class GraphRules:
         )
 
 
-def _app_token_refused(body: bytes) -> bool:
-    """Whether a 400 from Graph is about our app access token (OAuthException 190),
-    not the token being checked: the first is a configuration fault for every login."""
+_PROVIDER_FAULTS: Final = frozenset({1, 2, 4, 17, 32, 341, 613})
+"""Graph error codes that are Graph's own trouble (unknown error, service
+unavailable) or a rate limit on the app or its calls: no answer about the token."""
+
+
+def _error_code(body: bytes) -> object:
+    """The ``error.code`` of a Graph error answer (None when there is none)."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return False
+        return None
     error = document.get("error") if type(document) is dict else None
-    return type(error) is dict and error.get("code") == 190
+    if type(error) is not dict:
+        return None
+    code = error.get("code")
+    return code if type(code) is int else None
 
 
 def _failure(provider: str, exc: Exception) -> str:

@@ -100,7 +100,9 @@ class PasswordLookup(Protocol):
     ``find_password`` returns ``(user_id, stored_hash)`` for a username, or
     ``None`` for an unknown one (never raise for that: raise only when the
     table cannot be read). How usernames compare (case, normalisation) is
-    the host's rule.
+    the host's rule; whatever it is, every spelling that finds an account
+    must answer that account's own stable ``user_id``: the login throttle
+    counts failures per user id, so that no spelling gets guesses of its own.
     """
 
     def find_password(self, username: str) -> tuple[str, str] | None:
@@ -306,6 +308,21 @@ def _hasher_of(
     return hasher
 
 
+def _account_of(found: object) -> str | None:
+    """The account a lookup's answer names: its user id (``None``: no account)."""
+    if found is None:
+        return None
+    if (
+        not isinstance(found, tuple)
+        or len(found) != 2
+        or type(found[0]) is not str
+        or not found[0]
+        or type(found[1]) is not str
+    ):
+        raise ValueError("find_password must return (user_id, stored_hash) or None")
+    return found[0]
+
+
 def _require(port: object, name: str, method: str, what: str) -> None:
     if not callable(getattr(port, method, None)):
         raise ConfigError(f"{name} must have a {method}() method ({what})")
@@ -341,6 +358,14 @@ class PasswordVerifier:
 
     def __repr__(self) -> str:
         return f"PasswordVerifier({self.hasher!r}, rehash={'on' if self._sink else 'off'})"
+
+    def account_key(self, username: str) -> str | None:
+        """The account ``username`` names under the lookup's rules (its user id), or ``None``.
+
+        The flow counts failed logins under it, before any hash is computed:
+        one lookup, the same for known and unknown usernames.
+        """
+        return _account_of(self._lookup.find_password(username))
 
     def verify_password(self, username: str, password: str) -> str | None:
         """The user id if the password is right, else ``None``; upgrades the hash if due."""
@@ -380,6 +405,10 @@ class AsyncPasswordVerifier:
 
     def __repr__(self) -> str:
         return f"AsyncPasswordVerifier({self.hasher!r}, rehash={'on' if self._sink else 'off'})"
+
+    async def account_key(self, username: str) -> str | None:
+        """The account ``username`` names under the lookup's rules (its user id), or ``None``."""
+        return _account_of(await self._lookup.find_password(username))
 
     async def verify_password(self, username: str, password: str) -> str | None:
         """The user id if the password is right, else ``None``; upgrades the hash if due."""

@@ -75,7 +75,6 @@ periodically (every few minutes) for the rest.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from importlib import resources
@@ -89,6 +88,7 @@ from psycopg.rows import TupleRow, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from .._backends.postgres import TABLE_RE, owned_pool_kwargs, single_connection_error
 from .._errors import ConfigError
 from .._sessions import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
 from ._values import check_metadata, stored_times
@@ -114,8 +114,6 @@ _ATTEMPTS = 4
 # An unquoted-style name, or schema.name. Index names are derived from the
 # table name and PostgreSQL silently truncates identifiers past 63 bytes,
 # which could make two tables' index names collide: hence the length limit.
-_TABLE_RE = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,49})")
-
 # An arbitrary, fixed advisory-lock key ("tokenflow" in ASCII, truncated to
 # 63 bits): servers starting together create the schema one after the other
 # (concurrent CREATE ... IF NOT EXISTS can fail on the catalog's unique keys).
@@ -138,7 +136,7 @@ _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 def _names(table: str) -> tuple[sql.Identifier, sql.Identifier, sql.Identifier]:
     """``(table, user index, version 1 expiry index)`` identifiers; ConfigError on a bad name."""
-    match = _TABLE_RE.fullmatch(table) if isinstance(table, str) else None
+    match = TABLE_RE.fullmatch(table) if isinstance(table, str) else None
     if match is None:
         raise ConfigError(
             f"invalid table name {table!r}: use letters, digits and underscores "
@@ -424,6 +422,8 @@ class _Statements:
             return RotationResult(outcome, _info_of([*row[1:9], row[11]]))
         if outcome is RotationOutcome.GRACE:
             return RotationResult(outcome, _info_of([*row[1:9], row[11]]), bytes(row[9]))
+        if outcome is RotationOutcome.REUSED_UNKNOWN:
+            return RotationResult(outcome, generation=int(row[7]))
         return RotationResult(outcome)
 
 
@@ -467,26 +467,6 @@ def _check_batch(batch_size: int) -> None:
         raise ValueError("batch_size must be a positive integer")
 
 
-def _owned_pool_kwargs() -> dict[str, Any]:
-    # The pool a conninfo string gets: small, autocommit (one round trip per
-    # operation), and failing within 5 s when the server is unreachable rather
-    # than after the pool's default 30 s (the flow turns the error into a 503).
-    return {
-        "min_size": 1,
-        "max_size": 10,
-        "timeout": 5.0,
-        "kwargs": {"autocommit": True},
-        "name": "tokenflow",
-    }
-
-
-def _single_connection_error(name: str) -> ConfigError:
-    return ConfigError(
-        f"{name} needs a connection opened with autocommit=True: each operation is one "
-        "self-committing statement, and row locks must not outlive it. Or pass a pool"
-    )
-
-
 class PostgresStore:
     """A :class:`~tokenflow.ports.SessionStore` in a PostgreSQL table.
 
@@ -512,13 +492,13 @@ class PostgresStore:
         self._conn: psycopg.Connection[Any] | None = None
         self._owns_pool = False
         if isinstance(target, str):
-            self._pool = ConnectionPool(target, open=True, **_owned_pool_kwargs())
+            self._pool = ConnectionPool(target, open=True, **owned_pool_kwargs())
             self._owns_pool = True
         elif isinstance(target, ConnectionPool):
             self._pool = target
         elif isinstance(target, psycopg.Connection):
             if not target.autocommit:
-                raise _single_connection_error("PostgresStore")
+                raise single_connection_error("PostgresStore")
             self._conn = target
         else:
             raise ConfigError(
@@ -695,14 +675,14 @@ class AsyncPostgresStore:
         if isinstance(target, str):
             # Opening an async pool needs a running event loop, which a
             # constructor may not have: it opens at the first operation.
-            self._pool = AsyncConnectionPool(target, open=False, **_owned_pool_kwargs())
+            self._pool = AsyncConnectionPool(target, open=False, **owned_pool_kwargs())
             self._owns_pool = True
         elif isinstance(target, AsyncConnectionPool):
             self._pool = target
             self._opened = True
         elif isinstance(target, psycopg.AsyncConnection):
             if not target.autocommit:
-                raise _single_connection_error("AsyncPostgresStore")
+                raise single_connection_error("AsyncPostgresStore")
             self._conn = target
         else:
             raise ConfigError(

@@ -71,6 +71,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio
 
+from .._backends.redis import check_binary_client
 from .._errors import ConfigError
 from .._sessions import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
 from ._values import check_metadata, stored_times
@@ -148,7 +149,8 @@ return s
 # ARGV: presented verifier, successor verifier, salt, now, idle_seconds,
 #       grace_seconds, expiry margin in ms, device key ('' for none).
 # Returns {outcome} or, on rotated and grace, {outcome, uid, ca, ra, ie, ae,
-# gen, meta, dk} / {..., meta, salt, dk}: the session as it is after the call.
+# gen, meta, dk} / {..., meta, salt, dk}: the session as it is after the call;
+# on reused_unknown, {outcome, gen}: the generation the session was at.
 #
 # Numbers: Lua numbers are IEEE doubles, as Python floats are, and the times
 # arrive as Python's repr (shortest round-trip text), which tonumber() parses
@@ -209,7 +211,7 @@ if s[2] and ARGV[1] == s[2] then
   return {'reused_previous'}
 end
 redis.call('DEL', key)
-return {'reused_unknown'}
+return {'reused_unknown', s[10]}
 """
 
 _NO_METADATA: Mapping[str, str] = MappingProxyType({})
@@ -359,6 +361,8 @@ class _Layout:
         if outcome is RotationOutcome.GRACE:
             info = _info_of(session_id, [*reply[1:8], reply[9] if len(reply) > 9 else None])
             return RotationResult(outcome, info, bytes(reply[8]))
+        if outcome is RotationOutcome.REUSED_UNKNOWN:
+            return RotationResult(outcome, generation=int(reply[1]))
         return RotationResult(outcome)
 
     def bind_args(self, device_key: str, now: float) -> list[Any]:
@@ -398,16 +402,6 @@ class _Layout:
         return live, stale
 
 
-def _check_binary(client: Any, name: str) -> None:
-    # Verifiers and salts are raw bytes: a client that decodes replies as
-    # UTF-8 would fail on them (or worse, mangle them), at the first refresh.
-    if getattr(client.get_encoder(), "decode_responses", False):
-        raise ConfigError(
-            f"{name} needs a Redis client with decode_responses=False: it stores raw bytes "
-            "(verifiers, salts). Create a separate client for tokenflow"
-        )
-
-
 class RedisStore:
     """A :class:`~tokenflow.ports.SessionStore` in Redis, for many application servers.
 
@@ -431,7 +425,7 @@ class RedisStore:
         expiry_margin: float = 60.0,
     ) -> None:
         self._layout = _Layout(prefix, expiry_margin)
-        _check_binary(client, "RedisStore")
+        check_binary_client(client, "RedisStore")
         self._client = client
         self._create = client.register_script(_CREATE_LUA)
         self._index = client.register_script(_INDEX_LUA)
@@ -545,7 +539,7 @@ class AsyncRedisStore:
         expiry_margin: float = 60.0,
     ) -> None:
         self._layout = _Layout(prefix, expiry_margin)
-        _check_binary(client, "AsyncRedisStore")
+        check_binary_client(client, "AsyncRedisStore")
         self._client = client
         self._create = client.register_script(_CREATE_LUA)
         self._index = client.register_script(_INDEX_LUA)

@@ -50,6 +50,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
+from .._backends.sqlite import Held
 from .._errors import ConfigError
 from .._sessions import (
     NewSession,
@@ -151,33 +152,6 @@ _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 _MMAP_BYTES = 1 << 30
 """Address space each connection maps the file with (SQLite caps it at its build limit)."""
 
-# Connections inherited across fork() by a child process. SQLite forbids
-# using *or closing* them in the child (closing can release locks and
-# checkpoint or unlink the WAL under the parent's feet), so they are parked
-# here, referenced forever, and never touched again.
-_INHERITED: list[sqlite3.Connection] = []
-
-
-def _close_if_owner(conn: sqlite3.Connection, owner_pid: int) -> None:
-    """Close a thread's connection: in the process that opened it, never in a fork child."""
-    if os.getpid() == owner_pid:
-        conn.close()
-    else:
-        _INHERITED.append(conn)
-
-
-class _Held:
-    """One thread's connection. When the thread ends, its thread-local slot
-    drops this holder and the finalizer closes the connection explicitly
-    (closing by garbage collection raises ResourceWarning on Python 3.13+)."""
-
-    __slots__ = ("__weakref__", "conn", "finalizer", "pid")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.pid = os.getpid()
-        self.finalizer = weakref.finalize(self, _close_if_owner, conn, self.pid)
-
 
 def _encode_metadata(metadata: Mapping[str, str]) -> str:
     # ASCII-only JSON: any str survives (even lone surrogates, which SQLite's
@@ -276,7 +250,7 @@ class SQLiteStore:
         self._timeout = float(timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._held: weakref.WeakSet[Held] = weakref.WeakSet()
         self._closed = False
         # The schema connection is not kept: a store built at import time in a
         # pre-fork server (gunicorn --preload) then hands no open connection
@@ -367,7 +341,7 @@ class SQLiteStore:
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use."""
-        held: _Held | None = getattr(self._local, "held", None)
+        held: Held | None = getattr(self._local, "held", None)
         if held is not None and held.pid == os.getpid() and not self._closed:
             return held.conn
         # A holder from another pid was inherited across fork(): replacing it
@@ -375,14 +349,14 @@ class SQLiteStore:
         with self._lock:
             if self._closed:
                 raise sqlite3.ProgrammingError(f"{self!r} is closed")
-            held = _Held(self._connect())
+            held = Held(self._connect())
             self._held.add(held)
         self._local.held = held
         return held.conn
 
     def _discard(self, conn: sqlite3.Connection) -> None:
         """Drop this thread's connection after a failure left it unusable."""
-        held: _Held | None = getattr(self._local, "held", None)
+        held: Held | None = getattr(self._local, "held", None)
         if held is not None and held.conn is conn:
             del self._local.held
             held.finalizer()

@@ -519,8 +519,8 @@ class FakeGraphAPI:
 
     :meth:`issue` mints a classic access token for a user; ``debug_token``
     answers like Graph: 200 with ``data`` for a token it knows (``is_valid``
-    false when revoked or expired), 400 for one it cannot parse, 400 with an
-    OAuth error for a wrong app access token.
+    false when revoked or expired), 400 with OAuthException 190 for one it
+    cannot parse, and the same 190 for a wrong app access token.
     """
 
     def __init__(self, app_id: str = "1234567890", app_secret: str = "0123456789abcdef" * 2):
@@ -569,7 +569,11 @@ class FakeGraphAPI:
             known = self._tokens.get(token)
         if known is None:
             if not token.startswith("EAA"):
-                invalid = {"message": "Invalid parameter", "type": "OAuthException", "code": 100}
+                invalid = {
+                    "message": "Invalid OAuth access token - Cannot parse access token",
+                    "type": "OAuthException",
+                    "code": 190,
+                }
                 return json_answer({"error": invalid}, status=400)
             data: dict[str, Any] = {"is_valid": False, "error": {"code": 190}}
             return json_answer({"data": data})

@@ -454,7 +454,9 @@ def _contract_scenario(ids: _Ids) -> _Ops[None]:
         "with grace_seconds=0, rotate(predecessor at the very instant of its rotation)",
     )
 
-    # An older generation → REUSED_UNKNOWN, and the session is gone.
+    # An older generation → REUSED_UNKNOWN with the generation the store held
+    # (2: the flow tells a store that lost rotations from a replay with it),
+    # and the session is gone.
     c = ids.new_session(alice, t0, idle=1800.0, absolute=86_400.0)
     yield from _create(c, "create")
     rc1 = _rotation(c.info.session_id, c.verifier, ids, t0 + 1)
@@ -466,7 +468,9 @@ def _contract_scenario(ids: _Ids) -> _Ops[None]:
     oldest = _rotation(c.info.session_id, c.verifier, ids, t0 + 3)
     got = yield from _rotate(oldest, "rotate(generation 0 after two rotations)")
     _check_rotation(
-        got, RotationResult(RotationOutcome.REUSED_UNKNOWN), "rotate(two generations old)"
+        got,
+        RotationResult(RotationOutcome.REUSED_UNKNOWN, generation=2),
+        "rotate(two generations old)",
     )
     gone = _rotation(c.info.session_id, rc2.successor, ids, t0 + 4)
     got = yield from _rotate(gone, "rotate(current) after REUSED_UNKNOWN")

@@ -48,7 +48,19 @@ class _Race:
     n: int
 
 
-_Ops = Generator["_Call | _Race", Any, None]
+@dataclass(frozen=True, slots=True)
+class _Burst:
+    """``n`` login attempts at once on the same keys, each doing what the flow
+    does: read the counts, stop at ``limit``, reserve, read again on a lost race.
+    The answer is how many reserved (were let through to a verification)."""
+
+    keys: tuple[str, ...]
+    limit: int
+    now: float
+    n: int
+
+
+_Ops = Generator["_Call | _Race | _Burst", Any, None]
 
 
 def _fail(message: str) -> NoReturn:
@@ -83,6 +95,43 @@ def _record(
 ) -> Generator[_Call, Any, list[FailureCount]]:
     value = yield _Call("record_failure", (list(keys),), {"now": now, "window": window})
     return _counts(value, keys, f"record_failure({len(keys)} keys, now={now!r})")
+
+
+def _reserve(
+    keys: Sequence[str], expected: Sequence[int], now: float
+) -> Generator[_Call, Any, object]:
+    value = yield _Call("reserve", (list(keys), list(expected)), {"now": now, "window": _WINDOW})
+    if value is not True and value is not False:
+        _fail(f"reserve() returned {type(value).__name__}, not a bool")
+    return value
+
+
+_BURST_TRIES = 64
+"""Lost races one burst attempt may retry: more than any exact backend needs."""
+
+
+def _attempt_sync(throttle: LoginThrottle, burst: _Burst) -> bool:
+    keys = list(burst.keys)
+    for _ in range(_BURST_TRIES):
+        counts = throttle.failures(keys, now=burst.now)
+        if max(c.count for c in counts) >= burst.limit:
+            return False
+        expected = [c.count for c in counts]
+        if throttle.reserve(keys, expected, now=burst.now, window=_WINDOW):
+            return True
+    return False
+
+
+async def _attempt_async(throttle: AsyncLoginThrottle, burst: _Burst) -> bool:
+    keys = list(burst.keys)
+    for _ in range(_BURST_TRIES):
+        counts = await throttle.failures(keys, now=burst.now)
+        if max(c.count for c in counts) >= burst.limit:
+            return False
+        expected = [c.count for c in counts]
+        if await throttle.reserve(keys, expected, now=burst.now, window=_WINDOW):
+            return True
+    return False
 
 
 def _keys(tag: str) -> list[str]:
@@ -166,6 +215,74 @@ def _scenario(tag: str, parallel: int, repr_of: Callable[[], str]) -> _Ops:
         f"{parallel} parallel failures",
     )
 
+    # Reservations: a compare-and-set on the counts read.
+    r_user, r_address = f"u:{secrets.token_hex(16)}", f"a:198.51.100.{int(tag[2:4], 16)}"
+    now5 = now4 + 1.0
+    if (yield from _reserve([r_user, r_address], [0, 0], now5)) is not True:
+        _fail("reserve() with the counts as they are must return True")
+    _expect((yield from _failures([r_user, r_address], now5)), [(1, now5)] * 2, "reserved once")
+    if (yield from _reserve([r_user, r_address], [0, 1], now5)) is not False:
+        _fail("reserve() with a count that moved must return False")
+    _expect(
+        (yield from _failures([r_user, r_address], now5)),
+        [(1, now5)] * 2,
+        "a refused reservation changes no count (not even of the keys that matched)",
+    )
+    now6 = now5 + 2.0
+    if (yield from _reserve([r_address, r_user], [1, 1], now6)) is not True:
+        _fail("reserve() with the current counts, keys in another order, must return True")
+    _expect((yield from _failures([r_user, r_address], now6)), [(2, now6)] * 2, "reserved twice")
+    yield _Call("release", ([r_address],), {"now": now6})
+    _expect(
+        (yield from _failures([r_user, r_address], now6)),
+        [(2, now6), (1, now6)],
+        "release() takes one back from exactly the keys named, keeping last_failure_at",
+    )
+    yield _Call("release", ([r_address, r_address[:-1] + "x"],), {"now": now6})
+    yield _Call("release", ([r_address],), {"now": now6})
+    _expect((yield from _failures([r_address], now6)), [(0, 0.0)], "release never goes below 0")
+    if (yield from _reserve([r_address], [0], now6)) is not True:
+        _fail("reserve() of a key released to 0, expected at 0, must return True")
+    # A dead count (window over) is 0: reserving it expected at 0 restarts it.
+    late = now6 + _WINDOW
+    if (yield from _reserve([r_user], [2], late)) is not False:
+        _fail("reserve() expecting a count whose window ran out must return False")
+    if (yield from _reserve([r_user], [0], late)) is not True:
+        _fail("reserve() expecting 0 of a key whose window ran out must return True")
+    _expect((yield from _failures([r_user], late)), [(1, late)], "a reservation restarts a count")
+
+    # Simultaneous reservations with the same expected counts: exactly one wins.
+    s_user, s_address = f"u:{secrets.token_hex(16)}", f"a:192.0.2.{int(tag[4:6], 16)}"
+    now7 = late + 1.0
+    won = yield _Race(
+        _Call("reserve", ([s_user, s_address], [0, 0]), {"now": now7, "window": _WINDOW}),
+        parallel,
+    )
+    if [w for w in won if w is not True and w is not False]:
+        _fail("reserve() must return a bool")
+    if sum(1 for w in won if w is True) != 1:
+        _fail(
+            f"{parallel} simultaneous reservations of the same counts: "
+            f"{sum(1 for w in won if w is True)} won, exactly 1 must"
+        )
+    _expect((yield from _failures([s_user, s_address], now7)), [(1, now7)] * 2, "one won")
+
+    # The flow's whole check-then-reserve, raced: with a limit of L, of any
+    # number of simultaneous attempts exactly L are let through.
+    b_user, b_address = f"u:{secrets.token_hex(16)}", f"a:2001:db8:b{tag[:3]}::/64"
+    limit = max(1, parallel // 3)
+    granted = yield _Burst((b_user, b_address), limit, now7 + 1.0, parallel)
+    if granted != limit:
+        _fail(
+            f"{parallel} simultaneous attempts with a limit of {limit}: {granted} reserved "
+            f"(let through to a verification); exactly {limit} must"
+        )
+    _expect(
+        (yield from _failures([b_user, b_address], now7 + 1.0)),
+        [(limit, now7 + 1.0)] * 2,
+        "the counts after a burst",
+    )
+
     # The repr: short, and no key it has seen (a repr is logged).
     text = repr_of()
     for key in (user, address, odd, hot_user):
@@ -175,7 +292,7 @@ def _scenario(tag: str, parallel: int, repr_of: Callable[[], str]) -> _Ops:
         _fail("repr is over 200 characters")
 
 
-def _race_threads(throttle: LoginThrottle, call: _Call, n: int) -> list[object]:
+def _race_threads(throttle: LoginThrottle, call: _Call | _Burst, n: int) -> list[object]:
     barrier = threading.Barrier(n)
     results: list[object] = [None] * n
     errors: list[BaseException] = []
@@ -183,7 +300,10 @@ def _race_threads(throttle: LoginThrottle, call: _Call, n: int) -> list[object]:
     def run(i: int) -> None:
         try:
             barrier.wait(_CALL_TIMEOUT)
-            results[i] = getattr(throttle, call.method)(*call.args, **call.kwargs)
+            if isinstance(call, _Burst):
+                results[i] = _attempt_sync(throttle, call)
+            else:
+                results[i] = getattr(throttle, call.method)(*call.args, **call.kwargs)
         except BaseException as exc:
             errors.append(exc)
 
@@ -208,6 +328,8 @@ def _drive_sync(throttle: LoginThrottle, ops: _Ops) -> None:
             return
         if isinstance(step, _Call):
             value = getattr(throttle, step.method)(*step.args, **step.kwargs)
+        elif isinstance(step, _Burst):
+            value = sum(1 for ok in _race_threads(throttle, step, step.n) if ok is True)
         else:
             value = _race_threads(throttle, step.call, step.n)
 
@@ -223,15 +345,20 @@ async def _drive_async(throttle: AsyncLoginThrottle, ops: _Ops) -> None:
             value = await getattr(throttle, step.method)(*step.args, **step.kwargs)
             continue
         start = asyncio.Event()
+        call: _Call | _Burst = step if isinstance(step, _Burst) else step.call
 
-        async def run(call: _Call = step.call, go: asyncio.Event = start) -> object:
+        async def run(call: _Call | _Burst = call, go: asyncio.Event = start) -> object:
             await go.wait()
+            if isinstance(call, _Burst):
+                return await _attempt_async(throttle, call)
             return await getattr(throttle, call.method)(*call.args, **call.kwargs)
 
         tasks = [asyncio.create_task(run()) for _ in range(step.n)]
         await asyncio.sleep(0)
         start.set()
         value = await asyncio.wait_for(asyncio.gather(*tasks), _CALL_TIMEOUT)
+        if isinstance(step, _Burst):
+            value = sum(1 for ok in value if ok is True)
 
 
 def _validate(parallel: int) -> None:
@@ -251,7 +378,14 @@ def check_login_throttle(make_throttle: Callable[[], LoginThrottle], *, threads:
     restarts at 1), judged by ``now`` alone (the scenario's times are decades
     from the real clock); ``reset`` of exactly the keys named; ``threads``
     parallel failures of the same two keys counted exactly ``threads`` times,
-    each caller seeing a distinct count; a short repr that shows no key.
+    each caller seeing a distinct count; ``reserve`` as a compare-and-set
+    (True and one more failure on every key when the counts are the expected
+    ones, False and no count changed otherwise, a dead count read as 0);
+    ``release`` taking one back, never below 0; ``threads`` simultaneous
+    reservations of the same counts with exactly one winner; and a burst of
+    ``threads`` simultaneous attempts doing the flow's check-then-reserve with
+    a limit of ``threads // 3``, of which exactly that many must get through;
+    a short repr that shows no key.
 
     ``make_throttle`` is called once; the kit uses fresh random keys, so a
     throttle shared with other tests is fine. The kit never closes it.
@@ -267,7 +401,7 @@ async def check_async_login_throttle(
     """Check an :class:`~tokenflow.ports.AsyncLoginThrottle` against its contract.
 
     The checks of :func:`check_login_throttle`, with ``tasks`` asyncio tasks
-    released together for the parallel failures. Await it on the event loop
+    released together for the parallel failures, reservations and burst. Await it on the event loop
     the throttle belongs to.
     """
     _validate(tasks)

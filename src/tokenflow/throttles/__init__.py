@@ -18,7 +18,7 @@ imports without their drivers.
 
 from typing import TYPE_CHECKING, Any
 
-from .memory import AsyncMemoryThrottle, MemoryThrottle
+from .memory import AsyncMemoryThrottle, MemoryThrottle, ThrottleFull
 from .sqlite import AsyncSQLiteThrottle, SQLiteThrottle
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
     "PostgresThrottle",
     "RedisThrottle",
     "SQLiteThrottle",
+    "ThrottleFull",
 ]
 
 _LAZY = {

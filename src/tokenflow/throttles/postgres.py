@@ -12,6 +12,13 @@ failures of a key count exactly N. Keys are upserted in sorted order, so
 two calls sharing keys always lock them in the same order and cannot
 deadlock. Run in autocommit mode, the statement is its own transaction.
 
+**Reservations.** ``reserve`` runs one short transaction: per key, in
+sorted order, an upsert (expected count 0) or an update (any other count)
+whose ``WHERE`` demands the count the flow read; PostgreSQL judges it on the
+row's newest version under the row's lock, so of simultaneous reservations
+with the same expected counts exactly one wins. A key that fails rolls back
+the whole transaction.
+
 Connections as for :class:`~tokenflow.stores.PostgresStore`: a pool (best,
 with ``kwargs={"autocommit": True}``), an autocommit connection, or a
 conninfo string (the throttle opens and owns a small pool). Run
@@ -31,9 +38,9 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from .._backends.postgres import TABLE_RE, owned_pool_kwargs, single_connection_error
 from .._errors import ConfigError
 from .._throttle import NO_FAILURES, FailureCount
-from ..stores.postgres import _TABLE_RE, _owned_pool_kwargs, _single_connection_error
 
 __all__ = [
     "AsyncPostgresThrottle",
@@ -51,7 +58,7 @@ _SCHEMA_LOCK_KEY: Final = 0x746F6B656E746872
 
 
 def _names(table: str) -> tuple[sql.Identifier, sql.Identifier]:
-    match = _TABLE_RE.fullmatch(table) if isinstance(table, str) else None
+    match = TABLE_RE.fullmatch(table) if isinstance(table, str) else None
     if match is None:
         raise ConfigError(
             f"invalid table name {table!r}: use letters, digits and underscores "
@@ -96,7 +103,16 @@ async def apply_schema_async(
 
 
 class _Statements:
-    __slots__ = ("delete", "purge", "record", "select", "table")
+    __slots__ = (
+        "delete",
+        "purge",
+        "record",
+        "release",
+        "reserve_first",
+        "reserve_next",
+        "select",
+        "table",
+    )
 
     def __init__(self, table: str) -> None:
         ident, _ = _names(table)
@@ -112,7 +128,27 @@ class _Statements:
         ).format(t=ident)
         self.select = sql.SQL(
             "SELECT key, count, last_failure_at FROM {t} "
-            "WHERE key = ANY(%(keys)s::text[]) AND expires_at > %(now)s"
+            "WHERE key = ANY(%(keys)s::text[]) AND expires_at > %(now)s AND count > 0"
+        ).format(t=ident)
+        # A key expected at 0 may be absent, dead (window over) or released
+        # to 0; any other expected count must match the live row exactly. Both
+        # statements judge the row's latest committed version under its lock
+        # (ON CONFLICT DO UPDATE and UPDATE re-check their WHERE after a wait).
+        self.reserve_first = sql.SQL(
+            "INSERT INTO {t} AS f (key, count, last_failure_at, expires_at) "
+            "VALUES (%(key)s, 1, %(now)s, %(expires)s) ON CONFLICT (key) DO UPDATE SET "
+            "count = 1, last_failure_at = EXCLUDED.last_failure_at, "
+            "expires_at = EXCLUDED.expires_at "
+            "WHERE f.expires_at <= EXCLUDED.last_failure_at OR f.count = 0 RETURNING key"
+        ).format(t=ident)
+        self.reserve_next = sql.SQL(
+            "UPDATE {t} SET count = count + 1, last_failure_at = %(now)s, "
+            "expires_at = %(expires)s "
+            "WHERE key = %(key)s AND count = %(count)s AND expires_at > %(now)s RETURNING key"
+        ).format(t=ident)
+        self.release = sql.SQL(
+            "UPDATE {t} SET count = count - 1 "
+            "WHERE key = ANY(%(keys)s::text[]) AND count > 0 AND expires_at > %(now)s"
         ).format(t=ident)
         self.delete = sql.SQL("DELETE FROM {t} WHERE key = ANY(%(keys)s::text[])").format(t=ident)
         self.purge = sql.SQL("DELETE FROM {t} WHERE expires_at <= %(now)s").format(t=ident)
@@ -122,6 +158,35 @@ def _record_params(keys: Sequence[str], now: float, window: float) -> dict[str, 
     if not (math.isfinite(now) and math.isfinite(window)):
         raise ValueError("now and window must be finite numbers")
     return {"keys": list(keys), "now": float(now), "expires": float(now + window)}
+
+
+def _reservations(
+    statements: _Statements,
+    keys: Sequence[str],
+    expected: Sequence[int],
+    now: float,
+    window: float,
+) -> list[tuple[sql.Composed, dict[str, Any]]]:
+    """One statement per key, in key order: two reservations sharing keys lock
+    them in the same order, so they wait for each other and never deadlock."""
+    if len(expected) != len(keys):
+        raise ValueError("reserve needs one expected count per key")
+    params = _record_params(keys, now, window)
+    steps = []
+    for key, count in sorted(zip(keys, expected, strict=True)):
+        query = statements.reserve_first if count == 0 else statements.reserve_next
+        steps.append(
+            (
+                query,
+                {
+                    "key": key,
+                    "count": int(count),
+                    "now": params["now"],
+                    "expires": params["expires"],
+                },
+            )
+        )
+    return steps
 
 
 def _in_order(
@@ -153,13 +218,13 @@ class PostgresThrottle:
         self._conn: psycopg.Connection[Any] | None = None
         self._owns_pool = False
         if isinstance(target, str):
-            self._pool = ConnectionPool(target, open=True, **_owned_pool_kwargs())
+            self._pool = ConnectionPool(target, open=True, **owned_pool_kwargs())
             self._owns_pool = True
         elif isinstance(target, ConnectionPool):
             self._pool = target
         elif isinstance(target, psycopg.Connection):
             if not target.autocommit:
-                raise _single_connection_error("PostgresThrottle")
+                raise single_connection_error("PostgresThrottle")
             self._conn = target
         else:
             raise ConfigError(
@@ -204,6 +269,30 @@ class PostgresThrottle:
             return []
         rows = self._rows(self._sql.record, _record_params(keys, now, window))
         return _in_order(keys, rows, None)
+
+    def reserve(
+        self, keys: Sequence[str], expected: Sequence[int], *, now: float, window: float
+    ) -> bool:
+        """Count one failure on every key if their counts are still ``expected``.
+
+        One transaction: a statement per key, each judging the key's row under
+        its lock; if one finds the count moved, the transaction is rolled back.
+        """
+        steps = _reservations(self._sql, keys, expected, now, window)
+        if not steps:
+            return True
+        with self._connection() as conn, conn.transaction():
+            for query, params in steps:
+                if conn.execute(query, params).fetchone() is None:
+                    raise psycopg.Rollback
+            return True
+        return False
+
+    def release(self, keys: Sequence[str], *, now: float) -> None:
+        """Take one reserved attempt back from every key (one UPDATE; never below 0)."""
+        if keys:
+            with self._connection() as conn:
+                conn.execute(self._sql.release, {"keys": list(keys), "now": float(now)})
 
     def reset(self, keys: Sequence[str]) -> None:
         """Forget the keys' failures (one DELETE)."""
@@ -253,14 +342,14 @@ class AsyncPostgresThrottle:
         self._owns_pool = False
         self._opened = False
         if isinstance(target, str):
-            self._pool = AsyncConnectionPool(target, open=False, **_owned_pool_kwargs())
+            self._pool = AsyncConnectionPool(target, open=False, **owned_pool_kwargs())
             self._owns_pool = True
         elif isinstance(target, AsyncConnectionPool):
             self._pool = target
             self._opened = True
         elif isinstance(target, psycopg.AsyncConnection):
             if not target.autocommit:
-                raise _single_connection_error("AsyncPostgresThrottle")
+                raise single_connection_error("AsyncPostgresThrottle")
             self._conn = target
         else:
             raise ConfigError(
@@ -308,6 +397,27 @@ class AsyncPostgresThrottle:
             return []
         rows = await self._rows(self._sql.record, _record_params(keys, now, window))
         return _in_order(keys, rows, None)
+
+    async def reserve(
+        self, keys: Sequence[str], expected: Sequence[int], *, now: float, window: float
+    ) -> bool:
+        """Count one failure on every key if their counts are still ``expected``."""
+        steps = _reservations(self._sql, keys, expected, now, window)
+        if not steps:
+            return True
+        async with self._connection() as conn, conn.transaction():
+            for query, params in steps:
+                cursor = await conn.execute(query, params)
+                if await cursor.fetchone() is None:
+                    raise psycopg.Rollback
+            return True
+        return False
+
+    async def release(self, keys: Sequence[str], *, now: float) -> None:
+        """Take one reserved attempt back from every key (one UPDATE; never below 0)."""
+        if keys:
+            async with self._connection() as conn:
+                await conn.execute(self._sql.release, {"keys": list(keys), "now": float(now)})
 
     async def reset(self, keys: Sequence[str]) -> None:
         """Forget the keys' failures (one DELETE)."""

@@ -14,6 +14,14 @@ per node). The script text travels with each call (``EVAL``, which Redis
 caches compiled): ``EVALSHA`` in a pipeline would need an extra ``SCRIPT
 EXISTS`` round trip on every call.
 
+**Reservations.** ``reserve`` sends one script per key (pipelined), which
+counts the attempt only if the key's live count is still the one the flow
+read: of simultaneous reservations on a key exactly one wins. Keys of one
+call may live in different cluster slots, so they cannot change in one
+atomic step: when one key loses, the keys that won are released again before
+the call answers False. Between those two moments a count is one too high,
+which can only make a concurrent attempt wait, never pass.
+
 **Times.** Counting uses the ``now`` passed in, never the server's clock:
 ``exp`` decides whether a count is still live. Each write also sets the
 key's TTL to the window (relative, so clock skew between the application
@@ -31,7 +39,7 @@ import redis
 import redis.asyncio
 import redis.cluster
 
-from .._errors import ConfigError
+from .._backends.redis import check_binary_client, check_prefix
 from .._throttle import NO_FAILURES, FailureCount
 
 __all__ = ["AsyncRedisThrottle", "RedisThrottle"]
@@ -50,19 +58,34 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {n, ARGV[1]}
 """
 
+# Reservation of one key. KEYS[1]: the key's hash. ARGV[1]: now, ARGV[2]:
+# now + window, ARGV[3]: TTL in ms, ARGV[4]: the expected live count.
+# Returns 1 (counted) or 0 (the count moved: nothing changed).
+_RESERVE_LUA: Final = """
+local h = redis.call('HMGET', KEYS[1], 'n', 'exp')
+local n = 0
+if h[1] and tonumber(ARGV[1]) < tonumber(h[2]) then
+  n = tonumber(h[1])
+end
+if n ~= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'n', n + 1, 'last', ARGV[1], 'exp', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# Take one attempt back. KEYS[1]: the key's hash. ARGV[1]: now. The count of a
+# live key drops by one, never below 0; times and TTL are left as they are.
+_RELEASE_LUA: Final = """
+local h = redis.call('HMGET', KEYS[1], 'n', 'exp')
+if h[1] and tonumber(h[1]) > 0 and tonumber(ARGV[1]) < tonumber(h[2]) then
+  redis.call('HINCRBY', KEYS[1], 'n', -1)
+end
+return 0
+"""
+
 _MAX_TTL_MS: Final = 10**14
-
-
-def _check_binary(client: Any, name: str) -> None:
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-    if kwargs.get("decode_responses"):
-        raise ConfigError(f"{name} needs a client with decode_responses=False")
-
-
-def _check_prefix(prefix: object) -> str:
-    if not isinstance(prefix, str) or not prefix:
-        raise ConfigError("the Redis key prefix must be a non-empty str")
-    return prefix
 
 
 def _record_args(now: float, window: float) -> tuple[str, str, int]:
@@ -70,6 +93,15 @@ def _record_args(now: float, window: float) -> tuple[str, str, int]:
         raise ValueError("now must be finite and window a positive number of seconds")
     ttl = min(_MAX_TTL_MS, max(1, math.ceil(window * 1000)))
     return repr(float(now)), repr(float(now + window)), ttl
+
+
+def _reserve_args(
+    keys: Sequence[str], expected: Sequence[int], now: float, window: float
+) -> list[tuple[str, tuple[str, str, int, int]]]:
+    if len(expected) != len(keys):
+        raise ValueError("reserve needs one expected count per key")
+    record = _record_args(now, window)
+    return [(key, (*record, int(count))) for key, count in zip(keys, expected, strict=True)]
 
 
 def _count_of(reply: Any) -> FailureCount:
@@ -80,6 +112,8 @@ def _count_of(reply: Any) -> FailureCount:
 def _read(reply: Any, now: float) -> FailureCount:
     count, last, expires = reply
     if count is None or last is None or expires is None or not now < float(expires):
+        return NO_FAILURES
+    if int(count) == 0:  # released back to 0
         return NO_FAILURES
     return FailureCount(int(count), float(last))
 
@@ -96,9 +130,9 @@ class RedisThrottle:
     def __init__(
         self, client: redis.Redis | redis.cluster.RedisCluster, *, prefix: str = "tokenflow"
     ) -> None:
-        _check_binary(client, "RedisThrottle")
+        check_binary_client(client, "RedisThrottle")
         self._client = client
-        self._prefix = _check_prefix(prefix)
+        self._prefix = check_prefix(prefix)
 
     def __repr__(self) -> str:
         # The client is left out: its repr names hosts, and a URL may carry a password.
@@ -127,6 +161,36 @@ class RedisThrottle:
         for key in keys:
             pipe.eval(_RECORD_LUA, 1, self._key(key), *args)
         return [_count_of(reply) for reply in pipe.execute()]
+
+    def reserve(
+        self, keys: Sequence[str], expected: Sequence[int], *, now: float, window: float
+    ) -> bool:
+        """Count one failure on every key if their counts are still ``expected``.
+
+        One atomic script per key (keys may live in different cluster slots),
+        pipelined: if any key's count moved, the keys that were counted are
+        released again before the answer, and the answer is False.
+        """
+        steps = _reserve_args(keys, expected, now, window)
+        if not steps:
+            return True
+        pipe = self._client.pipeline(transaction=False)
+        for key, args in steps:
+            pipe.eval(_RESERVE_LUA, 1, self._key(key), *args)
+        won = [int(reply) == 1 for reply in pipe.execute()]
+        if all(won):
+            return True
+        self.release([key for (key, _), ok in zip(steps, won, strict=True) if ok], now=now)
+        return False
+
+    def release(self, keys: Sequence[str], *, now: float) -> None:
+        """Take one reserved attempt back from every key (one script each, pipelined)."""
+        if not keys:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.eval(_RELEASE_LUA, 1, self._key(key), repr(float(now)))
+        pipe.execute()
 
     def reset(self, keys: Sequence[str]) -> None:
         """Forget the keys' failures (one DEL per key, pipelined: keys may span slots)."""
@@ -160,9 +224,9 @@ class AsyncRedisThrottle:
         *,
         prefix: str = "tokenflow",
     ) -> None:
-        _check_binary(client, "AsyncRedisThrottle")
+        check_binary_client(client, "AsyncRedisThrottle")
         self._client = client
-        self._prefix = _check_prefix(prefix)
+        self._prefix = check_prefix(prefix)
 
     def __repr__(self) -> str:
         return f"AsyncRedisThrottle(prefix={self._prefix!r})"
@@ -190,6 +254,31 @@ class AsyncRedisThrottle:
         for key in keys:
             pipe.eval(_RECORD_LUA, 1, self._key(key), *args)
         return [_count_of(reply) for reply in await pipe.execute()]
+
+    async def reserve(
+        self, keys: Sequence[str], expected: Sequence[int], *, now: float, window: float
+    ) -> bool:
+        """Count one failure on every key if their counts are still ``expected``."""
+        steps = _reserve_args(keys, expected, now, window)
+        if not steps:
+            return True
+        pipe = self._client.pipeline(transaction=False)
+        for key, args in steps:
+            pipe.eval(_RESERVE_LUA, 1, self._key(key), *args)
+        won = [int(reply) == 1 for reply in await pipe.execute()]
+        if all(won):
+            return True
+        await self.release([key for (key, _), ok in zip(steps, won, strict=True) if ok], now=now)
+        return False
+
+    async def release(self, keys: Sequence[str], *, now: float) -> None:
+        """Take one reserved attempt back from every key (one script each, pipelined)."""
+        if not keys:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.eval(_RELEASE_LUA, 1, self._key(key), repr(float(now)))
+        await pipe.execute()
 
     async def reset(self, keys: Sequence[str]) -> None:
         """Forget the keys' failures."""

@@ -5,7 +5,10 @@ One table, created if missing (it may live in the session store's file)::
     tokenflow_login_failures(key TEXT PRIMARY KEY, count INTEGER,
                              last_failure_at REAL, expires_at REAL)
 
-Every call is **one statement**, atomic on its own: ``record_failure`` is an
+``reserve`` runs one write transaction (``BEGIN IMMEDIATE``): it counts an
+attempt only if no other attempt was counted since the flow read the counts,
+so simultaneous logins in any process get at most the limit of verifications.
+Every other call is **one statement**, atomic on its own: ``record_failure`` is an
 ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` over all its keys, which
 SQLite runs under its write lock, so N concurrent failures of a key count N
 in every thread of every process using the file. A row whose ``expires_at``
@@ -26,9 +29,9 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Final
 
+from .._backends.sqlite import Held
 from .._errors import ConfigError
 from .._throttle import NO_FAILURES, FailureCount
-from ..stores.sqlite import _Held
 
 __all__ = ["AsyncSQLiteThrottle", "SQLiteThrottle"]
 
@@ -61,12 +64,38 @@ def _record_sql(n: int) -> str:
     )
 
 
+# Reservation: one statement per key inside one write transaction. A key
+# expected at 0 may be absent, dead (window over) or released to 0; any other
+# expected count must match the live row exactly. No row back: the counts
+# moved since the flow read them, and the transaction is rolled back.
+_RESERVE_FIRST: Final = (
+    "INSERT INTO tokenflow_login_failures (key, count, last_failure_at, expires_at) "
+    "VALUES (?, 1, ?, ?) ON CONFLICT (key) DO UPDATE SET count = 1, "
+    "last_failure_at = excluded.last_failure_at, expires_at = excluded.expires_at "
+    "WHERE tokenflow_login_failures.expires_at <= excluded.last_failure_at "
+    "OR tokenflow_login_failures.count = 0 RETURNING key"
+)
+_RESERVE_NEXT: Final = (
+    "UPDATE tokenflow_login_failures SET count = count + 1, last_failure_at = ?, "
+    "expires_at = ? WHERE key = ? AND count = ? AND expires_at > ? RETURNING key"
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _release_sql(n: int) -> str:
+    marks = ", ".join("?" * n)
+    return (
+        "UPDATE tokenflow_login_failures SET count = count - 1 "  # noqa: S608
+        f"WHERE key IN ({marks}) AND count > 0 AND expires_at > ?"
+    )
+
+
 @functools.lru_cache(maxsize=16)
 def _select_sql(n: int) -> str:
     marks = ", ".join("?" * n)
     return (
         "SELECT key, count, last_failure_at FROM tokenflow_login_failures "  # noqa: S608
-        f"WHERE key IN ({marks}) AND expires_at > ?"
+        f"WHERE key IN ({marks}) AND expires_at > ? AND count > 0"
     )
 
 
@@ -112,7 +141,7 @@ class SQLiteThrottle:
         self._timeout = float(timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._held: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._held: weakref.WeakSet[Held] = weakref.WeakSet()
         self._closed = False
         conn = self._connect()
         try:
@@ -146,13 +175,13 @@ class SQLiteThrottle:
         return conn
 
     def _conn(self) -> sqlite3.Connection:
-        held: _Held | None = getattr(self._local, "held", None)
+        held: Held | None = getattr(self._local, "held", None)
         if held is not None and held.pid == os.getpid() and not self._closed:
             return held.conn
         with self._lock:
             if self._closed:
                 raise sqlite3.ProgrammingError(f"{self!r} is closed")
-            held = _Held(self._connect())
+            held = Held(self._connect())
             self._held.add(held)
         self._local.held = held
         return held.conn
@@ -179,6 +208,45 @@ class SQLiteThrottle:
         rows = self._conn().execute(_record_sql(len(keys)), params).fetchall()
         counted = {key: FailureCount(count, last) for key, count, last in rows}
         return [counted[key] for key in keys]
+
+    def reserve(
+        self, keys: Sequence[str], expected: Sequence[int], *, now: float, window: float
+    ) -> bool:
+        """Count one failure on every key if their counts are still ``expected``.
+
+        One write transaction (``BEGIN IMMEDIATE``: SQLite's write lock is
+        taken first, so every process using the file sees reservations one
+        after the other).
+        """
+        if len(expected) != len(keys):
+            raise ValueError("reserve needs one expected count per key")
+        if not keys:
+            return True
+        _check_time("now", now)
+        _check_time("window", window)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for key, count in zip(keys, expected, strict=True):
+                if count == 0:
+                    row = conn.execute(_RESERVE_FIRST, (key, now, now + window)).fetchone()
+                else:
+                    row = conn.execute(
+                        _RESERVE_NEXT, (now, now + window, key, count, now)
+                    ).fetchone()
+                if row is None:
+                    conn.execute("ROLLBACK")
+                    return False
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return True
+
+    def release(self, keys: Sequence[str], *, now: float) -> None:
+        """Take one reserved attempt back from every key (never below 0)."""
+        if keys:
+            self._conn().execute(_release_sql(len(keys)), (*keys, now))
 
     def reset(self, keys: Sequence[str]) -> None:
         """Forget the keys' failures."""
@@ -238,6 +306,18 @@ class AsyncSQLiteThrottle:
         return await asyncio.to_thread(
             functools.partial(self.sync.record_failure, keys, now=now, window=window)
         )
+
+    async def reserve(
+        self, keys: Sequence[str], expected: Sequence[int], *, now: float, window: float
+    ) -> bool:
+        """Count one failure on every key if their counts are still ``expected``."""
+        return await asyncio.to_thread(
+            functools.partial(self.sync.reserve, keys, expected, now=now, window=window)
+        )
+
+    async def release(self, keys: Sequence[str], *, now: float) -> None:
+        """Take one reserved attempt back from every key."""
+        await asyncio.to_thread(functools.partial(self.sync.release, keys, now=now))
 
     async def reset(self, keys: Sequence[str]) -> None:
         """Forget the keys' failures."""
