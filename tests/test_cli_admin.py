@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -127,9 +128,14 @@ def _files(directory: Path) -> dict[str, tuple[bytes, int]]:
     return files
 
 
+def _sqlite_path(url: str) -> Path:
+    return Path(unquote(url.removeprefix("sqlite:///")))
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
-    path = tmp_path / "db" / "sessions.sqlite3"
+def sqlite_url(tmp_path: Path) -> str:
+    # Characters a URL and SQLite's URI form treat specially, written percent-encoded.
+    path = tmp_path / "db %?#" / "sessions.sqlite3"
     path.parent.mkdir()
     with SQLiteStore(path) as store:
         _fill(store)
@@ -137,13 +143,13 @@ def sqlite_url(tmp_path: Path) -> Iterator[str]:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    return f"sqlite:///{path}"
+    return f"sqlite:///{quote(str(path))}"
 
 
 def test_sqlite_reading_commands_never_write(
     capsys: pytest.CaptureFixture[str], sqlite_url: str
 ) -> None:
-    directory = Path(sqlite_url.removeprefix("sqlite:///")).parent
+    directory = _sqlite_path(sqlite_url).parent
     before = _files(directory)
     _check_listing_and_stats(capsys, sqlite_url)
     assert _files(directory) == before
@@ -156,9 +162,10 @@ def test_sqlite_revocations(capsys: pytest.CaptureFixture[str], sqlite_url: str)
 def test_sqlite_relative_url(
     capsys: pytest.CaptureFixture[str], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    path = _sqlite_path(sqlite_url)
     monkeypatch.chdir(path.parent.parent)
-    code, out, _ = _run(capsys, "sessions", "stats", "--store", "sqlite:///db/sessions.sqlite3")
+    url = "sqlite:///db%20%25%3F%23/sessions.sqlite3"
+    code, out, _ = _run(capsys, "sessions", "stats", "--store", url)
     assert code == 0
     assert "live sessions: 4" in out
 
@@ -177,7 +184,7 @@ def test_sqlite_missing_file_is_not_created(
 def test_sqlite_other_schema_version_is_refused_and_left_alone(
     capsys: pytest.CaptureFixture[str], sqlite_url: str, version: int, words: str
 ) -> None:
-    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    path = _sqlite_path(sqlite_url)
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {version}")
     conn.close()

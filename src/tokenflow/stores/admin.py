@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .._errors import TokenflowError
 from .._sessions import SessionInfo
@@ -168,7 +168,7 @@ class _SQLiteAdmin:
 
     def _read(self) -> sqlite3.Connection:
         # mode=ro: SQLite itself refuses every write, creates nothing, migrates nothing.
-        uri = "file:" + self._path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+        uri = "file:" + quote(self._path) + "?mode=ro"
         try:
             return sqlite3.connect(uri, uri=True, timeout=5.0)
         except sqlite3.Error as exc:
