@@ -27,6 +27,7 @@ from tokenflow.stores import NewSession, SessionInfo, SQLiteStore
 from tokenflow.stores.admin import AdminError, open_admin, redact_url
 
 NOW = time.time()
+"""Session times are relative to the import: an hour of slack covers a slow run."""
 HOUR = 3600.0
 
 
@@ -534,7 +535,8 @@ def test_keys_check_names_the_key_a_token_opens_under(
     purpose: Purpose,
 ) -> None:
     old, _new = rings
-    claims = {"sub": "ada-secret-subject", "iat": int(NOW), "exp": int(NOW) + 120, "x": "hush"}
+    now = int(time.time())  # not NOW: the module may have been imported minutes ago
+    claims = {"sub": "ada-secret-subject", "iat": now, "exp": now + 120, "x": "hush"}
     token = TokenCodec(old).seal(purpose, claims)  # sealed by the now-retired key
     code, out, err = _run(capsys, "keys", "check", "--token", _token_file(tmp_path, token))
     assert (code, err) == (0, "")
@@ -563,10 +565,11 @@ def test_keys_check_expired_tampered_and_foreign_tokens(
     code, out, _ = _run(capsys, "keys", "check", "--token", _token_file(tmp_path, expired))
     assert code == 1
     assert out.splitlines()[-1] == f"token: access token sealed under key {new.active.kid}: expired"
-    good = codec.seal(Purpose.ACCESS, {"sub": "a", "iat": int(NOW), "exp": int(NOW) + 60})
+    now = int(time.time())
+    good = codec.seal(Purpose.ACCESS, {"sub": "a", "iat": now, "exp": now + 60})
     flipped = good[:-6] + ("A" if good[-6] != "A" else "B") + good[-5:]
     foreign = TokenCodec(KeyRing.generate()).seal(
-        Purpose.ACCESS, {"sub": "a", "iat": int(NOW), "exp": int(NOW) + 60}
+        Purpose.ACCESS, {"sub": "a", "iat": now, "exp": now + 60}
     )
     for token in (flipped, foreign, "not-a-token", "é" * 8):
         monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
