@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import threading
 import unicodedata
 from typing import Any
@@ -570,6 +571,13 @@ def test_hash_password_from_stdin(
     assert verifier.verify_password("ada", "spaced fi") is None
 
 
+class _Terminal(io.StringIO):
+    """Standard input that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_hash_password_default_parameters_without_echo(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -584,6 +592,7 @@ def test_hash_password_default_parameters_without_echo(
         return PASSWORD
 
     monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    monkeypatch.setattr("sys.stdin", _Terminal(""))  # prompting needs a terminal
     assert main(["hash-password"]) == 0
     out, _ = capsys.readouterr()
     defaults = Argon2Parameters()
@@ -609,16 +618,17 @@ def test_hash_password_refusals(
     args: list[str],
 ) -> None:
     import getpass
-    import io
 
     from tokenflow.__main__ import main
 
     replies = iter(answers)
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": next(replies))
-    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    monkeypatch.setattr("sys.stdin", _Terminal(stdin))
     assert main(["hash-password", *args]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("tokenflow hash-password: ")
+    if answers:
+        assert err == "tokenflow hash-password: the passwords differ\n"
     assert "xxxx" not in err
     assert "one" not in err

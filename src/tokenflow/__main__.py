@@ -1,19 +1,55 @@
-"""Command line: ``python -m tokenflow keygen | demo | web-demo | hash-password``."""
+"""Command line: ``python -m tokenflow keygen | demo | web-demo | hash-password | sessions | keys``.
+
+Misuse (bad arguments, no terminal, an unreachable server) ends with one
+line on standard error and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
+from ._cli_admin import EXIT_USAGE, CommandError, add_keys_commands, add_sessions_commands
 from ._errors import ConfigError
 from ._keyring import Key, KeyRing
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
 
 
 def _keygen(args: argparse.Namespace) -> int:
     if args.rotate is not None:
         # "-" reads the ring from standard input, which keeps it out of the
         # process list and the shell history.
+        if args.rotate == "-" and sys.stdin.isatty():
+            raise CommandError("--rotate - reads the ring from standard input: pipe it in")
         text = sys.stdin.read().strip() if args.rotate == "-" else args.rotate
         try:
             ring = KeyRing.parse(text)
@@ -33,7 +69,10 @@ def _keygen(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    run_demo(args.db)
+    try:
+        run_demo(args.db)
+    except (ConfigError, OSError, sqlite3.Error) as exc:
+        raise CommandError(f"cannot run on the session store {args.db}: {exc}") from None
     return 0
 
 
@@ -53,8 +92,18 @@ def _hash_password(args: argparse.Namespace) -> int:
     else:
         import getpass
 
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
+        if not sys.stdin.isatty():
+            # getpass would fall back to reading the pipe with a warning, or
+            # fail on its end; piped input is what --stdin is for.
+            raise CommandError(
+                "standard input is not a terminal; to pipe the password in, use --stdin"
+            )
+        try:
+            password = getpass.getpass("Password: ")
+            again = getpass.getpass("Again: ")
+        except EOFError:
+            raise CommandError("no password given (end of input)") from None
+        if again != password:
             print("tokenflow hash-password: the passwords differ", file=sys.stderr)
             return 2
     try:
@@ -80,7 +129,7 @@ def _web_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tokenflow`` and the ``tokenflow`` script."""
-    parser = argparse.ArgumentParser(prog="python -m tokenflow", description=__doc__)
+    parser = _Parser(prog="python -m tokenflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser(
         "keygen",
@@ -113,9 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     hashing.add_argument("--stdin", action="store_true", help="read the password from stdin")
-    hashing.add_argument("--memory-cost", type=int, metavar="KIB", help="memory in KiB")
-    hashing.add_argument("--time-cost", type=int, metavar="N", help="iterations")
-    hashing.add_argument("--parallelism", type=int, metavar="N", help="lanes")
+    hashing.add_argument("--memory-cost", type=_positive, metavar="KIB", help="memory in KiB")
+    hashing.add_argument("--time-cost", type=_positive, metavar="N", help="iterations")
+    hashing.add_argument("--parallelism", type=_positive, metavar="N", help="lanes")
     hashing.set_defaults(run=_hash_password)
     web_demo = commands.add_parser(
         "web-demo",
@@ -127,17 +176,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             "uvicorn: pip install 'tokenflow[demo]'."
         ),
     )
-    web_demo.add_argument("--port", type=int, default=8000, help="port of the demo site")
+    web_demo.add_argument("--port", type=_port, default=8000, help="port of the demo site")
     web_demo.add_argument(
         "--attacker-port",
-        type=int,
+        type=_port,
         default=0,
         help="port of the attacker page, another origin (default: any free port)",
     )
     web_demo.add_argument("--db", help="SQLite file to use (default: a temporary file)")
     web_demo.set_defaults(run=_web_demo)
+    add_sessions_commands(commands)
+    add_keys_commands(commands)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except CommandError as exc:
+        print(f"tokenflow {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"tokenflow {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
