@@ -57,6 +57,11 @@ COOKIE_BUDGET: Final = 4096
 """Bytes a browser is guaranteed to keep for one cookie's name plus value."""
 MAX_TOKEN_CHARS: Final = COOKIE_BUDGET
 _SUBKEY_INFO: Final = b"tokenflow/v1 subkey"
+# Folded once here, not on every open: the version, kid-length and salt bytes
+# around a kid, and the least that must follow the header (nonce, tag, and
+# the two bytes of the shortest JSON object).
+_FIXED_HEADER: Final = 2 + SALT_BYTES
+_MIN_BODY: Final = NONCE_BYTES + TAG_BYTES + 2
 _SUBKEY_CACHE_SIZE: Final = 1024
 _VERSION_BYTE: Final = bytes([VERSION])
 # Spaces appended to the JSON so that the sealed bytes are a multiple of 3 long:
@@ -302,7 +307,7 @@ class TokenCodec:
         # The spec's validation order: shape, encoding, version, layout, key id, tag,
         # claims, time. Everything after the tag check runs on authenticated
         # bytes only. Inlined on purpose: this is every request's hot path.
-        if type(token) is not str or len(token) & 3 or len(token) > MAX_TOKEN_CHARS:
+        if type(token) is not str or (size := len(token)) & 3 or size > MAX_TOKEN_CHARS:
             raise InvalidToken(InvalidTokenReason.MALFORMED)
         try:
             raw = _a2b(token.encode("ascii").translate(_TO_STD), strict_mode=True)
@@ -311,11 +316,11 @@ class TokenCodec:
         try:
             if raw[0] != VERSION:
                 raise InvalidToken(InvalidTokenReason.UNSUPPORTED_VERSION)
-            end = raw[1] + (2 + SALT_BYTES)
+            end = raw[1] + _FIXED_HEADER
             # The length check comes before the cache lookup, so a token cut
             # short is MALFORMED whether or not its subkey is cached, and AES-GCM
             # never sees a nonce shorter than 12 bytes.
-            if len(raw) < end + (NONCE_BYTES + TAG_BYTES + 2):
+            if len(raw) < end + _MIN_BODY:
                 raise InvalidToken(InvalidTokenReason.MALFORMED)
             sub = self._cache.get(raw[1:end])
             fresh = sub is None
@@ -363,9 +368,10 @@ class TokenCodec:
             raise InvalidToken(InvalidTokenReason.BAD_CLAIMS)
         # Written so that a NaN ``now`` fails both tests: every comparison with
         # NaN is false, so "not (now < ...)" holds and the token is refused.
+        leeway = self._leeway
         try:
-            expired = not now < exp + self._leeway
-            early = not iat <= now + self._leeway
+            expired = not now < exp + leeway
+            early = not iat <= now + leeway
         except TypeError:
             # The caller's clock, not the token, is wrong: say so, as a ValueError.
             raise ValueError(
