@@ -388,3 +388,37 @@ def test_input_that_is_not_a_run_is_refused(
 def test_a_missing_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report.main([str(tmp_path / "absent.json"), "--out", str(tmp_path / "out")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_web_group_charts_its_paired_ratios_and_skips_its_lists(tmp_path: Path) -> None:
+    run = synthetic_run()
+    run["groups"]["web"] = {
+        "goals": {"asgi_access_rps_vs_bare": 0.8},
+        "rows": {
+            "httptools+uvloop/bare": {"label": "bare ASGI endpoint", "rps": 30000.0},
+            "httptools+uvloop/tokenflow": {
+                "label": "TokenflowMiddleware (httptools+uvloop)",
+                "rps": 24000.0,
+                "rps_vs_bare": 0.8,
+                "rps_vs_bare_per_round": [0.79, 0.8, 0.81],
+                "us_added": 8.3,
+            },
+            "httptools+uvloop/fastapi_authx": {
+                "label": "FastAPI + authx (cookie) (httptools+uvloop)",
+                "rps": 4000.0,
+                "rps_vs_fastapi_bare": 0.26,
+            },
+            "refresh/tokenflow": {"label": "refresh, TokenflowMiddleware", "p99_ms": 7.1},
+        },
+    }
+    page, out = generate(tmp_path, run)
+    text = page.read_text(encoding="utf-8")
+    assert "## Group `web`" in text
+    assert f"| TokenflowMiddleware (httptools+uvloop) | rps vs bare | 0.80{X} |" in text
+    assert (
+        f"| FastAPI + authx (cookie) (httptools+uvloop) | rps vs fastapi bare | 0.26{X} |" in text
+    )
+    # Per-round lists and absolute figures are not ratios of the chart.
+    assert "per round" not in text
+    assert "us added" not in text
+    assert (out / "group-web.svg").exists()

@@ -100,6 +100,40 @@ def test_first_open_creates_the_schema_in_wal_mode(path: Path) -> None:
         raw.close()
 
 
+def test_writers_of_one_process_queue_in_the_process_not_in_sqlite(path: Path) -> None:
+    # With no busy timeout, a BEGIN IMMEDIATE that found another thread's
+    # transaction open would fail at once ("database is locked"): every
+    # rotation succeeding proves the threads waited for each other in the
+    # process, where a waiter wakes at the commit instead of sleeping in
+    # SQLite's busy handler (the refresh path's latency tail).
+    threads, rounds = 4, 150
+    with SQLiteStore(path, timeout=0) as store:
+        secrets_by_sid = {}
+        for n in range(threads):
+            new, secret = _session(f"s{n}")
+            store.create(new)
+            secrets_by_sid[f"s{n}"] = secret
+        start = threading.Barrier(threads)
+        failures: list[BaseException] = []
+
+        def rotate(sid: str) -> None:
+            secret = secrets_by_sid[sid]
+            start.wait()
+            try:
+                for step in range(rounds):
+                    rotation, secret = _rotation(sid, secret, T0 + 1 + step * 0.001)
+                    assert store.rotate(rotation).outcome is RotationOutcome.ROTATED
+            except BaseException as exc:
+                failures.append(exc)
+
+        workers = [threading.Thread(target=rotate, args=(sid,)) for sid in secrets_by_sid]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    assert failures == []
+
+
 def test_connections_use_normal_sync_and_the_busy_timeout(path: Path) -> None:
     with SQLiteStore(path, timeout=2.5) as store:
         conn = store._conn()  # a peek at this thread's connection
@@ -450,6 +484,27 @@ def test_a_forked_child_opens_its_own_connection(path: Path) -> None:
         assert info.generation == 1
         replay, _ = _rotation("s1", secret, T0 + 2)
         assert store.rotate(replay).outcome is RotationOutcome.GRACE
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads alive
+def test_a_child_forked_during_a_write_does_not_inherit_the_held_writer_lock(path: Path) -> None:
+    with SQLiteStore(path) as store:
+        new, secret = _session("s1")
+        store.create(new)
+        # A thread of the parent is about to write (it holds the in-process
+        # writer lock) at the moment of the fork: the child must still write.
+        _, writer = store._writer
+        with writer:
+            child = multiprocessing.get_context("fork").Process(
+                target=_child_rotates, args=(str(path), secret, store)
+            )
+            child.start()
+            child.join(30)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+        assert child.exitcode == 0
 
 
 # ------------------------------------------------------------------ async

@@ -204,7 +204,7 @@ def test_claims_are_never_parsed_before_the_tag_verifies(
         calls.append(data)
         return real_loads(data)
 
-    monkeypatch.setattr(token_module.orjson, "loads", spy)
+    monkeypatch.setattr(token_module, "_loads", spy)
     raw = raw_of(token)
     for index in range(HEADER, len(raw)):
         tampered = raw[:index] + bytes([raw[index] ^ 0x80]) + raw[index + 1 :]
@@ -657,6 +657,44 @@ def test_claims_too_deep_for_json_itself_are_refused_too(codec: TokenCodec) -> N
 def test_brackets_inside_strings_do_not_count_as_depth(codec: TokenCodec) -> None:
     text = claims(note="[" * 100 + "{" * 100)
     assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, text), now=NOW) == text
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of objects and arrays, counted recursively (inputs here are shallow)."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+# Containers of random shapes around the limit, with bracket-laden strings: the
+# bracket count that spares the exact walk must never let a deep claim set through.
+_nested = st.recursive(
+    st.none() | st.integers(-5, 5) | st.text("[{]} ab", max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text("xy", max_size=2), inner),
+    max_leaves=60,
+)
+
+
+@settings(
+    max_examples=300,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(value=_nested, levels=st.integers(0, 40), kinds=st.integers(0, 2**40 - 1))
+def test_sealing_refuses_exactly_the_claims_deeper_than_the_limit(
+    codec: TokenCodec, value: Any, levels: int, kinds: int
+) -> None:
+    # Each of ``levels`` wrappers adds one level: an object where the bit of
+    # ``kinds`` is set, an array where it is clear.
+    for level in range(levels):
+        value = {"k": value} if kinds >> level & 1 else [value]
+    deep = claims(n=value)
+    if _depth(deep) > token_module.MAX_CLAIMS_DEPTH:
+        with pytest.raises(ValueError, match="deeper than 32 levels"):
+            codec.seal(Purpose.ACCESS, deep)
+    else:
+        assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, deep), now=NOW) == deep
 
 
 def test_deep_claims_sealed_elsewhere_open_as_bad_claims() -> None:

@@ -24,21 +24,23 @@ so the derivation is paid once per salt, not once per token.
 
 from __future__ import annotations
 
-import binascii
 import enum
 import hmac
 import itertools
 import math
 import os
-import re
-import sys
 import threading
+from binascii import Error as _Base64Error
+from binascii import a2b_base64 as _a2b
+from binascii import b2a_base64 as _b2a
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from orjson import JSONDecodeError
+from orjson import dumps as _dumps
+from orjson import loads as _loads
 
 from ._errors import ConfigError, InvalidToken, InvalidTokenReason, TokenTooLarge
 from ._keyring import KeyRing
@@ -55,6 +57,11 @@ COOKIE_BUDGET: Final = 4096
 """Bytes a browser is guaranteed to keep for one cookie's name plus value."""
 MAX_TOKEN_CHARS: Final = COOKIE_BUDGET
 _SUBKEY_INFO: Final = b"tokenflow/v1 subkey"
+# Folded once here, not on every open: the version, kid-length and salt bytes
+# around a kid, and the least that must follow the header (nonce, tag, and
+# the two bytes of the shortest JSON object).
+_FIXED_HEADER: Final = 2 + SALT_BYTES
+_MIN_BODY: Final = NONCE_BYTES + TAG_BYTES + 2
 _SUBKEY_CACHE_SIZE: Final = 1024
 _VERSION_BYTE: Final = bytes([VERSION])
 # Spaces appended to the JSON so that the sealed bytes are a multiple of 3 long:
@@ -70,7 +77,9 @@ def _within_depth(claims: object) -> bool:
 
     Claims nested hundreds of levels deep would make every ``repr`` of a
     decision carrying them, and any host code that walks them recursively,
-    raise RecursionError. Iterative, so the check itself cannot.
+    raise RecursionError. Iterative, so the check itself cannot. The hot paths
+    call it only when the JSON text holds more opening brackets than the limit
+    (see ``_OPENERS``), which no usual claim set does.
     """
     stack: list[tuple[object, int]] = [(claims, 1)]
     while stack:
@@ -85,6 +94,12 @@ def _within_depth(claims: object) -> bool:
 
 
 _CONTAINERS: Final = (dict, list)
+_OPENERS: Final = b"[{"
+"""Nesting deeper than MAX_CLAIMS_DEPTH needs more opening brackets than that in
+the JSON text, so a text with fewer is shallow without a walk. Counted as the
+bytes ``translate(None, _OPENERS)`` deletes: one C pass, cheaper than two
+``count`` calls. Brackets inside strings only ever raise the count, sending a
+shallow claim set to the exact walk, never a deep one past it."""
 
 
 def _all_finite(claims: object) -> bool:
@@ -102,15 +117,6 @@ def _all_finite(claims: object) -> bool:
     return True
 
 
-def _shallow(json: bytes) -> bool:
-    """A cheap sufficient test: fewer opening brackets than the depth limit.
-
-    Brackets inside strings count too, so this only ever says "maybe deep";
-    the exact walk runs only then, off the usual path.
-    """
-    return json.count(b"{") + json.count(b"[") <= MAX_CLAIMS_DEPTH
-
-
 class Purpose(enum.Enum):
     """What a token is for. Bound into the associated data: one never opens as the other."""
 
@@ -126,19 +132,6 @@ _REFRESH: Final = Purpose.REFRESH
 # decoder rejects, so only the url-safe alphabet without padding gets through.
 _TO_STD: Final = bytes.maketrans(b"-_+/=", b"+/***")
 _TO_URL: Final = bytes.maketrans(b"+/", b"-_")
-_B64URL_BYTES: Final = re.compile(rb"[A-Za-z0-9+/]*")
-
-if sys.version_info >= (3, 11):
-
-    def _b64decode(std: bytes) -> bytes:
-        return binascii.a2b_base64(std, strict_mode=True)
-
-else:  # pragma: no cover - exercised by the Python 3.10 CI job only
-
-    def _b64decode(std: bytes) -> bytes:
-        if _B64URL_BYTES.fullmatch(std) is None:
-            raise binascii.Error("non-alphabet character")
-        return binascii.a2b_base64(std)
 
 
 def derive_subkey(key: bytes, salt: bytes) -> bytes:
@@ -243,7 +236,8 @@ class TokenCodec:
         too. Raises :class:`TokenTooLarge` if the cookie would not fit and
         :class:`ValueError` or :class:`TypeError` for claims that break the format.
         """
-        # This is the hot path of every login and refresh: one pass, no helpers.
+        # The hot path of every login and refresh: one pass, no helper frames,
+        # module-level names bound once (see the imports).
         sub = self._sealer
         if next(sub.sealed) >= SUBKEY_SEAL_LIMIT:
             sub = self._rekey()
@@ -253,14 +247,20 @@ class TokenCodec:
             or type(claims.get("sub")) is not str
         ):
             raise ValueError("claims need 'sub' (str), 'iat' (int) and 'exp' (int)")
-        plain = orjson.dumps(claims)
-        if not _shallow(plain) and not _within_depth(claims):
+        plain = _dumps(claims)
+        if len(plain) - len(plain.translate(None, _OPENERS)) > MAX_CLAIMS_DEPTH and not (
+            _within_depth(claims)
+        ):
             raise ValueError(f"claims nest objects or arrays deeper than {MAX_CLAIMS_DEPTH} levels")
         # orjson writes NaN and infinities as null, which would change the claims
         # silently: the rare claim set with a null in it gets the exact check.
-        if b"null" in plain and not _all_finite(claims):
+        # find, not "in": bytes.__contains__ first tries its argument as an
+        # integer and pays for a raised and cleared TypeError on every call.
+        if plain.find(b"null") >= 0 and not _all_finite(claims):
             raise ValueError("claims hold NaN or an infinity, which JSON cannot carry")
-        plain += _FILL[(sub.overhead + len(plain)) % 3]
+        fill = _FILL[(sub.overhead + len(plain)) % 3]
+        if fill:
+            plain += fill
         nonce = self._random(NONCE_BYTES)
         raw = (
             sub.prefix
@@ -271,7 +271,7 @@ class TokenCodec:
         )
         if len(raw) > self._max_raw:
             self._refuse_oversized(purpose, len(raw))
-        return binascii.b2a_base64(raw, newline=False).translate(_TO_URL).decode()
+        return _b2a(raw, newline=False).translate(_TO_URL).decode()
 
     def _refuse_oversized(self, purpose: Purpose, raw_length: int) -> None:
         name = self._names[purpose]
@@ -307,20 +307,20 @@ class TokenCodec:
         # The spec's validation order: shape, encoding, version, layout, key id, tag,
         # claims, time. Everything after the tag check runs on authenticated
         # bytes only. Inlined on purpose: this is every request's hot path.
-        if type(token) is not str or len(token) & 3 or len(token) > MAX_TOKEN_CHARS:
+        if type(token) is not str or (size := len(token)) & 3 or size > MAX_TOKEN_CHARS:
             raise InvalidToken(InvalidTokenReason.MALFORMED)
         try:
-            raw = _b64decode(token.encode("ascii").translate(_TO_STD))
-        except (UnicodeEncodeError, binascii.Error):
+            raw = _a2b(token.encode("ascii").translate(_TO_STD), strict_mode=True)
+        except (UnicodeEncodeError, _Base64Error):
             raise InvalidToken(InvalidTokenReason.MALFORMED) from None
         try:
             if raw[0] != VERSION:
                 raise InvalidToken(InvalidTokenReason.UNSUPPORTED_VERSION)
-            end = raw[1] + (2 + SALT_BYTES)
+            end = raw[1] + _FIXED_HEADER
             # The length check comes before the cache lookup, so a token cut
             # short is MALFORMED whether or not its subkey is cached, and AES-GCM
             # never sees a nonce shorter than 12 bytes.
-            if len(raw) < end + (NONCE_BYTES + TAG_BYTES + 2):
+            if len(raw) < end + _MIN_BODY:
                 raise InvalidToken(InvalidTokenReason.MALFORMED)
             sub = self._cache.get(raw[1:end])
             fresh = sub is None
@@ -347,8 +347,10 @@ class TokenCodec:
             # An empty token (no version byte); ValueError is defensive only.
             raise InvalidToken(InvalidTokenReason.MALFORMED) from None
         try:
-            claims = orjson.loads(plain)
-        except orjson.JSONDecodeError:
+            # orjson refuses NaN and Infinity, invalid UTF-8 and lone surrogates
+            # itself: no number that the sealer refuses can come back in.
+            claims = _loads(plain)
+        except JSONDecodeError:
             raise InvalidToken(InvalidTokenReason.BAD_CLAIMS) from None
         # The sealer guarantees the member types; a claim set that breaks them
         # can only come from a leaked key or a faulty implementation, and fails
@@ -358,14 +360,18 @@ class TokenCodec:
             or type(exp := claims.get("exp")) is not int
             or type(iat := claims.get("iat")) is not int
             or type(claims.get("sub")) is not str
-            or not (_shallow(plain) or _within_depth(claims))
+            or (
+                len(plain) - len(plain.translate(None, _OPENERS)) > MAX_CLAIMS_DEPTH
+                and not _within_depth(claims)
+            )
         ):
             raise InvalidToken(InvalidTokenReason.BAD_CLAIMS)
         # Written so that a NaN ``now`` fails both tests: every comparison with
         # NaN is false, so "not (now < ...)" holds and the token is refused.
+        leeway = self._leeway
         try:
-            expired = not now < exp + self._leeway
-            early = not iat <= now + self._leeway
+            expired = not now < exp + leeway
+            early = not iat <= now + leeway
         except TypeError:
             # The caller's clock, not the token, is wrong: say so, as a ValueError.
             raise ValueError(
