@@ -9,14 +9,20 @@ Install with ``pip install 'tokenflow[dbsc]'`` and turn the feature on::
     flow = Flow(keyring, store, users, config=config, proofs=DbscProofVerifier())
 
 :class:`DbscProofVerifier` checks one ``dbsc+jwt`` proof, with the
-compact-JWS checks of :mod:`tokenflow.oidc` (which refuse ``none``, ``HS*``,
-``crit`` and unencoded payloads before any key is chosen), and then:
+compact-JWS checks it shares with :mod:`tokenflow.oidc` (which refuse
+``none``, ``HS*``, ``crit``, unencoded payloads and oversized headers before
+any key is chosen), and then:
 
 - ``typ`` must be ``dbsc+jwt``, ``alg`` one of the offered algorithms
   (ES256, RS256);
 - at registration the key comes from the ``jwk`` header, and only from
-  there: a public P-256 key for ES256, a public RSA key of 2048 to 4096 bits
-  for RS256 (a JWK holding private members is refused);
+  there: a public P-256 key for ES256, a public RSA key for RS256 whose
+  modulus is odd and 2048 to 4096 bits long and whose public exponent is odd,
+  at least 65537 and at most 64 bits (``e = 1``, ``e = 3`` and the like are
+  refused), both written without leading zero bytes; a JWK holding private
+  members is refused. A registration proof's header may be up to
+  1152 encoded bytes (room for a 4096-bit key); a refresh proof's, which
+  carries no key, up to 512;
 - on a refresh the proof must carry no ``jwk``: it is verified with the key
   stored with the session, and nothing in the token can choose another;
 - the payload must be a JSON object whose ``jti`` is a string (the
@@ -36,7 +42,14 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
 from ._dbsc import SUPPORTED_ALGORITHMS, DeviceBinding, DeviceProof, ProofFailure
-from .oidc._jws import JWSRejected, JWSRejectedReason, parse_compact, verify_parsed
+from ._jose import (
+    MAX_HEADER_BYTES,
+    MAX_KEY_HEADER_BYTES,
+    JWSRejected,
+    JWSRejectedReason,
+    parse_compact,
+    verify_parsed,
+)
 
 __all__ = ["DbscProofVerifier", "DeviceBinding", "DeviceProof", "ProofFailure", "canonical_jwk"]
 
@@ -45,9 +58,9 @@ _MAX_PROOF_BYTES: Final = 8192
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
-def _b64_length(text: object) -> int | None:
-    """Decoded length of a canonical unpadded base64url string, or None."""
-    if type(text) is not str or not text or len(text) > 1024:
+def _b64_bytes(text: object) -> bytes | None:
+    """The bytes of a canonical unpadded base64url string (at most 1 KiB of text), or None."""
+    if type(text) is not str or not text or len(text) > 1024 or not text.isascii():
         return None
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -55,14 +68,37 @@ def _b64_length(text: object) -> int | None:
         return None
     if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != text:
         return None
-    return len(raw)
+    return raw
+
+
+def _b64_length(text: object) -> int | None:
+    """Decoded length of a canonical unpadded base64url string, or None."""
+    raw = _b64_bytes(text)
+    return None if raw is None else len(raw)
+
+
+def _rsa_public_ok(n_text: object, e_text: object) -> bool:
+    """Whether ``n`` and ``e`` make an RSA public key DBSC may bind to.
+
+    The modulus: odd, 2048 to 4096 bits, no leading zero byte (RFC 7518
+    writes integers minimally). The exponent: odd, from 65537 (NIST SP
+    800-56B's floor; ``e = 1`` signs nothing, small ones invite forgery
+    against sloppy padding checks) to 64 bits, no leading zero byte.
+    """
+    n_raw = _b64_bytes(n_text)
+    e_raw = _b64_bytes(e_text)
+    if n_raw is None or e_raw is None or n_raw[0] == 0 or e_raw[0] == 0 or len(e_raw) > 8:
+        return False
+    n = int.from_bytes(n_raw, "big")
+    e = int.from_bytes(e_raw, "big")
+    return 2048 <= n.bit_length() <= 4096 and n % 2 == 1 and e % 2 == 1 and e >= 65537
 
 
 def canonical_jwk(jwk: object, alg: str) -> str | None:
     """The public key of ``jwk`` as canonical JSON (RFC 7638 members, sorted), or None.
 
     None for anything but a public P-256 key (``alg`` ES256) or a public RSA
-    key of 2048 to 4096 bits (RS256).
+    key of 2048 to 4096 bits with an exponent of at least 65537 (RS256).
     """
     if not isinstance(jwk, Mapping) or _PRIVATE_MEMBERS.intersection(jwk):
         return None
@@ -74,11 +110,7 @@ def canonical_jwk(jwk: object, alg: str) -> str | None:
             return None
         members = {"crv": "P-256", "kty": "EC", "x": jwk["x"], "y": jwk["y"]}
     elif alg == "RS256":
-        n_bytes = _b64_length(jwk.get("n"))
-        e_bytes = _b64_length(jwk.get("e"))
-        if jwk.get("kty") != "RSA" or n_bytes is None or not 256 <= n_bytes <= 512:
-            return None
-        if e_bytes is None or e_bytes > 8:
+        if jwk.get("kty") != "RSA" or not _rsa_public_ok(jwk.get("n"), jwk.get("e")):
             return None
         members = {"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}
     else:
@@ -122,7 +154,13 @@ class DbscProofVerifier:
         if not pinned:
             return ProofFailure.ALGORITHM
         try:
-            parsed = parse_compact(token, pinned, max_bytes=_MAX_PROOF_BYTES)
+            parsed = parse_compact(
+                token,
+                pinned,
+                max_bytes=_MAX_PROOF_BYTES,
+                # Only a registration proof carries its key in the header.
+                max_header=MAX_KEY_HEADER_BYTES if key is None else MAX_HEADER_BYTES,
+            )
         except JWSRejected as exc:
             return (
                 ProofFailure.ALGORITHM
