@@ -236,12 +236,20 @@ def test_proof_signed_by_another_key_fails(store: Any) -> None:
     assert decision.reason is UnauthorizedReason.DEVICE_PROOF
     assert DeviceProofRejected(client.session_id or "", ProofFailure.SIGNATURE) in decision.events
     assert decision.set_cookies == ()
-    # Smuggling the forger's key in a jwk header is refused before any signature check.
+    # Smuggling the forger's key in a jwk header: the stored key checks the
+    # signature before the header is even decoded, so the jwk is never read.
     challenge = client.challenges[client.session_id or ""]
     assert forger.key is not None
     smuggled = sign_proof(forger.key, {"jti": challenge}, with_jwk=True)
     request = forger.refresh_request()
     request = type(request)(**{**_fields(request), "session_response": smuggled})
+    rejected = flow.refresh_device(request)
+    assert isinstance(rejected, Unauthorized)
+    assert DeviceProofRejected(client.session_id or "", ProofFailure.SIGNATURE) in (rejected.events)
+    # The device's own key with a jwk header: the signature holds, the header does not.
+    assert client.key is not None
+    own = sign_proof(client.key, {"jti": challenge}, with_jwk=True)
+    request = type(request)(**{**_fields(request), "session_response": own})
     rejected = flow.refresh_device(request)
     assert isinstance(rejected, Unauthorized)
     assert DeviceProofRejected(client.session_id or "", ProofFailure.KEY) in rejected.events

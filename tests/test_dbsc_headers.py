@@ -13,6 +13,7 @@ pytest.importorskip("joserfc")
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from joserfc.jwk import ECKey
 
 from tokenflow import KeyRing, ProofFailure
 from tokenflow._dbsc import (
@@ -25,7 +26,14 @@ from tokenflow._dbsc import (
     registration_header,
     seal_challenge,
 )
-from tokenflow._jose import MAX_KEY_HEADER_BYTES
+from tokenflow._jose import (
+    MAX_KEY_HEADER_BYTES,
+    JWSRejected,
+    JWSRejectedReason,
+    parse_compact,
+    verify_held_key,
+    verify_parsed,
+)
 from tokenflow._keyring import Key
 from tokenflow.dbsc import DbscProofVerifier, canonical_jwk
 from tokenflow.testing.dbsc import public_jwk, sign_proof
@@ -329,3 +337,83 @@ def test_header_bounds() -> None:
     assert verifier.verify(big, key=stored_rsa, algorithms=RS) is ProofFailure.MALFORMED
     small = sign_proof(_RSA_2048, {"jti": "c"}, with_jwk=False, header={"x": "a" * 300})
     assert not isinstance(verifier.verify(small, key=stored_rsa, algorithms=RS), ProofFailure)
+
+
+# -- refresh proofs: the stored key checks the signature before anything is decoded ----
+
+
+@given(st.text(max_size=600))
+def test_held_key_verification_refuses_garbage_with_a_typed_error(token: str) -> None:
+    for public in (device.public_key(), _RSA_2048.public_key()):
+        with pytest.raises(JWSRejected):
+            verify_held_key(token, public)
+
+
+@given(st.data())
+def test_any_change_to_a_refresh_proof_is_refused(data: st.DataObject) -> None:
+    good = sign_proof(device, {"jti": "c"}, with_jwk=False)
+    assert verify_held_key(good, device.public_key()).payload == b'{"jti":"c"}'
+    i = data.draw(st.integers(min_value=0, max_value=len(good) - 1))
+    c = data.draw(st.sampled_from(TOKEN_CHARS).filter(lambda ch: ch != good[i]))
+    with pytest.raises(JWSRejected):
+        verify_held_key(good[:i] + c + good[i + 1 :], device.public_key())
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ({"alg": "RS256"}, JWSRejectedReason.ALGORITHM),
+        ({"alg": "none"}, JWSRejectedReason.ALGORITHM),
+        ({"alg": "HS256"}, JWSRejectedReason.ALGORITHM),
+        ({"crit": ["exp"]}, JWSRejectedReason.CRITICAL_HEADER),
+        ({"b64": False}, JWSRejectedReason.CRITICAL_HEADER),
+    ],
+)
+def test_held_key_header_rules_apply_once_the_signature_holds(
+    header: dict[str, object], reason: JWSRejectedReason
+) -> None:
+    token = sign_proof(device, {"jti": "c"}, with_jwk=False, header=header)
+    with pytest.raises(JWSRejected) as caught:
+        verify_held_key(token, device.public_key())
+    assert caught.value.reason is reason
+
+
+def test_held_key_layout_rules() -> None:
+    good = sign_proof(device, {"jti": "c"}, with_jwk=False)
+    head, body, signature = good.split(".")
+    cases = {
+        f"{head}.{body}.{signature}=": JWSRejectedReason.MALFORMED,  # padded
+        f"{head}.{body}.{signature[:-2]}": JWSRejectedReason.SIGNATURE,  # 63 bytes
+        f"{head}.{body}": JWSRejectedReason.MALFORMED,
+        f"{head}.{body}.{signature}.a.b": JWSRejectedReason.ENCRYPTED,
+        f".{body}.{signature}": JWSRejectedReason.MALFORMED,
+        "a" * 9000: JWSRejectedReason.TOO_LARGE,
+    }
+    for token, reason in cases.items():
+        with pytest.raises(JWSRejected) as caught:
+            verify_held_key(token, device.public_key())
+        assert caught.value.reason is reason, token
+    # A P-384 key is not an ES256 key.
+    with pytest.raises(JWSRejected) as caught:
+        verify_held_key(good, ec.generate_private_key(ec.SECP384R1()).public_key())
+    assert caught.value.reason is JWSRejectedReason.ALGORITHM
+    # The key a refresh proof is checked with comes from the store, never the token.
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(JWSRejected) as caught:
+        verify_held_key(sign_proof(other, {"jti": "c"}, with_jwk=True), device.public_key())
+    assert caught.value.reason is JWSRejectedReason.SIGNATURE
+
+
+def test_the_refresh_path_and_joserfc_agree_on_what_verifies() -> None:
+    """The held-key path and joserfc's own verification of the same proofs."""
+    assert stored is not None
+    for payload in ({"jti": "c"}, {"jti": "c", "aud": "https://a.example/r"}, {}, {"jti": 5}):
+        token = sign_proof(device, payload, with_jwk=False)
+        fast = verifier.verify(token, key=stored, algorithms=ES)
+        parsed = parse_compact(token, ES)
+        slow = verify_parsed(parsed, ECKey.import_key(json.loads(stored)), ES)
+        assert slow == json.dumps(payload, separators=(",", ":")).encode()
+        if isinstance(fast, ProofFailure):
+            assert fast is ProofFailure.MALFORMED
+        else:
+            assert (fast.challenge, fast.audience) == (payload["jti"], payload.get("aud"))

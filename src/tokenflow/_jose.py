@@ -26,15 +26,29 @@ The payload is returned as bytes, and only once the signature verified.
 
 :func:`verify_compact` is the whole thing in one call, for callers that hold
 the key (a proof-of-possession JWT whose key the caller already trusts, say).
+
+:func:`verify_held_key` is for a caller that holds the one key, and so the
+one algorithm, a token may be signed with (a DBSC refresh proof and the key
+stored with its session): the signature is checked over the token's first
+two segments, as sent, *before* anything is decoded, and only then are the
+header (``alg`` must be the key's, no ``crit``/``b64``) and the payload read.
+The signature itself is checked by ``cryptography``, which joserfc uses too.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
+import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
 from joserfc.errors import (
     InvalidKeyTypeError,
@@ -51,13 +65,16 @@ __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_KEY_HEADER_BYTES",
     "MAX_TOKEN_BYTES",
+    "HeldKey",
     "JWSRejected",
     "JWSRejectedReason",
     "ParsedJWS",
     "VerifiedJWS",
+    "b64url_decode",
     "parse_compact",
     "pin_algorithms",
     "verify_compact",
+    "verify_held_key",
     "verify_parsed",
 ]
 
@@ -235,3 +252,94 @@ def verify_compact(
     if key is None:
         raise JWSRejected(JWSRejectedReason.NO_KEY)
     return VerifiedJWS(parsed.header, verify_parsed(parsed, key, pinned))
+
+
+HeldKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+"""A public key :func:`verify_held_key` accepts: P-256 (ES256) or RSA (RS256)."""
+
+
+def b64url_decode(text: str) -> bytes | None:
+    """The bytes of canonical unpadded base64url ``text``, or None.
+
+    Canonical: only the 64 URL-safe characters, no padding, no spare bits
+    (re-encoding gives ``text`` back), so one byte string has one spelling.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != text:
+        return None
+    return raw
+
+
+_ES256: Final = ec.ECDSA(hashes.SHA256())
+_SHA256: Final = hashes.SHA256()
+_PKCS1: Final = padding.PKCS1v15()
+
+
+def verify_held_key(
+    token: object,
+    key: HeldKey,
+    *,
+    max_bytes: int = MAX_TOKEN_BYTES,
+    max_header: int = MAX_HEADER_BYTES,
+) -> VerifiedJWS:
+    """Verify a compact JWS signed with ``key``, the one key it may be signed with.
+
+    The algorithm follows from the key (ES256 for a P-256 key, RS256 for an
+    RSA key), the signature is checked before any segment is decoded, and
+    the header must then name that algorithm and hold neither ``crit`` nor
+    ``b64``. Raises :class:`JWSRejected` (never anything else for any token).
+    """
+    if type(token) is not str or not token.isascii():
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
+    if len(token) > max_bytes:
+        raise JWSRejected(JWSRejectedReason.TOO_LARGE)
+    dots = token.count(".")
+    if dots == 4:
+        raise JWSRejected(JWSRejectedReason.ENCRYPTED)
+    if dots != 2:
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
+    header_text, payload_text, signature_text = token.split(".")
+    if not header_text or len(header_text) > max_header:
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
+    signature = b64url_decode(signature_text)
+    if signature is None:
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
+    signing_input = token[: len(header_text) + 1 + len(payload_text)].encode("ascii")
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if not isinstance(key.curve, ec.SECP256R1):
+                raise JWSRejected(JWSRejectedReason.ALGORITHM)
+            # JWS writes r || s, 32 bytes each (RFC 7518, section 3.4).
+            if len(signature) != 64:
+                raise JWSRejected(JWSRejectedReason.SIGNATURE)
+            r = int.from_bytes(signature[:32], "big")
+            s = int.from_bytes(signature[32:], "big")
+            key.verify(encode_dss_signature(r, s), signing_input, _ES256)
+            expected = "ES256"
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, signing_input, _PKCS1, _SHA256)
+            expected = "RS256"
+        else:
+            raise JWSRejected(JWSRejectedReason.ALGORITHM)
+    except InvalidSignature as exc:
+        raise JWSRejected(JWSRejectedReason.SIGNATURE) from exc
+    # Authenticated from here on: the key's holder wrote these bytes.
+    header_raw = b64url_decode(header_text)
+    payload = b64url_decode(payload_text)
+    if header_raw is None or payload is None:
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
+    try:
+        header = json.loads(header_raw)
+    except (ValueError, RecursionError) as exc:
+        raise JWSRejected(JWSRejectedReason.MALFORMED) from exc
+    if type(header) is not dict:
+        raise JWSRejected(JWSRejectedReason.MALFORMED)
+    if header.get("alg") != expected:
+        raise JWSRejected(JWSRejectedReason.ALGORITHM)
+    for name in _REFUSED_HEADERS:
+        if name in header:
+            raise JWSRejected(JWSRejectedReason.CRITICAL_HEADER)
+    return VerifiedJWS(header, payload)

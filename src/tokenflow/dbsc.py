@@ -31,13 +31,12 @@ any key is chosen), and then:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
@@ -45,9 +44,12 @@ from ._dbsc import SUPPORTED_ALGORITHMS, DeviceBinding, DeviceProof, ProofFailur
 from ._jose import (
     MAX_HEADER_BYTES,
     MAX_KEY_HEADER_BYTES,
+    HeldKey,
     JWSRejected,
     JWSRejectedReason,
+    b64url_decode,
     parse_compact,
+    verify_held_key,
     verify_parsed,
 )
 
@@ -62,13 +64,7 @@ def _b64_bytes(text: object) -> bytes | None:
     """The bytes of a canonical unpadded base64url string (at most 1 KiB of text), or None."""
     if type(text) is not str or not text or len(text) > 1024 or not text.isascii():
         return None
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != text:
-        return None
-    return raw
+    return b64url_decode(text)
 
 
 def _b64_length(text: object) -> int | None:
@@ -119,6 +115,36 @@ def canonical_jwk(jwk: object, alg: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
+def _held(canonical: str) -> tuple[HeldKey, str] | None:
+    """The ``cryptography`` public key of a stored canonical JWK and its algorithm.
+
+    Only ever called with keys :func:`canonical_jwk` produced (what stores
+    keep); None if one does not load (a point off the curve, say).
+    """
+    try:
+        data = json.loads(canonical)
+        if data.get("kty") == "EC":
+            x = b64url_decode(data["x"])
+            y = b64url_decode(data["y"])
+            if x is None or y is None:
+                return None
+            numbers = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
+            )
+            return numbers.public_key(), "ES256"
+        if data.get("kty") == "RSA":
+            n = b64url_decode(data["n"])
+            e = b64url_decode(data["e"])
+            if n is None or e is None:
+                return None
+            public = rsa.RSAPublicNumbers(int.from_bytes(e, "big"), int.from_bytes(n, "big"))
+            return public.public_key(), "RS256"
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
 def _import(canonical: str) -> Key | None:
     """A joserfc key from canonical JWK JSON (public keys only, so caching is safe)."""
     try:
@@ -153,51 +179,71 @@ class DbscProofVerifier:
         pinned = frozenset(a for a in algorithms if a in SUPPORTED_ALGORITHMS)
         if not pinned:
             return ProofFailure.ALGORITHM
+        if key is not None:
+            return self._verify_refresh(token, key, pinned)
         try:
             parsed = parse_compact(
-                token,
-                pinned,
-                max_bytes=_MAX_PROOF_BYTES,
-                # Only a registration proof carries its key in the header.
-                max_header=MAX_KEY_HEADER_BYTES if key is None else MAX_HEADER_BYTES,
+                token, pinned, max_bytes=_MAX_PROOF_BYTES, max_header=MAX_KEY_HEADER_BYTES
             )
         except JWSRejected as exc:
-            return (
-                ProofFailure.ALGORITHM
-                if exc.reason is JWSRejectedReason.ALGORITHM
-                else (ProofFailure.MALFORMED)
-            )
-        header = parsed.header
-        if header.get("typ") != _TYP:
+            return _failure(exc)
+        if parsed.header.get("typ") != _TYP:
             return ProofFailure.MALFORMED
-        if key is None:
-            canonical = canonical_jwk(header.get("jwk"), parsed.alg)
-            if canonical is None:
-                return ProofFailure.KEY
-        else:
-            if "jwk" in header:
-                # A refresh proof names no key: only the stored one may verify it.
-                return ProofFailure.KEY
-            canonical = key
+        canonical = canonical_jwk(parsed.header.get("jwk"), parsed.alg)
+        if canonical is None:
+            return ProofFailure.KEY
         imported = _import(canonical)
         if imported is None:
             return ProofFailure.KEY
         try:
             payload = verify_parsed(parsed, imported, pinned)
         except JWSRejected as exc:
-            return (
-                ProofFailure.ALGORITHM
-                if exc.reason is JWSRejectedReason.ALGORITHM
-                else (ProofFailure.SIGNATURE)
-            )
+            return _failure(exc)
+        return _proof(canonical, payload)
+
+    @staticmethod
+    def _verify_refresh(token: str, key: str, pinned: frozenset[str]) -> DeviceProof | ProofFailure:
+        """A refresh proof: the stored key fixes the algorithm, and the signature
+        is checked before the proof is decoded at all."""
+        held = _held(key)
+        if held is None:
+            return ProofFailure.KEY
+        public, alg = held
+        if alg not in pinned:
+            return ProofFailure.ALGORITHM
         try:
-            claims = json.loads(payload)
-        except (ValueError, RecursionError):
+            verified = verify_held_key(
+                token, public, max_bytes=_MAX_PROOF_BYTES, max_header=MAX_HEADER_BYTES
+            )
+        except JWSRejected as exc:
+            return _failure(exc)
+        header = verified.header
+        if header.get("typ") != _TYP:
             return ProofFailure.MALFORMED
-        if type(claims) is not dict:
-            return ProofFailure.MALFORMED
-        jti = claims.get("jti")
-        audience = claims.get("aud")
-        if type(jti) is not str or (audience is not None and type(audience) is not str):
-            return ProofFailure.MALFORMED
-        return DeviceProof(canonical, jti, audience)
+        if "jwk" in header:
+            # A refresh proof names no key: only the stored one may verify it.
+            return ProofFailure.KEY
+        return _proof(key, verified.payload)
+
+
+def _failure(exc: JWSRejected) -> ProofFailure:
+    if exc.reason is JWSRejectedReason.ALGORITHM:
+        return ProofFailure.ALGORITHM
+    if exc.reason is JWSRejectedReason.SIGNATURE:
+        return ProofFailure.SIGNATURE
+    return ProofFailure.MALFORMED
+
+
+def _proof(key: str, payload: bytes) -> DeviceProof | ProofFailure:
+    """The proof's claims: a JSON object with a string ``jti`` and an optional string ``aud``."""
+    try:
+        claims = json.loads(payload)
+    except (ValueError, RecursionError):
+        return ProofFailure.MALFORMED
+    if type(claims) is not dict:
+        return ProofFailure.MALFORMED
+    jti = claims.get("jti")
+    audience = claims.get("aud")
+    if type(jti) is not str or (audience is not None and type(audience) is not str):
+        return ProofFailure.MALFORMED
+    return DeviceProof(key, jti, audience)
