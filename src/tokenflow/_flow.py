@@ -25,18 +25,23 @@ and step 3 whatever cookies the request carries: on success the new session
 replaces the ones the cookies named (revoked, so switching accounts works
 and no session is fixed), on failure they are left alone. :meth:`FlowCore.logout`
 runs step 0, revokes every session the cookies name and answers LoggedOut.
+With device binding on, a login or logout leaves alone a bound session that
+only a refresh cookie names (no live access cookie of it): BareRefreshRefused.
 
 With device-bound sessions on (``FlowConfig.device_binding``), a login's
 Reissue carries ``Secure-Session-Registration``, and two more operations sit
 beside them. :meth:`FlowCore.register_device` (step 0, the refresh cookie,
-a ``dbsc+jwt`` signed by the key it carries over a challenge sealed for that
-session, the user still active, then the store binds the key unless one is
-already bound) answers DeviceRegistered. :meth:`FlowCore.refresh_device`
-(step 0, the refresh cookie, the session id header matching it, no proof ->
+the session not yet bound, a ``dbsc+jwt`` signed by the key it carries over
+a registration challenge sealed for that session and refresh token, the user
+still active, then the store binds the key unless one is already bound)
+answers DeviceRegistered. :meth:`FlowCore.refresh_device` (step 0, the
+refresh cookie, the session id header matching it, no proof ->
 DeviceProofRequired (403 + challenge), the stored key verifies the proof,
-the challenge is fresh (else 403 again), then step 2 with that key) answers
-Reissue with the next challenge. A bound session is refused by the store to
-any rotation that does not carry its key (DEVICE_BOUND above).
+the challenge names this session and refresh token and is fresh (else 403
+again), then step 2 with that key; a GRACE repeat needs a challenge issued
+after the rotation it repeats, else 403) answers Reissue with the next
+challenge, which names the new refresh token. A bound session is refused by
+the store to any rotation that does not carry its key (DEVICE_BOUND above).
 
 Tokens are sealed before the store is asked to change anything, so claims
 that cannot be sealed end in Unavailable with the client's tokens still good.
