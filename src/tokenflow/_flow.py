@@ -62,6 +62,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
@@ -1100,7 +1101,7 @@ class FlowCore:
     def _verify_proof(
         self, token: str, key: str | None, binding: DeviceBinding
     ) -> Generator[Need, Any, DeviceProof | ProofFailure]:
-        need = VerifyDeviceProof(token, key, frozenset(binding.algorithms))
+        need = VerifyDeviceProof(token, key, _offered(binding.algorithms))
         proof = yield need
         if type(proof) is not DeviceProof and not isinstance(proof, ProofFailure):
             raise PortError(need, TypeError("verify must return a DeviceProof or ProofFailure"))
@@ -1223,6 +1224,12 @@ def _check_counts(need: CheckThrottle | RecordFailure, counts: object) -> None:
         or not all(type(c) is FailureCount for c in counts)
     ):
         raise PortError(need, TypeError("the throttle must return one FailureCount per key"))
+
+
+@functools.lru_cache(maxsize=16)
+def _offered(algorithms: tuple[str, ...]) -> frozenset[str]:
+    """A binding's algorithms as the set a verifier pins (configuration: a handful)."""
+    return frozenset(algorithms)
 
 
 def _b64(raw: bytes) -> str:

@@ -176,7 +176,7 @@ class DbscProofVerifier:
         self, token: str, *, key: str | None, algorithms: frozenset[str]
     ) -> DeviceProof | ProofFailure:
         """Verify one proof; ``key`` is None at registration (the ``jwk`` header is used)."""
-        pinned = frozenset(a for a in algorithms if a in SUPPORTED_ALGORITHMS)
+        pinned = SUPPORTED_ALGORITHMS.intersection(algorithms)
         if not pinned:
             return ProofFailure.ALGORITHM
         if key is not None:
