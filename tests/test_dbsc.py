@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("joserfc")
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import drop_redis_keys
 from tokenflow import (
@@ -29,12 +29,14 @@ from tokenflow import (
     Flow,
     FlowConfig,
     KeyRing,
+    LoggedOut,
     PasswordCredentials,
     Process,
     ProofFailure,
     Refreshed,
     Reissue,
     SessionRevoked,
+    SessionRevokedReason,
     Unauthorized,
     UnauthorizedReason,
 )
@@ -46,6 +48,9 @@ from tokenflow.testing.dbsc import DbscClient, sign_proof
 
 T0 = 1_700_000_000.0
 LOGIN = PasswordCredentials("ada", "correct horse")
+RSA_KEYS = {
+    bits: rsa.generate_private_key(public_exponent=65537, key_size=bits) for bits in (2048, 3072)
+}
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
@@ -231,12 +236,20 @@ def test_proof_signed_by_another_key_fails(store: Any) -> None:
     assert decision.reason is UnauthorizedReason.DEVICE_PROOF
     assert DeviceProofRejected(client.session_id or "", ProofFailure.SIGNATURE) in decision.events
     assert decision.set_cookies == ()
-    # Smuggling the forger's key in a jwk header is refused before any signature check.
+    # Smuggling the forger's key in a jwk header: the stored key checks the
+    # signature before the header is even decoded, so the jwk is never read.
     challenge = client.challenges[client.session_id or ""]
     assert forger.key is not None
     smuggled = sign_proof(forger.key, {"jti": challenge}, with_jwk=True)
     request = forger.refresh_request()
     request = type(request)(**{**_fields(request), "session_response": smuggled})
+    rejected = flow.refresh_device(request)
+    assert isinstance(rejected, Unauthorized)
+    assert DeviceProofRejected(client.session_id or "", ProofFailure.SIGNATURE) in (rejected.events)
+    # The device's own key with a jwk header: the signature holds, the header does not.
+    assert client.key is not None
+    own = sign_proof(client.key, {"jti": challenge}, with_jwk=True)
+    request = type(request)(**{**_fields(request), "session_response": own})
     rejected = flow.refresh_device(request)
     assert isinstance(rejected, Unauthorized)
     assert DeviceProofRejected(client.session_id or "", ProofFailure.KEY) in rejected.events
@@ -247,7 +260,9 @@ def _fields(request: Any) -> dict[str, Any]:
     return {name: getattr(request, name) for name in request.__dataclass_fields__}
 
 
-def test_replayed_proof_with_its_rotated_cookie_fails(store: Any) -> None:
+def test_replayed_proof_mints_nothing_and_reuse_after_grace_ends_the_session(
+    store: Any,
+) -> None:
     clock = FakeClock(T0)
     flow = make_flow(store, clock)
     client = bound(flow, clock)
@@ -255,10 +270,15 @@ def test_replayed_proof_with_its_rotated_cookie_fails(store: Any) -> None:
     captured = client.refresh_request()  # proof + the refresh cookie of this moment
     first = flow.refresh_device(captured)
     assert isinstance(first, Reissue)
-    # Inside the grace window a replay gets the very same successor, nothing new.
+    # Inside the grace window the same request repeats the rotation it made: its
+    # proof's challenge is older than that rotation, so nothing is handed out.
     clock.advance(1)
     again = flow.refresh_device(captured)
-    assert isinstance(again, Reissue)
+    assert isinstance(again, DeviceProofRequired)
+    assert again.set_cookies == ()
+    assert DeviceProofRejected(client.session_id or "", ProofFailure.CHALLENGE_STALE) in (
+        again.events
+    )
     assert [i.generation for i in flow.sessions_of("ada")] == [1]
     # After it, the rotated-away cookie is a reuse: refused, whatever the proof.
     clock.advance(10)
@@ -267,46 +287,175 @@ def test_replayed_proof_with_its_rotated_cookie_fails(store: Any) -> None:
     assert replay.reason is UnauthorizedReason.REFRESH_REUSED
 
 
-def test_stale_proof_fails_and_the_owner_recovers(store: Any) -> None:
+def test_lost_answer_is_recovered_by_a_fresh_proof_inside_the_grace_window(store: Any) -> None:
     clock = FakeClock(T0)
     flow = make_flow(store, clock)
     client = bound(flow, clock)
-    clock.advance(100)
-    captured = client.refresh_request()
-    assert isinstance(flow.refresh_device(captured), Reissue)
-    client.receive_decision(flow.refresh_device(client.refresh_request()))
-    # The captured proof with the current cookie, once its challenge is stale: 403, no grant.
-    clock.advance(121)  # past 2 x challenge_ttl (60 s) since the captured challenge
-    current = client.refresh_request()
-    stale = type(current)(**{**_fields(current), "session_response": captured.session_response})
-    decision = flow.refresh_device(stale)
+    clock.advance(120)
+    lost = flow.refresh_device(client.refresh_request())  # rotated; the answer never arrives
+    assert isinstance(lost, Reissue)
+    clock.advance(1)
+    # The browser still holds the old cookie and signs again: 403, a challenge
+    # issued now, and the retry over it gets the same successor (GRACE).
+    retried = client.refresh(flow)
+    assert isinstance(retried, Reissue)
+    assert client.forbidden == 1
+    # The same successor as the lost answer's: no second rotation.
+    assert any(isinstance(e, Refreshed) and e.grace for e in retried.events)
+    assert [i.generation for i in flow.sessions_of("ada")] == [1]
+    clock.advance(120)
+    assert isinstance(client.get(flow), Process)
+    assert [i.generation for i in flow.sessions_of("ada")] == [2]
+
+
+def test_captured_proof_is_refused_with_every_other_generation(store: Any) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    client = bound(flow, clock)
+    jars = [dict(client.jar)]  # the cookie jar of generation 0
+    clock.advance(120)
+    captured = client.refresh_request()  # generation 0's cookie and a proof over its challenge
+    client.receive_decision(flow.refresh_device(captured))
+    for _ in range(2):  # generations 1 and 2
+        jars.append(dict(client.jar))
+        clock.advance(120)
+        assert isinstance(client.refresh(flow), Reissue)
+    jars.append(dict(client.jar))
+    assert client.forbidden == 0
+    sid = client.session_id or ""
+    for generation, jar in enumerate(jars[1:], start=1):
+        thief = DbscClient(clock, jar=jar, key=None, session_id=sid)
+        request = thief.refresh_request()
+        forged = type(request)(
+            **{**_fields(request), "session_response": captured.session_response}
+        )
+        decision = flow.refresh_device(forged)
+        assert not isinstance(decision, Reissue), generation
+        assert decision.set_cookies == ()
+        assert DeviceProofRejected(sid, ProofFailure.CHALLENGE_INVALID) in decision.events
+    # The session is whole: the device carries on.
+    clock.advance(120)
+    assert isinstance(client.get(flow), Process)
+
+
+def test_stale_challenge_is_asked_again_and_the_owner_recovers(store: Any) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    client = bound(flow, clock)
+    # The challenge cached at registration, for the current refresh token, is
+    # accepted for access_ttl + challenge_ttl = 180 s; after that, 403 and a retry.
+    clock.advance(181)
+    request = client.refresh_request()
+    decision = flow.refresh_device(request)
     assert isinstance(decision, DeviceProofRequired)
     assert DeviceProofRejected(client.session_id or "", ProofFailure.CHALLENGE_STALE) in (
         decision.events
     )
-    # The owner's client retries with the fresh challenge and carries on.
     assert isinstance(client.get(flow), Process)
     assert len(flow.sessions_of("ada")) == 1
 
 
-def test_challenge_race_older_challenge_inside_the_window(store: Any) -> None:
+def test_default_timings_cost_no_403_per_refresh_cycle(store: Any) -> None:
+    """The browser signs the challenge of its last refresh when its bound cookie
+    expires, access_ttl (120 s) later, plus however late it notices: no 403."""
     clock = FakeClock(T0)
     flow = make_flow(store, clock)
     client = bound(flow, clock)
-    older = client.challenges[client.session_id or ""]
+    for late in (0, 1, 30, 59):
+        clock.advance(120 + late)
+        assert isinstance(client.get(flow), Process)
+    assert client.forbidden == 0
+    assert [i.generation for i in flow.sessions_of("ada")] == [4]
+
+
+def test_registration_replay_mints_nothing_once_bound(store: Any) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    client = logged_in(flow, clock)
+    captured = client.registration_request()
+    assert isinstance(flow.register_device(captured), DeviceRegistered)
+    clock.advance(1)
+    replay = flow.register_device(captured)
+    assert isinstance(replay, Unauthorized)
+    assert replay.set_cookies == ()
+    sid = flow.sessions_of("ada")[0].session_id
+    assert DeviceProofRejected(sid, ProofFailure.ALREADY_BOUND) in replay.events
+
+
+@pytest.mark.parametrize("bits", [2048, 3072])
+def test_rs256_device_keys_register_and_refresh(store: Any, bits: int) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    client = DbscClient(clock, key=RSA_KEYS[bits])
+    client.receive_decision(flow.login(client.request("POST", credentials=LOGIN)))
+    assert client.registration is not None
+    assert isinstance(client.register(flow), DeviceRegistered)
+    (info,) = flow.sessions_of("ada")
+    assert info.device_key is not None
+    assert json.loads(info.device_key)["kty"] == "RSA"
+    for _ in range(2):
+        clock.advance(120)
+        assert isinstance(client.get(flow), Process)
+    assert client.forbidden == 0
+    # A thief's own RSA key proves nothing for the bound session.
+    thief = client.with_other_key()
+    thief.key = RSA_KEYS[2048 if bits == 3072 else 3072]
+    clock.advance(120)
+    assert isinstance(thief.refresh(flow), Unauthorized)
+    assert isinstance(client.get(flow), Process)
+
+
+def test_rs256_offered_only_when_configured() -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(MemoryStore(), clock, algorithms=("ES256",))
+    client = DbscClient(clock, key=RSA_KEYS[2048])
+    client.receive_decision(flow.login(client.request("POST", credentials=LOGIN)))
+    assert client.registration is None  # ES256 only: an RSA device does not register
+
+
+# -- what a copied cookie can end ---------------------------------------------------------
+
+
+def test_logout_with_a_copied_refresh_cookie_leaves_a_bound_session(store: Any) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    client = bound(flow, clock)
+    clock.advance(121)  # the copied jar's access cookie has expired
+    thief = client.without_key()
+    decision = flow.logout(thief.request("POST"))
+    assert isinstance(decision, LoggedOut)  # the thief's own cookies are cleared
+    sid = client.session_id or ""
+    assert BareRefreshRefused("ada", sid, False) in decision.events
+    assert not any(isinstance(e, SessionRevoked) for e in decision.events)
+    assert isinstance(client.get(flow), Process)
+    # The owner's logout carries the live bound cookie: the session ends.
+    owner = flow.logout(client.request("POST"))
+    assert SessionRevoked("ada", sid, SessionRevokedReason.LOGOUT) in owner.events
+    assert flow.sessions_of("ada") == []
+
+
+def test_login_with_a_copied_refresh_cookie_leaves_a_bound_session(store: Any) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    flow_users = flow  # the same flow: the thief logs in as ada too, from another machine
+    client = bound(flow, clock)
     clock.advance(121)
-    assert isinstance(client.refresh(flow), Reissue)  # a newer challenge is now cached
-    assert client.challenges[client.session_id or ""] != older
-    clock.advance(30)
-    client.challenges[client.session_id or ""] = older  # the late response of a race
-    # 151 s old: past the window of 120 s, so the browser is asked again (403) and recovers.
-    assert isinstance(client.refresh(flow), Reissue)
-    recent = client.challenges[client.session_id or ""]
-    clock.advance(50)
-    assert isinstance(client.refresh(flow), Reissue)
-    client.challenges[client.session_id or ""] = recent  # 50 s old: inside the window
-    answer = flow.refresh_device(client.refresh_request())
-    assert isinstance(answer, Reissue)
+    thief = client.without_key()
+    decision = flow_users.login(thief.request("POST", credentials=LOGIN))
+    assert isinstance(decision, Reissue)
+    assert BareRefreshRefused("ada", client.session_id or "", False) in decision.events
+    assert len(flow.sessions_of("ada")) == 2
+    assert isinstance(client.get(flow), Process)
+
+
+def test_logout_of_an_unbound_session_with_its_refresh_cookie_still_ends_it(store: Any) -> None:
+    clock = FakeClock(T0)
+    flow = make_flow(store, clock)
+    client = logged_in(flow, clock)  # never registers
+    clock.advance(121)
+    decision = flow.logout(client.request("POST"))
+    assert any(isinstance(e, SessionRevoked) for e in decision.events)
+    assert flow.sessions_of("ada") == []
 
 
 def test_session_registered_twice_keeps_its_first_key(store: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("joserfc")
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from _web_client import ALICE, HOST, JSON, SAME_ORIGIN, Jar, Reply, asgi_call, wsgi_call
 from tokenflow import AsyncFlow, DeviceBinding, Flow, FlowConfig, KeyRing
@@ -196,3 +196,73 @@ def test_device_paths_may_not_collide_with_endpoints() -> None:
     )
     with pytest.raises(ConfigError):
         AsgiMiddleware(asgi_app, flow, endpoints=Endpoints())
+
+
+def _bound_over_http(call: Call, key: Any) -> tuple[Jar, str, str]:
+    """Log in and register ``key`` over HTTP: the jar, the session id, the next challenge."""
+    jar = Jar()
+    body = json.dumps({"username": ALICE.username, "password": ALICE.password}).encode()
+    login = call("POST", "/auth/login", [*SAME_ORIGIN, JSON], body, jar=jar)
+    invitation = REGISTRATION.fullmatch(login.header("secure-session-registration") or "")
+    assert invitation is not None
+    path, challenge = invitation.groups()
+    proof = sign_proof(key, {"jti": challenge}, with_jwk=True)
+    registered = call("POST", path, [*SAME_ORIGIN, ("secure-session-response", proof)], jar=jar)
+    assert registered.status == 200, registered
+    found = CHALLENGE.fullmatch(registered.header("secure-session-challenge") or "")
+    assert found is not None
+    return jar, registered.json()["session_identifier"], found.group(1)
+
+
+def test_rs256_key_registers_and_refreshes_over_http(server: tuple[Call, FakeClock]) -> None:
+    call, clock = server
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jar, session_id, challenge = _bound_over_http(call, key)
+    clock.advance(121)
+    jar.cookies.pop("__Host-tf_access")
+    signed = sign_proof(key, {"jti": challenge}, with_jwk=False)
+    refreshed = call(
+        "POST",
+        "/auth/dbsc/refresh",
+        [*SAME_ORIGIN, ("sec-secure-session-id", session_id), ("secure-session-response", signed)],
+        jar=jar,
+    )
+    assert refreshed.status == 200  # the cached challenge, 121 s old: no 403 round trip
+    assert call("GET", "/private", [("host", HOST)], jar=jar).status == 200
+
+
+def test_logout_with_a_copied_refresh_cookie_keeps_the_bound_session(
+    server: tuple[Call, FakeClock],
+) -> None:
+    call, clock = server
+    key = ec.generate_private_key(ec.SECP256R1())
+    jar, session_id, challenge = _bound_over_http(call, key)
+    clock.advance(121)
+    thief = Jar({"__Host-tf_refresh": jar.cookies["__Host-tf_refresh"]})
+    out = call("POST", "/auth/logout", [*SAME_ORIGIN, JSON], b"{}", jar=thief)
+    assert out.status == 200  # the thief's own cookies are cleared...
+    assert "__Host-tf_refresh" not in thief.cookies
+    # ...and the owner's session lives on: its next proof refreshes.
+    jar.cookies.pop("__Host-tf_access")
+    signed = sign_proof(key, {"jti": challenge}, with_jwk=False)
+    refreshed = call(
+        "POST",
+        "/auth/dbsc/refresh",
+        [*SAME_ORIGIN, ("sec-secure-session-id", session_id), ("secure-session-response", signed)],
+        jar=jar,
+    )
+    assert refreshed.status == 200
+    # The owner's logout carries the live bound cookie: the session ends.
+    kept = dict(jar.cookies)
+    assert call("POST", "/auth/logout", [*SAME_ORIGIN, JSON], b"{}", jar=jar).status == 200
+    following = CHALLENGE.fullmatch(refreshed.header("secure-session-challenge") or "")
+    assert following is not None
+    kept.pop("__Host-tf_access")
+    again = sign_proof(key, {"jti": following.group(1)}, with_jwk=False)
+    ended = call(
+        "POST",
+        "/auth/dbsc/refresh",
+        [*SAME_ORIGIN, ("sec-secure-session-id", session_id), ("secure-session-response", again)],
+        jar=Jar(kept),
+    )
+    assert ended.status == 401  # the session is over, even for its own device

@@ -155,7 +155,7 @@ def test_key_pointers_in_the_header_are_never_followed(world: World, parameter: 
     world.endpoints.serve_json(attacker_url, {"keys": [public]})
     pointer: Any = public if parameter == "jwk" else attacker_url
     header = {"alg": "RS256", "kid": attacker.kid, parameter: pointer}
-    # An embedded RSA JWK makes the header longer than joserfc reads (512 bytes).
+    # An embedded RSA JWK makes the header longer than an ID token's bound (512 bytes).
     refused = RejectedReason.MALFORMED if parameter == "jwk" else None
     token = world.provider.sign(claims(world), key=attacker, header=header)
     assert reason(world, token) is (refused or RejectedReason.UNKNOWN_KEY)
@@ -381,7 +381,7 @@ def test_a_symmetric_key_in_the_key_set_is_never_used() -> None:
     assert snapshot is not None
     assert "shared" not in snapshot.by_kid  # never even imported
     # And should one reach the verifier, it is refused as a verification key.
-    from tokenflow.oidc._jws import JWSRejected, JWSRejectedReason, parse_compact, verify_parsed
+    from tokenflow._jose import JWSRejected, JWSRejectedReason, parse_compact, verify_parsed
 
     parsed = parse_compact(forged, frozenset({"HS256"}))
     with pytest.raises(JWSRejected) as refused:

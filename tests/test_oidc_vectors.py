@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from joserfc.jwk import JWKRegistry, Key
 
+from tokenflow._jose import JWSRejected, parse_compact, verify_compact
 from tokenflow.oidc import Rejected, RejectedReason, TokenRules
-from tokenflow.oidc._jws import JWSRejected, parse_compact, verify_compact
 from tokenflow.oidc._keys import Found
 
 VECTORS: list[dict[str, Any]] = json.loads(

@@ -5,19 +5,24 @@ Proof signatures are verified by a :class:`~tokenflow.ports.DeviceProofVerifier`
 (:mod:`tokenflow.dbsc` has one); the decisions live in :mod:`tokenflow._flow`.
 
 **Challenges need no store.** A challenge is ``<time>.<kid>.<mac>``: the
-whole seconds at which it was issued, the id of the key-ring key that sealed
-it and ``HMAC-SHA256(subkey, label || session id || time)``, where the subkey
-is derived from that ring key with HKDF-SHA256 under a label of its own (it
-is never the key that seals tokens). The MAC also covers the challenge's
-purpose: registration challenges are only sent in a login answer, refresh
-challenges to anyone holding a session's refresh cookie, and neither passes
-for the other. Any server holding the ring can check
-any challenge, rotating the ring keeps older challenges valid while their key
-is in it, and a challenge for one session proves nothing for another.
-A challenge is accepted for ``2 x challenge_ttl`` seconds after it was issued:
-a proof for a recent older challenge (a network race) passes, a stale one
-does not. Every successful refresh hands out a new challenge, so a copied
-proof stops working once its challenge is stale.
+milliseconds since the epoch at which it was issued, the id of the key-ring
+key that sealed it and ``HMAC-SHA256(subkey, label || purpose || session id
+|| token || time)``, where the subkey is derived from that ring key with
+HKDF-SHA256 under a label of its own (it is never the key that seals tokens)
+and ``token`` is the verifier (SHA-256) of the one refresh token the
+challenge is for: the token the browser will present with its proof, which
+names one generation of the session. A proof is therefore good with that
+refresh token only: with the token before it or after it, or another
+session's, its challenge does not open. The purpose keeps registration
+challenges (only sent in a login answer) and refresh challenges (sent to
+anyone holding a session's refresh cookie) apart: neither passes for the
+other. Any server holding the ring can check any challenge, and rotating the
+ring keeps older challenges valid while their key is in it.
+
+A challenge is accepted for a bounded window after it was issued (the flow
+passes ``access_ttl + challenge_ttl`` for refresh challenges, so the one a
+browser cached with its bound cookie still opens when that cookie expires);
+a stale one is answered with a fresh challenge.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ._base64url import b64url_decode, b64url_encode
 from ._errors import ConfigError
@@ -49,7 +54,7 @@ SUPPORTED_ALGORITHMS: Final = frozenset({"ES256", "RS256"})
 _PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
 _SUBKEY_INFO: Final = b"tokenflow/v1 dbsc challenge key"
 _MAC_LABEL: Final = b"tokenflow/v1 dbsc challenge\x00"
-_MAX_TIME_DIGITS: Final = 12
+_MAX_TIME_DIGITS: Final = 15
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-.]+")
 _SESSION_ID_CHARS = re.compile(r"[A-Za-z0-9_\-.~]+")
 _MAX_PROOF_CHARS: Final = 8192
@@ -65,8 +70,12 @@ class DeviceBinding:
     - ``refresh_path``: where browsers refresh the bound (access) cookie.
     - ``algorithms``: what device keys may sign with, offered in the header
       (``ES256``, ``RS256``; never ``none``).
-    - ``challenge_ttl``: seconds a challenge is meant to live; a proof is
-      accepted for twice that, to absorb network races (default 60 s).
+    - ``challenge_ttl``: seconds of slack on a challenge's life (default
+      60 s). A refresh challenge is accepted for ``access_ttl + challenge_ttl``
+      seconds after it was issued: the browser keeps the challenge of its last
+      refresh until its bound cookie expires, ``access_ttl`` later, and signs
+      it then. A registration challenge, answered right after the login, is
+      accepted for ``2 x challenge_ttl`` seconds.
     - ``revoke_on_bare_refresh``: revoke a bound session when its refresh
       cookie comes back without a proof (default ``False``: refuse it, report
       the event, keep the session, so a thief cannot log the user out).
@@ -109,8 +118,16 @@ class DeviceBinding:
 
     @property
     def window(self) -> int:
-        """Seconds after issue during which a challenge is accepted."""
+        """Seconds after issue during which a registration challenge is accepted."""
         return 2 * self.challenge_ttl
+
+    def refresh_window(self, access_ttl: int) -> int:
+        """Seconds after issue during which a refresh challenge is accepted.
+
+        The browser signs the challenge of its last refresh when the bound
+        cookie it came with expires, ``access_ttl`` seconds later.
+        """
+        return access_ttl + self.challenge_ttl
 
 
 class ProofFailure(enum.Enum):
@@ -129,9 +146,12 @@ class ProofFailure(enum.Enum):
     AUDIENCE = "audience"
     """An ``aud`` claim that is not this endpoint's URL."""
     CHALLENGE_INVALID = "challenge_invalid"
-    """``jti`` is not a challenge this server issued for this session."""
+    """``jti`` is not a challenge this server issued for this session and the
+    refresh token presented with it (another generation's, say)."""
     CHALLENGE_STALE = "challenge_stale"
-    """``jti`` is a genuine challenge, but older than the accepted window."""
+    """``jti`` is a genuine challenge, but older than the accepted window, or
+    (on a repeat of the rotation that already took place) older than that
+    rotation: a replayed proof."""
     WRONG_SESSION = "wrong_session"
     """``Sec-Secure-Session-Id`` names another session than the refresh cookie."""
     NOT_BOUND = "not_bound"
@@ -162,6 +182,13 @@ class ChallengeVerdict(enum.Enum):
     INVALID = "invalid"
 
 
+class OpenedChallenge(NamedTuple):
+    """A verdict, and when a genuine challenge was issued (seconds; 0.0 if not genuine)."""
+
+    verdict: ChallengeVerdict
+    issued: float
+
+
 @functools.lru_cache(maxsize=64)
 def _subkey(secret: bytes) -> bytes:
     """HKDF-SHA256 (RFC 5869) of a ring key, one 32-byte block, with this module's info.
@@ -176,50 +203,62 @@ def _subkey(secret: bytes) -> bytes:
 _PURPOSES: Final = {"register": b"register\x00", "refresh": b"refresh\x00"}
 
 
-def _mac(secret: bytes, purpose: str, session_id: str, issued: str) -> bytes:
+def _mac(secret: bytes, purpose: str, session_id: str, token: bytes, issued: str) -> bytes:
+    if len(token) != 32:
+        raise ValueError("token must be a refresh token's 32-byte verifier")
     message = (
         _MAC_LABEL
         + _PURPOSES[purpose]
         + session_id.encode("utf-8", "surrogatepass")
         + b"\x00"
+        + token
         + issued.encode()
     )
     return hmac.digest(_subkey(secret), message, "sha256")
 
 
 def seal_challenge(
-    keyring: KeyRing, session_id: str, now: float, *, purpose: str = "refresh"
+    keyring: KeyRing, session_id: str, token: bytes, now: float, *, purpose: str = "refresh"
 ) -> str:
-    """A challenge for ``session_id``, issued at ``now`` and sealed with the active key.
+    """A challenge for ``session_id`` and one of its refresh tokens, issued at ``now``.
 
-    ``purpose`` is ``"register"`` (only ever sent in a login answer) or
-    ``"refresh"``: one never passes for the other, so a refresh cookie alone,
-    which can always obtain a refresh challenge, can never register a key.
+    ``token`` is the verifier of the refresh token the browser will present
+    with its proof (one generation of the session). ``purpose`` is
+    ``"register"`` (only ever sent in a login answer) or ``"refresh"``: one
+    never passes for the other, so a refresh cookie alone, which can always
+    obtain a refresh challenge, can never register a key.
     """
     key = keyring.active
-    issued = str(int(now))
-    return f"{issued}.{key.kid}.{b64url_encode(_mac(key.secret, purpose, session_id, issued))}"
+    issued = str(int(now * 1000))
+    return (
+        f"{issued}.{key.kid}.{b64url_encode(_mac(key.secret, purpose, session_id, token, issued))}"
+    )
+
+
+_INVALID: Final = OpenedChallenge(ChallengeVerdict.INVALID, 0.0)
 
 
 def open_challenge(
     keyring: KeyRing,
     session_id: str,
+    token: bytes,
     challenge: object,
     now: float,
     *,
     window: int,
     leeway: int,
     purpose: str = "refresh",
-) -> ChallengeVerdict:
-    """Whether ``challenge`` was sealed for ``session_id`` within ``window`` seconds of ``now``.
+) -> OpenedChallenge:
+    """Whether ``challenge`` was sealed for ``session_id`` and the refresh token
+    whose verifier is ``token``, within ``window`` seconds of ``now``.
 
     The MAC is checked (in constant time) before the time is trusted.
     """
     if type(challenge) is not str or len(challenge) > 100:
-        return ChallengeVerdict.INVALID
+        return _INVALID
     parts = challenge.split(".")
     if len(parts) != 3:
-        return ChallengeVerdict.INVALID
+        return _INVALID
     issued, kid, mac_text = parts
     if (
         not issued.isascii()
@@ -228,21 +267,22 @@ def open_challenge(
         or (issued != "0" and issued.startswith("0"))
         or len(mac_text) != 43
     ):
-        return ChallengeVerdict.INVALID
+        return _INVALID
     key = keyring.get(kid)
     if key is None:
-        return ChallengeVerdict.INVALID
+        return _INVALID
     mac = b64url_decode(mac_text)
     if mac is None:
-        return ChallengeVerdict.INVALID
-    expected = _mac(key.secret, purpose, session_id, issued)
+        return _INVALID
+    expected = _mac(key.secret, purpose, session_id, token, issued)
     if not hmac.compare_digest(mac, expected):
-        return ChallengeVerdict.INVALID
-    age = now - int(issued)
+        return _INVALID
+    issued_at = int(issued) / 1000
+    age = now - issued_at
     # A challenge from slightly in the future: another server's clock runs ahead.
     if -leeway <= age <= window:
-        return ChallengeVerdict.VALID
-    return ChallengeVerdict.STALE
+        return OpenedChallenge(ChallengeVerdict.VALID, issued_at)
+    return OpenedChallenge(ChallengeVerdict.STALE, issued_at)
 
 
 def _unquote(value: object, pattern: re.Pattern[str], limit: int) -> str | None:

@@ -30,18 +30,23 @@ and step 3 whatever cookies the request carries: on success the new session
 replaces the ones the cookies named (revoked, so switching accounts works
 and no session is fixed), on failure they are left alone. :meth:`FlowCore.logout`
 runs step 0, revokes every session the cookies name and answers LoggedOut.
+With device binding on, a login or logout leaves alone a bound session that
+only a refresh cookie names (no live access cookie of it): BareRefreshRefused.
 
 With device-bound sessions on (``FlowConfig.device_binding``), a login's
 Reissue carries ``Secure-Session-Registration``, and two more operations sit
 beside them. :meth:`FlowCore.register_device` (step 0, the refresh cookie,
-a ``dbsc+jwt`` signed by the key it carries over a challenge sealed for that
-session, the user still active, then the store binds the key unless one is
-already bound) answers DeviceRegistered. :meth:`FlowCore.refresh_device`
-(step 0, the refresh cookie, the session id header matching it, no proof ->
+the session not yet bound, a ``dbsc+jwt`` signed by the key it carries over
+a registration challenge sealed for that session and refresh token, the user
+still active, then the store binds the key unless one is already bound)
+answers DeviceRegistered. :meth:`FlowCore.refresh_device` (step 0, the
+refresh cookie, the session id header matching it, no proof ->
 DeviceProofRequired (403 + challenge), the stored key verifies the proof,
-the challenge is fresh (else 403 again), then step 2 with that key) answers
-Reissue with the next challenge. A bound session is refused by the store to
-any rotation that does not carry its key (DEVICE_BOUND above).
+the challenge names this session and refresh token and is fresh (else 403
+again), then step 2 with that key; a GRACE repeat needs a challenge issued
+after the rotation it repeats, else 403) answers Reissue with the next
+challenge, which names the new refresh token. A bound session is refused by
+the store to any rotation that does not carry its key (DEVICE_BOUND above).
 
 Tokens are sealed before the store is asked to change anything, so claims
 that cannot be sealed end in Unavailable with the client's tokens still good.
@@ -59,6 +64,8 @@ generator, which ends in Unavailable.
 
 from __future__ import annotations
 
+import enum
+import functools
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
@@ -309,6 +316,13 @@ Need: TypeAlias = (
 Steps: TypeAlias = Generator[Need, Any, Decision]
 
 
+class _Replayed(enum.Enum):
+    """A rotation's outcome that is neither a decision nor a reason to end it."""
+
+    PROOF = "proof"
+    """A device proof repeating the rotation it already made: ask for a fresh one."""
+
+
 class PortError(Exception):
     """Thrown into the core by a driver when the port answering a need raised."""
 
@@ -492,11 +506,13 @@ class FlowCore:
         if opened is None:
             return UnauthorizedReason.NO_CREDENTIALS
         user_id, session_id, secret, generation = opened
-        return (
-            yield from self._rotate(
-                user_id, session_id, secret, now, random, events, None, generation=generation
-            )
+        rotated = yield from self._rotate(
+            user_id, session_id, secret, now, random, events, None, generation=generation
         )
+        if isinstance(rotated, UnauthorizedReason):
+            return rotated
+        assert not isinstance(rotated, _Replayed)  # only a device proof can be replayed
+        return rotated[0]
 
     def _open_refresh(
         self, token: str, now: float, events: list[Event]
@@ -541,15 +557,21 @@ class FlowCore:
         random: Callable[[int], bytes],
         events: list[Event],
         device_key: str | None,
+        proof_issued: float | None = None,
         *,
         generation: int | None = None,
-    ) -> Generator[Need, Any, Reissue | UnauthorizedReason]:
+    ) -> Generator[Need, Any, tuple[Reissue, bytes] | UnauthorizedReason | _Replayed]:
         """Step 2 past the token: reload the user, rotate, map the store's outcome.
 
         ``device_key`` is the key a device proof was verified against (None
         for a bare refresh cookie); the store refuses a bound session without it.
         ``generation`` is the one the presented token was issued at (None if
         unknown): it tells a store that lost rotations from a replayed token.
+        ``proof_issued`` is when that proof's challenge was issued: a repeat
+        of a rotation (GRACE) is only answered to a proof over a challenge
+        issued after that rotation, so replaying the request that made it
+        yields nothing. Success is the decision and the verifier of the
+        refresh token it hands out.
         """
         # Reload the user before rotating: a disabled user's session ends here,
         # and a directory failure leaves the session untouched.
@@ -596,6 +618,12 @@ class FlowCore:
                 # Same successor as the rotation being replayed: parallel tabs converge.
                 assert result.salt is not None  # _checked_rotation saw to it
                 successor = derive_successor(secret, result.salt)
+                if proof_issued is not None and proof_issued <= session.refreshed_at:
+                    # The same proof as the rotation it repeats: a replay of
+                    # captured headers (a browser whose answer was lost signs
+                    # the fresh challenge it is sent now, which is later).
+                    events.append(DeviceProofRejected(session_id, ProofFailure.CHALLENGE_STALE))
+                    return _Replayed.PROOF
             access_exp, refresh_exp = self._expiries(session, iat)
             if (
                 grace
@@ -608,7 +636,7 @@ class FlowCore:
                     session.generation,
                 )  # fmt: skip
             events.append(Refreshed(user_id, session_id, session.generation, grace))
-            return Reissue(minted.claims, minted.cookies, tuple(events))
+            return Reissue(minted.claims, minted.cookies, tuple(events)), verifier_of(successor)
         if outcome is RotationOutcome.REUSED_PREVIOUS or outcome is RotationOutcome.REUSED_UNKNOWN:
             if outcome is RotationOutcome.REUSED_PREVIOUS:
                 cause = ReuseDetectedReason.PREDECESSOR_AFTER_GRACE
@@ -770,7 +798,11 @@ class FlowCore:
         if binding is not None:
             # Invite the browser to bind the new session to a device key.
             challenge = seal_challenge(
-                self._codec.keyring, session.session_id, now, purpose="register"
+                self._codec.keyring,
+                session.session_id,
+                verifier_of(secret),
+                now,
+                purpose="register",
             )
             headers = (("Secure-Session-Registration", registration_header(binding, challenge)),)
         return Reissue(minted.claims, minted.cookies, tuple(events), headers)
@@ -918,11 +950,7 @@ class FlowCore:
                 return outcome
             # Revoked after the new session exists: if the store fails here,
             # the answer is Unavailable and the old session is still whole.
-            for user_id, session_id in carried:
-                if (yield from self._revoke(session_id)):
-                    events.append(
-                        SessionRevoked(user_id, session_id, SessionRevokedReason.REPLACED)
-                    )
+            yield from self._end_carried(carried, SessionRevokedReason.REPLACED, now, events)
         except PortError as failure:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
@@ -935,29 +963,62 @@ class FlowCore:
         (while it opens). A duplicated or oversized cookie does not stop a
         logout: every copy within the first 64 KiB of the Cookie header is
         tried, so whatever session any of them names ends.
+
+        With device-bound sessions on, a session bound to a device key ends
+        (here and on a login that replaces it) only when the request also
+        carries its live access cookie, the bound
+        cookie that only the device's proofs renew (the browser refreshes it
+        before any request in its scope). A bound session named by its
+        refresh cookie alone (a copied cookie jar whose access cookie has
+        expired) is not revoked: BareRefreshRefused is reported, and the
+        answer clears the sender's cookies all the same.
         """
         _check_now(now)
         forbidden = self._cross_origin(request)  # a logout changes state, whatever its method
         if forbidden is not None:
             return forbidden
         events: list[Event] = []
-        for user_id, session_id in self._carried_sessions(request, now):
-            try:
-                existed = yield from self._revoke(session_id)
-            except PortError as failure:
-                events.append(PortFailed(failure.port, failure.error))
-                return Unavailable(failure.error, failure.port, tuple(events))
-            if existed:
-                events.append(SessionRevoked(user_id, session_id, SessionRevokedReason.LOGOUT))
+        carried = self._carried_sessions(request, now)
+        try:
+            yield from self._end_carried(carried, SessionRevokedReason.LOGOUT, now, events)
+        except PortError as failure:
+            events.append(PortFailed(failure.port, failure.error))
+            return Unavailable(failure.error, failure.port, tuple(events))
         return LoggedOut(self._clear, tuple(events))
 
-    def _carried_sessions(self, request: Request, now: float) -> list[tuple[str, str]]:
-        """``(user id, session id)`` of every session the request's auth cookies name.
+    def _end_carried(
+        self,
+        carried: list[tuple[str, str, bool]],
+        reason: SessionRevokedReason,
+        now: float,
+        events: list[Event],
+    ) -> Generator[Need, Any, None]:
+        """Revoke the sessions a request's cookies name (a logout, or a login replacing them).
+
+        A session bound to a device key is left alone unless a live access
+        token named it: a copied refresh cookie cannot end a bound session.
+        """
+        bindable = self._config.device_binding is not None
+        for user_id, session_id, by_access in carried:
+            if (
+                bindable
+                and not by_access
+                and (yield from self._device_key(session_id, now)) is not None
+            ):
+                events.append(BareRefreshRefused(user_id, session_id, False))
+                continue
+            if (yield from self._revoke(session_id)):
+                events.append(SessionRevoked(user_id, session_id, reason))
+
+    def _carried_sessions(self, request: Request, now: float) -> list[tuple[str, str, bool]]:
+        """``(user id, session id, named by a live access token)`` of every session
+        the request's auth cookies name.
 
         Every copy of each cookie is opened (duplicates included: a planted
         second cookie must not shield the real one), refresh tokens first.
         """
         found: dict[str, str] = {}
+        by_access: set[str] = set()
         for purpose, name in ((_REFRESH, self._names[1]), (_ACCESS, self._names[0])):
             # dict.fromkeys: each distinct value is opened once.
             for token in dict.fromkeys(self._candidates(request, name)):
@@ -966,9 +1027,12 @@ class FlowCore:
                 except InvalidToken:
                     continue
                 session_id = claims.get("sid")
-                if type(session_id) is str and session_id not in found:
-                    found[session_id] = claims["sub"]
-        return [(user_id, session_id) for session_id, user_id in found.items()]
+                if type(session_id) is not str:
+                    continue
+                found.setdefault(session_id, claims["sub"])
+                if purpose is _ACCESS:
+                    by_access.add(session_id)
+        return [(user, sid, sid in by_access) for sid, user in found.items()]
 
     @staticmethod
     def _candidates(request: Request, name: str) -> list[str]:
@@ -999,20 +1063,34 @@ class FlowCore:
         carried = self._carried_refresh(request, now, events)
         if carried is None:
             return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
-        user_id, session_id, _secret = carried
+        user_id, session_id, secret, _ = carried
+        presented = verifier_of(secret)
         token = parse_session_response_header(request.session_response)
         if token is None:
             events.append(DeviceProofRejected(session_id, ProofFailure.MISSING))
             return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
         try:
+            bound = yield from self._device_key(session_id, now)
+            if bound is not None:
+                # A session registers once. A repeated registration (a replay of
+                # captured headers, or the device's own retry) mints nothing.
+                events.append(DeviceProofRejected(session_id, ProofFailure.ALREADY_BOUND))
+                return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
             proof = yield from self._verify_proof(token, None, binding)
-            failure = (
+            checked = (
                 proof
                 if isinstance(proof, ProofFailure)
                 else self._check_proof(
-                    proof, request, binding.registration_path, session_id, now, "register"
+                    proof,
+                    request,
+                    binding.registration_path,
+                    session_id,
+                    presented,
+                    now,
+                    "register",
                 )
             )
+            failure = checked if isinstance(checked, ProofFailure) else None
             if failure is not None:
                 events.append(DeviceProofRejected(session_id, failure))
                 return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
@@ -1049,7 +1127,8 @@ class FlowCore:
             claims,
             (cookie,),
             instructions,
-            (self._challenge(session_id, now), ("Cache-Control", "no-store")),
+            # Registration rotates nothing: the next proof comes with the same refresh token.
+            (self._challenge(session_id, presented, now), ("Cache-Control", "no-store")),
             tuple(events),
         )
 
@@ -1072,7 +1151,8 @@ class FlowCore:
         carried = self._carried_refresh(request, now, events)
         if carried is None:
             return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
-        user_id, session_id, secret = carried
+        user_id, session_id, secret, generation = carried
+        presented = verifier_of(secret)
         if request.session_id_header is not None and (
             parse_session_id_header(request.session_id_header) != session_id
         ):
@@ -1082,12 +1162,11 @@ class FlowCore:
             return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
         token = parse_session_response_header(request.session_response)
         if token is None:
-            return DeviceProofRequired((self._challenge(session_id, now),), tuple(events))
+            return DeviceProofRequired(
+                (self._challenge(session_id, presented, now),), tuple(events)
+            )
         try:
-            need = LoadDeviceKey(session_id, now)
-            key = yield need
-            if key is not None and type(key) is not str:
-                raise PortError(need, TypeError("device_key_of must return a str or None"))
+            key = yield from self._device_key(session_id, now)
             if key is None:
                 events.append(DeviceProofRejected(session_id, ProofFailure.NOT_BOUND))
                 return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
@@ -1095,29 +1174,47 @@ class FlowCore:
             if isinstance(proof, ProofFailure):
                 events.append(DeviceProofRejected(session_id, proof))
                 return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
-            failure = self._check_proof(
-                proof, request, binding.refresh_path, session_id, now, "refresh"
+            checked = self._check_proof(
+                proof, request, binding.refresh_path, session_id, presented, now, "refresh"
             )
-            if failure is ProofFailure.CHALLENGE_STALE or failure is ProofFailure.CHALLENGE_INVALID:
-                # A genuine key over an old challenge: ask again, the browser retries once.
-                events.append(DeviceProofRejected(session_id, failure))
-                return DeviceProofRequired((self._challenge(session_id, now),), tuple(events))
-            if failure is not None:
-                events.append(DeviceProofRejected(session_id, failure))
+            if checked is ProofFailure.CHALLENGE_STALE or checked is ProofFailure.CHALLENGE_INVALID:
+                # A genuine key over an old challenge, or one issued for another
+                # of the session's refresh tokens: ask again with a challenge
+                # for this one; the browser signs it and retries once.
+                events.append(DeviceProofRejected(session_id, checked))
+                return DeviceProofRequired(
+                    (self._challenge(session_id, presented, now),), tuple(events)
+                )
+            if isinstance(checked, ProofFailure):
+                events.append(DeviceProofRejected(session_id, checked))
                 return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
             outcome = yield from self._rotate(
-                user_id, session_id, secret, now, random, events, proof.key
+                user_id,
+                session_id,
+                secret,
+                now,
+                random,
+                events,
+                proof.key,
+                checked,
+                generation=generation,
             )
         except PortError as failure_:
             events.append(PortFailed(failure_.port, failure_.error))
             return Unavailable(failure_.error, failure_.port, tuple(events))
         if isinstance(outcome, UnauthorizedReason):
             return Unauthorized(outcome, (), tuple(events))
+        if isinstance(outcome, _Replayed):
+            return DeviceProofRequired(
+                (self._challenge(session_id, presented, now),), tuple(events)
+            )
+        reissue, successor = outcome
         return Reissue(
-            outcome.claims,
-            outcome.set_cookies,
-            outcome.events,
-            (self._challenge(session_id, now), ("Cache-Control", "no-store")),
+            reissue.claims,
+            reissue.set_cookies,
+            reissue.events,
+            # The next proof comes with the refresh token handed out now: its challenge names it.
+            (self._challenge(session_id, successor, now), ("Cache-Control", "no-store")),
         )
 
     def _binding(self) -> DeviceBinding:
@@ -1126,25 +1223,34 @@ class FlowCore:
             raise RuntimeError("device-bound sessions are off: set FlowConfig.device_binding")
         return binding
 
-    def _challenge(self, session_id: str, now: float) -> tuple[str, str]:
-        challenge = seal_challenge(self._codec.keyring, session_id, now)
+    def _challenge(self, session_id: str, token: bytes, now: float) -> tuple[str, str]:
+        """A refresh challenge for the session's refresh token whose verifier is ``token``."""
+        challenge = seal_challenge(self._codec.keyring, session_id, token, now)
         return ("Secure-Session-Challenge", challenge_header(challenge, session_id))
+
+    def _device_key(self, session_id: str, now: float) -> Generator[Need, Any, str | None]:
+        need = LoadDeviceKey(session_id, now)
+        key = yield need
+        if key is not None and type(key) is not str:
+            raise PortError(need, TypeError("device_key_of must return a str or None"))
+        return key
 
     def _carried_refresh(
         self, request: Request, now: float, events: list[Event]
-    ) -> tuple[str, str, bytes] | None:
-        """The one refresh token the request carries, opened; None if none or several."""
+    ) -> tuple[str, str, bytes, int | None] | None:
+        """The one refresh token the request carries, opened with its generation;
+        None if none or several."""
         candidates = list(dict.fromkeys(self._candidates(request, self._names[1])))
         if len(candidates) != 1:
             if candidates:
                 events.append(AmbiguousCookie(self._names[1]))
             return None
-        return self._open_refresh(candidates[0], now, events)
+        return self._open_refresh_generation(candidates[0], now, events)
 
     def _verify_proof(
         self, token: str, key: str | None, binding: DeviceBinding
     ) -> Generator[Need, Any, DeviceProof | ProofFailure]:
-        need = VerifyDeviceProof(token, key, frozenset(binding.algorithms))
+        need = VerifyDeviceProof(token, key, _offered(binding.algorithms))
         proof = yield need
         if type(proof) is not DeviceProof and not isinstance(proof, ProofFailure):
             raise PortError(need, TypeError("verify must return a DeviceProof or ProofFailure"))
@@ -1156,26 +1262,34 @@ class FlowCore:
         request: Request,
         path: str,
         session_id: str,
+        presented: bytes,
         now: float,
         purpose: str,
-    ) -> ProofFailure | None:
-        """The claims of a verified proof: its audience (when sent) and its challenge."""
+    ) -> ProofFailure | float:
+        """The claims of a verified proof: its audience (when sent) and its
+        challenge, which must be for ``presented`` (the verifier of the refresh
+        token sent with it). When its challenge was issued, or why it is refused."""
         if proof.audience is not None and (
             request.host is None or proof.audience != f"https://{request.host}{path}"
         ):
             return ProofFailure.AUDIENCE
         binding = self._binding()
-        verdict = open_challenge(
+        verdict, issued = open_challenge(
             self._codec.keyring,
             session_id,
+            presented,
             proof.challenge,
             now,
-            window=binding.window,
+            window=(
+                binding.window
+                if purpose == "register"
+                else binding.refresh_window(self._config.access_ttl)
+            ),
             leeway=self._config.leeway,
             purpose=purpose,
         )
         if verdict is ChallengeVerdict.VALID:
-            return None
+            return issued
         if verdict is ChallengeVerdict.STALE:
             return ProofFailure.CHALLENGE_STALE
         return ProofFailure.CHALLENGE_INVALID
@@ -1262,6 +1376,12 @@ def _check_counts(need: CheckThrottle, counts: object) -> None:
         or not all(type(c) is FailureCount for c in counts)
     ):
         raise PortError(need, TypeError("the throttle must return one FailureCount per key"))
+
+
+@functools.lru_cache(maxsize=16)
+def _offered(algorithms: tuple[str, ...]) -> frozenset[str]:
+    """A binding's algorithms as the set a verifier pins (configuration: a handful)."""
+    return frozenset(algorithms)
 
 
 def _decode_secret(text: object) -> bytes | None:

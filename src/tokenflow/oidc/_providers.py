@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal, overload
 
 from .._errors import ConfigError
+from .._jose import pin_algorithms
 from ._graph import (
     GRAPH_VERSION,
     AsyncFacebookTokenVerifier,
@@ -27,7 +28,6 @@ from ._graph import (
     GraphRules,
 )
 from ._http import AsyncHttpKeySetSource, AsyncKeySetSource, HttpKeySetSource, KeySetSource
-from ._jws import pin_algorithms
 from ._keys import CachePolicy, KeyLocation
 from ._verify import (
     DEFAULT_LEEWAY,

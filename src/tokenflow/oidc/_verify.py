@@ -2,7 +2,7 @@
 
 Verifying is pure given the keys and ``now`` (the flow's clock). In order::
 
-    1. header pre-checks (size, layout, pinned alg, no crit/b64)   _jws.parse_compact
+    1. header pre-checks (size, layout, pinned alg, no crit/b64)   _jose.parse_compact
     2. the key for the header's kid                                 the cache (the only I/O)
     3. signature, key type and declared alg                         joserfc
     4. payload: a JSON object
@@ -37,9 +37,7 @@ from joserfc.jwk import Key
 from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
 from .._errors import ConfigError
-from ..ports import ExternalIdentity
-from ._http import AsyncKeySetSource, KeySetSource
-from ._jws import (
+from .._jose import (
     JWSRejected,
     JWSRejectedReason,
     ParsedJWS,
@@ -47,6 +45,8 @@ from ._jws import (
     pin_algorithms,
     verify_parsed,
 )
+from ..ports import ExternalIdentity
+from ._http import AsyncKeySetSource, KeySetSource
 from ._keys import AsyncKeySetCache, CachePolicy, Found, KeyLocation, KeySetCache
 
 __all__ = [

@@ -1,9 +1,10 @@
 """A device-bound-session (DBSC) client that follows the protocol as Chrome speaks it.
 
 :class:`DbscClient` is a :class:`~tokenflow.testing.Browser` with a P-256 key
-(made with ``cryptography``, which the ``dbsc`` extra installs). It reads
+(made with ``cryptography``, which the ``dbsc`` extra installs; pass an RSA
+key to speak RS256). It reads
 ``Secure-Session-Registration`` and ``Secure-Session-Challenge`` from the
-decisions it is shown, signs ``dbsc+jwt`` proofs (ES256, the key in the
+decisions it is shown, signs ``dbsc+jwt`` proofs (ES256 or RS256, the key in the
 ``jwk`` header at registration only, the challenge as ``jti``, no ``aud`` and
 no ``iat``, as Chrome sends them) and refreshes the bound cookie when it has
 run out, retrying once on a 403 with the challenge it carried::
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from .._base64url import b64url_encode
@@ -42,7 +43,10 @@ from .._model import (
 )
 from .browser import Browser
 
-__all__ = ["DbscClient", "public_jwk", "sign_proof"]
+__all__ = ["DbscClient", "DeviceKey", "public_jwk", "sign_proof"]
+
+DeviceKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+"""A device's private key: P-256 (ES256) or RSA (RS256)."""
 
 _REGISTRATION = re.compile(r'\(([A-Za-z0-9 ]*)\);path="([^"]*)";challenge="([^"]*)"')
 _CHALLENGE = re.compile(r'"([^"]*)";id="([^"]*)"')
@@ -60,8 +64,15 @@ _b64 = b64url_encode
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 
-def public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
-    """The public JWK of an EC key (P-256 for DBSC; other curves for negative tests)."""
+def _b64_int(value: int) -> str:
+    return _b64(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
+
+
+def public_jwk(key: DeviceKey) -> dict[str, str]:
+    """The public JWK of a device key (P-256 or RSA; other curves for negative tests)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        public = key.public_key().public_numbers()
+        return {"e": _b64_int(public.e), "kty": "RSA", "n": _b64_int(public.n)}
     numbers = key.public_key().public_numbers()
     size = (key.curve.key_size + 7) // 8
     return {
@@ -73,17 +84,19 @@ def public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
 
 
 def sign_proof(
-    key: ec.EllipticCurvePrivateKey,
+    key: DeviceKey,
     payload: dict[str, Any],
     *,
     with_jwk: bool,
     header: dict[str, Any] | None = None,
 ) -> str:
-    """A compact ES256 ``dbsc+jwt`` over ``payload`` (raw r||s signature, as JWS wants).
+    """A compact ``dbsc+jwt`` over ``payload``: ES256 (raw r||s, as JWS wants) for a
+    P-256 key, RS256 (PKCS#1 v1.5, SHA-256) for an RSA key.
 
     ``header`` overrides header members (for tests of malformed proofs).
     """
-    head: dict[str, Any] = {"alg": "ES256", "typ": "dbsc+jwt"}
+    rsa_key = isinstance(key, rsa.RSAPrivateKey)
+    head: dict[str, Any] = {"alg": "RS256" if rsa_key else "ES256", "typ": "dbsc+jwt"}
     if with_jwk:
         head["jwk"] = public_jwk(key)
     head.update(header or {})
@@ -92,6 +105,9 @@ def sign_proof(
         + "."
         + _b64(json.dumps(payload, separators=(",", ":")).encode())
     )
+    if isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return signing_input + "." + _b64(signature)
     der = key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
     size = (key.curve.key_size + 7) // 8
@@ -102,21 +118,21 @@ def sign_proof(
 class DbscClient(Browser):
     """A browser with a device key that registers and refreshes DBSC sessions.
 
-    ``key`` is the device's P-256 private key (``None``: a client without a
-    key, which sends no proofs). State read from responses: the pending
-    registration, the bound session's id and instructions, the cached
-    challenge per session id.
+    ``key`` is the device's private key, P-256 (ES256) or RSA (RS256)
+    (``None``: a client without a key, which sends no proofs). State read
+    from responses: the pending registration, the bound session's id and
+    instructions, the cached challenge per session id.
     """
 
-    key: ec.EllipticCurvePrivateKey | None = field(
-        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
-    )
+    key: DeviceKey | None = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
     registration: tuple[str, str] | None = None
     """``(path, challenge)`` from the last ``Secure-Session-Registration``."""
     session_id: str | None = None
     instructions: dict[str, Any] | None = None
     challenges: dict[str, str] = field(default_factory=dict)
     proofs_sent: list[str] = field(default_factory=list, repr=False)
+    forbidden: int = 0
+    """How many refresh answers were 403 (a proof asked for again)."""
 
     # -- reading responses ------------------------------------------------------
 
@@ -126,7 +142,7 @@ class DbscClient(Browser):
             lowered = name.lower()
             if lowered == "secure-session-registration":
                 match = _REGISTRATION.fullmatch(value)
-                if match and "ES256" in match.group(1).split():
+                if match and self._algorithm() in match.group(1).split():
                     self.registration = (match.group(2), match.group(3))
             elif lowered == "secure-session-challenge":
                 for member in value.split(","):
@@ -144,6 +160,9 @@ class DbscClient(Browser):
             self.instructions = body
             self.session_id = body["session_identifier"]
             self.registration = None
+
+    def _algorithm(self) -> str:
+        return "RS256" if isinstance(self.key, rsa.RSAPrivateKey) else "ES256"
 
     # -- building requests ------------------------------------------------------
 
@@ -200,6 +219,7 @@ class DbscClient(Browser):
         decision = flow.refresh_device(self.refresh_request())
         self.receive_decision(decision)
         if isinstance(decision, DeviceProofRequired):
+            self.forbidden += 1
             decision = flow.refresh_device(self.refresh_request())
             self.receive_decision(decision)
         if decision.status >= 400 and decision.status != 403:
