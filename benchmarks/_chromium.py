@@ -104,7 +104,7 @@ def _certificate(directory: str) -> tuple[str, str, str]:
     """A self-signed P-256 certificate for localhost: (cert path, key path, SPKI pin)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -381,38 +381,47 @@ def test_two_tabs_refreshing_at_once_both_stay_logged_in(
     open_page(browser, server)
     second_tab = browser.current_window_handle
 
-    wait_until_access_expired(browser)
-    seq = server.last_seq()
     # Both tabs call the API at the same instant, with the same refresh cookie.
-    fire_at = browser.execute_script("return Date.now()") + 600
-    for tab in (first_tab, second_tab):
-        browser.switch_to.window(tab)
-        browser.execute_script(
-            """
-            window.raceResult = null;
-            setTimeout(() => fetch("/api/me", {headers: {"Accept": "application/json"}})
-              .then(async (r) => { window.raceResult = {status: r.status, body: await r.json()}; }),
-              arguments[0] - Date.now());
-            """,
-            fire_at,
-        )
-    results = []
-    for tab in (first_tab, second_tab):
-        browser.switch_to.window(tab)
-        results.append(
-            wait_for(browser, lambda d: d.execute_script("return window.raceResult"), "race")
-        )
-    assert [r["status"] for r in results] == [200, 200]
-    assert {r["body"]["session_id"] for r in results} == {session}
+    # On a loaded machine one tab's request may leave only after the other's
+    # answer came back (then it simply carries the new cookie): every attempt
+    # must keep both tabs signed in, and the race itself is tried again until
+    # both requests left with the same refresh token (at most three times).
+    for _attempt in range(3):
+        wait_until_access_expired(browser)
+        seq = server.last_seq()
+        fire_at = browser.execute_script("return Date.now()") + 1500
+        for tab in (first_tab, second_tab):
+            browser.switch_to.window(tab)
+            browser.execute_script(
+                """
+                window.raceResult = null;
+                setTimeout(() => fetch("/api/me", {headers: {"Accept": "application/json"}})
+                  .then(async (r) => {
+                    window.raceResult = {status: r.status, body: await r.json()};
+                  }),
+                  arguments[0] - Date.now());
+                """,
+                fire_at,
+            )
+        results = []
+        for tab in (first_tab, second_tab):
+            browser.switch_to.window(tab)
+            results.append(
+                wait_for(browser, lambda d: d.execute_script("return window.raceResult"), "race")
+            )
+        assert [r["status"] for r in results] == [200, 200]
+        assert {r["body"]["session_id"] for r in results} == {session}
+        happened = events(server.journal(seq))
+        assert not [e for e in happened if e.startswith(("ReuseDetected(", "SessionRevoked("))]
+        if [r["body"]["refreshed"] for r in results] == [True, True]:
+            break
     # Both requests left before either answer came back: both carried the
     # same refresh token, one rotated it, the other got the same successor.
     assert [r["body"]["refreshed"] for r in results] == [True, True]
-    happened = events(server.journal(seq))
     assert sorted(e.endswith("grace=True)") for e in happened if e.startswith("Refreshed(")) == [
         False,
         True,
     ]
-    assert not [e for e in happened if e.startswith(("ReuseDetected(", "SessionRevoked("))]
 
     for tab in (first_tab, second_tab):
         browser.switch_to.window(tab)

@@ -389,7 +389,7 @@ def test_over_http_a_dropped_connection_is_an_outage(server: LoopbackServer) -> 
 async def test_async_source_over_http(server: LoopbackServer) -> None:
     world = google_world()
     server.endpoints = world.endpoints
-    source = server.async_source(timeout=0.2)
+    source = server.async_source(timeout=1.0)
     verifier = oidc.google([CLIENT], source=source, asynchronous=True)
     assert await verifier.verify_token(world.token(), now=NOW) is not None
     world.endpoints.hang(KEYS, 3)

@@ -185,7 +185,7 @@ def test_facebook_classic_over_real_http(graph: tuple[FakeGraphAPI, FakeEndpoint
     api, endpoints = graph
     token = api.issue("42", expires_at=int(NOW) + 60)
     with LoopbackServer(endpoints) as server:
-        source = server.source(timeout=0.2)
+        source = server.source(timeout=1.0)
         verifier = oidc.facebook(api.app_id, api.app_secret, source=source)
         assert verifier.verify_token(token, now=NOW) is not None
         assert verifier.verify_token("EAA" + "2" * 40, now=NOW) is None

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ._errors import ConfigError, InvalidToken, InvalidTokenReason
@@ -35,7 +35,7 @@ class CommandError(Exception):
 
 def _when(seconds: float) -> str:
     try:
-        moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+        moment = datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return repr(seconds)
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")

@@ -781,7 +781,7 @@ class AsyncFlow(_Driver):
                     answer = await self._observed_port(need, self._observer)
                 if type(need) is LoadDeviceKey:
                     self._remember_key(need.session_id, answer)
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 # Hosts match on the builtin TimeoutError; before 3.11 asyncio
                 # raised a class of its own, which is translated here.
                 error: Exception = exc

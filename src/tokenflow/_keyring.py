@@ -19,8 +19,7 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-
-from typing_extensions import Self
+from typing import Self
 
 from ._base64url import b64url_decode, b64url_encode
 from ._errors import ConfigError

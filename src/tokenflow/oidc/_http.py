@@ -254,7 +254,7 @@ class AsyncHttpKeySetSource:
             raise FetchError(str(exc)) from None
         try:
             return await asyncio.wait_for(self._fetch(url, params), self.timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise FetchError(f"{_public(url)}: timed out after {self.timeout} s") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"{_public(url)}: {type(exc).__name__}") from None

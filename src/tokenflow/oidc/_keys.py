@@ -531,7 +531,7 @@ class AsyncKeySetCache:
                 if settled is not None:
                     try:
                         await asyncio.wait_for(settled.wait(), _WAIT_SECONDS)
-                    except (asyncio.TimeoutError, TimeoutError):
+                    except TimeoutError:
                         raise ProviderUnavailable(
                             f"{state.name}: the key set refresh hangs"
                         ) from None

@@ -205,7 +205,7 @@ async def _race_tasks(store: AsyncSessionStore, calls: Sequence[_Call]) -> list[
     gathered = asyncio.gather(*(run(c) for c in calls))
     try:
         return list(await asyncio.wait_for(gathered, _CALL_TIMEOUT * 2))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         _fail(f"{len(calls)} concurrent store calls did not all return")
 
 
