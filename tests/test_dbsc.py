@@ -19,11 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import drop_redis_keys
 from tokenflow import (
-    BareRefreshRefused,
     ConfigError,
     DeviceBinding,
-    DeviceBound,
-    DeviceProofRejected,
     DeviceProofRequired,
     DeviceRegistered,
     Flow,
@@ -31,14 +28,19 @@ from tokenflow import (
     KeyRing,
     PasswordCredentials,
     Process,
-    ProofFailure,
-    Refreshed,
     Reissue,
-    SessionRevoked,
     Unauthorized,
-    UnauthorizedReason,
 )
 from tokenflow.dbsc import DbscProofVerifier
+from tokenflow.events import (
+    BareRefreshRefused,
+    DeviceBound,
+    DeviceProofRejected,
+    ProofFailure,
+    Refreshed,
+    SessionRevoked,
+    UnauthorizedReason,
+)
 from tokenflow.stores import MemoryStore
 from tokenflow.stores.sqlite import SQLiteStore
 from tokenflow.testing import FakeClock, FakePasswordVerifier, FakeUserDirectory

@@ -13,7 +13,7 @@ pytest.importorskip("joserfc")
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tokenflow import KeyRing, ProofFailure
+from tokenflow import KeyRing
 from tokenflow._dbsc import (
     ChallengeVerdict,
     DeviceBinding,
@@ -26,6 +26,7 @@ from tokenflow._dbsc import (
 )
 from tokenflow._keyring import Key
 from tokenflow.dbsc import DbscProofVerifier, canonical_jwk
+from tokenflow.events import ProofFailure
 from tokenflow.testing.dbsc import public_jwk, sign_proof
 
 TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."

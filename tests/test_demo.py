@@ -10,26 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from tokenflow import (
-    Decision,
+from tokenflow import Decision, LoggedOut, Process, Reissue, TooManyRequests, Unauthorized
+from tokenflow.__main__ import main
+from tokenflow._demo import run_demo
+from tokenflow.events import (
     LoggedIn,
-    LoggedOut,
     LoginFailed,
     LoginThrottled,
-    Process,
     Refreshed,
     RefreshEnded,
     RefreshEndedReason,
-    Reissue,
     ReuseDetected,
     ReuseDetectedReason,
     SessionRevoked,
     SessionRevokedReason,
-    TooManyRequests,
-    Unauthorized,
 )
-from tokenflow.__main__ import main
-from tokenflow._demo import run_demo
 
 PASSWORD = "correct horse battery staple"
 HAS_OIDC = importlib.util.find_spec("joserfc") is not None and (

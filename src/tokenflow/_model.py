@@ -170,7 +170,7 @@ class Request:
         the peer address (``scope["client"]``) as ``client_address``, and the
         ``User-Agent`` and address into ``metadata``. Forwarded headers count
         only when ``proxies`` is given and the peer is one of them (see
-        :class:`~tokenflow.TrustedProxies`). Whatever the client sent, the
+        :class:`~tokenflow.web.TrustedProxies`). Whatever the client sent, the
         result is a Request (malformed values fail closed in the decision);
         a scope that is not an HTTP scope raises :class:`TypeError`.
         """
