@@ -332,6 +332,33 @@ def test_login_with_the_form(browser: WebDriver, server: DemoServer) -> None:
 
 
 @screenshots_on_failure
+def test_the_form_hides_while_signed_in_and_the_log_names_the_login(
+    browser: WebDriver, server: DemoServer
+) -> None:
+    open_page(browser, server)
+    assert browser.find_element(By.ID, "login-section").is_displayed()
+    assert browser.find_element(By.ID, "try-first").is_displayed()
+    docs = browser.find_element(By.ID, "docs-link").get_attribute("href")
+    assert docs == "http://127.0.0.1:8000/web-demo/"
+    login(browser, server)
+    assert not browser.find_element(By.ID, "login-section").is_displayed()
+    assert browser.find_element(By.ID, "signed-in-note").is_displayed()
+    wait_for(
+        browser,
+        lambda d: "303 See Other to /: logged in (password)" in d.find_element(By.ID, "log").text,
+        "the log to name the login",
+    )
+    assert "a public page served to an anonymous visitor" in browser.find_element(By.ID, "log").text
+    browser.find_element(By.ID, "logout").click()
+    wait_for(
+        browser,
+        lambda d: d.find_element(By.ID, "login-section").is_displayed(),
+        "the form to come back after logout",
+    )
+    assert not browser.find_element(By.ID, "signed-in-note").is_displayed()
+
+
+@screenshots_on_failure
 def test_auth_cookies_are_invisible_to_scripts(browser: WebDriver, server: DemoServer) -> None:
     login(browser, server)
     held = auth_cookies(browser)

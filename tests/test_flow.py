@@ -489,7 +489,7 @@ def test_predecessor_after_the_grace_window_revokes_the_whole_session(world: Wor
     ended = world.send(tab_a)
     assert isinstance(ended, Unauthorized)
     assert ended.reason is UnauthorizedReason.SESSION_ENDED
-    assert ended.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.UNKNOWN),)
+    assert ended.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.REVOKED),)
     assert tab_a.cookies() == {}
 
 
@@ -606,7 +606,7 @@ def test_revoked_session_refresh_is_session_ended(world: World) -> None:
     decision = world.send(browser)
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.SESSION_ENDED
-    assert decision.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.UNKNOWN),)
+    assert decision.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.REVOKED),)
     assert decision.set_cookies == (CLEAR_REFRESH,)
 
 

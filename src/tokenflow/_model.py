@@ -339,7 +339,12 @@ class RefreshEndedReason(enum.Enum):
     """Why a refresh found no session to continue."""
 
     EXPIRED = "expired"
-    UNKNOWN = "unknown"
+    """The session's idle or absolute lifetime is over."""
+    REVOKED = "revoked"
+    """The store holds no live session for a refresh token that is still valid:
+    the session was revoked (logout, a revocation, revoke-all, reuse detection,
+    a disabled user), or the store dropped it. The token opened, so the session
+    existed: it was ended, not invented."""
 
 
 @dataclass(frozen=True, slots=True)
