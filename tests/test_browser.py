@@ -394,7 +394,7 @@ def test_silent_refresh_after_the_access_cookie_expires(
     held = auth_cookies(browser)
     assert "tf_access" in held
     assert held["tf_refresh"]["value"] != old_refresh, "the refresh token did not rotate"
-    assert any(event.startswith("Refreshed(") for event in events(server.journal(seq)))
+    assert any(event.startswith("Refreshed ") for event in events(server.journal(seq)))
 
 
 @screenshots_on_failure
@@ -435,11 +435,11 @@ def test_two_tabs_refreshing_at_once_both_stay_logged_in(
     # same refresh token, one rotated it, the other got the same successor.
     assert [r["body"]["refreshed"] for r in results] == [True, True]
     happened = events(server.journal(seq))
-    assert sorted(e.endswith("grace=True)") for e in happened if e.startswith("Refreshed(")) == [
+    assert sorted(e.endswith("grace=True") for e in happened if e.startswith("Refreshed ")) == [
         False,
         True,
     ]
-    assert not [e for e in happened if e.startswith(("ReuseDetected(", "SessionRevoked("))]
+    assert not [e for e in happened if e.startswith(("ReuseDetected ", "SessionRevoked "))]
 
     for tab in (first_tab, second_tab):
         browser.switch_to.window(tab)
@@ -469,11 +469,11 @@ def test_cross_origin_form_post_is_refused_and_the_session_survives(
         if entry["kind"] == "decision" and entry["op"] == "POST /api/transfer"
     ]
     assert [(entry["decision"], entry["status"]) for entry in refused] == [("Forbidden", 403)]
-    assert refused[0]["events"][0].startswith("CrossOriginRejected(")
-    assert f"origin='{server.attacker}'" in refused[0]["events"][0]
+    assert refused[0]["events"][0].startswith("CrossOriginRejected ")
+    assert f"origin={server.attacker} " in refused[0]["events"][0]
     # Another port of the same host is the same site, so SameSite=Lax cookies
     # came along: the cross-origin check, not the cookie attribute, refused it.
-    assert "sec_fetch_site='same-site'" in refused[0]["events"][0]
+    assert refused[0]["events"][0].endswith("sec_fetch_site=same-site")
 
     open_page(browser, server)
     me = fetch(browser, "GET", "/api/me")
