@@ -522,6 +522,10 @@ def test_the_command_prints_where_to_go_and_cleans_up(monkeypatch: pytest.Monkey
     assert lines[1] == f"  attacker page (another origin): {demo.origins.attacker}/"
     assert "  access tokens live 10 s, sessions 120 s idle, grace 2 s" in lines
     assert f"  demo user: {USERNAME} / {PASSWORD}" in lines
+    assert lines[-1] == (
+        "  what to try first: on the page; what it shows: docs/web-demo.md "
+        "(http://127.0.0.1:8000/web-demo/)"
+    )
     assert not Path(demo.store.sync.path).exists(), "the temporary database was left behind"
 
 

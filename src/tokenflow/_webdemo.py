@@ -700,6 +700,7 @@ def run_web_demo(
     )
     for username, _, password in DEMO_USERS:
         out(f"  demo user: {username} / {password}")
+    out(f"  what to try first: on the page; what it shows: {DOCS['page']} ({DOCS['served']})")
     # uvicorn stops on SIGINT and SIGTERM, then raises the signal again once
     # it has shut down; SIGTERM's default action would end the process before
     # the temporary database is removed, so it interrupts like Ctrl-C here.
