@@ -39,7 +39,7 @@ Definitions (they are what the figures count):
 
 * A **grant** is a :class:`~tokenflow.Reissue` answering a refresh: the
   client is handed the refresh token of generation *g* (its
-  :class:`~tokenflow.Refreshed` event says which).
+  :class:`~tokenflow.events.Refreshed` event says which).
 * A **grant without commit** is a grant for which the store had not confirmed
   that rotation: the rotate call made while deciding that request did not
   return ROTATED or GRACE with that same generation *g* (it raised, or
@@ -119,13 +119,11 @@ from tokenflow import (
     FlowConfig,
     KeyRing,
     PasswordCredentials,
-    Refreshed,
     Reissue,
-    ReuseDetected,
-    ReuseDetectedReason,
     Unauthorized,
     Unavailable,
 )
+from tokenflow.events import Refreshed, ReuseDetected, ReuseDetectedReason
 from tokenflow.ports import SessionStore
 from tokenflow.stores import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
 from tokenflow.testing import Browser, FakeClock, FakeUserDirectory, run_refresh_race

@@ -54,16 +54,15 @@ from tokenflow import (
     FlowConfig,
     KeyRing,
     Process,
-    Purpose,
-    Refreshed,
     Reissue,
     Request,
-    TokenCodec,
 )
 from tokenflow._cookies import MAX_COOKIE_HEADER_BYTES, read_auth_cookies
+from tokenflow.events import Refreshed
 from tokenflow.ports import SessionStore
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import FakeExternalTokenVerifier, FakeUserDirectory
+from tokenflow.tokens import Purpose, TokenCodec
 
 from ._harness import JSON, Call, Case, Report, Settings, Stats, format_table, measure
 

@@ -33,20 +33,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from tokenflow import (
-    ExternalTokenCredentials,
-    Flow,
-    FlowObserver,
-    KeyRing,
-    Process,
-    Purpose,
-    Reissue,
-    Request,
-    TokenCodec,
-)
+from tokenflow import ExternalTokenCredentials, Flow, KeyRing, Process, Reissue, Request
+from tokenflow.observers import FlowObserver
 from tokenflow.otel import DECISIONS, OpenTelemetryObserver
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import FakeExternalTokenVerifier, FakeUserDirectory
+from tokenflow.tokens import Purpose, TokenCodec
 
 from ._harness import JSON, Call, Case, Report, Settings, Stats, format_table, measure
 from .flow import OTHER_COOKIES, PROVIDER, ROLES, Refresher, World, access_request

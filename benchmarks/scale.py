@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from tokenflow import Purpose
 from tokenflow.ports import SessionStore
 from tokenflow.stores import MemoryStore, NewSession, SessionInfo, SQLiteStore
+from tokenflow.tokens import Purpose
 
 from ._harness import JSON, Call, Case, Report, Settings, Stats, format_table, measure
 from .flow import Refresher, World, _check_rotations, access_request, build_world

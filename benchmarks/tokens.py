@@ -38,7 +38,8 @@ import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import tokenflow
-from tokenflow import KeyRing, Purpose, TokenCodec
+from tokenflow import KeyRing
+from tokenflow.tokens import Purpose, TokenCodec
 
 from ._harness import Call, Case, Report, Settings, Stats, format_table, measure
 

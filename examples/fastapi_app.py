@@ -1,46 +1,36 @@
 """tokenflow in a FastAPI application: one middleware, one dependency.
 
-Run it (plain HTTP on localhost, hence the development cookie policy)::
+Run it from the repository root (plain HTTP on localhost, hence ``TOKENFLOW_DEV=1``;
+short lifetimes so that you can watch them)::
 
     pip install 'tokenflow[examples]'
-    TOKENFLOW_DEV=1 uvicorn examples.fastapi_app:app
+    TOKENFLOW_DEV=1 TOKENFLOW_ACCESS_TTL=10 TOKENFLOW_IDLE_TTL=60 \\
+        uvicorn examples.fastapi_app:app
 
-Then ``POST /auth/login`` with ``username=alice&password=wonderland-passphrase``
-(form or JSON), ``GET /me``, ``POST /auth/logout``.
+Then try, in a browser at http://127.0.0.1:8000/:
+
+1. ``/me``: 401. ``/login``: the login form.
+2. A wrong password: back on ``/login`` with "Wrong username or password."
+3. ``alice`` / ``wonderland-passphrase``: a 303 to ``/me`` with two cookies.
+4. Wait 10 s and reload ``/me``: still signed in (a silent refresh). Leave it
+   60 s: the session ends, 401.
+
+Scripts log in with JSON instead: ``POST /auth/login`` with
+``{"username": ..., "password": ...}`` answers 200 (or 401), then ``GET /me``
+and ``POST /auth/logout``. Lifetimes and the store come from the environment:
+see ``examples/environment.py``.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
+from examples.environment import login_page, make_flow
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse
 
-from tokenflow import CookiePolicy, Flow, FlowConfig, KeyRing
-from tokenflow.asgi import Auth, TokenflowMiddleware, auth_of
-from tokenflow.stores import SQLiteStore
-
-# Stand-ins for your user database and password hashes: replace them with
-# your own UserDirectory and PasswordVerifier ports.
-from tokenflow.testing import FakePasswordVerifier, FakeUserDirectory
-
-
-def make_flow(database: str = "sessions.db") -> Flow:
-    """The flow: keys from TOKENFLOW_KEYS (``python -m tokenflow keygen``), sessions in SQLite."""
-    users = FakeUserDirectory()
-    users.add_user("alice", {"name": "Alice"})
-    passwords = FakePasswordVerifier()
-    passwords.set_password("alice", "wonderland-passphrase", user_id="alice")
-    keys = os.environ.get("TOKENFLOW_KEYS")
-    dev = os.environ.get("TOKENFLOW_DEV") == "1"  # plain http://localhost only
-    config = FlowConfig(cookies=CookiePolicy.local_development() if dev else CookiePolicy())
-    return Flow(
-        KeyRing.parse(keys) if keys else KeyRing.generate(),
-        SQLiteStore(database),
-        users,
-        passwords=passwords,
-        config=config,
-    )
+from tokenflow import Flow
+from tokenflow.asgi import Auth, Endpoints, TokenflowMiddleware, auth_of
 
 
 # The dependencies are ``async def`` on purpose: they only read the scope, and
@@ -70,6 +60,11 @@ def create_app(flow: Flow) -> FastAPI:
         # A public route: anonymous visitors are served too.
         return {"signed_in": auth.authenticated, "user": auth.user_id}
 
+    @app.get("/login", response_class=HTMLResponse)
+    def login(error: str | None = None) -> str:
+        # The login form, and where a failed form login comes back (?error=login_failed).
+        return login_page(error, next_path="/me")
+
     @app.get("/me")
     def me(user: User) -> dict[str, str]:
         return {"user": user}
@@ -83,8 +78,13 @@ def create_app(flow: Flow) -> FastAPI:
     # middleware answers 401 itself on /me and /notes, before any routing,
     # in whatever spelling the path comes (//me, /%6De...); the User
     # dependency keeps each route safe on its own as well.
-    app.add_middleware(TokenflowMiddleware, flow=flow, required=["/me", "/notes"])
+    app.add_middleware(
+        TokenflowMiddleware,
+        flow=flow,
+        required=["/me", "/notes"],
+        endpoints=Endpoints(login_page="/login"),
+    )
     return app
 
 
-app = create_app(make_flow(os.environ.get("TOKENFLOW_DB", "sessions.db")))
+app = create_app(make_flow())

@@ -1,45 +1,36 @@
 """tokenflow in a Flask application: the WSGI middleware, a decorator and ``g``.
 
-Run it::
+Run it from the repository root (plain HTTP on localhost, hence ``TOKENFLOW_DEV=1``;
+short lifetimes so that you can watch them)::
 
-    TOKENFLOW_DEV=1 flask --app examples.flask_app run
+    pip install 'tokenflow[examples]'
+    TOKENFLOW_DEV=1 TOKENFLOW_ACCESS_TTL=10 TOKENFLOW_IDLE_TTL=60 \\
+        flask --app examples.flask_app run
+
+Then try, in a browser at http://127.0.0.1:5000/:
+
+1. ``/me``: 401. ``/login``: the login form.
+2. A wrong password: back on ``/login`` with "Wrong username or password."
+3. ``alice`` / ``wonderland-passphrase``: a 303 to ``/me`` with two cookies.
+4. Wait 10 s and reload ``/me``: still signed in (a silent refresh). Leave it
+   60 s: the session ends, 401.
+
+Lifetimes and the store come from the environment: see ``examples/environment.py``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+from examples.environment import login_page, make_flow
 from flask import Flask, abort, g, request
 
-from tokenflow import CookiePolicy, Flow, FlowConfig, KeyRing
-from tokenflow.stores import SQLiteStore
-
-# Stand-ins for your user database and password hashes.
-from tokenflow.testing import FakePasswordVerifier, FakeUserDirectory
-from tokenflow.wsgi import TokenflowMiddleware, auth_of
+from tokenflow import Flow
+from tokenflow.wsgi import Endpoints, TokenflowMiddleware, auth_of
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def make_flow(database: str = "sessions.db") -> Flow:
-    """The flow: keys from TOKENFLOW_KEYS, sessions in SQLite."""
-    users = FakeUserDirectory()
-    users.add_user("alice")
-    passwords = FakePasswordVerifier()
-    passwords.set_password("alice", "wonderland-passphrase", user_id="alice")
-    keys = os.environ.get("TOKENFLOW_KEYS")
-    dev = os.environ.get("TOKENFLOW_DEV") == "1"
-    config = FlowConfig(cookies=CookiePolicy.local_development() if dev else CookiePolicy())
-    return Flow(
-        KeyRing.parse(keys) if keys else KeyRing.generate(),
-        SQLiteStore(database),
-        users,
-        passwords=passwords,
-        config=config,
-    )
 
 
 def login_required(view: F) -> F:
@@ -67,6 +58,11 @@ def create_app(flow: Flow) -> Flask:
     def home() -> str:
         return f"hello, {g.user or 'stranger'}"
 
+    @app.get("/login")
+    def login() -> str:
+        # The login form, and where a failed form login comes back (?error=login_failed).
+        return login_page(request.args.get("error"), next_path="/me")
+
     @app.get("/me")
     @login_required
     def me() -> dict[str, str]:
@@ -81,9 +77,9 @@ def create_app(flow: Flow) -> Flask:
     # spelling of the path (Werkzeug routes //me to /me); @login_required
     # keeps each view safe on its own as well.
     app.wsgi_app = TokenflowMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, flow, required=["/me", "/notes"]
+        app.wsgi_app, flow, required=["/me", "/notes"], endpoints=Endpoints(login_page="/login")
     )
     return app
 
 
-app = create_app(make_flow(os.environ.get("TOKENFLOW_DB", "sessions.db")))
+app = create_app(make_flow())

@@ -24,17 +24,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
-from tokenflow import (
-    Decision,
-    Flow,
-    FlowConfig,
-    FlowOperation,
-    KeyRing,
-    PasswordCredentials,
-    PortCall,
-    Request,
-    combine_observers,
-)
+from tokenflow import Decision, Flow, FlowConfig, KeyRing, PasswordCredentials, Request
+from tokenflow.observers import FlowOperation, PortCall, combine_observers
 from tokenflow.otel import OpenTelemetryObserver
 from tokenflow.stores import MemoryStore
 

@@ -1,52 +1,46 @@
 """tokenflow in a Starlette application: the middleware and ``request.state.tokenflow``.
 
-Run it::
+Run it from the repository root (plain HTTP on localhost, hence ``TOKENFLOW_DEV=1``;
+short lifetimes so that you can watch them)::
 
-    TOKENFLOW_DEV=1 uvicorn examples.starlette_app:app
+    pip install 'tokenflow[examples]'
+    TOKENFLOW_DEV=1 TOKENFLOW_ACCESS_TTL=10 TOKENFLOW_IDLE_TTL=60 \\
+        uvicorn examples.starlette_app:app
 
-``/account`` requires a signed-in user (the middleware answers 401 itself);
-``/`` is public and greets whoever is signed in.
+Then try, in a browser at http://127.0.0.1:8000/:
+
+1. ``/account``: 401, nobody is signed in. ``/login``: the login form.
+2. A wrong password: back on ``/login`` with "Wrong username or password."
+3. ``alice`` / ``wonderland-passphrase``: a 303 to ``/account`` with two
+   cookies; ``/`` now greets alice.
+4. Wait 10 s and reload ``/account``: still signed in (a silent refresh: the
+   refresh token rotated). Leave it 60 s: the session ends, 401.
+
+Lifetimes and the store come from the environment: see ``examples/environment.py``
+(``TOKENFLOW_STORE=memory``, ``redis://...``, ``postgresql://...``, a SQLite file).
 """
 
 from __future__ import annotations
 
-import os
-
+from examples.environment import login_page, make_flow
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from tokenflow import CookiePolicy, Flow, FlowConfig, KeyRing
+from tokenflow import Flow
 from tokenflow.asgi import Auth, Endpoints, TokenflowMiddleware
-from tokenflow.stores import SQLiteStore
-
-# Stand-ins for your user database and password hashes.
-from tokenflow.testing import FakePasswordVerifier, FakeUserDirectory
-
-
-def make_flow(database: str = "sessions.db") -> Flow:
-    """The flow: keys from TOKENFLOW_KEYS, sessions in SQLite."""
-    users = FakeUserDirectory()
-    users.add_user("alice")
-    passwords = FakePasswordVerifier()
-    passwords.set_password("alice", "wonderland-passphrase", user_id="alice")
-    keys = os.environ.get("TOKENFLOW_KEYS")
-    dev = os.environ.get("TOKENFLOW_DEV") == "1"
-    config = FlowConfig(cookies=CookiePolicy.local_development() if dev else CookiePolicy())
-    return Flow(
-        KeyRing.parse(keys) if keys else KeyRing.generate(),
-        SQLiteStore(database),
-        users,
-        passwords=passwords,
-        config=config,
-    )
 
 
 async def home(request: Request) -> PlainTextResponse:
     auth: Auth = request.state.tokenflow
     return PlainTextResponse(f"hello, {auth.user_id or 'stranger'}")
+
+
+async def login(request: Request) -> HTMLResponse:
+    # The login form, and where a failed form login comes back (?error=login_failed).
+    return HTMLResponse(login_page(request.query_params.get("error"), next_path="/account"))
 
 
 async def account(request: Request) -> JSONResponse:
@@ -58,7 +52,7 @@ async def account(request: Request) -> JSONResponse:
 def create_app(flow: Flow) -> Starlette:
     """The application, with /account required and a form login page at /login."""
     return Starlette(
-        routes=[Route("/", home), Route("/account", account)],
+        routes=[Route("/", home), Route("/login", login), Route("/account", account)],
         middleware=[
             Middleware(
                 TokenflowMiddleware,
@@ -70,4 +64,4 @@ def create_app(flow: Flow) -> Starlette:
     )
 
 
-app = create_app(make_flow(os.environ.get("TOKENFLOW_DB", "sessions.db")))
+app = create_app(make_flow())

@@ -63,7 +63,5 @@ def google_world(provider: FakeProvider | None = None, **options: Any) -> World:
     endpoints = FakeEndpoints()
     endpoints.serve_provider(provider)
     verifier = oidc.google([CLIENT], source=FakeKeySetSource(endpoints), **options)
-    averifier = oidc.google(
-        [CLIENT], source=AsyncFakeKeySetSource(endpoints), asynchronous=True, **options
-    )
+    averifier = oidc.async_google([CLIENT], source=AsyncFakeKeySetSource(endpoints), **options)
     return World(provider, endpoints, verifier, averifier)

@@ -21,10 +21,11 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from tokenflow import KeyRing, Purpose, TokenCodec
+from tokenflow import KeyRing
 from tokenflow.__main__ import main
 from tokenflow.stores import NewSession, SessionInfo, SQLiteStore
 from tokenflow.stores.admin import AdminError, open_admin, redact_url
+from tokenflow.tokens import Purpose, TokenCodec
 
 NOW = time.time()
 """Session times are relative to the import: an hour of slack covers a slow run."""

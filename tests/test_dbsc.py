@@ -19,11 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import drop_redis_keys
 from tokenflow import (
-    BareRefreshRefused,
     ConfigError,
     DeviceBinding,
-    DeviceBound,
-    DeviceProofRejected,
     DeviceProofRequired,
     DeviceRegistered,
     Flow,
@@ -32,15 +29,20 @@ from tokenflow import (
     LoggedOut,
     PasswordCredentials,
     Process,
-    ProofFailure,
-    Refreshed,
     Reissue,
-    SessionRevoked,
-    SessionRevokedReason,
     Unauthorized,
-    UnauthorizedReason,
 )
 from tokenflow.dbsc import DbscProofVerifier
+from tokenflow.events import (
+    BareRefreshRefused,
+    DeviceBound,
+    DeviceProofRejected,
+    ProofFailure,
+    Refreshed,
+    SessionRevoked,
+    SessionRevokedReason,
+    UnauthorizedReason,
+)
 from tokenflow.stores import MemoryStore
 from tokenflow.stores.sqlite import SQLiteStore
 from tokenflow.testing import FakeClock, FakePasswordVerifier, FakeUserDirectory

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from joserfc.jwk import ECKey
 
-from tokenflow import KeyRing, ProofFailure
+from tokenflow import KeyRing
 from tokenflow._dbsc import (
     ChallengeVerdict,
     DeviceBinding,
@@ -36,6 +36,7 @@ from tokenflow._jose import (
 )
 from tokenflow._keyring import Key
 from tokenflow.dbsc import DbscProofVerifier, canonical_jwk
+from tokenflow.events import ProofFailure
 from tokenflow.testing.dbsc import public_jwk, sign_proof
 
 TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."

@@ -10,26 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from tokenflow import (
-    Decision,
+from tokenflow import Decision, LoggedOut, Process, Reissue, TooManyRequests, Unauthorized
+from tokenflow.__main__ import main
+from tokenflow._demo import run_demo
+from tokenflow.events import (
     LoggedIn,
-    LoggedOut,
     LoginFailed,
     LoginThrottled,
-    Process,
     Refreshed,
     RefreshEnded,
     RefreshEndedReason,
-    Reissue,
     ReuseDetected,
     ReuseDetectedReason,
     SessionRevoked,
     SessionRevokedReason,
-    TooManyRequests,
-    Unauthorized,
 )
-from tokenflow.__main__ import main
-from tokenflow._demo import run_demo
 
 PASSWORD = "correct horse battery staple"
 HAS_OIDC = importlib.util.find_spec("joserfc") is not None and (
@@ -91,7 +86,7 @@ def test_login_refresh_grace_and_reuse(story: tuple[list[Decision], list[str], P
         SessionRevoked("alice", first, SessionRevokedReason.REUSE),
     )
     assert isinstance(gone, Unauthorized)
-    assert gone.events == (RefreshEnded("alice", first, RefreshEndedReason.UNKNOWN),)
+    assert gone.events == (RefreshEnded("alice", first, RefreshEndedReason.REVOKED),)
 
 
 def test_logout_and_revoke_all(story: tuple[list[Decision], list[str], Path]) -> None:
@@ -115,7 +110,7 @@ def test_logout_and_revoke_all(story: tuple[list[Decision], list[str], Path]) ->
     for after, session in ((laptop_after, laptop), (phone_after, phone)):
         assert isinstance(after, Unauthorized)
         assert after.events == (
-            RefreshEnded("alice", session.session_id, RefreshEndedReason.UNKNOWN),
+            RefreshEnded("alice", session.session_id, RefreshEndedReason.REVOKED),
         )
     told = [line.strip() for line in lines]
     assert "live sessions of alice: 2" in told
@@ -232,3 +227,73 @@ def test_cli_rejects_an_unknown_command(capsys: pytest.CaptureFixture[str]) -> N
         main(["nonsense"])
     assert exited.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def _step(lines: list[str], title: str) -> list[str]:
+    """The lines a step printed, from its title to the next blank line."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"\n── {title}"))
+    told = []
+    for line in lines[start + 1 :]:
+        if line.startswith("\n"):
+            break
+        told.append(line.strip())
+    return told
+
+
+def test_each_step_says_what_happened_in_the_words_of_the_docs(
+    story: tuple[list[Decision], list[str], Path],
+) -> None:
+    _, lines, _ = story
+    login = _step(lines, "1. password login")
+    assert login[0] == "logged in (password): a new session, 2 cookies set"
+    assert login[1].startswith("decision: Reissue 200 user=alice")
+    refresh = _step(lines, "3. silent refresh")
+    assert refresh[0].startswith("silent refresh: the refresh token rotated")
+    assert _step(lines, "4. a second tab")[0].startswith("refresh inside the grace window")
+    reused = _step(lines, "5. stolen old refresh token")
+    assert reused[0] == "an old refresh token came back: reuse detected, the whole session revoked"
+    assert "event: SessionRevoked user_id=alice" in "\n".join(reused)
+    gone = _step(lines, "6. the laptop's session is gone too")
+    assert gone[0] == "the session was revoked (logout, revoke, reuse): log in again"
+    assert gone[-1].startswith("event: RefreshEnded user_id=alice")
+    assert gone[-1].endswith("reason=revoked")
+    assert _step(lines, "8. logout")[0] == "logged out: the session revoked, both cookies cleared"
+    text = "\n".join(lines)
+    assert "reason=unknown" not in text
+    assert "<" not in text  # events are shown as words, not as enum reprs
+    assert "too many failed logins: retry after 1 s (no password was checked)" in text
+
+
+def test_every_reason_has_words() -> None:
+    from tokenflow import Unauthorized
+    from tokenflow._narrate import meaning
+    from tokenflow.events import UnauthorizedReason
+
+    for reason in UnauthorizedReason:
+        assert meaning(Unauthorized(reason))
+    for ended in RefreshEndedReason:
+        decision = Unauthorized(
+            UnauthorizedReason.SESSION_ENDED, (), (RefreshEnded("u", "s", ended),)
+        )
+        assert ended.value in meaning(decision)
+
+
+def test_demo_help_says_what_it_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    for shown in ("silent refresh", "stolen refresh token", "revoke all", "throttled guesser"):
+        assert shown in listed
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    described = " ".join(capsys.readouterr().out.split())
+    for shown in (
+        "a password login (a new session, two cookies)",
+        "a silent refresh (the refresh token rotates)",
+        "a second tab inside the grace window",
+        "reuse detected, the session revoked",
+        "their sessions end as revoked",
+        "a Google sign-in",
+        "login throttle (429)",
+    ):
+        assert shown in described

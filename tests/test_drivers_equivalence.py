@@ -27,7 +27,6 @@ from tokenflow import (
     KeyRing,
     LoggedOut,
     PasswordCredentials,
-    PortFailed,
     Process,
     Reissue,
     Request,
@@ -35,6 +34,7 @@ from tokenflow import (
     Unavailable,
 )
 from tokenflow._sessions import NewSession, Rotation, RotationResult, SessionInfo
+from tokenflow.events import PortFailed
 from tokenflow.ports import ExternalIdentity, Identity
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
 from tokenflow.testing import (

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from _web_client import ALICE, SAME_ORIGIN, Jar, Reply, asgi_call, ports, wsgi_call
-from tokenflow import Decision, Flow, KeyRing, Reissue, Request, ReuseDetected
+from tokenflow import Decision, Flow, KeyRing, Reissue, Request
+from tokenflow.events import ReuseDetected
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import FakeClock
 

@@ -175,7 +175,7 @@ def check_asgi(
 
 @pytest.fixture
 def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
-    monkeypatch.setenv("TOKENFLOW_DB", str(tmp_path / "import.db"))
+    monkeypatch.setenv("TOKENFLOW_STORE", str(tmp_path / "import.db"))
     monkeypatch.setenv("TOKENFLOW_DEV", "1")
     monkeypatch.syspath_prepend(str(ROOT))
 
@@ -192,7 +192,9 @@ def test_starlette_example_in_every_spelling(example: Any, tmp_path: Path) -> No
     from starlette.routing import Mount
 
     module = example("examples.starlette_app")
-    app = module.create_app(module.make_flow(str(tmp_path / "s.db")))
+    app = module.create_app(
+        module.make_flow({"TOKENFLOW_STORE": str(tmp_path / "s.db"), "TOKENFLOW_DEV": "1"})
+    )
     protected = {"/account"}
     targets = spellings("/account")
     reached = check_asgi(app, app, protected, "GET", targets)
@@ -207,7 +209,9 @@ def test_starlette_example_in_every_spelling(example: Any, tmp_path: Path) -> No
 def test_fastapi_example_in_every_spelling(example: Any, tmp_path: Path) -> None:
     need("fastapi")
     module = example("examples.fastapi_app")
-    app = module.create_app(module.make_flow(str(tmp_path / "s.db")))
+    app = module.create_app(
+        module.make_flow({"TOKENFLOW_STORE": str(tmp_path / "s.db"), "TOKENFLOW_DEV": "1"})
+    )
     app.build_middleware_stack()
     reached = 0
     for method, path in (("GET", "/me"), ("POST", "/notes")):
@@ -266,7 +270,9 @@ def test_flask_example_in_every_spelling(example: Any, tmp_path: Path) -> None:
     from werkzeug.routing import RequestRedirect
 
     module = example("examples.flask_app")
-    app = module.create_app(module.make_flow(str(tmp_path / "s.db")))
+    app = module.create_app(
+        module.make_flow({"TOKENFLOW_STORE": str(tmp_path / "s.db"), "TOKENFLOW_DEV": "1"})
+    )
     reached = 0
     for method, path, view in (("GET", "/me", "me"), ("POST", "/notes", "add_note")):
         for script in ("", "/app"):
@@ -296,8 +302,8 @@ def django_example(example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         django.setup()
     forget_django_example()
     auth = example("examples.django_app.auth")
-    monkeypatch.setattr(settings, "TOKENFLOW_DB", str(tmp_path / "s.db"))
-    monkeypatch.setattr(settings, "TOKENFLOW_DEV", True)
+    monkeypatch.setenv("TOKENFLOW_STORE", str(tmp_path / "s.db"))
+    monkeypatch.setenv("TOKENFLOW_DEV", "1")
     auth.flow.cache_clear()
     yield auth
     auth.flow.cache_clear()
@@ -376,7 +382,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[[list[str], int], None]]:
     def start(command: list[str], port: int) -> None:
         env = {
             **os.environ,
-            "TOKENFLOW_DB": str(tmp_path / "served.db"),
+            "TOKENFLOW_STORE": str(tmp_path / "served.db"),
             "TOKENFLOW_DEV": "1",
             "PYTHONPATH": str(ROOT),
         }

@@ -20,44 +20,44 @@ import pytest
 
 from _review import ADA_LOGIN, ReviewWorld, tokens_of
 from tokenflow import (
-    AmbiguousCookie,
     AsyncFlow,
     ConfigError,
     CookiePolicy,
-    CrossOriginRejected,
     Decision,
     ExternalTokenCredentials,
     Flow,
     FlowConfig,
     Forbidden,
-    InvalidTokenReason,
     Key,
     KeyRing,
-    LoggedIn,
     LoggedOut,
-    LoginFailed,
-    LoginFailedReason,
     PasswordCredentials,
-    PortFailed,
     Process,
-    Purpose,
-    Refreshed,
-    RefreshEnded,
-    RefreshEndedReason,
     Reissue,
     Request,
-    ReuseDetected,
-    ReuseDetectedReason,
-    SessionRevoked,
-    SessionRevokedReason,
-    TokenCodec,
-    TokenRejected,
     Unauthorized,
-    UnauthorizedReason,
     Unavailable,
 )
 from tokenflow._flow import Pending
 from tokenflow._sessions import derive_successor, verifier_of
+from tokenflow.events import (
+    AmbiguousCookie,
+    CrossOriginRejected,
+    InvalidTokenReason,
+    LoggedIn,
+    LoginFailed,
+    LoginFailedReason,
+    PortFailed,
+    Refreshed,
+    RefreshEnded,
+    RefreshEndedReason,
+    ReuseDetected,
+    ReuseDetectedReason,
+    SessionRevoked,
+    SessionRevokedReason,
+    TokenRejected,
+    UnauthorizedReason,
+)
 from tokenflow.stores import (
     AsyncMemoryStore,
     MemoryStore,
@@ -78,6 +78,7 @@ from tokenflow.testing import (
     FaultyStore,
     RecordingStore,
 )
+from tokenflow.tokens import Purpose, TokenCodec
 
 T0 = 1_700_000_000.0
 ACCESS = "__Host-tf_access"
@@ -488,7 +489,7 @@ def test_predecessor_after_the_grace_window_revokes_the_whole_session(world: Wor
     ended = world.send(tab_a)
     assert isinstance(ended, Unauthorized)
     assert ended.reason is UnauthorizedReason.SESSION_ENDED
-    assert ended.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.UNKNOWN),)
+    assert ended.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.REVOKED),)
     assert tab_a.cookies() == {}
 
 
@@ -605,7 +606,7 @@ def test_revoked_session_refresh_is_session_ended(world: World) -> None:
     decision = world.send(browser)
     assert isinstance(decision, Unauthorized)
     assert decision.reason is UnauthorizedReason.SESSION_ENDED
-    assert decision.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.UNKNOWN),)
+    assert decision.events == (RefreshEnded("alice", login.session_id, RefreshEndedReason.REVOKED),)
     assert decision.set_cookies == (CLEAR_REFRESH,)
 
 

@@ -28,21 +28,22 @@ from tokenflow import (
     FlowConfig,
     Forbidden,
     KeyRing,
-    LoggedIn,
     LoggedOut,
     PasswordCredentials,
     Process,
-    Refreshed,
-    RefreshEnded,
     Reissue,
     Request,
-    ReuseDetected,
-    ReuseDetectedReason,
-    SessionRevoked,
     TooManyRequests,
     Unauthorized,
     Unavailable,
-    parse_cookie_header,
+)
+from tokenflow.events import (
+    LoggedIn,
+    Refreshed,
+    RefreshEnded,
+    ReuseDetected,
+    ReuseDetectedReason,
+    SessionRevoked,
 )
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import (
@@ -52,6 +53,7 @@ from tokenflow.testing import (
     FakePasswordVerifier,
     FakeUserDirectory,
 )
+from tokenflow.web import parse_cookie_header
 
 BASE = 1_700_000_000.0
 TEN_YEARS = 10 * 365.25 * 86_400

@@ -15,27 +15,29 @@ import pytest
 from _review import ReviewWorld
 from tokenflow import (
     AsyncFlow,
-    ExternalIdentity,
     ExternalTokenCredentials,
     Flow,
     FlowConfig,
     Forbidden,
     KeyRing,
-    LoggedIn,
     LoggedOut,
-    LoginFailed,
-    LoginFailedReason,
     PasswordCredentials,
-    PortFailed,
     Process,
     Reissue,
     Request,
-    SessionRevoked,
-    SessionRevokedReason,
     Unauthorized,
-    UnauthorizedReason,
     Unavailable,
 )
+from tokenflow.events import (
+    LoggedIn,
+    LoginFailed,
+    LoginFailedReason,
+    PortFailed,
+    SessionRevoked,
+    SessionRevokedReason,
+    UnauthorizedReason,
+)
+from tokenflow.ports import ExternalIdentity
 from tokenflow.stores import (
     AsyncMemoryStore,
     MemoryStore,

@@ -25,13 +25,10 @@ from tokenflow import (
     DeviceRegistered,
     Flow,
     FlowConfig,
-    FlowOperation,
     Forbidden,
     KeyRing,
     LoggedOut,
     PasswordCredentials,
-    PendingDecision,
-    PortCall,
     Process,
     Reissue,
     Request,
@@ -40,6 +37,7 @@ from tokenflow import (
 )
 from tokenflow.asgi import TokenflowMiddleware, auth_of
 from tokenflow.dbsc import DbscProofVerifier
+from tokenflow.observers import FlowOperation, PortCall
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
 from tokenflow.testing import (
     AsyncFakePasswordVerifier,
@@ -53,6 +51,7 @@ from tokenflow.testing import (
     FaultyStore,
 )
 from tokenflow.testing.dbsc import DbscClient
+from tokenflow.web import PendingDecision
 
 LOGIN = PasswordCredentials(ALICE.username, ALICE.password)
 

@@ -15,17 +15,7 @@ import threading
 
 import pytest
 
-from tokenflow import (
-    Flow,
-    KeyRing,
-    PasswordCredentials,
-    Reissue,
-    Request,
-    ReuseDetected,
-    ReuseDetectedReason,
-    SessionRevoked,
-    Unauthorized,
-)
+from tokenflow import Flow, KeyRing, PasswordCredentials, Reissue, Request, Unauthorized
 from tokenflow._sessions import (
     NewSession,
     Rotation,
@@ -34,6 +24,7 @@ from tokenflow._sessions import (
     StoredSession,
     apply_rotation,
 )
+from tokenflow.events import ReuseDetected, ReuseDetectedReason, SessionRevoked
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import FakeClock, FakePasswordVerifier, FakeUserDirectory
 

@@ -18,13 +18,10 @@ from tokenflow import (
     AsyncFlow,
     ConfigError,
     ExternalTokenCredentials,
-    FailureCount,
     Flow,
     FlowConfig,
     Forbidden,
     KeyRing,
-    LoginFailed,
-    LoginThrottled,
     PasswordCredentials,
     Reissue,
     Request,
@@ -35,6 +32,8 @@ from tokenflow import (
     Unavailable,
 )
 from tokenflow._throttle import address_key, username_key
+from tokenflow.events import LoginFailed, LoginThrottled
+from tokenflow.ports import FailureCount
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
 from tokenflow.testing import (
     AsyncFakePasswordVerifier,

@@ -14,16 +14,15 @@ from tokenflow import (
     ConfigError,
     Flow,
     Forbidden,
-    ForwardedHeaders,
     KeyRing,
     PasswordCredentials,
     Process,
     Reissue,
     Request,
-    TrustedProxies,
 )
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import FakeClock, FakePasswordVerifier, FakeUserDirectory
+from tokenflow.web import ForwardedHeaders, TrustedProxies
 
 PEER = ("203.0.113.9", 5000)
 PROXIES = TrustedProxies(("10.0.0.0/8", "::1"))

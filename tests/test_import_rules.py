@@ -57,6 +57,7 @@ CORE = frozenset(
         "_dbsc",
         "_errors",
         "_flow",
+        "events",
         "_http",
         "_keyring",
         "_model",
@@ -64,10 +65,11 @@ CORE = frozenset(
         "_throttle",
         "_token",
         "ports",
+        "tokens",
     )
 )
 """The core: pure logic, no I/O, no framework, nothing above it."""
-DRIVERS = frozenset({f"{ROOT}._drivers"})
+DRIVERS = frozenset({f"{ROOT}._drivers", f"{ROOT}.observers"})
 TERMINAL_DEMO = f"{ROOT}._demo"
 
 ALLOWED: dict[tuple[str, str, str], str] = {

@@ -4,7 +4,7 @@ All run with the machine's ``node``:
 
 - every known-answer vector in ``tests/vectors/`` agrees in JavaScript
   (``interop/js/check-vectors.mjs``), and the reader's own unit tests pass;
-- tokens sealed by :class:`tokenflow.TokenCodec` from random claims open in
+- tokens sealed by :class:`tokenflow.tokens.TokenCodec` from random claims open in
   JavaScript to identical claims (integers and floats kept apart), and every
   tampered, truncated, mis-purposed, foreign or untimely variant is refused
   with the reason tokenflow gives; so is any text posing as a token;
@@ -43,7 +43,8 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from tokenflow import InvalidToken, Key, KeyRing, Purpose, TokenCodec, TokenTooLarge
+from tokenflow import Key, KeyRing
+from tokenflow.tokens import InvalidToken, Purpose, TokenCodec, TokenTooLarge
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 JS = ROOT / "interop" / "js"

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenflow import ConfigError, Key, KeyRing, Purpose, TokenCodec
+from tokenflow import ConfigError, Key, KeyRing
 from tokenflow.__main__ import main
+from tokenflow.tokens import Purpose, TokenCodec
 
 SECRET_A = bytes(range(32))
 SECRET_B = bytes(range(100, 132))

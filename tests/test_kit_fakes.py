@@ -9,11 +9,12 @@ import pytest
 
 import tokenflow.testing
 import tokenflow.testing.fakes
-from tokenflow import ConfigError, ExternalIdentity, Identity
+from tokenflow import ConfigError, Identity
 from tokenflow.ports import (
     AsyncExternalTokenVerifier,
     AsyncPasswordVerifier,
     AsyncUserDirectory,
+    ExternalIdentity,
     ExternalTokenVerifier,
     PasswordVerifier,
     UserDirectory,

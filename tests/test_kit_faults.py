@@ -25,10 +25,10 @@ from tokenflow import (
     KeyRing,
     PasswordCredentials,
     Process,
-    Refreshed,
     Reissue,
     Unavailable,
 )
+from tokenflow.events import Refreshed
 from tokenflow.stores import AsyncMemoryStore, AsyncSQLiteStore, MemoryStore, SQLiteStore
 from tokenflow.testing import (
     AsyncFakePasswordVerifier,

@@ -10,16 +10,18 @@ from tokenflow import (
     ExternalTokenCredentials,
     Flow,
     KeyRing,
+    Reissue,
+    Request,
+    Unauthorized,
+    Unavailable,
+    oidc,
+)
+from tokenflow.events import (
     LoggedIn,
     LoginFailed,
     LoginFailedReason,
     PortFailed,
-    Reissue,
-    Request,
-    Unauthorized,
     UnauthorizedReason,
-    Unavailable,
-    oidc,
 )
 from tokenflow.oidc import ProviderUnavailable
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
@@ -113,11 +115,7 @@ async def test_async_flow_logs_in_and_fails_the_same_way() -> None:
         KeyRing.generate(),
         AsyncMemoryStore(),
         AsyncFakeUserDirectory(FakeUserDirectory(allow_signup=True)),
-        external={
-            "google": oidc.google(
-                [CLIENT], source=AsyncFakeKeySetSource(endpoints), asynchronous=True
-            )
-        },
+        external={"google": oidc.async_google([CLIENT], source=AsyncFakeKeySetSource(endpoints))},
         clock=FakeClock(NOW),
     )
     decision = await flow.decide(login(world.token(subject="g-7")))
@@ -131,11 +129,7 @@ async def test_async_flow_logs_in_and_fails_the_same_way() -> None:
         KeyRing.generate(),
         AsyncMemoryStore(),
         AsyncFakeUserDirectory(FakeUserDirectory(allow_signup=True)),
-        external={
-            "google": oidc.google(
-                [CLIENT], source=AsyncFakeKeySetSource(endpoints), asynchronous=True
-            )
-        },
+        external={"google": oidc.async_google([CLIENT], source=AsyncFakeKeySetSource(endpoints))},
         clock=FakeClock(NOW),
     )
     down = await cold.decide(login(world.token()))

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _oidc import CLIENT, NOW, World, b64, google_world
-from tokenflow import ExternalIdentity
 from tokenflow.oidc import ProviderUnavailable, Rejected
+from tokenflow.ports import ExternalIdentity
 
 EXAMPLES = int(os.environ.get("TOKENFLOW_OIDC_EXAMPLES", "150"))
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."

@@ -390,18 +390,16 @@ async def test_async_source_over_http(server: LoopbackServer) -> None:
     world = google_world()
     server.endpoints = world.endpoints
     source = server.async_source(timeout=1.0)
-    verifier = oidc.google([CLIENT], source=source, asynchronous=True)
+    verifier = oidc.async_google([CLIENT], source=source)
     assert await verifier.verify_token(world.token(), now=NOW) is not None
     world.endpoints.hang(KEYS, 3)
-    cold = oidc.google([CLIENT], source=source, asynchronous=True)
+    cold = oidc.async_google([CLIENT], source=source)
     with pytest.raises(ProviderUnavailable, match="timed out"):
         await cold.verify_token(world.token(), now=NOW)
     world.endpoints.heal()
     world.endpoints.oversize(KEYS)
     with pytest.raises(ProviderUnavailable, match="body over"):
-        await oidc.google([CLIENT], source=source, asynchronous=True).verify_token(
-            world.token(), now=NOW
-        )
+        await oidc.async_google([CLIENT], source=source).verify_token(world.token(), now=NOW)
     await source.inner.aclose()
 
 

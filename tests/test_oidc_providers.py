@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from _oidc import NOW
 from tokenflow import ConfigError, oidc
 from tokenflow.oidc import ProviderUnavailable, Rejected, RejectedReason
 from tokenflow.testing.oidc import (
+    AsyncFakeKeySetSource,
     FakeEndpoints,
     FakeGraphAPI,
     FakeKeySetSource,
@@ -400,7 +402,10 @@ def test_generic_oidc_refuses_plain_http_key_urls() -> None:
         lambda: oidc.google([""]),
         lambda: oidc.apple([" padded "]),
         lambda: oidc.google(["x"], hosted_domains=[]),
-        lambda: oidc.google(["x"], source=FakeKeySetSource(FakeEndpoints()), asynchronous=True),
+        lambda: oidc.async_google(["x"], source=FakeKeySetSource(FakeEndpoints())),  # type: ignore[arg-type]
+        lambda: oidc.google(["x"], source=AsyncFakeKeySetSource(FakeEndpoints())),  # type: ignore[arg-type]
+        lambda: oidc.async_facebook("app", "secret", source=FakeKeySetSource(FakeEndpoints())),  # type: ignore[arg-type]
+        lambda: oidc.facebook("app", "secret", source=AsyncFakeKeySetSource(FakeEndpoints())),  # type: ignore[arg-type]
         lambda: oidc.okta("example.okta.com", ["c"], audiences=["api://x"]),
         lambda: oidc.oidc("https://idp.example.com", ["app"], provider=""),
     ],
@@ -410,8 +415,31 @@ def test_misconfiguration_raises_at_construction(build: Any) -> None:
         build()
 
 
+PRESETS = [
+    "apple",
+    "cognito",
+    "entra_id",
+    "facebook",
+    "facebook_limited_login",
+    "google",
+    "jumpcloud",
+    "oidc",
+    "okta",
+]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_has_an_async_twin_with_the_same_parameters(name: str) -> None:
+    sync, asynchronous = getattr(oidc, name), getattr(oidc, f"async_{name}")
+    assert list(inspect.signature(sync).parameters) == list(
+        inspect.signature(asynchronous).parameters
+    )
+    assert "asynchronous" not in inspect.signature(sync).parameters
+    assert f"async_{name}" in oidc.__all__
+
+
 def test_verifier_reprs_name_the_provider_only() -> None:
     verifier = oidc.google(["web"])
     assert repr(verifier) == "IdTokenVerifier('google', audiences=['web'])"
-    averifier = oidc.google(["web"], asynchronous=True)
+    averifier = oidc.async_google(["web"])
     assert repr(averifier) == "AsyncIdTokenVerifier('google', audiences=['web'])"

@@ -15,8 +15,9 @@ from joserfc.jwk import ECKey, OctKey, RSAKey
 from joserfc.jws import serialize_compact
 
 from _oidc import CLIENT, NOW, World, b64, google_world, hmac_token, segment, unsigned_token
-from tokenflow import ConfigError, ExternalIdentity, oidc
+from tokenflow import ConfigError, oidc
 from tokenflow.oidc import Rejected, RejectedReason
+from tokenflow.ports import ExternalIdentity
 from tokenflow.testing.oidc import (
     FakeEndpoints,
     FakeKeySetSource,

@@ -35,11 +35,9 @@ from tokenflow import (
     ExternalTokenCredentials,
     Flow,
     FlowConfig,
-    FlowOperation,
     KeyRing,
     LoggedOut,
     PasswordCredentials,
-    PortCall,
     Process,
     Reissue,
     Request,
@@ -48,9 +46,9 @@ from tokenflow import (
     TooManyRequests,
     Unauthorized,
     Unavailable,
-    combine_observers,
 )
 from tokenflow.asgi import TokenflowMiddleware
+from tokenflow.observers import FlowOperation, PortCall, combine_observers
 from tokenflow.otel import (
     DECISIONS,
     PORT_DURATION,
@@ -582,11 +580,13 @@ def test_no_secret_token_cookie_credential_or_id_reaches_any_attribute() -> None
 def allowed_values() -> set[Any]:
     """Every value an attribute may take for the world below: closed sets only."""
     import tokenflow
+    import tokenflow.events
+    import tokenflow.tokens
 
     values: set[Any] = {True, False, "password", PROVIDER, "_OTHER"}
     values |= {op.value for op in FlowOperation}
-    for name in tokenflow.__all__:
-        obj = getattr(tokenflow, name)
+    modules = (tokenflow, tokenflow.events, tokenflow.tokens)
+    for obj in (getattr(module, name) for module in modules for name in module.__all__):
         if isinstance(obj, type) and hasattr(obj, "__members__"):
             values |= {m.value for m in obj if isinstance(m.value, str)}
     values |= {"access", "refresh", 200, 401, 403, 429, 503}

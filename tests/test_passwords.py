@@ -25,14 +25,13 @@ from tokenflow import (  # noqa: E402
     ConfigError,
     Flow,
     KeyRing,
-    LoginFailed,
-    LoginFailedReason,
     PasswordCredentials,
     Reissue,
     Request,
     Unauthorized,
     Unavailable,
 )
+from tokenflow.events import LoginFailed, LoginFailedReason  # noqa: E402
 from tokenflow.passwords import (  # noqa: E402
     Argon2Parameters,
     AsyncPasswordVerifier,

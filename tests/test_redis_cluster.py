@@ -26,12 +26,12 @@ from tokenflow import (
     Flow,
     KeyRing,
     PasswordCredentials,
-    Refreshed,
     Reissue,
     Unauthorized,
     Unavailable,
 )
 from tokenflow._sessions import derive_successor, verifier_of
+from tokenflow.events import Refreshed
 from tokenflow.stores import NewSession, Rotation, RotationOutcome, SessionInfo
 from tokenflow.testing import (
     AsyncFakePasswordVerifier,

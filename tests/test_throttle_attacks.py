@@ -30,11 +30,7 @@ from tokenflow import (
     Flow,
     FlowConfig,
     KeyRing,
-    LoginFailed,
-    LoginFailedReason,
-    LoginThrottled,
     PasswordCredentials,
-    PortFailed,
     Reissue,
     Request,
     ThrottlePolicy,
@@ -44,6 +40,7 @@ from tokenflow import (
     Unavailable,
 )
 from tokenflow._throttle import username_key
+from tokenflow.events import LoginFailed, LoginFailedReason, LoginThrottled, PortFailed
 from tokenflow.passwords import (
     Argon2Parameters,
     AsyncPasswordVerifier,
@@ -550,7 +547,8 @@ def test_facebook_classic_garbage_tokens_are_failed_logins_throttled_before_grap
 def test_a_valid_token_of_an_unlinked_identity_is_counted_too() -> None:
     """Else one real token of the attacker's own unlinked identity would buy
     unthrottled calls to the provider (Graph's debug_token, say)."""
-    from tokenflow import ExternalIdentity, ExternalTokenCredentials
+    from tokenflow import ExternalTokenCredentials
+    from tokenflow.ports import ExternalIdentity
 
     class Provider:
         calls = 0

@@ -19,17 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import tokenflow._token as token_module
-from tokenflow import (
-    COOKIE_BUDGET,
-    ConfigError,
-    InvalidToken,
-    InvalidTokenReason,
-    Key,
-    KeyRing,
-    Purpose,
-    TokenCodec,
-    TokenTooLarge,
-)
+from tokenflow import ConfigError, Key, KeyRing
+from tokenflow.events import InvalidTokenReason
+from tokenflow.tokens import COOKIE_BUDGET, InvalidToken, Purpose, TokenCodec, TokenTooLarge
 
 NOW = 1_700_000_000
 SECRET_OLD = bytes(range(32))

@@ -3,7 +3,7 @@
 ``tests/vectors/*.json`` are produced by ``tests/vectors/generate.py``.
 ``tests/vectors/spec_v1.py`` is an independent implementation of
 docs/token-format.md built from cryptography's primitives only; every vector is
-run through both it and :class:`tokenflow.TokenCodec`.
+run through both it and :class:`tokenflow.tokens.TokenCodec`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokenflow import InvalidToken, InvalidTokenReason, Key, KeyRing, Purpose, TokenCodec
+from tokenflow import Key, KeyRing
 from tokenflow._token import _codec_with_fixed_randomness, derive_subkey
+from tokenflow.events import InvalidTokenReason
+from tokenflow.tokens import InvalidToken, Purpose, TokenCodec
 
 VECTORS = pathlib.Path(__file__).resolve().parent / "vectors"
 if str(VECTORS) not in sys.path:

@@ -92,7 +92,7 @@ def test_the_fastapi_dependencies_run_on_the_event_loop(
 ) -> None:
     pytest.importorskip("fastapi")
     monkeypatch.syspath_prepend(str(ROOT))
-    monkeypatch.setenv("TOKENFLOW_DB", str(tmp_path / "sessions.db"))
+    monkeypatch.setenv("TOKENFLOW_STORE", str(tmp_path / "sessions.db"))
     sys.modules.pop("examples.fastapi_app", None)
     from examples import fastapi_app
 

@@ -38,6 +38,7 @@ from tokenflow._webdemo import (
 )
 from tokenflow.testing import FakeClock
 
+ROOT = Path(__file__).resolve().parent.parent
 SITE = "http://127.0.0.1:8000"
 ATTACKER = "http://127.0.0.1:8001"
 USERNAME, _, PASSWORD = DEMO_USERS[0]
@@ -158,7 +159,7 @@ async def test_login_is_journalled_with_its_cookies_shortened(demo: WebDemo) -> 
     # Each decision once, whichever inner path of the flow took it.
     decisions = [(e["op"], e["decision"]) for e in entries if e["kind"] == "decision"]
     assert decisions == [("POST /auth/login", "Reissue")]
-    assert "LoggedIn(user_id='alice'" in " ".join(events(entries))
+    assert "LoggedIn user_id=alice" in " ".join(events(entries))
     logged = {e["name"]: e for e in entries if e["kind"] == "set-cookie"}
     assert set(logged) == {"tf_access", "tf_refresh"}
     assert logged["tf_access"]["max_age"] == 10
@@ -322,6 +323,118 @@ async def test_the_attacker_page_posts_to_the_site(demo: WebDemo) -> None:
     assert (await call(demo.attacker_app, "POST", "/")).status == 404
 
 
+def decisions_of(demo: WebDemo, seq: int = 0) -> list[dict[str, Any]]:
+    return [e for e in demo.journal.since(seq) if e["kind"] == "decision"]
+
+
+@pytest.mark.asyncio
+async def test_the_log_says_what_the_browser_got_in_the_words_of_the_docs(
+    demo: WebDemo,
+) -> None:
+    # A public page for an anonymous visitor: the flow says Unauthorized, the
+    # browser gets the page. The log says so, and does not call it a refusal.
+    assert (await call(demo.app, "GET", "/")).status == 200
+    (page,) = decisions_of(demo)
+    assert (page["op"], page["decision"], page["status"]) == ("GET /", "Unauthorized", 401)
+    assert page["http_status"] == 200
+    assert page["summary"] == "200: a public page served to an anonymous visitor (not an error)"
+
+    # A failed form login: 303 back to the form, no cookie.
+    seq = demo.journal.since(0)[-1]["seq"]
+    body = f"username={USERNAME}&password=wrong&next=/".encode()
+    bad = await call(demo.app, "POST", "/auth/login", headers=[*SAME_ORIGIN, FORM], body=body)
+    assert (bad.status, bad.all("location")) == (303, ["/?error=login_failed&next=/"])
+    (failed,) = decisions_of(demo, seq)
+    assert failed["http_status"] == 303
+    assert failed["summary"] == (
+        "303 See Other to /?error=login_failed&next=/, back to the form: "
+        "login failed: wrong username or password"
+    )
+
+    # A login is a 303 with two cookies; the decision comes before its cookies.
+    seq = demo.journal.since(0)[-1]["seq"]
+    jar = Jar()
+    await log_in(demo, jar)
+    entries = demo.journal.since(seq)
+    assert [e["kind"] for e in entries] == ["decision", "set-cookie", "set-cookie"]
+    assert entries[0]["http_status"] == 303
+    assert entries[0]["summary"] == (
+        "303 See Other to /: logged in (password): a new session, 2 cookies set"
+    )
+
+    # A refused API call is a 401, named for what it is.
+    seq = demo.journal.since(0)[-1]["seq"]
+    assert (await call(demo.app, "GET", "/api/me")).status == 401
+    (refused,) = decisions_of(demo, seq)
+    assert refused["summary"] == "401: no valid auth cookie and no credentials: anonymous"
+
+    # Logout: 303, the session revoked and both cookies cleared.
+    seq = demo.journal.since(0)[-1]["seq"]
+    out = await call(demo.app, "POST", "/auth/logout", jar=jar, headers=[*SAME_ORIGIN, FORM])
+    assert out.status == 303
+    (logged_out,) = decisions_of(demo, seq)
+    assert logged_out["summary"] == (
+        "303 See Other to /: logged out: the session revoked, both cookies cleared"
+    )
+
+
+@pytest.mark.asyncio
+async def test_the_replayed_token_is_logged_without_an_http_status(
+    demo: WebDemo, clock: FakeClock
+) -> None:
+    jar = Jar()
+    await log_in(demo, jar)
+    clock.advance(11)
+    jar.cookies.pop("tf_access")
+    await call(demo.app, "GET", "/api/me", jar=jar)
+    clock.advance(3)
+    seq = demo.journal.since(0)[-1]["seq"]
+    await call(demo.app, "POST", "/demo/replay", jar=jar, headers=SAME_ORIGIN)
+    thief = [e for e in decisions_of(demo, seq) if e["op"].startswith("thief")]
+    assert len(thief) == 1
+    assert thief[0]["http_status"] is None
+    assert thief[0]["summary"] == (
+        "an old refresh token came back: reuse detected, the whole session revoked"
+    )
+    assert "ReuseDetected user_id=alice" in " ".join(thief[0]["events"])
+
+
+@pytest.mark.asyncio
+async def test_the_page_shows_a_first_path_and_links_its_docs(demo: WebDemo) -> None:
+    page = (await call(demo.app, "GET", "/")).body.decode()
+    assert "Try this first" in page
+    assert 'id="docs-link"' in page
+    assert "docs/web-demo.md" in page
+    config = (await call(demo.app, "GET", "/demo/config")).json()
+    assert config["docs"]["page"] == "docs/web-demo.md"
+    assert (ROOT / config["docs"]["page"]).is_file()
+    assert config["docs"]["served"] == "http://127.0.0.1:8000/web-demo/"
+    # The login form hides itself once signed in (checked in a browser by test_browser.py).
+    script = (await call(demo.app, "GET", "/demo.js")).body.decode()
+    assert '$("login-section").hidden = signedIn' in script
+
+
+def test_the_default_port_is_not_the_docs_servers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert webdemo.DEFAULT_PORT == 8765
+    assert run_web_demo.__defaults__ is not None
+    assert run_web_demo.__defaults__[0] == webdemo.DEFAULT_PORT
+    with pytest.raises(SystemExit):
+        main(["web-demo", "--help"])
+    assert f"default: {webdemo.DEFAULT_PORT}" in capsys.readouterr().out
+    asked: list[tuple[int, int, str | None]] = []
+
+    def fake_run(port: int, attacker_port: int, db: str | None) -> int:
+        asked.append((port, attacker_port, db))
+        return 0
+
+    monkeypatch.setattr(webdemo, "run_web_demo", fake_run)
+    assert main(["web-demo"]) == 0
+    assert main(["web-demo", "--port", "9001"]) == 0
+    assert asked == [(webdemo.DEFAULT_PORT, 0, None), (9001, 0, None)]
+
+
 def test_the_command_says_what_to_install(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -409,6 +522,10 @@ def test_the_command_prints_where_to_go_and_cleans_up(monkeypatch: pytest.Monkey
     assert lines[1] == f"  attacker page (another origin): {demo.origins.attacker}/"
     assert "  access tokens live 10 s, sessions 120 s idle, grace 2 s" in lines
     assert f"  demo user: {USERNAME} / {PASSWORD}" in lines
+    assert lines[-1] == (
+        "  what to try first: on the page; what it shows: docs/web-demo.md "
+        "(http://127.0.0.1:8000/web-demo/)"
+    )
     assert not Path(demo.store.sync.path).exists(), "the temporary database was left behind"
 
 

@@ -4,6 +4,24 @@ Django routes requests itself, so this example calls the flow directly: the
 middleware asks ``flow.decide`` on every request and puts the decision on
 ``request.tokenflow``; the login and logout views call ``flow.login`` and
 ``flow.logout``. Each decision says what to answer, by its type.
+
+Run it from the repository root (plain HTTP on localhost, hence
+``TOKENFLOW_DEV=1``; short lifetimes so that you can watch them)::
+
+    pip install 'tokenflow[examples]'
+    TOKENFLOW_DEV=1 TOKENFLOW_ACCESS_TTL=10 TOKENFLOW_IDLE_TTL=60 \\
+        gunicorn examples.django_app.wsgi
+
+Then try, in a browser at http://127.0.0.1:8000/:
+
+1. ``/me``: 401. ``/login``: the login form.
+2. A wrong password: back on ``/login`` with "Wrong username or password."
+3. ``alice`` / ``wonderland-passphrase``: a 303 to ``/me`` with two cookies.
+4. Wait 10 s and reload ``/me``: still signed in (a silent refresh). Leave it
+   60 s: the session ends, 401.
+
+Lifetimes and the store come from the environment (``examples/environment.py``),
+read once, at the first request.
 """
 
 from __future__ import annotations
@@ -15,17 +33,14 @@ from dataclasses import replace
 from http.cookies import Morsel
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
+from examples.environment import login_page, make_flow
 
 from tokenflow import (
-    CookiePolicy,
     Decision,
     Flow,
-    FlowConfig,
     Forbidden,
-    KeyRing,
     LoggedOut,
     PasswordCredentials,
     Process,
@@ -34,30 +49,12 @@ from tokenflow import (
     TooManyRequests,
     Unavailable,
 )
-from tokenflow.stores import SQLiteStore
-
-# Stand-ins for your user model and password hashes.
-from tokenflow.testing import FakePasswordVerifier, FakeUserDirectory
 
 
 @functools.cache
 def flow() -> Flow:
-    """The process's one flow, built on first use from the Django settings."""
-    import os
-
-    users = FakeUserDirectory()
-    users.add_user("alice")
-    passwords = FakePasswordVerifier()
-    passwords.set_password("alice", "wonderland-passphrase", user_id="alice")
-    keys = os.environ.get("TOKENFLOW_KEYS")
-    policy = CookiePolicy.local_development() if settings.TOKENFLOW_DEV else CookiePolicy()
-    return Flow(
-        KeyRing.parse(keys) if keys else KeyRing.generate(),
-        SQLiteStore(settings.TOKENFLOW_DB),
-        users,
-        passwords=passwords,
-        config=FlowConfig(cookies=policy),
-    )
+    """The process's one flow, built on first use from the environment."""
+    return make_flow()
 
 
 class _RawCookie(Morsel[str]):
@@ -147,6 +144,19 @@ def _credentials(request: HttpRequest) -> PasswordCredentials | None:
     return None
 
 
+@require_GET
+def login_form(request: HttpRequest) -> HttpResponse:
+    """The login form, and where a failed form login comes back (``?error=login_failed``)."""
+    return HttpResponse(login_page(request.GET.get("error"), next_path="/me"))
+
+
+def _failed(request: HttpRequest) -> HttpResponse:
+    # A form goes back to the login page; a script gets 401.
+    if request.content_type == "application/json":
+        return JsonResponse({"error": "login_failed"}, status=401)
+    return HttpResponseRedirect("/login?error=login_failed", status=303)
+
+
 @require_POST
 def login(request: HttpRequest) -> HttpResponse:
     """Log in (form or JSON): verified even if a session cookie is present."""
@@ -158,7 +168,7 @@ def login(request: HttpRequest) -> HttpResponse:
         return refused
     credentials = _credentials(request)
     if credentials is None:
-        return JsonResponse({"error": "login_failed"}, status=401)
+        return _failed(request)
     decision = flow().login(replace(attempt, credentials=credentials))
     if isinstance(decision, Reissue):
         # A fixed target: a user-supplied "next" needs an open-redirect check
@@ -169,7 +179,7 @@ def login(request: HttpRequest) -> HttpResponse:
         return refused
     if isinstance(decision, Unavailable):
         return JsonResponse({"error": "unavailable"}, status=503)
-    return JsonResponse({"error": "login_failed"}, status=401)
+    return _failed(request)
 
 
 @require_POST

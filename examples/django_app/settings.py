@@ -12,7 +12,5 @@ INSTALLED_APPS: list[str] = []
 DATABASES: dict[str, object] = {}
 MIDDLEWARE = ["examples.django_app.auth.TokenflowMiddleware"]
 USE_TZ = True
-
-# Where the example keeps its sessions, and whether it runs over plain HTTP.
-TOKENFLOW_DB = os.environ.get("TOKENFLOW_DB", "sessions.db")
-TOKENFLOW_DEV = os.environ.get("TOKENFLOW_DEV") == "1"
+# The flow's keys, lifetimes, store and cookie policy come from the environment:
+# see examples/environment.py.

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.home),
     path("me", views.me),
     path("notes", views.notes),
+    path("login", auth.login_form),
     path("auth/login", auth.login),
     path("auth/logout", auth.logout),
 ]

@@ -8,132 +8,71 @@ Build a :class:`Flow` (or :class:`AsyncFlow`) once, then ask it for a
                 users=my_users, passwords=my_passwords)
     decision = flow.decide(Request(method="GET", cookie_header=headers.get("Cookie")))
 
+The top level holds what a first program types: the flow, the values it is
+built with, the request and its credentials, every decision it answers with,
+and the errors to catch. Everything else has one home of its own:
+:mod:`tokenflow.events` (security events and every reason),
+:mod:`tokenflow.ports` (the Protocols and the values they exchange),
+:mod:`tokenflow.tokens` (the token codec), :mod:`tokenflow.observers`,
+:mod:`tokenflow.web` (the HTTP edge), and the adapters (stores, throttles,
+passwords, oidc, dbsc, otel, testing).
+
 See ``docs/`` for the flow, the token format and the threat model.
 """
 
 from ._config import FlowConfig
-from ._cookies import CookiePolicy, SameSite, parse_cookie_header
-from ._dbsc import DeviceBinding, DeviceProof, ProofFailure
-from ._drivers import (
-    AsyncFlow,
-    Flow,
-    FlowObserver,
-    FlowOperation,
-    PendingDecision,
-    PortCall,
-    combine_observers,
-)
-from ._errors import ConfigError, InvalidToken, InvalidTokenReason, TokenflowError, TokenTooLarge
-from ._http import ForwardedHeaders, TrustedProxies
+from ._cookies import CookiePolicy, SameSite
+from ._dbsc import DeviceBinding
+from ._drivers import AsyncFlow, Flow
+from ._errors import ConfigError, TokenflowError
 from ._keyring import Key, KeyRing
 from ._model import (
-    AmbiguousCookie,
-    BareRefreshRefused,
     Credentials,
-    CrossOriginRejected,
     Decision,
-    DeviceBound,
-    DeviceProofRejected,
     DeviceProofRequired,
     DeviceRegistered,
-    Event,
     ExternalTokenCredentials,
     Forbidden,
-    LoggedIn,
     LoggedOut,
-    LoginFailed,
-    LoginFailedReason,
-    LoginThrottled,
     PasswordCredentials,
-    PortFailed,
     Process,
-    Refreshed,
-    RefreshEnded,
-    RefreshEndedReason,
     Reissue,
     Request,
-    ReuseDetected,
-    ReuseDetectedReason,
-    SessionRevoked,
-    SessionRevokedReason,
-    TokenRejected,
     TooManyRequests,
     Unauthorized,
-    UnauthorizedReason,
     Unavailable,
 )
-from ._sessions import SessionInfo
-from ._throttle import FailureCount, ThrottlePolicy, ThrottleRule
-from ._token import COOKIE_BUDGET, Purpose, TokenCodec
-from .ports import ExternalIdentity, Identity
+from ._throttle import ThrottlePolicy, ThrottleRule
+from .ports import Identity
 
 __all__ = [
-    "COOKIE_BUDGET",
-    "AmbiguousCookie",
     "AsyncFlow",
-    "BareRefreshRefused",
     "ConfigError",
     "CookiePolicy",
     "Credentials",
-    "CrossOriginRejected",
     "Decision",
     "DeviceBinding",
-    "DeviceBound",
-    "DeviceProof",
-    "DeviceProofRejected",
     "DeviceProofRequired",
     "DeviceRegistered",
-    "Event",
-    "ExternalIdentity",
     "ExternalTokenCredentials",
-    "FailureCount",
     "Flow",
     "FlowConfig",
-    "FlowObserver",
-    "FlowOperation",
     "Forbidden",
-    "ForwardedHeaders",
     "Identity",
-    "InvalidToken",
-    "InvalidTokenReason",
     "Key",
     "KeyRing",
-    "LoggedIn",
     "LoggedOut",
-    "LoginFailed",
-    "LoginFailedReason",
-    "LoginThrottled",
     "PasswordCredentials",
-    "PendingDecision",
-    "PortCall",
-    "PortFailed",
     "Process",
-    "ProofFailure",
-    "Purpose",
-    "RefreshEnded",
-    "RefreshEndedReason",
-    "Refreshed",
     "Reissue",
     "Request",
-    "ReuseDetected",
-    "ReuseDetectedReason",
     "SameSite",
-    "SessionInfo",
-    "SessionRevoked",
-    "SessionRevokedReason",
     "ThrottlePolicy",
     "ThrottleRule",
-    "TokenCodec",
-    "TokenRejected",
-    "TokenTooLarge",
     "TokenflowError",
     "TooManyRequests",
-    "TrustedProxies",
     "Unauthorized",
-    "UnauthorizedReason",
     "Unavailable",
-    "combine_observers",
-    "parse_cookie_header",
 ]
 
 __version__ = "0.1.0"

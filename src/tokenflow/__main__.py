@@ -122,9 +122,10 @@ def _hash_password(args: argparse.Namespace) -> int:
 
 
 def _web_demo(args: argparse.Namespace) -> int:
-    from ._webdemo import run_web_demo
+    from ._webdemo import DEFAULT_PORT, run_web_demo
 
-    return run_web_demo(args.port, args.attacker_port, args.db)
+    port = DEFAULT_PORT if args.port is None else args.port
+    return run_web_demo(port, args.attacker_port, args.db)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,7 +149,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     keygen.set_defaults(run=_keygen)
     demo = commands.add_parser(
         "demo",
-        help="walk through login, refresh, grace, reuse detection and logout on SQLite",
+        help=(
+            "walk through login, silent refresh, a second tab, a stolen refresh token, "
+            "logout, revoke all, a Google sign-in and a throttled guesser, on SQLite"
+        ),
+        description=(
+            "Tell the whole flow as a story, on a fake clock (no waiting) and a SQLite file: "
+            "a password login (a new session, two cookies), a request on the access token "
+            "alone, a silent refresh (the refresh token rotates), a second tab inside the "
+            "grace window, a stolen old refresh token (reuse detected, the session revoked), "
+            "logout, two devices and revoke all (their sessions end as revoked), a Google "
+            "sign-in against a local fake provider (with the oidc extra), and a password "
+            "guesser slowed down by the login throttle (429). Each step says what happened, "
+            "then the decision, its Set-Cookie headers (values shortened) and its events."
+        ),
     )
     demo.add_argument("--db", help="SQLite file to use (default: a temporary file)")
     demo.set_defaults(run=_demo)
@@ -176,7 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "uvicorn: pip install 'tokenflow[demo]'."
         ),
     )
-    web_demo.add_argument("--port", type=_port, default=8000, help="port of the demo site")
+    web_demo.add_argument(
+        "--port",
+        type=_port,
+        help="port of the demo site (default: 8765, beside mkdocs serve's 8000)",
+    )
     web_demo.add_argument(
         "--attacker-port",
         type=_port,

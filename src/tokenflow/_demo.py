@@ -1,6 +1,8 @@
 """``python -m tokenflow demo``: the whole flow, narrated, on a SQLite store.
 
-Every step prints the decision, its status, the Set-Cookie headers it sends
+Every step says what happened in the words of the docs (a login opens a
+session and sets two cookies; a refresh rotates; a revoked session is
+revoked), then the decision type and status, the Set-Cookie headers it sends
 (token values shortened) and the security events it produced. The clock is a
 fake one, so "two minutes later" takes no time.
 """
@@ -25,6 +27,7 @@ from ._model import (
     TooManyRequests,
     Unauthorized,
 )
+from ._narrate import describe_event, meaning
 from .stores.sqlite import SQLiteStore
 from .testing import FakeClock, FakePasswordVerifier, FakeUserDirectory
 from .testing.browser import Browser
@@ -59,16 +62,17 @@ def _short(set_cookie: str) -> str:
 
 def _show(out: Callable[[str], None], title: str, decision: Decision) -> None:
     out(f"\n── {title}")
+    out(f"   {meaning(decision)}")
     who = ""
     if isinstance(decision, (Process, Reissue)):
         who = f" user={decision.user_id} session={decision.session_id[:8]}…"
     if isinstance(decision, Unauthorized):
         who = f" reason={decision.reason.value}"
-    out(f"   {type(decision).__name__} {decision.status}{who}")
+    out(f"   decision: {type(decision).__name__} {decision.status}{who}")
     for header in decision.set_cookies:
         out(f"   Set-Cookie: {_short(header)}")
     for event in decision.events:
-        out(f"   event: {event!r}")
+        out(f"   event: {describe_event(event)}")
 
 
 def run_demo(path: str | None = None, out: Callable[[str], None] = print) -> list[Decision]:

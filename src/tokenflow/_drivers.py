@@ -250,7 +250,7 @@ def combine_observers(*observers: FlowObserver) -> FlowObserver:
         if not _is_observer(observer):
             raise ConfigError(
                 f"{type(observer).__name__} is not an observer: it needs on_decision() and "
-                "on_port_call() methods (see tokenflow.FlowObserver)"
+                "on_port_call() methods (see tokenflow.observers.FlowObserver)"
             )
         # A combination inside a combination is flattened: one level of calls.
         members.extend(observer._members if type(observer) is _Observers else (observer,))
@@ -367,7 +367,7 @@ class _Driver:
         if observer is not None and not _is_observer(observer):
             raise ConfigError(
                 "observer must have on_decision() and on_port_call() methods "
-                "(see tokenflow.FlowObserver)"
+                "(see tokenflow.observers.FlowObserver)"
             )
         policy = config.cookies
         names = {Purpose.ACCESS: policy.access_name, Purpose.REFRESH: policy.refresh_name}

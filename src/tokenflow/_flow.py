@@ -672,7 +672,7 @@ class FlowCore:
         why = (
             RefreshEndedReason.EXPIRED
             if outcome is RotationOutcome.EXPIRED
-            else RefreshEndedReason.UNKNOWN
+            else RefreshEndedReason.REVOKED
         )
         events.append(RefreshEnded(user_id, session_id, why))
         return UnauthorizedReason.SESSION_ENDED
@@ -1107,7 +1107,7 @@ class FlowCore:
             if info is not None and type(info) is not SessionInfo:
                 raise PortError(bind, TypeError("bind_device must return a SessionInfo or None"))
             if info is None:
-                events.append(RefreshEnded(user_id, session_id, RefreshEndedReason.UNKNOWN))
+                events.append(RefreshEnded(user_id, session_id, RefreshEndedReason.REVOKED))
                 return Unauthorized(UnauthorizedReason.SESSION_ENDED, (), tuple(events))
             if info.device_key != proof.key:
                 events.append(DeviceProofRejected(session_id, ProofFailure.ALREADY_BOUND))

@@ -170,7 +170,7 @@ class Request:
         the peer address (``scope["client"]``) as ``client_address``, and the
         ``User-Agent`` and address into ``metadata``. Forwarded headers count
         only when ``proxies`` is given and the peer is one of them (see
-        :class:`~tokenflow.TrustedProxies`). Whatever the client sent, the
+        :class:`~tokenflow.web.TrustedProxies`). Whatever the client sent, the
         result is a Request (malformed values fail closed in the decision);
         a scope that is not an HTTP scope raises :class:`TypeError`.
         """
@@ -339,7 +339,12 @@ class RefreshEndedReason(enum.Enum):
     """Why a refresh found no session to continue."""
 
     EXPIRED = "expired"
-    UNKNOWN = "unknown"
+    """The session's idle or absolute lifetime is over."""
+    REVOKED = "revoked"
+    """The store holds no live session for a refresh token that is still valid:
+    the session was revoked (logout, a revocation, revoke-all, reuse detection,
+    a disabled user), or the store dropped it. The token opened, so the session
+    existed: it was ended, not invented."""
 
 
 @dataclass(frozen=True, slots=True)

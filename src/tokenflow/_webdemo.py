@@ -43,7 +43,18 @@ from ._cookies import CookiePolicy, render_clear_cookie
 from ._drivers import AsyncFlow, FlowOperation, PortCall
 from ._errors import ConfigError
 from ._keyring import KeyRing
-from ._model import Decision, Forbidden, LoggedOut, Process, Reissue, Request, Unauthorized
+from ._model import (
+    Decision,
+    Forbidden,
+    LoggedIn,
+    LoggedOut,
+    Process,
+    Reissue,
+    Request,
+    Unauthorized,
+    UnauthorizedReason,
+)
+from ._narrate import describe_event, meaning
 from .stores.sqlite import AsyncSQLiteStore
 from .testing import AsyncFakePasswordVerifier, AsyncFakeUserDirectory
 from .web.asgi import Endpoints, Message, Receive, Scope, Send, TokenflowMiddleware, auth_of
@@ -55,6 +66,9 @@ DEMO_USERS: Final = (
     ("bob@example.com", "bob", "tr0ub4dor&3"),
 )
 """(username, user id, password) of the demo's users, shown on the page."""
+
+DEFAULT_PORT: Final = 8765
+"""The demo site's port: not 8000, which ``mkdocs serve`` takes for the docs."""
 
 _JOURNAL_SIZE: Final = 1000
 _TOKENS_PER_SESSION: Final = 32
@@ -71,6 +85,20 @@ _ASSETS: Final = {
 _ATTACKER_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"
 
 _operation: contextvars.ContextVar[str] = contextvars.ContextVar("tokenflow_webdemo_operation")
+_held: contextvars.ContextVar[list[tuple[str, Decision]] | None] = contextvars.ContextVar(
+    "tokenflow_webdemo_held"
+)
+"""The decisions taken for the request being served, journalled when its response
+starts: the journal then says what the browser got (a 200 page, a 303), not only
+what the flow decided."""
+
+DOCS: Final = {
+    "page": "docs/web-demo.md",
+    "served": "http://127.0.0.1:8000/web-demo/",
+    "serve": "pip install -e '.[docs]' && mkdocs serve",
+}
+"""Where the demo's own documentation is: the page in a checkout, and where
+``mkdocs serve`` shows it (port 8000, which is why the demo listens elsewhere)."""
 
 
 def demo_config(
@@ -122,6 +150,35 @@ def _set_cookie_entry(header: str) -> dict[str, Any]:
     }
 
 
+def summary(decision: Decision, http_status: int | None, location: str | None) -> str:
+    """What a request's answer was, in the words of the docs.
+
+    ``http_status`` is what the browser got, which is not always the
+    decision's status: a public page is served (200) to an anonymous visitor
+    whose decision is ``Unauthorized``, and a form login answers 303 with the
+    two cookies. None for a decision no browser asked for (the replayed token).
+    """
+    said = meaning(decision)
+    if http_status is None:
+        return said
+    if http_status == 303:
+        target = f" to {location}" if location else ""
+        if isinstance(decision, Reissue) and any(isinstance(e, LoggedIn) for e in decision.events):
+            return f"303 See Other{target}: {said}"
+        if isinstance(decision, LoggedOut):
+            return f"303 See Other{target}: {said}"
+        if isinstance(decision, Unauthorized):
+            return f"303 See Other{target}, back to the form: {said}"
+        return f"303 See Other{target}: {said}"
+    if (
+        http_status < 400
+        and isinstance(decision, Unauthorized)
+        and decision.reason is UnauthorizedReason.NO_CREDENTIALS
+    ):
+        return f"{http_status}: a public page served to an anonymous visitor (not an error)"
+    return f"{http_status}: {said}"
+
+
 def _describe(decision: Decision) -> str:
     if isinstance(decision, (Process, Reissue)):
         return f"user={decision.user_id} session={decision.session_id[:8]}…"
@@ -153,16 +210,28 @@ class Journal:
         self._entries.append(entry)
         return entry
 
-    def decision(self, operation: str, decision: Decision) -> None:
-        """Record one decision of the flow and its events."""
+    def decision(
+        self,
+        operation: str,
+        decision: Decision,
+        http_status: int | None = None,
+        location: str | None = None,
+    ) -> None:
+        """Record one decision of the flow, the answer the browser got, and its events.
+
+        ``status`` is the decision's, ``http_status`` the response's (None when
+        no browser asked: the replayed token); ``summary`` says both in words.
+        """
         self._add(
             {
                 "kind": "decision",
-                "op": _operation.get(operation),
+                "op": operation,
                 "decision": type(decision).__name__,
                 "status": decision.status,
+                "http_status": http_status,
+                "summary": summary(decision, http_status, location),
                 "detail": _describe(decision),
-                "events": [repr(event) for event in decision.events],
+                "events": [describe_event(event) for event in decision.events],
             }
         )
         if isinstance(decision, Reissue):
@@ -208,8 +277,13 @@ class _Recorder:
         self._journal = journal
 
     def on_decision(self, operation: FlowOperation, request: Request, decision: Decision) -> None:
-        """Journal one decision."""
-        self._journal.decision(operation.value, decision)
+        """Journal one decision, once its response starts when a browser asked for it."""
+        op = _operation.get(operation.value)
+        held = _held.get(None)
+        if held is None:
+            self._journal.decision(op, decision)
+        else:
+            held.append((op, decision))
 
     def on_port_call(self, call: PortCall) -> None:
         """Port timings are not shown on the page."""
@@ -341,20 +415,34 @@ class WebDemo:
             self.journal.set_cookie(path, 204, header)
             await _respond(send, 204, b"", "text/plain", [("set-cookie", header)])
             return
+        held: list[tuple[str, Decision]] = []
         token = _operation.set(f"{method} {path}")
+        holding = _held.set(held)
         try:
-            await self._middleware(scope, receive, self._recording_send(send, path))
+            await self._middleware(scope, receive, self._recording_send(send, path, held))
         finally:
+            _held.reset(holding)
             _operation.reset(token)
+            for op, decision in held:  # no response started (the app failed)
+                self.journal.decision(op, decision)
 
-    def _recording_send(self, send: Send, path: str) -> Send:
+    def _recording_send(self, send: Send, path: str, held: list[tuple[str, Decision]]) -> Send:
         journal = self.journal
 
         async def recording(message: Message) -> None:
             if message["type"] == "http.response.start":
-                for name, value in message.get("headers", ()):
-                    if bytes(name).lower() == b"set-cookie":
-                        journal.set_cookie(path, message["status"], bytes(value).decode("latin-1"))
+                status = message["status"]
+                headers = [
+                    (bytes(name).lower(), bytes(value).decode("latin-1"))
+                    for name, value in message.get("headers", ())
+                ]
+                location = next((v for n, v in headers if n == b"location"), None)
+                for op, decision in held:
+                    journal.decision(op, decision, status, location)
+                held.clear()
+                for name, value in headers:
+                    if name == b"set-cookie":
+                        journal.set_cookie(path, status, value)
             await send(message)
 
         return recording
@@ -370,6 +458,7 @@ class WebDemo:
             "refresh_cookie": config.cookies.refresh_name,
             "users": [{"username": u, "password": p} for u, _, p in DEMO_USERS],
             "attacker": self.origins.attacker,
+            "docs": DOCS,
         }
 
     # -- the application behind the middleware --------------------------------
@@ -436,9 +525,12 @@ class WebDemo:
             metadata={"user_agent": "thief"},
         )
         token = _operation.set("thief replays an old refresh token")
+        # No browser gets this decision: journalled at once, with no HTTP status.
+        holding = _held.set(None)
         try:
             decision = await self.flow.decide(thief)
         finally:
+            _held.reset(holding)
             _operation.reset(token)
         await _json(
             send,
@@ -447,6 +539,7 @@ class WebDemo:
                 "decision": type(decision).__name__,
                 "status": decision.status,
                 "detail": _describe(decision),
+                "summary": meaning(decision),
                 "events": [type(event).__name__ for event in decision.events],
             },
         )
@@ -562,7 +655,7 @@ INSTALL_HINT: Final = "pip install 'tokenflow[demo]'  (the demo runs on uvicorn)
 
 
 def run_web_demo(
-    port: int = 8000,
+    port: int = DEFAULT_PORT,
     attacker_port: int = 0,
     db: str | None = None,
     out: Callable[[str], None] = print,
@@ -607,6 +700,7 @@ def run_web_demo(
     )
     for username, _, password in DEMO_USERS:
         out(f"  demo user: {username} / {password}")
+    out(f"  what to try first: on the page; what it shows: {DOCS['page']} ({DOCS['served']})")
     # uvicorn stops on SIGINT and SIGTERM, then raises the signal again once
     # it has shut down; SIGTERM's default action would end the process before
     # the temporary database is removed, so it interrupts like Ctrl-C here.

@@ -6,7 +6,7 @@
 
     flow = AsyncFlow(keyring, store, users, observer=OpenTelemetryObserver())
 
-:class:`OpenTelemetryObserver` is a :class:`~tokenflow.FlowObserver`: it
+:class:`OpenTelemetryObserver` is a :class:`~tokenflow.observers.FlowObserver`: it
 counts every decision and every security event, times every port call, and
 records each port call as a span. It uses the ``opentelemetry-api`` package
 only; the application installs and configures an SDK (exporters, readers,
@@ -40,7 +40,7 @@ or name a person, and no client can grow a metric's cardinality. (A login
 naming an unknown provider is counted without its method: that name is the
 client's.) The :class:`~tokenflow.Request` the flow passes along is never read.
 
-Spans are made from the :class:`~tokenflow.PortCall` after the call returns,
+Spans are made from the :class:`~tokenflow.observers.PortCall` after the call returns,
 with its start and end times, as children of whatever span is current (the
 HTTP server's span under an instrumented server). Spans a database driver's
 own instrumentation makes during the call are therefore siblings of the
@@ -64,24 +64,18 @@ except ImportError as _missing:  # pragma: no cover - checked in a subprocess wi
         "tokenflow.otel needs the opentelemetry-api package: pip install 'tokenflow[otel]'"
     ) from _missing
 
-from . import (
-    ConfigError,
-    Decision,
+from . import ConfigError, Decision, Request, Unauthorized, Unavailable, __version__
+from .events import (
     Event,
-    FlowOperation,
     LoggedIn,
     LoginFailed,
     LoginFailedReason,
     LoginThrottled,
-    PortCall,
     PortFailed,
     Refreshed,
-    Request,
     TokenRejected,
-    Unauthorized,
-    Unavailable,
-    __version__,
 )
+from .observers import FlowOperation, PortCall
 
 __all__ = [
     "DECISIONS",
@@ -253,14 +247,14 @@ class _Tally:
 
 
 class OpenTelemetryObserver:
-    """A :class:`~tokenflow.FlowObserver` that reports to OpenTelemetry (see the module doc).
+    """A :class:`~tokenflow.observers.FlowObserver` reporting to OpenTelemetry (see the module doc).
 
     ``meter_provider`` and ``tracer_provider`` default to the global ones
     (``opentelemetry.metrics.set_meter_provider`` and
     ``opentelemetry.trace.set_tracer_provider``). To keep metrics but make no
     spans, pass ``tracer_provider=opentelemetry.trace.NoOpTracerProvider()``.
     Give it to a flow as ``observer=``; with an observer of your own as well,
-    combine them with :func:`tokenflow.combine_observers`. One instance may
+    combine them with :func:`tokenflow.observers.combine_observers`. One instance may
     serve any number of flows, sync and async, on any thread.
 
     The three counters are observable counters: their totals are kept in

@@ -31,6 +31,7 @@ __all__ = [
     "AsyncSessionStore",
     "AsyncUserDirectory",
     "DeviceBindingStore",
+    "DeviceProof",
     "DeviceProofVerifier",
     "ExternalIdentity",
     "ExternalTokenVerifier",
@@ -38,6 +39,7 @@ __all__ = [
     "Identity",
     "LoginThrottle",
     "PasswordVerifier",
+    "SessionInfo",
     "SessionStore",
     "UserDirectory",
 ]
@@ -206,7 +208,7 @@ class DeviceProofVerifier(Protocol):
     I/O). With ``key=None`` (a registration) the proof must carry its public
     key in the ``jwk`` header and be signed by it; with a key (a refresh) the
     proof must carry none and be signed by ``key``. It returns the verified
-    :class:`~tokenflow.DeviceProof`, or a :class:`~tokenflow.ProofFailure`
+    :class:`~tokenflow.ports.DeviceProof`, or a :class:`~tokenflow.events.ProofFailure`
     for a proof it refuses; it raises only for its own faults.
     """
 

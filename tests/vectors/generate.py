@@ -30,8 +30,9 @@ from typing import Any
 
 import spec_v1
 
-from tokenflow import KeyRing, Purpose, TokenCodec
+from tokenflow import KeyRing
 from tokenflow._token import _codec_with_fixed_randomness
+from tokenflow.tokens import Purpose, TokenCodec
 
 HERE = pathlib.Path(__file__).resolve().parent
 NOW = 1_700_000_000

@@ -2,7 +2,7 @@
 
 It imports nothing from tokenflow: only the standard library and the primitives
 of ``cryptography`` (HKDFExpand, AESGCM). The vector tests run it side by side
-with ``tokenflow.TokenCodec`` so that the specification and the code are
+with ``tokenflow.tokens.TokenCodec`` so that the specification and the code are
 checked against each other, and ``generate.py`` uses it to seal the plaintexts
 that tokenflow itself refuses to seal (non-object JSON, missing claims...).
 

@@ -38,7 +38,12 @@
   async function whoAmI() {
     const answer = await call("GET", "/api/me");
     const status = $("status");
-    if (answer.status === 200) {
+    const signedIn = answer.status === 200;
+    // Signed in: no login form (a second login would replace this session).
+    $("login-section").hidden = signedIn;
+    $("signed-in-note").hidden = !signedIn;
+    if (signedIn) $("error").hidden = true;
+    if (signedIn) {
       status.textContent = "Signed in as " + answer.body.user_id + " (session " +
         answer.body.session_id.slice(0, 8) + "…); this request was a " + answer.body.decision +
         (answer.body.refreshed ? " (silent refresh)" : "") + "; cookies sent: " +
@@ -84,9 +89,12 @@
     const item = document.createElement("li");
     const when = clock(entry.t) + "  ";
     if (entry.kind === "decision") {
-      item.className = "decision" + (entry.status >= 400 ? " refused" : "");
-      item.appendChild(text("span", when + entry.op + "  →  " + entry.decision + " " +
-        entry.status + (entry.detail ? "  " + entry.detail : "")));
+      // What the browser got comes first; the flow's decision type is the detail.
+      const status = entry.http_status === null ? entry.status : entry.http_status;
+      item.className = "decision" + (status >= 400 ? " refused" : "");
+      item.appendChild(text("span", when + entry.op + "  →  " + entry.summary));
+      item.appendChild(text("span", "decision: " + entry.decision + " " + entry.status +
+        (entry.detail ? "  " + entry.detail : ""), "event"));
       for (const event of entry.events) item.appendChild(text("span", "event: " + event, "event"));
     } else if (entry.kind === "set-cookie") {
       item.className = "set-cookie";
@@ -128,6 +136,7 @@
       users.appendChild(item);
     }
     $("attacker-link").href = config.attacker + "/";
+    $("docs-link").href = config.docs.served;
     const error = new URLSearchParams(location.search).get("error");
     if (error) {
       $("error").textContent = "Login failed (" + error + "): check the username and password.";

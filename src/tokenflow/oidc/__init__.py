@@ -9,9 +9,9 @@ Each preset is one call and returns a verifier that plugs into the flow::
         "google": oidc.google(client_ids=["1234.apps.googleusercontent.com"]),
         "apple": oidc.apple(client_ids=["com.example.app"]),
     })
-    # AsyncFlow: the same presets with asynchronous=True
+    # AsyncFlow: the same presets, spelled async_*
     flow = AsyncFlow(keyring, store, users, external={
-        "google": oidc.google(client_ids=[...], asynchronous=True),
+        "google": oidc.async_google(client_ids=[...]),
     })
 
 A bad token is a failed login (401); a key set that cannot be had is an
@@ -32,6 +32,15 @@ from ._http import (
 from ._keys import CachePolicy, KeyLocation, KeySetError, ProviderUnavailable
 from ._providers import (
     apple,
+    async_apple,
+    async_cognito,
+    async_entra_id,
+    async_facebook,
+    async_facebook_limited_login,
+    async_google,
+    async_jumpcloud,
+    async_oidc,
+    async_okta,
     cognito,
     entra_id,
     facebook,
@@ -75,6 +84,15 @@ __all__ = [
     "TokenRules",
     "Verdict",
     "apple",
+    "async_apple",
+    "async_cognito",
+    "async_entra_id",
+    "async_facebook",
+    "async_facebook_limited_login",
+    "async_google",
+    "async_jumpcloud",
+    "async_oidc",
+    "async_okta",
     "cognito",
     "entra_id",
     "facebook",

@@ -1,8 +1,8 @@
 """Provider presets: one call per provider, with its documented quirks built in.
 
-Each preset returns a sync verifier for :class:`tokenflow.Flow`, or with
-``asynchronous=True`` the async face for :class:`tokenflow.AsyncFlow` (the
-overloads give type checkers the right one). Every preset takes:
+Each preset comes in two spellings: ``google()`` returns a verifier for
+:class:`tokenflow.Flow`, ``async_google()`` its async face for
+:class:`tokenflow.AsyncFlow` (and so on for every provider). Every preset takes:
 
 - ``leeway``: clock skew allowed on ``exp``, ``nbf`` and ``iat`` (60 s; at most 300 s);
 - ``cache``: a :class:`~tokenflow.oidc.CachePolicy` (staleness, refetch cooldown...);
@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Literal, overload
+from typing import Any, Final, Literal
 
 from .._errors import ConfigError
 from .._jose import pin_algorithms
@@ -43,6 +43,15 @@ from ._verify import (
 
 __all__ = [
     "apple",
+    "async_apple",
+    "async_cognito",
+    "async_entra_id",
+    "async_facebook",
+    "async_facebook_limited_login",
+    "async_google",
+    "async_jumpcloud",
+    "async_oidc",
+    "async_okta",
     "cognito",
     "entra_id",
     "facebook",
@@ -67,34 +76,45 @@ _GUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 _REGION: Final = re.compile(r"[a-z]{2}(-gov)?-[a-z]+-[0-9]{1,2}")
 _HOST: Final = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
-AnyIdTokenVerifier = IdTokenVerifier | AsyncIdTokenVerifier
 
-
-def _build(
-    rules: TokenRules,
-    location: KeyLocation,
-    asynchronous: bool,
-    source: KeySetSource | AsyncKeySetSource | None,
-    cache: CachePolicy | None,
-) -> AnyIdTokenVerifier:
+def _check_cache(cache: object) -> None:
     if cache is not None and not isinstance(cache, CachePolicy):
         raise ConfigError("cache must be a tokenflow.oidc.CachePolicy")
-    if asynchronous:
-        if source is not None and not inspect.iscoroutinefunction(source.fetch):
-            raise ConfigError("asynchronous=True needs an AsyncKeySetSource (async def fetch)")
-        return AsyncIdTokenVerifier(
-            rules,
-            location,
-            source=source or AsyncHttpKeySetSource(),  # type: ignore[arg-type]
-            cache=cache,
-        )
-    if source is not None and inspect.iscoroutinefunction(source.fetch):
-        raise ConfigError("this source is async: pass asynchronous=True for AsyncFlow")
-    return IdTokenVerifier(
-        rules,
-        location,
-        source=source or HttpKeySetSource(),  # type: ignore[arg-type]
-        cache=cache,
+
+
+def _check_sync_source(source: object, preset: str) -> None:
+    if source is not None and inspect.iscoroutinefunction(getattr(source, "fetch", None)):
+        raise ConfigError(f"this source is async: use async_{preset}() for AsyncFlow")
+
+
+def _check_async_source(source: object, preset: str) -> None:
+    if source is not None and not inspect.iscoroutinefunction(getattr(source, "fetch", None)):
+        raise ConfigError(f"async_{preset}() needs an AsyncKeySetSource (async def fetch)")
+
+
+def _sync(
+    rules: TokenRules,
+    location: KeyLocation,
+    source: KeySetSource | None,
+    cache: CachePolicy | None,
+    preset: str,
+) -> IdTokenVerifier:
+    _check_cache(cache)
+    _check_sync_source(source, preset)
+    return IdTokenVerifier(rules, location, source=source or HttpKeySetSource(), cache=cache)
+
+
+def _async(
+    rules: TokenRules,
+    location: KeyLocation,
+    source: AsyncKeySetSource | None,
+    cache: CachePolicy | None,
+    preset: str,
+) -> AsyncIdTokenVerifier:
+    _check_cache(cache)
+    _check_async_source(source, preset)
+    return AsyncIdTokenVerifier(
+        rules, location, source=source or AsyncHttpKeySetSource(), cache=cache
     )
 
 
@@ -113,44 +133,13 @@ def _claim_is(name: str, expected: str, reason: RejectedReason) -> Check:
 # -- Google ------------------------------------------------------------------------
 
 
-@overload
-def google(
-    client_ids: Iterable[str],
-    *,
-    hosted_domains: Iterable[str] | None = ...,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> IdTokenVerifier: ...
-@overload
-def google(
-    client_ids: Iterable[str],
-    *,
-    hosted_domains: Iterable[str] | None = ...,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncIdTokenVerifier: ...
-def google(
+def _google(
     client_ids: Iterable[str],
     *,
     hosted_domains: Iterable[str] | None = None,
     nonce: NonceCheck | None = None,
     leeway: int = DEFAULT_LEEWAY,
-    cache: CachePolicy | None = None,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> AnyIdTokenVerifier:
-    """Sign in with Google: ID tokens for your OAuth client ids.
-
-    Both issuer forms Google uses are accepted. ``hosted_domains`` restricts
-    logins to Google Workspace domains (the ``hd`` claim); without it, any
-    Google account, personal ones included, gets in.
-    """
+) -> tuple[TokenRules, KeyLocation]:
     checks: tuple[Check, ...] = ()
     if hosted_domains is not None:
         domains = check_names(hosted_domains, "hosted_domains")
@@ -164,46 +153,60 @@ def google(
         checks=checks,
         nonce=nonce,
     )
-    return _build(rules, KeyLocation(jwks_url=GOOGLE_KEYS), asynchronous, source, cache)
+    return rules, KeyLocation(jwks_url=GOOGLE_KEYS)
+
+
+def google(
+    client_ids: Iterable[str],
+    *,
+    hosted_domains: Iterable[str] | None = None,
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: KeySetSource | None = None,
+) -> IdTokenVerifier:
+    """Sign in with Google: ID tokens for your OAuth client ids.
+
+    Both issuer forms Google uses are accepted. ``hosted_domains`` restricts
+    logins to Google Workspace domains (the ``hd`` claim); without it, any
+    Google account, personal ones included, gets in.
+    """
+    return _sync(
+        *_google(client_ids, hosted_domains=hosted_domains, nonce=nonce, leeway=leeway),
+        source,
+        cache,
+        "google",
+    )
+
+
+def async_google(
+    client_ids: Iterable[str],
+    *,
+    hosted_domains: Iterable[str] | None = None,
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncIdTokenVerifier:
+    """:func:`google` for :class:`tokenflow.AsyncFlow`: the same checks, keys fetched
+    without blocking the event loop (default source: :class:`AsyncHttpKeySetSource`)."""
+    return _async(
+        *_google(client_ids, hosted_domains=hosted_domains, nonce=nonce, leeway=leeway),
+        source,
+        cache,
+        "google",
+    )
 
 
 # -- Apple -------------------------------------------------------------------------
 
 
-@overload
-def apple(
-    client_ids: Iterable[str],
-    *,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> IdTokenVerifier: ...
-@overload
-def apple(
-    client_ids: Iterable[str],
-    *,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncIdTokenVerifier: ...
-def apple(
+def _apple(
     client_ids: Iterable[str],
     *,
     nonce: NonceCheck | None = None,
     leeway: int = DEFAULT_LEEWAY,
-    cache: CachePolicy | None = None,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> AnyIdTokenVerifier:
-    """Sign in with Apple: ID tokens for your app's bundle id or Services ID.
-
-    The key set is pinned to Apple's published URL (not taken from discovery).
-    Apple sends ``email_verified`` as the string ``"true"``; it counts.
-    """
+) -> tuple[TokenRules, KeyLocation]:
     rules = TokenRules(
         provider="apple",
         audiences=check_names(client_ids, "client_ids"),
@@ -212,46 +215,47 @@ def apple(
         leeway=check_leeway(leeway),
         nonce=nonce,
     )
-    return _build(rules, KeyLocation(jwks_url=APPLE_KEYS), asynchronous, source, cache)
+    return rules, KeyLocation(jwks_url=APPLE_KEYS)
+
+
+def apple(
+    client_ids: Iterable[str],
+    *,
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: KeySetSource | None = None,
+) -> IdTokenVerifier:
+    """Sign in with Apple: ID tokens for your app's bundle id or Services ID.
+
+    The key set is pinned to Apple's published URL (not taken from discovery).
+    Apple sends ``email_verified`` as the string ``"true"``; it counts.
+    """
+    return _sync(*_apple(client_ids, nonce=nonce, leeway=leeway), source, cache, "apple")
+
+
+def async_apple(
+    client_ids: Iterable[str],
+    *,
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncIdTokenVerifier:
+    """:func:`apple` for :class:`tokenflow.AsyncFlow`: the same checks, keys fetched
+    without blocking the event loop (default source: :class:`AsyncHttpKeySetSource`)."""
+    return _async(*_apple(client_ids, nonce=nonce, leeway=leeway), source, cache, "apple")
 
 
 # -- Facebook ------------------------------------------------------------------------
 
 
-@overload
-def facebook_limited_login(
-    app_ids: Iterable[str],
-    *,
-    nonce: NonceCheck | None,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> IdTokenVerifier: ...
-@overload
-def facebook_limited_login(
-    app_ids: Iterable[str],
-    *,
-    nonce: NonceCheck | None,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncIdTokenVerifier: ...
-def facebook_limited_login(
+def _facebook_limited_login(
     app_ids: Iterable[str],
     *,
     nonce: NonceCheck | None,
     leeway: int = DEFAULT_LEEWAY,
-    cache: CachePolicy | None = None,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> AnyIdTokenVerifier:
-    """Facebook Limited Login: the OIDC token of Facebook's iOS SDK.
-
-    ``aud`` is your app id. ``nonce`` must be given (``None`` only as a
-    deliberate choice): Limited Login tokens are replayable without it.
-    """
+) -> tuple[TokenRules, KeyLocation]:
     rules = TokenRules(
         provider="facebook",
         audiences=check_names(app_ids, "app_ids"),
@@ -261,88 +265,88 @@ def facebook_limited_login(
         nonce=nonce,
     )
     location = KeyLocation(jwks_url=FACEBOOK_LIMITED_KEYS)
-    return _build(rules, location, asynchronous, source, cache)
+    return rules, location
 
 
-@overload
-def facebook(
-    app_id: str,
-    app_secret: str,
+def facebook_limited_login(
+    app_ids: Iterable[str],
     *,
-    graph_version: str = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> FacebookTokenVerifier: ...
-@overload
-def facebook(
-    app_id: str,
-    app_secret: str,
+    nonce: NonceCheck | None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: KeySetSource | None = None,
+) -> IdTokenVerifier:
+    """Facebook Limited Login: the OIDC token of Facebook's iOS SDK.
+
+    ``aud`` is your app id. ``nonce`` must be given (``None`` only as a
+    deliberate choice): Limited Login tokens are replayable without it.
+    """
+    return _sync(
+        *_facebook_limited_login(app_ids, nonce=nonce, leeway=leeway),
+        source,
+        cache,
+        "facebook_limited_login",
+    )
+
+
+def async_facebook_limited_login(
+    app_ids: Iterable[str],
     *,
-    graph_version: str = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncFacebookTokenVerifier: ...
+    nonce: NonceCheck | None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncIdTokenVerifier:
+    """:func:`facebook_limited_login` for :class:`tokenflow.AsyncFlow`: the same checks,
+    keys fetched without blocking the event loop (default source:
+    :class:`AsyncHttpKeySetSource`)."""
+    return _async(
+        *_facebook_limited_login(app_ids, nonce=nonce, leeway=leeway),
+        source,
+        cache,
+        "facebook_limited_login",
+    )
+
+
 def facebook(
     app_id: str,
     app_secret: str,
     *,
     graph_version: str = GRAPH_VERSION,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> FacebookTokenVerifier | AsyncFacebookTokenVerifier:
+    source: KeySetSource | None = None,
+) -> FacebookTokenVerifier:
     """Classic Facebook Login access tokens, verified online (one Graph API
     ``debug_token`` call per login). The app secret stays out of reprs and errors."""
     rules = GraphRules(app_id, app_secret, version=graph_version)
-    if asynchronous:
-        if source is not None and not inspect.iscoroutinefunction(source.fetch):
-            raise ConfigError("asynchronous=True needs an AsyncKeySetSource (async def fetch)")
-        return AsyncFacebookTokenVerifier(rules, source=source or AsyncHttpKeySetSource())
-    if source is not None and inspect.iscoroutinefunction(source.fetch):
-        raise ConfigError("this source is async: pass asynchronous=True for AsyncFlow")
+    _check_sync_source(source, "facebook")
     return FacebookTokenVerifier(rules, source=source or HttpKeySetSource())
+
+
+def async_facebook(
+    app_id: str,
+    app_secret: str,
+    *,
+    graph_version: str = GRAPH_VERSION,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncFacebookTokenVerifier:
+    """:func:`facebook` for :class:`tokenflow.AsyncFlow`: the same Graph API check,
+    made without blocking the event loop."""
+    rules = GraphRules(app_id, app_secret, version=graph_version)
+    _check_async_source(source, "facebook")
+    return AsyncFacebookTokenVerifier(rules, source=source or AsyncHttpKeySetSource())
 
 
 # -- AWS Cognito -------------------------------------------------------------------------
 
 
-@overload
-def cognito(
-    region: str,
-    user_pool_id: str,
-    client_ids: Iterable[str],
-    *,
-    token_use: Literal["id", "access"] = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> IdTokenVerifier: ...
-@overload
-def cognito(
-    region: str,
-    user_pool_id: str,
-    client_ids: Iterable[str],
-    *,
-    token_use: Literal["id", "access"] = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncIdTokenVerifier: ...
-def cognito(
+def _cognito(
     region: str,
     user_pool_id: str,
     client_ids: Iterable[str],
     *,
     token_use: Literal["id", "access"] = "id",  # noqa: S107 - a claim value, not a secret
     leeway: int = DEFAULT_LEEWAY,
-    cache: CachePolicy | None = None,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> AnyIdTokenVerifier:
-    """An AWS Cognito user pool's ID tokens (``token_use="id"``, ``aud`` is the
-    app client id) or access tokens (``token_use="access"``, checked on
-    ``client_id``: Cognito access tokens carry no ``aud``)."""
+) -> tuple[TokenRules, KeyLocation]:
     if not (isinstance(region, str) and _REGION.fullmatch(region)):
         raise ConfigError("region must be an AWS region such as 'eu-west-1'")
     if not (
@@ -362,7 +366,48 @@ def cognito(
         checks=(_claim_is("token_use", token_use, RejectedReason.TOKEN_USE),),
     )
     location = KeyLocation(jwks_url=f"{issuer}/.well-known/jwks.json")
-    return _build(rules, location, asynchronous, source, cache)
+    return rules, location
+
+
+def cognito(
+    region: str,
+    user_pool_id: str,
+    client_ids: Iterable[str],
+    *,
+    token_use: Literal["id", "access"] = "id",  # noqa: S107 - a claim value, not a secret
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: KeySetSource | None = None,
+) -> IdTokenVerifier:
+    """An AWS Cognito user pool's ID tokens (``token_use="id"``, ``aud`` is the
+    app client id) or access tokens (``token_use="access"``, checked on
+    ``client_id``: Cognito access tokens carry no ``aud``)."""
+    return _sync(
+        *_cognito(region, user_pool_id, client_ids, token_use=token_use, leeway=leeway),
+        source,
+        cache,
+        "cognito",
+    )
+
+
+def async_cognito(
+    region: str,
+    user_pool_id: str,
+    client_ids: Iterable[str],
+    *,
+    token_use: Literal["id", "access"] = "id",  # noqa: S107 - a claim value, not a secret
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncIdTokenVerifier:
+    """:func:`cognito` for :class:`tokenflow.AsyncFlow`: the same checks, keys fetched
+    without blocking the event loop (default source: :class:`AsyncHttpKeySetSource`)."""
+    return _async(
+        *_cognito(region, user_pool_id, client_ids, token_use=token_use, leeway=leeway),
+        source,
+        cache,
+        "cognito",
+    )
 
 
 # -- Okta --------------------------------------------------------------------------------
@@ -374,35 +419,7 @@ def _domain(domain: object, what: str) -> str:
     return domain
 
 
-@overload
-def okta(
-    domain: str,
-    client_ids: Iterable[str],
-    *,
-    authorization_server: str | None = ...,
-    token_use: Literal["id", "access"] = ...,
-    audiences: Iterable[str] | None = ...,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> IdTokenVerifier: ...
-@overload
-def okta(
-    domain: str,
-    client_ids: Iterable[str],
-    *,
-    authorization_server: str | None = ...,
-    token_use: Literal["id", "access"] = ...,
-    audiences: Iterable[str] | None = ...,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncIdTokenVerifier: ...
-def okta(
+def _okta(
     domain: str,
     client_ids: Iterable[str],
     *,
@@ -411,18 +428,7 @@ def okta(
     audiences: Iterable[str] | None = None,
     nonce: NonceCheck | None = None,
     leeway: int = DEFAULT_LEEWAY,
-    cache: CachePolicy | None = None,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> AnyIdTokenVerifier:
-    """Okta: ID tokens from the org authorization server
-    (``authorization_server=None``, issuer ``https://{domain}``) or a custom one
-    (issuer ``https://{domain}/oauth2/{authorization_server}``, e.g. ``"default"``).
-
-    Access tokens (``token_use="access"``) are accepted only from a custom
-    authorization server (the org server's are for Okta's own APIs): their
-    ``aud`` must be in ``audiences`` and their ``cid`` in ``client_ids``.
-    """
+) -> tuple[TokenRules, KeyLocation]:
     host = _domain(domain, "domain")
     clients = check_names(client_ids, "client_ids")
     if authorization_server is None:
@@ -465,47 +471,84 @@ def okta(
         )
     else:
         raise ConfigError("token_use must be 'id' or 'access'")
-    return _build(rules, KeyLocation(jwks_url=keys), asynchronous, source, cache)
+    return rules, KeyLocation(jwks_url=keys)
+
+
+def okta(
+    domain: str,
+    client_ids: Iterable[str],
+    *,
+    authorization_server: str | None = None,
+    token_use: Literal["id", "access"] = "id",  # noqa: S107 - a claim value, not a secret
+    audiences: Iterable[str] | None = None,
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: KeySetSource | None = None,
+) -> IdTokenVerifier:
+    """Okta: ID tokens from the org authorization server
+    (``authorization_server=None``, issuer ``https://{domain}``) or a custom one
+    (issuer ``https://{domain}/oauth2/{authorization_server}``, e.g. ``"default"``).
+
+    Access tokens (``token_use="access"``) are accepted only from a custom
+    authorization server (the org server's are for Okta's own APIs): their
+    ``aud`` must be in ``audiences`` and their ``cid`` in ``client_ids``.
+    """
+    return _sync(
+        *_okta(
+            domain,
+            client_ids,
+            authorization_server=authorization_server,
+            token_use=token_use,
+            audiences=audiences,
+            nonce=nonce,
+            leeway=leeway,
+        ),
+        source,
+        cache,
+        "okta",
+    )
+
+
+def async_okta(
+    domain: str,
+    client_ids: Iterable[str],
+    *,
+    authorization_server: str | None = None,
+    token_use: Literal["id", "access"] = "id",  # noqa: S107 - a claim value, not a secret
+    audiences: Iterable[str] | None = None,
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncIdTokenVerifier:
+    """:func:`okta` for :class:`tokenflow.AsyncFlow`: the same checks, keys fetched
+    without blocking the event loop (default source: :class:`AsyncHttpKeySetSource`)."""
+    return _async(
+        *_okta(
+            domain,
+            client_ids,
+            authorization_server=authorization_server,
+            token_use=token_use,
+            audiences=audiences,
+            nonce=nonce,
+            leeway=leeway,
+        ),
+        source,
+        cache,
+        "okta",
+    )
 
 
 # -- JumpCloud -----------------------------------------------------------------------------
 
 
-@overload
-def jumpcloud(
-    client_ids: Iterable[str],
-    *,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> IdTokenVerifier: ...
-@overload
-def jumpcloud(
-    client_ids: Iterable[str],
-    *,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncIdTokenVerifier: ...
-def jumpcloud(
+def _jumpcloud(
     client_ids: Iterable[str],
     *,
     nonce: NonceCheck | None = None,
     leeway: int = DEFAULT_LEEWAY,
-    cache: CachePolicy | None = None,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> AnyIdTokenVerifier:
-    """JumpCloud SSO (OIDC): ID tokens for your client ids.
-
-    The issuer is taken verbatim from JumpCloud's discovery document (it ends
-    in a slash, which hand-written configurations tend to drop), and must be
-    on the discovery document's own origin.
-    """
+) -> tuple[TokenRules, KeyLocation]:
     rules = TokenRules(
         provider="jumpcloud",
         audiences=check_names(client_ids, "client_ids"),
@@ -514,7 +557,37 @@ def jumpcloud(
         nonce=nonce,
     )
     location = KeyLocation(discovery_url=JUMPCLOUD_DISCOVERY)
-    return _build(rules, location, asynchronous, source, cache)
+    return rules, location
+
+
+def jumpcloud(
+    client_ids: Iterable[str],
+    *,
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: KeySetSource | None = None,
+) -> IdTokenVerifier:
+    """JumpCloud SSO (OIDC): ID tokens for your client ids.
+
+    The issuer is taken verbatim from JumpCloud's discovery document (it ends
+    in a slash, which hand-written configurations tend to drop), and must be
+    on the discovery document's own origin.
+    """
+    return _sync(*_jumpcloud(client_ids, nonce=nonce, leeway=leeway), source, cache, "jumpcloud")
+
+
+def async_jumpcloud(
+    client_ids: Iterable[str],
+    *,
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncIdTokenVerifier:
+    """:func:`jumpcloud` for :class:`tokenflow.AsyncFlow`: the same checks, keys fetched
+    without blocking the event loop (default source: :class:`AsyncHttpKeySetSource`)."""
+    return _async(*_jumpcloud(client_ids, nonce=nonce, leeway=leeway), source, cache, "jumpcloud")
 
 
 # -- Microsoft Entra ID ----------------------------------------------------------------------
@@ -535,46 +608,13 @@ def _object_id(claims: Mapping[str, Any]) -> RejectedReason | None:
     return None if type(oid) is str and _GUID.fullmatch(oid) else RejectedReason.CLAIMS
 
 
-@overload
-def entra_id(
-    client_ids: Iterable[str],
-    *,
-    tenants: Iterable[str],
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> IdTokenVerifier: ...
-@overload
-def entra_id(
-    client_ids: Iterable[str],
-    *,
-    tenants: Iterable[str],
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncIdTokenVerifier: ...
-def entra_id(
+def _entra_id(
     client_ids: Iterable[str],
     *,
     tenants: Iterable[str],
     nonce: NonceCheck | None = None,
     leeway: int = DEFAULT_LEEWAY,
-    cache: CachePolicy | None = None,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> AnyIdTokenVerifier:
-    """Microsoft Entra ID (v2.0 endpoint): ID tokens for your application ids,
-    from the tenants on the ``tenants`` allow-list (tenant GUIDs).
-
-    The issuer is the multi-tenant template filled with the token's own
-    ``tid``, which must be a GUID on the list; an empty list is refused, it
-    never means "any tenant". The user is the object id (``oid``), scoped by
-    the tenant-specific issuer.
-    """
+) -> tuple[TokenRules, KeyLocation]:
     if isinstance(tenants, str):
         raise ConfigError("tenants must be a list of tenant GUIDs, not one string")
     allowed = frozenset(t.lower() for t in tenants if isinstance(t, str))
@@ -597,41 +637,57 @@ def entra_id(
         checks=(_object_id,),
         nonce=nonce,
     )
-    return _build(rules, KeyLocation(jwks_url=ENTRA_KEYS), asynchronous, source, cache)
+    return rules, KeyLocation(jwks_url=ENTRA_KEYS)
+
+
+def entra_id(
+    client_ids: Iterable[str],
+    *,
+    tenants: Iterable[str],
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: KeySetSource | None = None,
+) -> IdTokenVerifier:
+    """Microsoft Entra ID (v2.0 endpoint): ID tokens for your application ids,
+    from the tenants on the ``tenants`` allow-list (tenant GUIDs).
+
+    The issuer is the multi-tenant template filled with the token's own
+    ``tid``, which must be a GUID on the list; an empty list is refused, it
+    never means "any tenant". The user is the object id (``oid``), scoped by
+    the tenant-specific issuer.
+    """
+    return _sync(
+        *_entra_id(client_ids, tenants=tenants, nonce=nonce, leeway=leeway),
+        source,
+        cache,
+        "entra_id",
+    )
+
+
+def async_entra_id(
+    client_ids: Iterable[str],
+    *,
+    tenants: Iterable[str],
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncIdTokenVerifier:
+    """:func:`entra_id` for :class:`tokenflow.AsyncFlow`: the same checks, keys fetched
+    without blocking the event loop (default source: :class:`AsyncHttpKeySetSource`)."""
+    return _async(
+        *_entra_id(client_ids, tenants=tenants, nonce=nonce, leeway=leeway),
+        source,
+        cache,
+        "entra_id",
+    )
 
 
 # -- any OIDC issuer ---------------------------------------------------------------------------
 
 
-@overload
-def oidc(
-    issuer: str,
-    client_ids: Iterable[str],
-    *,
-    algorithms: Iterable[str] = ...,
-    jwks_url: str | None = ...,
-    provider: str = ...,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: KeySetSource | None = ...,
-    asynchronous: Literal[False] = ...,
-) -> IdTokenVerifier: ...
-@overload
-def oidc(
-    issuer: str,
-    client_ids: Iterable[str],
-    *,
-    algorithms: Iterable[str] = ...,
-    jwks_url: str | None = ...,
-    provider: str = ...,
-    nonce: NonceCheck | None = ...,
-    leeway: int = ...,
-    cache: CachePolicy | None = ...,
-    source: AsyncKeySetSource | None = ...,
-    asynchronous: Literal[True],
-) -> AsyncIdTokenVerifier: ...
-def oidc(
+def _oidc(
     issuer: str,
     client_ids: Iterable[str],
     *,
@@ -640,17 +696,7 @@ def oidc(
     provider: str = "oidc",
     nonce: NonceCheck | None = None,
     leeway: int = DEFAULT_LEEWAY,
-    cache: CachePolicy | None = None,
-    source: Any = None,
-    asynchronous: bool = False,
-) -> AnyIdTokenVerifier:
-    """Any OpenID Connect issuer: ID tokens whose ``iss`` is exactly ``issuer``
-    and whose ``aud`` holds one of ``client_ids``.
-
-    Keys come from the issuer's discovery document (whose ``issuer`` must equal
-    ``issuer`` exactly, trailing slash included), or from ``jwks_url`` when
-    given. ``algorithms`` pins what the issuer signs with (RS256 by default).
-    """
+) -> tuple[TokenRules, KeyLocation]:
     if not isinstance(issuer, str):
         raise ConfigError("issuer must be a string")
     from ._http import check_url
@@ -671,4 +717,69 @@ def oidc(
         leeway=check_leeway(leeway),
         nonce=nonce,
     )
-    return _build(rules, location, asynchronous, source, cache)
+    return rules, location
+
+
+def oidc(
+    issuer: str,
+    client_ids: Iterable[str],
+    *,
+    algorithms: Iterable[str] = ("RS256",),
+    jwks_url: str | None = None,
+    provider: str = "oidc",
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: KeySetSource | None = None,
+) -> IdTokenVerifier:
+    """Any OpenID Connect issuer: ID tokens whose ``iss`` is exactly ``issuer``
+    and whose ``aud`` holds one of ``client_ids``.
+
+    Keys come from the issuer's discovery document (whose ``issuer`` must equal
+    ``issuer`` exactly, trailing slash included), or from ``jwks_url`` when
+    given. ``algorithms`` pins what the issuer signs with (RS256 by default).
+    """
+    return _sync(
+        *_oidc(
+            issuer,
+            client_ids,
+            algorithms=algorithms,
+            jwks_url=jwks_url,
+            provider=provider,
+            nonce=nonce,
+            leeway=leeway,
+        ),
+        source,
+        cache,
+        "oidc",
+    )
+
+
+def async_oidc(
+    issuer: str,
+    client_ids: Iterable[str],
+    *,
+    algorithms: Iterable[str] = ("RS256",),
+    jwks_url: str | None = None,
+    provider: str = "oidc",
+    nonce: NonceCheck | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+    cache: CachePolicy | None = None,
+    source: AsyncKeySetSource | None = None,
+) -> AsyncIdTokenVerifier:
+    """:func:`oidc` for :class:`tokenflow.AsyncFlow`: the same checks, keys fetched
+    without blocking the event loop (default source: :class:`AsyncHttpKeySetSource`)."""
+    return _async(
+        *_oidc(
+            issuer,
+            client_ids,
+            algorithms=algorithms,
+            jwks_url=jwks_url,
+            provider=provider,
+            nonce=nonce,
+            leeway=leeway,
+        ),
+        source,
+        cache,
+        "oidc",
+    )

@@ -20,7 +20,7 @@ its ``Max-Age``. Then, in order:
    :class:`~tokenflow.AsyncFlow`). Exactly one tab must be told it rotated
    the token (``Refreshed(grace=False)``), every other one that it replayed
    the predecessor inside the grace window (``Refreshed(grace=True)``), all
-   with the same generation and no :class:`~tokenflow.ReuseDetected`.
+   with the same generation and no :class:`~tokenflow.events.ReuseDetected`.
 2. **A lost response.** The winning tab's response never arrives: its
    ``Set-Cookie`` is not applied, so that tab still holds the old token and
    retries it half a grace window later. It must get the same successor
@@ -39,7 +39,7 @@ After the last trial (unless ``check_stale_reuse=False``) the harness checks
 the other side of step 4, which is **defined behaviour, not a failure**: a
 stale ``Set-Cookie`` applied out of order and used *after* the grace window
 is indistinguishable from a stolen token being replayed. It is answered as
-reuse (:class:`~tokenflow.ReuseDetected` with cause
+reuse (:class:`~tokenflow.events.ReuseDetected` with cause
 ``PREDECESSOR_AFTER_GRACE``), the whole session is revoked, and every tab is
 logged out at its next refresh. The grace window exists so that the honest
 version of this race (a response that is merely late) converges; choose
@@ -123,7 +123,7 @@ class RaceReport:
     graces: int = 0
     """``Refreshed(grace=True)`` events: the predecessor was answered inside the window."""
     reuses: int = 0
-    """Unexpected :class:`~tokenflow.ReuseDetected` events: a user would have been logged
+    """Unexpected :class:`~tokenflow.events.ReuseDetected` events: a user would have been logged
     out. The deliberate check of a stale token after the window is not counted here."""
     unavailable: int = 0
     """:class:`~tokenflow.Unavailable` decisions (a port failed, e.g. a store lock timed out)."""

@@ -11,8 +11,24 @@ parsing lives in the core, ``tokenflow._http``); decisions come from the
 flow's public methods (:meth:`~tokenflow.Flow.begin`,
 :meth:`~tokenflow.Flow.finish`, :meth:`~tokenflow.Flow.login`...). No web
 framework is imported anywhere in this package.
+
+Also here, for hosts that read requests themselves: :class:`TrustedProxies`
+and :class:`ForwardedHeaders` (which proxy headers to believe),
+:func:`parse_cookie_header`, and :class:`PendingDecision`, what
+:meth:`~tokenflow.Flow.begin` returns when a decision needs its ports.
 """
 
+from .._cookies import parse_cookie_header
+from .._drivers import PendingDecision
+from .._http import ForwardedHeaders, TrustedProxies
 from ._shared import Auth, Endpoints, Required
 
-__all__ = ["Auth", "Endpoints", "Required"]
+__all__ = [
+    "Auth",
+    "Endpoints",
+    "ForwardedHeaders",
+    "PendingDecision",
+    "Required",
+    "TrustedProxies",
+    "parse_cookie_header",
+]

@@ -150,7 +150,7 @@ class TokenflowMiddleware:
         if not isinstance(endpoints, Endpoints):
             raise ConfigError("endpoints must be a tokenflow.asgi.Endpoints")
         if proxies is not None and not isinstance(proxies, TrustedProxies):
-            raise ConfigError("proxies must be a tokenflow.TrustedProxies")
+            raise ConfigError("proxies must be a tokenflow.web.TrustedProxies")
         self._app = app
         self._flow = flow
         self._begin = flow.begin
