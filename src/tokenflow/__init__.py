@@ -28,6 +28,7 @@ from ._http import ForwardedHeaders, TrustedProxies
 from ._keyring import Key, KeyRing
 from ._model import (
     AmbiguousCookie,
+    AuthenticatorCloned,
     BareRefreshRefused,
     Credentials,
     CrossOriginRejected,
@@ -44,6 +45,8 @@ from ._model import (
     LoginFailed,
     LoginFailedReason,
     LoginThrottled,
+    PasskeyCredentials,
+    PasskeyReplayed,
     PasswordCredentials,
     PortFailed,
     Process,
@@ -71,6 +74,7 @@ __all__ = [
     "COOKIE_BUDGET",
     "AmbiguousCookie",
     "AsyncFlow",
+    "AuthenticatorCloned",
     "BareRefreshRefused",
     "ConfigError",
     "CookiePolicy",
@@ -103,6 +107,8 @@ __all__ = [
     "LoginFailed",
     "LoginFailedReason",
     "LoginThrottled",
+    "PasskeyCredentials",
+    "PasskeyReplayed",
     "PasswordCredentials",
     "PendingDecision",
     "PortCall",

@@ -1,0 +1,48 @@
+"""Passkeys (WebAuthn) as a credential of the flow: registration, login, and the user's list.
+
+Needs the ``passkeys`` extra (``pip install 'tokenflow[passkeys]'``): the
+ceremonies are verified by the ``webauthn`` package (py_webauthn), never by
+hand. Build a :class:`Passkeys` and hand it to the flow::
+
+    passkeys = Passkeys(
+        PasskeyConfig(rp_id="example.com", rp_name="Example", origins=("https://example.com",)),
+        keyring, SQLitePasskeyRepository("app.db"), SQLiteChallengeLedger("app.db"),
+    )
+    flow = Flow(keyring, store, users, passkeys=passkeys)
+
+A passkey login is then a login like any other:
+``flow.login(Request(..., credentials=PasskeyCredentials(response_json)))``.
+See docs/passkeys.md.
+"""
+
+from __future__ import annotations
+
+try:
+    from ._service import Passkeys
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
+    if exc.name != "webauthn":
+        raise
+    raise ImportError(
+        "tokenflow.passkeys needs the passkeys extra: pip install 'tokenflow[passkeys]'"
+    ) from exc
+from ._types import (
+    ChallengeLedger,
+    PasskeyConfig,
+    PasskeyRepository,
+    RegistrationFailure,
+    RemoveOutcome,
+    StoredPasskey,
+)
+from .memory import MemoryChallengeLedger, MemoryPasskeyRepository
+
+__all__ = [
+    "ChallengeLedger",
+    "MemoryChallengeLedger",
+    "MemoryPasskeyRepository",
+    "PasskeyConfig",
+    "PasskeyRepository",
+    "Passkeys",
+    "RegistrationFailure",
+    "RemoveOutcome",
+    "StoredPasskey",
+]
