@@ -422,6 +422,11 @@ class _Driver:
         return self._store
 
     @property
+    def passkeys(self) -> Any:
+        """The passkey verifier given at construction (``passkeys=``), if any."""
+        return self._passkeys
+
+    @property
     def observer(self) -> FlowObserver | None:
         """The observer given at construction, if any."""
         return self._observer

@@ -18,7 +18,7 @@ See docs/passkeys.md.
 from __future__ import annotations
 
 try:
-    from ._service import Passkeys
+    from ._service import AsyncPasskeys, Passkeys
 except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
     if exc.name != "webauthn":
         raise
@@ -36,6 +36,7 @@ from ._types import (
 from .memory import MemoryChallengeLedger, MemoryPasskeyRepository
 
 __all__ = [
+    "AsyncPasskeys",
     "ChallengeLedger",
     "MemoryChallengeLedger",
     "MemoryPasskeyRepository",

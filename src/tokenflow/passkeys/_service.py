@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -436,3 +437,65 @@ def _clean_name(name: object) -> str:
     if type(name) is not str:
         return ""
     return "".join(c for c in name if c.isprintable()).strip()[:_NAME_LIMIT]
+
+
+class AsyncPasskeys:
+    """The async face of :class:`Passkeys`, for :class:`~tokenflow.AsyncFlow`.
+
+    Each call runs the sync one in a worker thread (the repository and the
+    ledger may block), so the event loop never waits on them.
+    """
+
+    def __init__(self, passkeys: Passkeys) -> None:
+        if not isinstance(passkeys, Passkeys):
+            raise ConfigError("AsyncPasskeys wraps a tokenflow.passkeys.Passkeys")
+        self._passkeys = passkeys
+
+    @property
+    def config(self) -> PasskeyConfig:
+        """The validated configuration."""
+        return self._passkeys.config
+
+    def origin_for(self, origin: str | None) -> str | None:
+        """See :meth:`Passkeys.origin_for` (no I/O: answered in place)."""
+        return self._passkeys.origin_for(origin)
+
+    async def verify_assertion(self, response: str, *, now: float) -> PasskeyLogin | PasskeyRefused:
+        """See :meth:`Passkeys.verify_assertion`."""
+        return await asyncio.to_thread(self._passkeys.verify_assertion, response, now=now)
+
+    async def registration_options(
+        self, user_id: str, session_id: str, *, user_name: str, origin: str
+    ) -> str:
+        """See :meth:`Passkeys.registration_options`."""
+        return await asyncio.to_thread(
+            self._passkeys.registration_options,
+            user_id,
+            session_id,
+            user_name=user_name,
+            origin=origin,
+        )
+
+    async def verify_registration(
+        self, user_id: str, session_id: str, response: str, *, name: str = ""
+    ) -> StoredPasskey | RegistrationFailure:
+        """See :meth:`Passkeys.verify_registration`."""
+        return await asyncio.to_thread(
+            self._passkeys.verify_registration, user_id, session_id, response, name=name
+        )
+
+    async def authentication_options(self, *, origin: str) -> str:
+        """See :meth:`Passkeys.authentication_options`."""
+        return await asyncio.to_thread(self._passkeys.authentication_options, origin=origin)
+
+    async def passkeys_of(self, user_id: str) -> Sequence[StoredPasskey]:
+        """See :meth:`Passkeys.passkeys_of`."""
+        return await asyncio.to_thread(self._passkeys.passkeys_of, user_id)
+
+    async def rename(self, user_id: str, credential_id: str, name: str) -> bool:
+        """See :meth:`Passkeys.rename`."""
+        return await asyncio.to_thread(self._passkeys.rename, user_id, credential_id, name)
+
+    async def remove(self, user_id: str, credential_id: str) -> RemoveOutcome:
+        """See :meth:`Passkeys.remove`."""
+        return await asyncio.to_thread(self._passkeys.remove, user_id, credential_id)
