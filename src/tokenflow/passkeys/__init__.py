@@ -46,4 +46,17 @@ __all__ = [
     "RegistrationFailure",
     "RemoveOutcome",
     "StoredPasskey",
+    "browser_helper",
 ]
+
+
+def browser_helper() -> bytes:
+    """The browser helper script, ``tokenflow-passkeys.js`` (serve it as ``text/javascript``).
+
+    It defines ``window.tokenflowPasskeys`` with ``register()``, ``signIn()``,
+    ``autofill()`` and ``assertion()``, which talk to the middleware's passkey
+    endpoints; see docs/passkeys.md.
+    """
+    from importlib import resources
+
+    return resources.files(__name__).joinpath("tokenflow-passkeys.js").read_bytes()
