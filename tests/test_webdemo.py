@@ -573,3 +573,5 @@ async def test_a_passkey_is_added_and_signs_in_on_localhost(demo: WebDemo) -> No
     )
     assert signed_in.status == 200
     assert signed_in.json()["user_id"] == "alice"
+    me = await call(demo.app, "GET", "/api/me", jar=fresh, headers=here)
+    assert me.json()["amr"] == ["hwk", "user"]

@@ -418,6 +418,7 @@ class WebDemo:
                 "user_id": auth.user_id,
                 "session_id": auth.session_id,
                 "name": auth.claims.get("name"),
+                "amr": auth.claims.get("amr"),
                 "decision": type(decision).__name__,
                 "refreshed": isinstance(decision, Reissue),
                 "cookies_sent": names,
