@@ -24,6 +24,7 @@ from tokenflow import (
     Reissue,
     Request,
     Unauthorized,
+    Unavailable,
 )
 from tokenflow.passkeys import (
     MemoryChallengeLedger,
@@ -34,7 +35,7 @@ from tokenflow.passkeys import (
     RemoveOutcome,
 )
 from tokenflow.passkeys.sqlite import SQLiteChallengeLedger, SQLitePasskeyRepository
-from tokenflow.ports import PasskeyFailure, PasskeyRefused
+from tokenflow.ports import PasskeyFailure, PasskeyLogin, PasskeyRefused
 from tokenflow.stores import MemoryStore
 from tokenflow.testing import Browser, FakeClock, FakeUserDirectory
 from tokenflow.testing.passkeys import (
@@ -431,3 +432,28 @@ def test_kit_catches_a_repository_whose_counter_goes_back() -> None:
 
     with pytest.raises(AssertionError, match="count moved"):
         check_passkey_repository(Lenient)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "alice",
+        None,
+        PasskeyLogin("alice", "id", 5, True),  # type: ignore[arg-type]
+        PasskeyLogin("alice", "id", ("x" * 40,), True),
+        PasskeyLogin("", "id", ("hwk",), True),
+        PasskeyRefused("replayed"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_verifier_answering_nonsense_is_a_port_failure(answer: object) -> None:
+    class Broken:
+        def verify_assertion(self, response: str, *, now: float) -> object:
+            return answer
+
+    users = FakeUserDirectory()
+    users.add_user("alice")
+    flow = Flow(KeyRing.generate(), MemoryStore(), users, passkeys=Broken())  # type: ignore[arg-type]
+    decision = flow.login(Request(method="POST", credentials=PasskeyCredentials("{}")))
+    assert isinstance(decision, Unavailable)
+    assert decision.port == "passkeys"
+    assert not decision.set_cookies

@@ -774,7 +774,11 @@ class FlowCore:
             if isinstance(verified, PasskeyRefused) and isinstance(verified.reason, PasskeyFailure):
                 events.extend(_passkey_refusal_events(verified))
                 return UnauthorizedReason.LOGIN_FAILED
-            if type(verified) is not PasskeyLogin or _amr_of(list(verified.amr)) is None:
+            if (
+                type(verified) is not PasskeyLogin
+                or type(verified.amr) is not tuple
+                or _amr_of(list(verified.amr)) is None
+            ):
                 raise PortError(
                     need, TypeError("verify_assertion must return a PasskeyLogin or PasskeyRefused")
                 )
