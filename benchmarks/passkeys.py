@@ -8,10 +8,10 @@ Three figures:
   signature with py_webauthn, consume the challenge, move the counter,
   open a session and mint both cookies) over a whole password login
   (``flow.login`` with argon2id at the library's defaults), on the same
-  SQLite store, interleaved in the same rounds. The passkey case also signs
-  each assertion in the timed region (the software authenticator's one
-  ECDSA P-256 signature, a client's cost), so its figure is an upper bound.
-  Expected: at most 0.02.
+  SQLite store, interleaved in the same rounds. Assertions are signed by
+  the software authenticator before timing (a client's cost, not the
+  server's); if the pool runs out, the rest are signed in the timed call
+  (reported), which only raises the passkey figure. Expected: at most 0.02.
 * **passkey_assertion_replays_granted**: 1,000 logins (100 with ``--quick``),
   each assertion captured and sent again, once in turn and then by 8
   threads at once; grants counted (any Reissue). Goal: 0.
@@ -43,6 +43,9 @@ PASSWORD: Final = "correct horse battery staple"
 ATTACK_RUNS: Final = 1000
 ATTACK_RUNS_QUICK: Final = 100
 PARALLEL: Final = 8
+POOL: Final = 6000
+POOL_QUICK: Final = 1500
+"""Assertions signed before timing; past them, the rest are signed in the timed call."""
 
 
 def _request(credentials: Any) -> Request:
@@ -100,6 +103,31 @@ def _enrol(passkeys: Any, user: str = "ada") -> Any:
 def _passkey_login(flow: Flow, passkeys: Any, authenticator: Any) -> object:
     options = passkeys.authentication_options(origin=ORIGIN)
     return flow.login(_request(PasskeyCredentials(authenticator.get(options, ORIGIN))))
+
+
+class _Signed:
+    """Assertions signed ahead, in counter order, so that the timed call is the
+    server's work alone: the login options (challenge issued) and ``flow.login``."""
+
+    def __init__(self, flow: Flow, passkeys: Any, authenticator: Any, size: int) -> None:
+        self.flow, self.passkeys, self.authenticator = flow, passkeys, authenticator
+        self.pool = [self._sign() for _ in range(size)]
+        self.pool.reverse()
+        self.signed_inline = 0
+
+    def _sign(self) -> PasskeyCredentials:
+        options = self.passkeys.authentication_options(origin=ORIGIN)
+        return PasskeyCredentials(self.authenticator.get(options, ORIGIN))
+
+    def login(self) -> object:
+        # The options a browser asks for first: part of the server's work.
+        self.passkeys.authentication_options(origin=ORIGIN)
+        if self.pool:
+            credentials = self.pool.pop()
+        else:
+            self.signed_inline += 1
+            credentials = self._sign()
+        return self.flow.login(_request(credentials))
 
 
 def _replays(flow: Flow, passkeys: Any, runs: int) -> int:
@@ -162,8 +190,9 @@ def run(settings: Settings, report: Report) -> None:
         password = _request(PasswordCredentials("ada", PASSWORD))
         if not isinstance(flow.login(password), Reissue):
             raise AssertionError("the password login case does not log in")
+        signed = _Signed(flow, passkeys, authenticator, POOL_QUICK if settings.quick else POOL)
         cases = [
-            Case("passkey_login", Call(_passkey_login, (flow, passkeys, authenticator))),
+            Case("passkey_login", Call(signed.login)),
             Case("password_login", Call(flow.login, (password,))),
         ]
         stats = measure(GROUP, cases, settings)
@@ -179,12 +208,14 @@ def run(settings: Settings, report: Report) -> None:
             f"{stats[key].noise_pct:.1f}",
         ]
         for key, label in (
-            ("passkey_login", "options + flow.login with a passkey (incl. client signature)"),
+            ("passkey_login", "login options + flow.login with a passkey"),
             ("password_login", "flow.login with an argon2id password"),
         )
     ]
     print(f"\n== {GROUP}: SQLite store, {settings.rounds} rounds ==")
     print(format_table(["case", "median us", "min us", "noise %"], rows, "lrrr"))
+    if signed.signed_inline:
+        print(f"  ({signed.signed_inline} passkey logins signed their assertion in the timed call)")
     print(
         f"passkey_login_vs_password_login = {ratio:.4f} "
         f"(expected <= {RATIO_GOAL}: {'PASS' if ratio <= RATIO_GOAL else 'MISS'})"
