@@ -19,12 +19,12 @@ from __future__ import annotations
 
 try:
     from ._service import AsyncPasskeys, Passkeys
-except ModuleNotFoundError as exc:  # pragma: no cover - exercised without the extra
-    if exc.name != "webauthn":
+except ModuleNotFoundError as _missing:  # pragma: no cover - exercised without the extra
+    if _missing.name != "webauthn":
         raise
     raise ImportError(
         "tokenflow.passkeys needs the passkeys extra: pip install 'tokenflow[passkeys]'"
-    ) from exc
+    ) from _missing
 from ._types import (
     ChallengeLedger,
     PasskeyConfig,
