@@ -663,7 +663,8 @@ class Unavailable:
     ``"users"`` (the user directory; also claims it supplied that cannot be
     sealed into a token), ``"passwords"`` (the password verifier),
     ``"external"`` (an external token verifier), ``"throttle"`` (the login
-    throttle) or ``"passkeys"`` (the passkey verifier, its repository or ledger). A port that answers with a value of the wrong type counts as
+    throttle) or ``"passkeys"`` (the passkey verifier, its repository or
+    ledger). A port that answers with a value of the wrong type counts as
     failed too: ``error`` is then a :class:`TypeError` saying what was expected.
     """
 
