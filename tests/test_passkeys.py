@@ -457,3 +457,17 @@ def test_a_verifier_answering_nonsense_is_a_port_failure(answer: object) -> None
     assert isinstance(decision, Unavailable)
     assert decision.port == "passkeys"
     assert not decision.set_cookies
+
+
+def test_a_challenge_is_bound_to_the_origin_that_asked_for_it() -> None:
+    other = "https://app.example.com"
+    world = World(origins=(ORIGIN, other))
+    authenticator = SoftAuthenticator()
+    world.register(authenticator)
+    options = world.passkeys.authentication_options(origin=ORIGIN)
+    # Signed as if on the other configured origin: the challenge was not issued there.
+    moved = world.passkeys.verify_assertion(authenticator.get(options, other), now=T0)
+    assert isinstance(moved, PasskeyRefused)
+    assert moved.reason is PasskeyFailure.CHALLENGE_INVALID
+    here = world.passkeys.verify_assertion(authenticator.get(options, ORIGIN), now=T0)
+    assert not isinstance(here, PasskeyRefused)
