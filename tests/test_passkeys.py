@@ -471,3 +471,26 @@ def test_a_challenge_is_bound_to_the_origin_that_asked_for_it() -> None:
     assert moved.reason is PasskeyFailure.CHALLENGE_INVALID
     here = world.passkeys.verify_assertion(authenticator.get(options, ORIGIN), now=T0)
     assert not isinstance(here, PasskeyRefused)
+
+
+def test_sqlite_ledger_purges_only_expired_records(tmp_path: Any) -> None:
+    ledger = SQLiteChallengeLedger(tmp_path / "ledger.db")
+    assert ledger.use(b"a" * 32, T0 + 10, T0)
+    assert ledger.use(b"b" * 32, T0 + 100, T0)
+    assert ledger.purge(T0 + 50) == 1
+    assert not ledger.use(b"b" * 32, T0 + 100, T0 + 60)
+
+
+def test_postgres_ledger_purges_only_expired_records(
+    postgres_conninfo: str, pg_tables: tuple[str, str]
+) -> None:
+    from tokenflow.passkeys.postgres import PostgresChallengeLedger
+
+    ledger = PostgresChallengeLedger(postgres_conninfo, table=pg_tables[1])
+    try:
+        assert ledger.use(b"a" * 32, T0 + 10, T0)
+        assert ledger.use(b"b" * 32, T0 + 100, T0)
+        assert ledger.purge(T0 + 50) == 1
+        assert not ledger.use(b"b" * 32, T0 + 100, T0 + 60)
+    finally:
+        ledger.close()
