@@ -65,11 +65,23 @@ GROUPS: Final[tuple[Group, ...]] = (
         dbsc.run,
     ),
     Group(
+        "passkeys",
+        "a whole passkey login against an argon2id password login; replays and clones refused",
+        lambda settings, report: _passkeys_group().run(settings, report),
+    ),
+    Group(
         "otel",
         "access and refresh decisions with the OpenTelemetry observer against none",
         lambda settings, report: _otel_group().run(settings, report),
     ),
 )
+
+
+def _passkeys_group() -> Any:
+    # Imported when the group runs: the other groups need no passkeys extra.
+    from . import passkeys
+
+    return passkeys
 
 
 def _otel_group() -> Any:

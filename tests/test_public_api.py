@@ -40,6 +40,7 @@ TOP_LEVEL = {
     "Credentials",
     "PasswordCredentials",
     "ExternalTokenCredentials",
+    "PasskeyCredentials",
     # the decisions
     "Decision",
     "Process",

@@ -646,3 +646,49 @@ async def test_logging_in_as_the_other_user_switches_accounts(demo: WebDemo) -> 
     assert me["user_id"] == "bob"
     assert me["name"] == "Bob"
     assert alice not in [info.session_id for info in await demo.flow.sessions_of("alice")]
+
+
+@pytest.mark.asyncio
+async def test_a_passkey_is_added_and_signs_in_on_localhost(demo: WebDemo) -> None:
+    from tokenflow.testing.passkeys import SoftAuthenticator
+
+    local = "http://localhost:8000"
+    config = (await call(demo.app, "GET", "/demo/config")).json()
+    assert config["passkeys"] == local
+    script = await call(demo.app, "GET", "/tokenflow-passkeys.js")
+    assert b"tokenflowPasskeys" in script.body
+    jar = Jar()
+    await log_in(demo, jar)
+    here = [("host", "localhost:8000"), ("origin", local), ("sec-fetch-site", "same-origin")]
+    json_post = [*here, ("content-type", "application/json"), ("accept", "application/json")]
+    options = await call(
+        demo.app, "POST", "/auth/passkeys/register/options", jar=jar, headers=json_post, body=b"{}"
+    )
+    authenticator = SoftAuthenticator()
+    created = authenticator.create(options.json(), local)
+    added = await call(
+        demo.app,
+        "POST",
+        "/auth/passkeys/register",
+        jar=jar,
+        headers=json_post,
+        body=json.dumps({"response": created}).encode(),
+    )
+    assert added.status == 201
+    fresh = Jar()
+    options = await call(
+        demo.app, "POST", "/auth/passkeys/login/options", jar=fresh, headers=json_post, body=b"{}"
+    )
+    assertion = authenticator.get(options.json(), local)
+    signed_in = await call(
+        demo.app,
+        "POST",
+        "/auth/login",
+        jar=fresh,
+        headers=json_post,
+        body=json.dumps({"passkey": assertion}).encode(),
+    )
+    assert signed_in.status == 200
+    assert signed_in.json()["user_id"] == "alice"
+    me = await call(demo.app, "GET", "/api/me", jar=fresh, headers=here)
+    assert me.json()["amr"] == ["hwk", "user"]

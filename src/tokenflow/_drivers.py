@@ -51,6 +51,7 @@ from ._flow import (
     Steps,
     VerifyDeviceProof,
     VerifyExternalToken,
+    VerifyPasskey,
     VerifyPassword,
 )
 from ._keyring import KeyRing
@@ -60,12 +61,14 @@ from ._token import Purpose, TokenCodec
 from .ports import (
     AsyncExternalTokenVerifier,
     AsyncLoginThrottle,
+    AsyncPasskeyVerifier,
     AsyncPasswordVerifier,
     AsyncSessionStore,
     AsyncUserDirectory,
     DeviceProofVerifier,
     ExternalTokenVerifier,
     LoginThrottle,
+    PasskeyVerifier,
     PasswordVerifier,
     SessionStore,
     UserDirectory,
@@ -90,6 +93,7 @@ _PORT_METHODS: Final = {
     "accounts": ("account_key",),
     "device store": ("bind_device", "device_key_of"),
     "proofs": ("verify",),
+    "passkeys": ("verify_assertion",),
 }
 """What the flow calls on each port: checked when a flow is built."""
 
@@ -113,6 +117,7 @@ _METHOD_OF_NEED: Final[dict[type, str]] = {
     FindAccount: "account_key",
     ResetThrottle: "reset",
     VerifyDeviceProof: "verify",
+    VerifyPasskey: "verify_assertion",
 }
 """The port method that answers each need (what :class:`PortCall` names)."""
 
@@ -307,6 +312,7 @@ class _Driver:
         "_device_keys_lock",
         "_external",
         "_observer",
+        "_passkeys",
         "_passwords",
         "_proofs",
         "_random",
@@ -329,6 +335,7 @@ class _Driver:
         asynchronous: bool,
         proofs: object | None = None,
         observer: FlowObserver | None = None,
+        passkeys: object | None = None,
     ) -> None:
         config = FlowConfig() if config is None else config
         if not isinstance(config, FlowConfig):
@@ -364,6 +371,10 @@ class _Driver:
             _check_port("device store", "store", store, asynchronous=asynchronous)
         elif proofs is not None:
             raise ConfigError("proofs is given but FlowConfig.device_binding is not set")
+        # -- passkeys (issue 21) --
+        if passkeys is not None:
+            _check_port("passkeys", "passkeys", passkeys, asynchronous=asynchronous)
+        # -- end passkeys --
         if observer is not None and not _is_observer(observer):
             raise ConfigError(
                 "observer must have on_decision() and on_port_call() methods "
@@ -379,6 +390,7 @@ class _Driver:
             providers=frozenset(external),
             throttle=throttle is not None,
             accounts=accounts,
+            passkeys=passkeys is not None,
         )
         # Bound once: the access path pays no attribute lookup for it.
         self._begin = self._core.begin
@@ -388,6 +400,7 @@ class _Driver:
         self._external: dict[str, Any] = external
         self._throttle: Any = throttle
         self._proofs: Any = proofs
+        self._passkeys: Any = passkeys
         # Device keys of bound sessions, by session id: a bound key never
         # changes (the first key wins), so a cached one saves a store round
         # trip per device refresh. Safe because the store's rotation checks
@@ -407,6 +420,11 @@ class _Driver:
     def store(self) -> Any:
         """The session store given at construction."""
         return self._store
+
+    @property
+    def passkeys(self) -> Any:
+        """The passkey verifier given at construction (``passkeys=``), if any."""
+        return self._passkeys
 
     @property
     def observer(self) -> FlowObserver | None:
@@ -502,6 +520,8 @@ class _Driver:
             return self._throttle.release(list(need.keys), now=need.now)
         if type(need) is FindAccount:
             return self._passwords.account_key(need.username)
+        if type(need) is VerifyPasskey:
+            return self._passkeys.verify_assertion(need.response, now=need.now)
         assert type(need) is ResetThrottle
         return self._throttle.reset(list(need.keys))
 
@@ -513,7 +533,8 @@ class Flow(_Driver):
     ``users`` reloads identities at login and refresh. ``passwords`` enables
     username/password login; ``external`` maps provider names to external
     token verifiers (:mod:`tokenflow.oidc` has them for the usual
-    providers); ``throttle`` counts failed logins and slows guessing down
+    providers); ``passkeys`` (a :class:`tokenflow.passkeys.Passkeys`)
+    enables passkey login; ``throttle`` counts failed logins and slows guessing down
     (see :class:`~tokenflow.ThrottlePolicy`). ``clock`` (seconds since the
     epoch) is read once per call when no ``now`` is given. ``observer`` (a
     :class:`FlowObserver`) sees every decision and every port call; without
@@ -541,6 +562,7 @@ class Flow(_Driver):
         clock: Callable[[], float] = time.time,
         proofs: DeviceProofVerifier | None = None,
         observer: FlowObserver | None = None,
+        passkeys: PasskeyVerifier | None = None,
     ) -> None:
         super().__init__(
             keyring,
@@ -554,6 +576,7 @@ class Flow(_Driver):
             asynchronous=False,
             proofs=proofs,
             observer=observer,
+            passkeys=passkeys,
         )
 
     def decide(self, request: Request, *, now: float | None = None) -> Decision:
@@ -688,6 +711,7 @@ class AsyncFlow(_Driver):
         port_timeout: float | None = None,
         proofs: DeviceProofVerifier | None = None,
         observer: FlowObserver | None = None,
+        passkeys: AsyncPasskeyVerifier | None = None,
     ) -> None:
         if port_timeout is not None and (
             isinstance(port_timeout, bool)
@@ -707,6 +731,7 @@ class AsyncFlow(_Driver):
             asynchronous=True,
             proofs=proofs,
             observer=observer,
+            passkeys=passkeys,
         )
         self._timeout = port_timeout
 

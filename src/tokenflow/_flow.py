@@ -22,6 +22,11 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
          attempt reserved (counted as a failure first; a lost race re-checks)
          verify, user active                           -> reservation undone, new session, Reissue
          refused, or right but the user disabled       -> reservation kept (a failure), go on to 4
+       passkey: the verifier checks the challenge (issued here, fresh), the
+         signature, then consumes the challenge (replayed -> refused, event)
+         and moves the counter (backwards -> refused, cloned-authenticator event)
+       every login seals its ``amr`` (how the user signed in) into both tokens;
+       a rotation carries the refresh token's ``amr`` into the new access token
     4. otherwise                                       -> Unauthorized (401), clear sent cookies
     any port raises, or answers the wrong type         -> Unavailable (503), nothing minted/cleared
 
@@ -98,6 +103,7 @@ from ._errors import InvalidToken, InvalidTokenReason, TokenTooLarge
 from ._http import SAFE_METHODS
 from ._model import (
     AmbiguousCookie,
+    AuthenticatorCloned,
     BareRefreshRefused,
     Credentials,
     CrossOriginRejected,
@@ -114,6 +120,8 @@ from ._model import (
     LoginFailed,
     LoginFailedReason,
     LoginThrottled,
+    PasskeyCredentials,
+    PasskeyReplayed,
     PasswordCredentials,
     PortFailed,
     Process,
@@ -145,7 +153,7 @@ from ._sessions import (
 )
 from ._throttle import FailureCount, account_key, address_key, is_username_key, username_key
 from ._token import Purpose, TokenCodec
-from .ports import ExternalIdentity, Identity
+from .ports import ExternalIdentity, Identity, PasskeyFailure, PasskeyLogin, PasskeyRefused
 
 __all__ = ["FlowCore", "Need", "PortError"]
 
@@ -296,6 +304,37 @@ class VerifyDeviceProof:
     port: str = "proofs"
 
 
+# -- passkeys (issue 21) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPasskey:
+    """Ask the passkey verifier to verify an assertion (and consume its challenge)."""
+
+    response: str = field(repr=False)
+    now: float
+    port: str = "passkeys"
+
+
+_AMR_PASSWORD: Final = ("pwd",)
+"""RFC 8176: a password login."""
+_AMR_LIMIT: Final = 8
+"""At most this many method references, each a short token: they ride in every cookie."""
+
+
+def _amr_of(value: object) -> tuple[str, ...] | None:
+    """A sealed ``amr`` claim as a tuple, or None when it is not a short list of short strings."""
+    if (
+        type(value) is not list
+        or len(value) > _AMR_LIMIT
+        or not all(type(v) is str and 0 < len(v) <= 16 for v in value)
+    ):
+        return None
+    return tuple(value)
+
+
+# -- end passkeys ----------------------------------------------------------------
+
 Need: TypeAlias = (
     LoadUser
     | LinkExternal
@@ -312,6 +351,7 @@ Need: TypeAlias = (
     | BindDevice
     | LoadDeviceKey
     | VerifyDeviceProof
+    | VerifyPasskey
 )
 Steps: TypeAlias = Generator[Need, Any, Decision]
 
@@ -356,6 +396,7 @@ class FlowCore:
         "_codec",
         "_config",
         "_names",
+        "_passkeys",
         "_passwords",
         "_policy",
         "_providers",
@@ -371,6 +412,7 @@ class FlowCore:
         providers: frozenset[str],
         throttle: bool = False,
         accounts: bool = False,
+        passkeys: bool = False,
     ) -> None:
         self._codec = codec
         self._config = config
@@ -383,6 +425,7 @@ class FlowCore:
         # Whether the password verifier names the account a username resolves
         # to (``account_key``): the throttle then counts per account.
         self._accounts = accounts
+        self._passkeys = passkeys
 
     @property
     def config(self) -> FlowConfig:
@@ -505,30 +548,25 @@ class FlowCore:
         opened = self._open_refresh_generation(token, now, events)
         if opened is None:
             return UnauthorizedReason.NO_CREDENTIALS
-        user_id, session_id, secret, generation = opened
+        user_id, session_id, secret, generation, amr = opened
         rotated = yield from self._rotate(
-            user_id, session_id, secret, now, random, events, None, generation=generation
+            user_id, session_id, secret, now, random, events, None, generation=generation, amr=amr
         )
         if isinstance(rotated, UnauthorizedReason):
             return rotated
         assert not isinstance(rotated, _Replayed)  # only a device proof can be replayed
         return rotated[0]
 
-    def _open_refresh(
-        self, token: str, now: float, events: list[Event]
-    ) -> tuple[str, str, bytes] | None:
-        """``(user id, session id, secret)`` of a refresh token, or None (event added)."""
-        opened = self._open_refresh_generation(token, now, events)
-        return None if opened is None else opened[:3]
-
     def _open_refresh_generation(
         self, token: str, now: float, events: list[Event]
-    ) -> tuple[str, str, bytes, int | None] | None:
-        """:meth:`_open_refresh`, and the generation the token was issued at.
+    ) -> tuple[str, str, bytes, int | None, tuple[str, ...] | None] | None:
+        """``(user id, session id, secret, generation, amr)`` of a refresh token, or
+        None (event added).
 
         The generation (``gen``) is None for a token sealed before tokens
         carried it; it is authenticated like every claim, so a token proves
-        that its session reached that generation.
+        that its session reached that generation. ``amr`` (how the session's
+        login was made) is None for a token sealed before tokens carried it.
         """
         try:
             claims = self._codec.open(_REFRESH, token, now=now)
@@ -539,14 +577,17 @@ class FlowCore:
         session_id = claims.get("sid")
         secret = _decode_secret(claims.get("rs"))
         generation = claims.get("gen")
+        sealed_amr = claims.get("amr")
+        amr = None if sealed_amr is None else _amr_of(sealed_amr)
         if (
             type(session_id) is not str
             or secret is None
             or (generation is not None and (type(generation) is not int or generation < 0))
+            or (sealed_amr is not None and amr is None)
         ):
             events.append(TokenRejected(_REFRESH, InvalidTokenReason.BAD_CLAIMS))
             return None
-        return user_id, session_id, secret, generation
+        return user_id, session_id, secret, generation, amr
 
     def _rotate(
         self,
@@ -560,6 +601,7 @@ class FlowCore:
         proof_issued: float | None = None,
         *,
         generation: int | None = None,
+        amr: tuple[str, ...] | None = None,
     ) -> Generator[Need, Any, tuple[Reissue, bytes] | UnauthorizedReason | _Replayed]:
         """Step 2 past the token: reload the user, rotate, map the store's outcome.
 
@@ -572,6 +614,7 @@ class FlowCore:
         issued after that rotation, so replaying the request that made it
         yields nothing. Success is the decision and the verifier of the
         refresh token it hands out.
+        ``amr`` is the refresh token's, sealed into both new tokens unchanged.
         """
         # Reload the user before rotating: a disabled user's session ends here,
         # and a directory failure leaves the session untouched.
@@ -595,7 +638,7 @@ class FlowCore:
         expected = None if generation is None else generation + 1
         minted = self._mint(
             identity, user_id, session_id, successor, iat,
-            iat + config.access_ttl, int(now + config.refresh_idle_ttl), expected,
+            iat + config.access_ttl, int(now + config.refresh_idle_ttl), expected, amr,
         )  # fmt: skip
         rotation = Rotation(
             session_id=session_id,
@@ -633,7 +676,7 @@ class FlowCore:
             ):
                 minted = self._mint(
                     identity, user_id, session_id, successor, iat, access_exp, refresh_exp,
-                    session.generation,
+                    session.generation, amr,
                 )  # fmt: skip
             events.append(Refreshed(user_id, session_id, session.generation, grace))
             return Reissue(minted.claims, minted.cookies, tuple(events)), verifier_of(successor)
@@ -704,6 +747,14 @@ class FlowCore:
                 events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
             need = VerifyExternalToken(method, credentials.token, now)
+        # -- passkeys (issue 21) --
+        elif isinstance(credentials, PasskeyCredentials):
+            method = "passkey"
+            if not self._passkeys or type(credentials.response) is not str:
+                events.append(LoginFailed(LoginFailedReason.BAD_PASSKEY, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            need = VerifyPasskey(credentials.response, now)
+        # -- end passkeys --
         else:
             events.append(
                 LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, type(credentials).__name__)
@@ -727,7 +778,9 @@ class FlowCore:
                 events.append(LoginThrottled(method, _clip_optional(username), wait))
                 return TooManyRequests(wait, tuple(events))
 
+        amr: tuple[str, ...] | None = None
         if isinstance(need, VerifyPassword):
+            amr = _AMR_PASSWORD
             user_id = yield need
             if user_id is None:
                 # The reservation stands: it was this failure's count.
@@ -735,6 +788,22 @@ class FlowCore:
                     LoginFailed(LoginFailedReason.BAD_PASSWORD, method, _clip(need.username))
                 )
                 return UnauthorizedReason.LOGIN_FAILED
+        # -- passkeys (issue 21) --
+        elif isinstance(need, VerifyPasskey):
+            verified = yield need
+            if isinstance(verified, PasskeyRefused) and isinstance(verified.reason, PasskeyFailure):
+                events.extend(_passkey_refusal_events(verified))
+                return UnauthorizedReason.LOGIN_FAILED
+            if (
+                type(verified) is not PasskeyLogin
+                or type(verified.amr) is not tuple
+                or _amr_of(list(verified.amr)) is None
+            ):
+                raise PortError(
+                    need, TypeError("verify_assertion must return a PasskeyLogin or PasskeyRefused")
+                )
+            user_id, amr = verified.user_id, verified.amr
+        # -- end passkeys --
         else:
             external = yield need
             if external is not None and not isinstance(external, ExternalIdentity):
@@ -789,7 +858,14 @@ class FlowCore:
         # Sealed before the session is stored: a failure leaves no orphan session.
         iat = int(now)
         minted = self._mint(
-            identity, user_id, session.session_id, secret, iat, *self._expiries(session, iat), 0
+            identity,
+            user_id,
+            session.session_id,
+            secret,
+            iat,
+            *self._expiries(session, iat),
+            0,
+            amr,
         )
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
@@ -885,12 +961,15 @@ class FlowCore:
         access_exp: int,
         refresh_exp: int,
         generation: int | None,
+        amr: tuple[str, ...] | None = None,
     ) -> _Minted:
         """Seal both tokens and render their cookies.
 
         ``generation`` is the refresh token's (``gen``), sealed in so that a
         later rotation can tell a store that lost rotations from a replay;
         None leaves it out (sealed again once the store has answered).
+        ``amr`` (how the login was made) is sealed into both tokens when known:
+        the refresh token carries it to every later access token.
 
         The application claims come from the user directory, so claims that
         cannot be sealed (too large for the cookie, not JSON-serialisable) are
@@ -912,6 +991,8 @@ class FlowCore:
         }
         if generation is not None:
             refresh_claims["gen"] = generation
+        if amr is not None:
+            access_claims["amr"] = refresh_claims["amr"] = list(amr)
         codec, policy = self._codec, self._policy
         try:
             access = codec.seal(_ACCESS, access_claims)
@@ -1063,7 +1144,7 @@ class FlowCore:
         carried = self._carried_refresh(request, now, events)
         if carried is None:
             return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
-        user_id, session_id, secret, _ = carried
+        user_id, session_id, secret, _, amr = carried
         presented = verifier_of(secret)
         token = parse_session_response_header(request.session_response)
         if token is None:
@@ -1114,7 +1195,7 @@ class FlowCore:
                 return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
             iat = int(now)
             access_exp = min(iat + self._config.access_ttl, int(info.absolute_expires_at))
-            claims, cookie = self._mint_access(identity, user_id, session_id, iat, access_exp)
+            claims, cookie = self._mint_access(identity, user_id, session_id, iat, access_exp, amr)
         except PortError as failure_:
             events.append(PortFailed(failure_.port, failure_.error))
             return Unavailable(failure_.error, failure_.port, tuple(events))
@@ -1151,7 +1232,7 @@ class FlowCore:
         carried = self._carried_refresh(request, now, events)
         if carried is None:
             return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
-        user_id, session_id, secret, generation = carried
+        user_id, session_id, secret, generation, amr = carried
         presented = verifier_of(secret)
         if request.session_id_header is not None and (
             parse_session_id_header(request.session_id_header) != session_id
@@ -1198,6 +1279,7 @@ class FlowCore:
                 proof.key,
                 checked,
                 generation=generation,
+                amr=amr,
             )
         except PortError as failure_:
             events.append(PortFailed(failure_.port, failure_.error))
@@ -1237,9 +1319,9 @@ class FlowCore:
 
     def _carried_refresh(
         self, request: Request, now: float, events: list[Event]
-    ) -> tuple[str, str, bytes, int | None] | None:
-        """The one refresh token the request carries, opened with its generation;
-        None if none or several."""
+    ) -> tuple[str, str, bytes, int | None, tuple[str, ...] | None] | None:
+        """The one refresh token the request carries, opened (user, session, secret,
+        generation, ``amr``); None if none or several."""
         candidates = list(dict.fromkeys(self._candidates(request, self._names[1])))
         if len(candidates) != 1:
             if candidates:
@@ -1295,16 +1377,24 @@ class FlowCore:
         return ProofFailure.CHALLENGE_INVALID
 
     def _mint_access(
-        self, identity: Identity, user_id: str, session_id: str, iat: int, access_exp: int
+        self,
+        identity: Identity,
+        user_id: str,
+        session_id: str,
+        iat: int,
+        access_exp: int,
+        amr: tuple[str, ...] | None,
     ) -> tuple[dict[str, Any], str]:
         """A fresh access token alone (the bound cookie), and its Set-Cookie value."""
-        claims = {
+        claims: dict[str, Any] = {
             **identity.claims,
             "sub": user_id,
             "sid": session_id,
             "iat": iat,
             "exp": access_exp,
         }
+        if amr is not None:
+            claims["amr"] = list(amr)
         try:
             access = self._codec.seal(_ACCESS, claims)
         except (TokenTooLarge, TypeError, ValueError, OverflowError) as exc:
@@ -1366,6 +1456,34 @@ def _checked_rotation(need: RotateSession, result: object) -> RotationResult:
     if generation is not None and (type(generation) is not int or generation < 0):
         raise PortError(need, TypeError("a RotationResult's generation must be an int >= 0"))
     return result
+
+
+def _passkey_refusal_events(refused: PasskeyRefused) -> list[Event]:
+    """The events of a refused passkey login: the refusal, and a replay or clone named."""
+    reason = refused.reason
+    user_id = _clip_optional(refused.user_id) if type(refused.user_id) is str else None
+    credential = (
+        _clip_optional(refused.credential_id) if type(refused.credential_id) is str else None
+    )
+    if reason is PasskeyFailure.REPLAYED:
+        return [
+            LoginFailed(LoginFailedReason.PASSKEY_REPLAYED, "passkey"),
+            PasskeyReplayed(user_id, credential),
+        ]
+    counters = refused.counters
+    if (
+        reason is PasskeyFailure.CLONED
+        and user_id is not None
+        and credential is not None
+        and type(counters) is tuple
+        and len(counters) == 2
+        and all(type(c) is int for c in counters)
+    ):
+        return [
+            LoginFailed(LoginFailedReason.PASSKEY_CLONED, "passkey"),
+            AuthenticatorCloned(user_id, credential, counters[0], counters[1]),
+        ]
+    return [LoginFailed(LoginFailedReason.BAD_PASSKEY, "passkey")]
 
 
 def _check_counts(need: CheckThrottle, counts: object) -> None:

@@ -27,6 +27,7 @@ from ._token import Purpose
 
 __all__ = [
     "AmbiguousCookie",
+    "AuthenticatorCloned",
     "BareRefreshRefused",
     "Credentials",
     "CrossOriginRejected",
@@ -43,6 +44,8 @@ __all__ = [
     "LoginFailed",
     "LoginFailedReason",
     "LoginThrottled",
+    "PasskeyCredentials",
+    "PasskeyReplayed",
     "PasswordCredentials",
     "PortFailed",
     "Process",
@@ -88,7 +91,15 @@ class ExternalTokenCredentials:
     token: str = field(repr=False)
 
 
-Credentials = PasswordCredentials | ExternalTokenCredentials
+@dataclass(frozen=True, slots=True)
+class PasskeyCredentials:
+    """A passkey assertion: the JSON of ``navigator.credentials.get()`` (see
+    :mod:`tokenflow.passkeys`). The response never appears in ``repr``."""
+
+    response: str = field(repr=False)
+
+
+Credentials = PasswordCredentials | ExternalTokenCredentials | PasskeyCredentials
 """What a login presents: annotate a handler's credentials with this union."""
 
 # -- request -------------------------------------------------------------------
@@ -301,6 +312,12 @@ class LoginFailedReason(enum.Enum):
     """The user directory refused to map the external identity to a user."""
     USER_DISABLED = "user_disabled"
     """The credentials were right but the user directory has no active user."""
+    BAD_PASSKEY = "bad_passkey"
+    """The passkey verifier refused the assertion (see :class:`tokenflow.ports.PasskeyFailure`)."""
+    PASSKEY_REPLAYED = "passkey_replayed"
+    """The assertion's challenge was already used (see :class:`PasskeyReplayed`)."""
+    PASSKEY_CLONED = "passkey_cloned"
+    """The authenticator's counter went backwards (see :class:`AuthenticatorCloned`)."""
 
 
 class ReuseDetectedReason(enum.Enum):
@@ -349,7 +366,7 @@ class RefreshEndedReason(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class LoggedIn:
-    """A new session was opened. ``method`` is ``"password"`` or the provider name."""
+    """A new session was opened. ``method``: ``"password"``, ``"passkey"`` or the provider name."""
 
     user_id: str
     session_id: str
@@ -477,6 +494,35 @@ class BareRefreshRefused:
     revoked: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PasskeyReplayed:
+    """A passkey assertion came back with a challenge already used: refused (401).
+
+    A captured assertion replayed, or a client that posted twice.
+    ``credential_id`` (base64url) names the passkey it was signed with.
+    """
+
+    user_id: str | None
+    credential_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatorCloned:
+    """A passkey's signature counter did not move forward: refused (401).
+
+    An authenticator that counts (a counter that is not always 0) never
+    repeats or lowers it, so two devices holding the same private key are
+    the likely cause. ``stored`` is the highest count seen, ``presented``
+    the one this assertion carried. Consider removing the passkey
+    (:meth:`tokenflow.passkeys.Passkeys.remove`) and telling the user.
+    """
+
+    user_id: str
+    credential_id: str
+    stored: int
+    presented: int
+
+
 Event = (
     LoggedIn
     | LoginFailed
@@ -492,6 +538,8 @@ Event = (
     | DeviceBound
     | DeviceProofRejected
     | BareRefreshRefused
+    | PasskeyReplayed
+    | AuthenticatorCloned
 )
 """Every security event a decision can carry: match on the type, log what you need."""
 
@@ -619,8 +667,9 @@ class Unavailable:
     ``port`` names the port that failed: ``"store"`` (the session store),
     ``"users"`` (the user directory; also claims it supplied that cannot be
     sealed into a token), ``"passwords"`` (the password verifier),
-    ``"external"`` (an external token verifier) or ``"throttle"`` (the login
-    throttle). A port that answers with a value of the wrong type counts as
+    ``"external"`` (an external token verifier), ``"throttle"`` (the login
+    throttle) or ``"passkeys"`` (the passkey verifier, its repository or
+    ledger). A port that answers with a value of the wrong type counts as
     failed too: ``error`` is then a :class:`TypeError` saying what was expected.
     """
 

@@ -357,14 +357,20 @@ class WebDemo:
         for username, user_id, password in DEMO_USERS:
             users.sync.add_user(user_id, {"name": user_id.capitalize()})
             passwords.sync.set_password(username, password, user_id=user_id)
+        keyring = KeyRing.generate()
+        # -- passkeys (issue 21): on http://localhost only (WebAuthn refuses IP addresses) --
+        self.passkey_origin = _localhost(site)
+        passkeys = _demo_passkeys(keyring, self.passkey_origin)
+        # -- end passkeys --
         self.flow = AsyncFlow(
-            KeyRing.generate(),
+            keyring,
             self.store,
             users,
             passwords=passwords,
             config=self.config,
             clock=clock,
             observer=_Recorder(self.journal),
+            passkeys=passkeys,
         )
         self._middleware = TokenflowMiddleware(
             self._site,
@@ -400,6 +406,9 @@ class WebDemo:
             # Scripts and styles need no user: served outside the middleware,
             # they leave the journal to the requests that matter.
             await _respond(send, 200, _static(path[1:]), _ASSETS[path])
+            return
+        if method == "GET" and path == "/tokenflow-passkeys.js" and self.flow.passkeys is not None:
+            await _respond(send, 200, _passkeys_script(), "text/javascript; charset=utf-8")
             return
         if method == "GET" and path == "/favicon.ico":
             await _respond(send, 204, b"", "image/x-icon")
@@ -459,6 +468,7 @@ class WebDemo:
             "users": [{"username": u, "password": p} for u, _, p in DEMO_USERS],
             "attacker": self.origins.attacker,
             "docs": DOCS,
+            "passkeys": None if self.flow.passkeys is None else self.passkey_origin,
         }
 
     # -- the application behind the middleware --------------------------------
@@ -497,6 +507,7 @@ class WebDemo:
                 "user_id": auth.user_id,
                 "session_id": auth.session_id,
                 "name": auth.claims.get("name"),
+                "amr": auth.claims.get("amr"),
                 "decision": type(decision).__name__,
                 "refreshed": isinstance(decision, Reissue),
                 "cookies_sent": names,
@@ -590,6 +601,45 @@ def bind(port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def _localhost(site: str) -> str | None:
+    """The site's origin with ``localhost`` for its loopback address, or None."""
+    prefix = "http://127.0.0.1:"
+    return "http://localhost:" + site[len(prefix) :] if site.startswith(prefix) else None
+
+
+def _demo_passkeys(keyring: KeyRing, origin: str | None) -> Any:
+    """Passkeys for the demo's users, kept in memory, when the passkeys extra is installed."""
+    if origin is None:
+        return None
+    try:
+        from .passkeys import (
+            AsyncPasskeys,
+            MemoryChallengeLedger,
+            MemoryPasskeyRepository,
+            PasskeyConfig,
+            Passkeys,
+        )
+    except ImportError:
+        return None
+    config = PasskeyConfig(rp_id="localhost", rp_name="tokenflow web demo", origins=(origin,))
+    return AsyncPasskeys(
+        Passkeys(
+            config,
+            keyring,
+            MemoryPasskeyRepository(),
+            MemoryChallengeLedger(),
+            # Every demo user has a password: a last passkey may go.
+            other_sign_in=lambda user_id: True,
+        )
+    )
+
+
+def _passkeys_script() -> bytes:
+    from .passkeys import browser_helper
+
+    return browser_helper()
 
 
 def origin_of(sock: socket.socket) -> str:

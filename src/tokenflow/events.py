@@ -21,6 +21,7 @@ from ._dbsc import ProofFailure
 from ._errors import InvalidTokenReason
 from ._model import (
     AmbiguousCookie,
+    AuthenticatorCloned,
     BareRefreshRefused,
     CrossOriginRejected,
     DeviceBound,
@@ -30,6 +31,7 @@ from ._model import (
     LoginFailed,
     LoginFailedReason,
     LoginThrottled,
+    PasskeyReplayed,
     PortFailed,
     Refreshed,
     RefreshEnded,
@@ -44,6 +46,7 @@ from ._model import (
 
 __all__ = [
     "AmbiguousCookie",
+    "AuthenticatorCloned",
     "BareRefreshRefused",
     "CrossOriginRejected",
     "DeviceBound",
@@ -54,6 +57,7 @@ __all__ = [
     "LoginFailed",
     "LoginFailedReason",
     "LoginThrottled",
+    "PasskeyReplayed",
     "PortFailed",
     "ProofFailure",
     "RefreshEnded",

@@ -13,6 +13,7 @@ identity provider unreachable). tokenflow turns any exception into an
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,6 +28,7 @@ __all__ = [
     "AsyncDeviceBindingStore",
     "AsyncExternalTokenVerifier",
     "AsyncLoginThrottle",
+    "AsyncPasskeyVerifier",
     "AsyncPasswordVerifier",
     "AsyncSessionStore",
     "AsyncUserDirectory",
@@ -38,13 +40,17 @@ __all__ = [
     "FailureCount",
     "Identity",
     "LoginThrottle",
+    "PasskeyFailure",
+    "PasskeyLogin",
+    "PasskeyRefused",
+    "PasskeyVerifier",
     "PasswordVerifier",
     "SessionInfo",
     "SessionStore",
     "UserDirectory",
 ]
 
-RESERVED_CLAIMS = frozenset({"sub", "sid", "iat", "exp", "rs"})
+RESERVED_CLAIMS = frozenset({"sub", "sid", "iat", "exp", "rs", "amr"})
 """Claim names tokenflow sets itself; application claims may not use them."""
 
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
@@ -56,7 +62,7 @@ class Identity:
 
     ``claims`` are application claims (roles, tenant...) copied into every
     access token. They must be JSON-serialisable and may not use the names
-    tokenflow reserves (``sub``, ``sid``, ``iat``, ``exp``, ``rs``).
+    tokenflow reserves (``sub``, ``sid``, ``iat``, ``exp``, ``rs``, ``amr``).
     """
 
     user_id: str
@@ -93,6 +99,85 @@ class ExternalIdentity:
     claims: Mapping[str, Any] = field(default_factory=lambda: _NO_CLAIMS)
     issuer: str | None = None
     email: str | None = None
+
+
+# -- passkeys: what a passkey verifier answers (tokenflow.passkeys implements it) ----
+
+
+class PasskeyFailure(enum.Enum):
+    """Why a passkey assertion was refused. For events and tests; the client sees 401."""
+
+    MALFORMED = "malformed"
+    """The response is not a well-formed assertion (or is over the size limit)."""
+    CHALLENGE_INVALID = "challenge_invalid"
+    """The challenge was not issued by this server for a login at this rp id and origin."""
+    CHALLENGE_EXPIRED = "challenge_expired"
+    """The challenge was issued by this server, longer ago than its time to live."""
+    UNKNOWN_CREDENTIAL = "unknown_credential"
+    """No passkey is registered under the credential id (or it was removed)."""
+    SIGNATURE = "signature"
+    """The ceremony's checks failed (signature, rp id hash, origin, type, user presence)."""
+    USER_VERIFICATION = "user_verification"
+    """User verification is required by the configuration and was not performed."""
+    USER_HANDLE = "user_handle"
+    """The assertion names another user handle than the credential's."""
+    REPLAYED = "replayed"
+    """The challenge was already used: a replayed (captured) assertion."""
+    CLONED = "cloned"
+    """The signature counter did not move forward: a cloned authenticator."""
+
+
+@dataclass(frozen=True, slots=True)
+class PasskeyLogin:
+    """A verified passkey assertion: who signed in, and how.
+
+    ``amr`` are the authentication method references (RFC 8176) recorded in
+    the session's access tokens: ``hwk`` for a device-bound key, ``swk`` for
+    a synced (backup-eligible) one, and ``user`` when the authenticator
+    verified the user (PIN, biometrics).
+    """
+
+    user_id: str
+    credential_id: str
+    amr: tuple[str, ...]
+    user_verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PasskeyRefused:
+    """A refused passkey assertion. ``user_id`` and ``credential_id`` are set
+    once the credential is known (always for ``CLONED``); ``counters`` is the
+    stored and the presented signature count of a ``CLONED`` refusal."""
+
+    reason: PasskeyFailure
+    user_id: str | None = None
+    credential_id: str | None = None
+    counters: tuple[int, int] | None = None
+
+
+class PasskeyVerifier(Protocol):
+    """Verifies a passkey assertion (the JSON of ``navigator.credentials.get()``).
+
+    :class:`tokenflow.passkeys.Passkeys` is the implementation. Contract: a
+    :class:`PasskeyLogin` only for an assertion whose challenge this server
+    issued for a login, unused until now and consumed atomically by this
+    call (so it never verifies twice, on any number of servers), signed by a
+    registered credential whose counter moved forward (recorded); a
+    :class:`PasskeyRefused` for anything the client sent wrong; an exception
+    only when it cannot decide (a store down).
+    """
+
+    def verify_assertion(self, response: str, *, now: float) -> PasskeyLogin | PasskeyRefused:
+        """The verified login, or why it was refused."""
+        ...
+
+
+class AsyncPasskeyVerifier(Protocol):
+    """The async variant of :class:`PasskeyVerifier`."""
+
+    async def verify_assertion(self, response: str, *, now: float) -> PasskeyLogin | PasskeyRefused:
+        """The verified login, or why it was refused."""
+        ...
 
 
 class SessionStore(Protocol):

@@ -172,6 +172,27 @@
       await whoAmI();
     });
 
+    // -- passkeys (issue 21) --
+    if (config.passkeys && window.tokenflowPasskeys) {
+      $("passkeys-origin").href = config.passkeys + "/";
+      $("passkeys-origin").textContent = config.passkeys;
+      $("passkey-add").addEventListener("click", async () => {
+        const answer = await tokenflowPasskeys.register({ name: "demo passkey" });
+        show("add a passkey", answer.status, answer.body);
+      });
+      $("passkey-login").addEventListener("click", async () => {
+        const answer = await tokenflowPasskeys.signIn();
+        show("sign in with a passkey", answer.status, answer.body);
+        await whoAmI();
+      });
+      $("passkey-list").addEventListener("click", async () => {
+        const answer = await call("GET", "/auth/passkeys");
+        show("GET /auth/passkeys", answer.status, answer.body);
+      });
+    } else {
+      $("passkeys-section").hidden = true;
+    }
+    // -- end passkeys --
     await whoAmI();
     await pollLog();
     setInterval(pollLog, 1000);

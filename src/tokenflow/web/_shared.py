@@ -16,6 +16,8 @@ here, sans-IO like the flow itself:
 
 from __future__ import annotations
 
+import base64
+import enum
 import json
 import re
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -33,6 +35,7 @@ from .._model import (
     ExternalTokenCredentials,
     Forbidden,
     LoggedOut,
+    PasskeyCredentials,
     PasswordCredentials,
     Process,
     Reissue,
@@ -291,10 +294,20 @@ class Endpoints:
       when it is set, else answers 401.
     * ``logout``: revokes the session and clears the cookies; ``next`` as above
       (default ``after_logout``).
+    * ``login`` also takes ``passkey``: the JSON of ``navigator.credentials.get()``
+      (see ``passkeys`` below and docs/passkeys.md).
     * ``sessions``: ``GET`` lists the signed-in user's sessions;
       ``POST {sessions}/revoke`` with ``session_id`` revokes one of them
       (only the user's own); ``POST {sessions}/revoke-others`` signs out
       every other session and keeps the current one.
+    * ``passkeys`` (served when the flow has ``passkeys=``): ``GET`` lists the
+      signed-in user's passkeys; ``POST {passkeys}/register/options`` and
+      ``POST {passkeys}/register`` (``response``, optional ``name``) add one
+      to the signed-in user; ``POST {passkeys}/login/options`` starts a
+      passkey login (then post ``passkey`` to ``login``);
+      ``POST {passkeys}/rename`` (``credential_id``, ``name``) and
+      ``POST {passkeys}/remove`` (``credential_id``; refused with 409 for
+      the user's last way to sign in) manage them.
 
     ``max_body`` bounds the bytes read from a request body (413 beyond it).
     """
@@ -302,6 +315,7 @@ class Endpoints:
     login: str | None = "/auth/login"
     logout: str | None = "/auth/logout"
     sessions: str | None = "/auth/sessions"
+    passkeys: str | None = "/auth/passkeys"
     after_login: str = "/"
     after_logout: str = "/"
     login_page: str | None = None
@@ -309,7 +323,15 @@ class Endpoints:
     _routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("login", "logout", "sessions", "after_login", "after_logout", "login_page"):
+        for name in (
+            "login",
+            "logout",
+            "sessions",
+            "passkeys",
+            "after_login",
+            "after_logout",
+            "login_page",
+        ):
             _check_path(name, getattr(self, name))
         if isinstance(self.max_body, bool) or not isinstance(self.max_body, int):
             raise ConfigError("Endpoints.max_body must be a number of bytes")
@@ -534,8 +556,25 @@ class Failed:
     error: BaseException
 
 
+@dataclass(frozen=True, slots=True)
+class PasskeyCall:
+    """Operation: ``flow.passkeys.<method>(*args, **kwargs)``; a :class:`Failed` if it raises."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
 Operation: TypeAlias = (
-    Decide | Login | Logout | SessionsOf | Revoke | ReadBody | RegisterDevice | RefreshDevice
+    Decide
+    | Login
+    | Logout
+    | SessionsOf
+    | Revoke
+    | ReadBody
+    | RegisterDevice
+    | RefreshDevice
+    | PasskeyCall
 )
 Steps: TypeAlias = Generator[Operation, Any, Response]
 
@@ -611,6 +650,9 @@ def _credentials(fields: Mapping[str, str]) -> Credentials | None:
     provider, token = fields.get("provider"), fields.get("id_token")
     if provider is not None and token is not None:
         return ExternalTokenCredentials(provider, token)
+    passkey = fields.get("passkey")
+    if passkey is not None:
+        return PasskeyCredentials(passkey)
     return None
 
 
@@ -633,7 +675,7 @@ def endpoint(
     ``trusted_origins`` are the flow's (``FlowConfig.trusted_origins``).
     """
     method = incoming.method
-    if kind == "sessions":
+    if kind in ("sessions", "pk-list"):
         if method not in ("GET", "HEAD"):
             return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "GET")])
     elif method != "POST":
@@ -643,6 +685,8 @@ def endpoint(
     as_json = _wants_json(incoming)
     if kind == "sessions":
         return (yield from _list_sessions(request))
+    if kind == "pk-list":
+        return (yield from _list_passkeys(request))
     # The origin first: a cross-site post is refused whatever its body holds
     # (or lacks), and its body is never read. The flow still makes that
     # decision (with its event): a login without credentials is answered by
@@ -658,6 +702,8 @@ def endpoint(
         return fields
     if kind == "login":
         return (yield from _login(request, fields, as_json, endpoints))
+    if kind.startswith("pk-"):
+        return (yield from _passkeys(kind, request, fields))
     if kind == "logout":
         decision = yield Logout(request)
         if not isinstance(decision, LoggedOut):
@@ -824,3 +870,123 @@ def device_response(decision: Decision) -> Response:
     if isinstance(decision, DeviceProofRequired):
         return json_response(403, {"error": "proof_required"}, extra=decision.headers)
     return refusal(decision)
+
+
+# -- passkeys (issue 21) ----------------------------------------------------------------
+
+_PASSKEY_ROUTES: Final = (
+    ("", "pk-list"),
+    ("/register/options", "pk-register-options"),
+    ("/register", "pk-register"),
+    ("/login/options", "pk-login-options"),
+    ("/rename", "pk-rename"),
+    ("/remove", "pk-remove"),
+)
+
+
+def routes_with_passkeys(
+    routes: Mapping[str, str], endpoints: Endpoints, passkeys: object
+) -> Mapping[str, str]:
+    """``routes``, plus the passkey endpoints when the flow has ``passkeys`` (not None)."""
+    if passkeys is None or endpoints.passkeys is None:
+        return routes
+    added = dict(routes)
+    base = endpoints.passkeys.rstrip("/")
+    for suffix, kind in _PASSKEY_ROUTES:
+        path = (base + suffix) or "/"
+        if path in added:
+            raise ConfigError(f"the passkey endpoint {path!r} is also another endpoint's path")
+        added[path] = kind
+    return added
+
+
+def _passkey_json(passkey: Any) -> dict[str, object]:
+    return {
+        "credential_id": _b64url(passkey.credential_id),
+        "name": passkey.name,
+        "created_at": passkey.created_at,
+        "last_used_at": passkey.last_used_at,
+        "backup_eligible": passkey.backup_eligible,
+        "backed_up": passkey.backed_up,
+        "user_verified": passkey.user_verified,
+        "transports": list(passkey.transports),
+    }
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _list_passkeys(request: Request) -> Steps:
+    who = yield from _signed_in(request)
+    if isinstance(who, Response):
+        return who
+    owned = yield PasskeyCall("passkeys_of", (who.user_id,))
+    if isinstance(owned, Failed):
+        return json_response(503, {"error": "unavailable"}, who.set_cookies)
+    return json_response(200, {"passkeys": [_passkey_json(p) for p in owned]}, who.set_cookies)
+
+
+def _passkeys(kind: str, request: Request, fields: Mapping[str, str]) -> Steps:
+    """The passkey endpoints: every one but the login options needs a signed-in user."""
+    if kind == "pk-login-options":
+        origin = yield PasskeyCall("origin_for", (request.origin,))
+        if origin is None or isinstance(origin, Failed):
+            return json_response(400, {"error": "origin_not_allowed"})
+        options = yield PasskeyCall("authentication_options", (), {"origin": origin})
+        if isinstance(options, Failed):
+            return json_response(503, {"error": "unavailable"})
+        return json_response(200, json.loads(options))
+    who = yield from _signed_in(request)
+    if isinstance(who, Response):
+        return who
+    cookies = who.set_cookies
+    user_id = who.user_id
+    if kind == "pk-register-options":
+        origin = yield PasskeyCall("origin_for", (request.origin,))
+        if origin is None or isinstance(origin, Failed):
+            return json_response(400, {"error": "origin_not_allowed"}, cookies)
+        name = str(who.claims.get("name") or user_id)
+        options = yield PasskeyCall(
+            "registration_options",
+            (user_id, who.session_id),
+            {"user_name": name, "origin": origin},
+        )
+        if isinstance(options, Failed):
+            return json_response(503, {"error": "unavailable"}, cookies)
+        return json_response(200, json.loads(options), cookies)
+    if kind == "pk-register":
+        response = fields.get("response")
+        if response is None:
+            return json_response(400, {"error": "missing_response"}, cookies)
+        outcome = yield PasskeyCall(
+            "verify_registration",
+            (user_id, who.session_id, response),
+            {"name": fields.get("name", "")},
+        )
+        if isinstance(outcome, Failed):
+            return json_response(503, {"error": "unavailable"}, cookies)
+        if isinstance(outcome, enum.Enum):
+            return json_response(400, {"error": "registration_refused"}, cookies)
+        return json_response(201, {"passkey": _passkey_json(outcome)}, cookies)
+    credential_id = fields.get("credential_id")
+    if credential_id is None:
+        return json_response(400, {"error": "missing_credential_id"}, cookies)
+    if kind == "pk-rename":
+        renamed = yield PasskeyCall("rename", (user_id, credential_id, fields.get("name", "")))
+        if isinstance(renamed, Failed):
+            return json_response(503, {"error": "unavailable"}, cookies)
+        if not renamed:
+            return json_response(404, {"error": "no_such_passkey"}, cookies)
+        return json_response(200, {"renamed": True}, cookies)
+    removed = yield PasskeyCall("remove", (user_id, credential_id))
+    if isinstance(removed, Failed):
+        return json_response(503, {"error": "unavailable"}, cookies)
+    if removed.value == "last_sign_in":
+        return json_response(409, {"error": "last_way_to_sign_in"}, cookies)
+    if removed.value != "removed":
+        return json_response(404, {"error": "no_such_passkey"}, cookies)
+    return json_response(200, {"removed": True}, cookies)
+
+
+# -- end passkeys ------------------------------------------------------------------------

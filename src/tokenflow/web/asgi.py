@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeAlias
 
@@ -57,6 +58,7 @@ from ._shared import (
     Incoming,
     Login,
     Logout,
+    PasskeyCall,
     PassThrough,
     ReadBody,
     RefreshDevice,
@@ -70,6 +72,7 @@ from ._shared import (
     for_route,
     required_predicate,
     routes_with_device_binding,
+    routes_with_passkeys,
     server_error,
 )
 
@@ -156,7 +159,11 @@ class TokenflowMiddleware:
         self._begin = flow.begin
         self._async = isinstance(flow, AsyncFlow)
         self._endpoints = endpoints
-        self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
+        self._routes = routes_with_passkeys(
+            routes_with_device_binding(endpoints, flow.config.device_binding),
+            endpoints,
+            flow.passkeys,
+        )
         self._required = required_predicate(required, self._routes)
         self._proxies = proxies
         self._on_decision = on_decision
@@ -232,6 +239,13 @@ class TokenflowMiddleware:
             return await method(*args)
         return await asyncio.to_thread(method, *args)
 
+    async def _passkey_call(self, operation: PasskeyCall) -> Any:
+        """A passkey operation: the repository and ledger may block, so off the loop."""
+        method = getattr(self._flow.passkeys, operation.method)
+        if inspect.iscoroutinefunction(method):
+            return await method(*operation.args, **operation.kwargs)
+        return await asyncio.to_thread(method, *operation.args, **operation.kwargs)
+
     async def _endpoint(
         self, kind: str, request: Request, scope: Scope, receive: Receive
     ) -> Response:
@@ -253,6 +267,11 @@ class TokenflowMiddleware:
                     answer = await self._call(name, operation.request)
                 if self._on_decision is not None and type(answer) is not Process:
                     self._on_decision(answer)
+            elif isinstance(operation, PasskeyCall):
+                try:
+                    answer = await self._passkey_call(operation)
+                except Exception as exc:
+                    answer = Failed(exc)
             elif isinstance(operation, (RegisterDevice, RefreshDevice)):
                 name = (
                     "register_device" if isinstance(operation, RegisterDevice) else "refresh_device"

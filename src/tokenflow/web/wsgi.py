@@ -43,6 +43,7 @@ from ._shared import (
     Incoming,
     Login,
     Logout,
+    PasskeyCall,
     PassThrough,
     ReadBody,
     RefreshDevice,
@@ -56,6 +57,7 @@ from ._shared import (
     reason_phrase,
     required_predicate,
     routes_with_device_binding,
+    routes_with_passkeys,
     server_error,
 )
 
@@ -129,7 +131,11 @@ class TokenflowMiddleware:
         self._app = app
         self._flow = flow
         self._endpoints = endpoints
-        self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
+        self._routes = routes_with_passkeys(
+            routes_with_device_binding(endpoints, flow.config.device_binding),
+            endpoints,
+            flow.passkeys,
+        )
         self._required = required_predicate(required, self._routes)
         self._proxies = proxies
         self._on_decision = on_decision
@@ -181,6 +187,12 @@ class TokenflowMiddleware:
                     answer = flow.logout(operation.request)
                 if self._on_decision is not None and type(answer) is not Process:
                     self._on_decision(answer)
+            elif isinstance(operation, PasskeyCall):
+                try:
+                    method = getattr(flow.passkeys, operation.method)
+                    answer = method(*operation.args, **operation.kwargs)
+                except Exception as exc:
+                    answer = Failed(exc)
             elif isinstance(operation, (RegisterDevice, RefreshDevice)):
                 if isinstance(operation, RegisterDevice):
                     answer = flow.register_device(operation.request)
