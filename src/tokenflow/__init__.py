@@ -28,6 +28,7 @@ from ._http import ForwardedHeaders, TrustedProxies
 from ._keyring import Key, KeyRing
 from ._model import (
     AmbiguousCookie,
+    AuthorizationCodeCredentials,
     BareRefreshRefused,
     Credentials,
     CrossOriginRejected,
@@ -47,6 +48,7 @@ from ._model import (
     PasswordCredentials,
     PortFailed,
     Process,
+    ProviderRedirect,
     Refreshed,
     RefreshEnded,
     RefreshEndedReason,
@@ -71,6 +73,7 @@ __all__ = [
     "COOKIE_BUDGET",
     "AmbiguousCookie",
     "AsyncFlow",
+    "AuthorizationCodeCredentials",
     "BareRefreshRefused",
     "ConfigError",
     "CookiePolicy",
@@ -109,6 +112,7 @@ __all__ = [
     "PortFailed",
     "Process",
     "ProofFailure",
+    "ProviderRedirect",
     "Purpose",
     "RefreshEnded",
     "RefreshEndedReason",

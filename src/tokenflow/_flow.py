@@ -18,6 +18,10 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
        user disabled or deleted                        -> session revoked, go on to 3
     3. credentials presented:
          password: the account the username names (lookup), for the throttle keys
+         provider callback (authorization code): the sealed transaction the
+           state names, for this provider, state equal (constant time), else
+           refused; the provider's error= refused; then the throttle, and the
+           code exchanged once (PKCE verifier, nonce; the client checks iss)
          too many recent failures (throttle)           -> TooManyRequests (429), nothing verified
          attempt reserved (counted as a failure first; a lost race re-checks)
          verify, user active                           -> reservation undone, new session, Reissue
@@ -25,7 +29,9 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
     4. otherwise                                       -> Unauthorized (401), clear sent cookies
     any port raises, or answers the wrong type         -> Unavailable (503), nothing minted/cleared
 
-Two explicit operations sit beside it. :meth:`FlowCore.login` runs step 0
+Two explicit operations sit beside it (three with provider sign-in:
+:meth:`FlowCore.start_provider_login` seals a transaction and answers
+ProviderRedirect, 302 to the provider). :meth:`FlowCore.login` runs step 0
 and step 3 whatever cookies the request carries: on success the new session
 replaces the ones the cookies named (revoked, so switching accounts works
 and no session is fixed), on failure they are left alone. :meth:`FlowCore.logout`
@@ -67,6 +73,7 @@ from ._base64url import b64url_decode, b64url_encode
 from ._config import FlowConfig
 from ._cookies import (
     CookieFault,
+    SameSite,
     auth_cookie_candidates,
     read_access_cookie,
     read_refresh_cookie,
@@ -91,6 +98,7 @@ from ._errors import InvalidToken, InvalidTokenReason, TokenTooLarge
 from ._http import SAFE_METHODS
 from ._model import (
     AmbiguousCookie,
+    AuthorizationCodeCredentials,
     BareRefreshRefused,
     Credentials,
     CrossOriginRejected,
@@ -110,6 +118,7 @@ from ._model import (
     PasswordCredentials,
     PortFailed,
     Process,
+    ProviderRedirect,
     Refreshed,
     RefreshEnded,
     RefreshEndedReason,
@@ -138,6 +147,15 @@ from ._sessions import (
 )
 from ._throttle import FailureCount, account_key, address_key, is_username_key, username_key
 from ._token import Purpose, TokenCodec
+from ._transactions import (
+    TRANSACTION_TTL,
+    Transaction,
+    open_transaction,
+    pkce_challenge,
+    safe_next,
+    seal_transaction,
+    transaction_cookie_name,
+)
 from .ports import ExternalIdentity, Identity
 
 __all__ = ["FlowCore", "Need", "PortError"]
@@ -289,6 +307,36 @@ class VerifyDeviceProof:
     port: str = "proofs"
 
 
+# OpenID Connect authorization-code flow (issue 20) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    """Ask a provider's code-flow client for the URL that starts a sign-in."""
+
+    provider: str
+    state: str = field(repr=False)
+    nonce: str = field(repr=False)
+    code_challenge: str = field(repr=False)
+    port: str = "external"
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeCode:
+    """Ask a provider's code-flow client to redeem a code and verify the ID token it
+    returns (nonce, and the ``iss`` parameter when the provider sends it)."""
+
+    provider: str
+    code: str = field(repr=False)
+    code_verifier: str = field(repr=False)
+    nonce: str = field(repr=False)
+    issuer: str | None
+    now: float
+    port: str = "external"
+
+
+# end of the OpenID Connect needs ----------------------------------------------------
+
 Need: TypeAlias = (
     LoadUser
     | LinkExternal
@@ -305,6 +353,8 @@ Need: TypeAlias = (
     | BindDevice
     | LoadDeviceKey
     | VerifyDeviceProof
+    | AuthorizationRequest
+    | ExchangeCode
 )
 Steps: TypeAlias = Generator[Need, Any, Decision]
 
@@ -339,6 +389,7 @@ class FlowCore:
     __slots__ = (
         "_accounts",
         "_clear",
+        "_code_providers",
         "_codec",
         "_config",
         "_names",
@@ -346,6 +397,8 @@ class FlowCore:
         "_policy",
         "_providers",
         "_throttle",
+        "_transaction_policy",
+        "_transaction_prefix",
     )
 
     def __init__(
@@ -357,6 +410,7 @@ class FlowCore:
         providers: frozenset[str],
         throttle: bool = False,
         accounts: bool = False,
+        code_providers: frozenset[str] = frozenset(),
     ) -> None:
         self._codec = codec
         self._config = config
@@ -369,11 +423,25 @@ class FlowCore:
         # Whether the password verifier names the account a username resolves
         # to (``account_key``): the throttle then counts per account.
         self._accounts = accounts
+        # Providers whose client runs the authorization-code flow. Their
+        # transaction cookies are always SameSite=Lax: the callback is a
+        # cross-site navigation from the provider, which Strict would strip.
+        self._code_providers = code_providers
+        self._transaction_policy = replace(policy, same_site=SameSite.LAX)
+        access_name = policy.access_name
+        self._transaction_prefix = next(
+            (p for p in ("__Host-", "__Secure-") if access_name.startswith(p)), ""
+        )
 
     @property
     def config(self) -> FlowConfig:
         """The validated configuration."""
         return self._config
+
+    @property
+    def code_providers(self) -> frozenset[str]:
+        """The providers whose client runs the authorization-code flow."""
+        return self._code_providers
 
     # 0 and 1: no I/O, answered directly --------------------------------------
 
@@ -655,6 +723,8 @@ class FlowCore:
         credentials: Credentials | None = request.credentials
         need: Need
         username: str | None = None
+        # Headers for a successful login: where a provider sign-in returns to.
+        after: tuple[tuple[str, str], ...] = ()
         if isinstance(credentials, PasswordCredentials):
             method, username = "password", credentials.username
             if (
@@ -676,6 +746,30 @@ class FlowCore:
                 events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
             need = VerifyExternalToken(method, credentials.token, now)
+        elif isinstance(credentials, AuthorizationCodeCredentials):
+            provider = credentials.provider
+            if type(provider) is not str or provider not in self._code_providers:
+                events.append(LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, _clip(provider)))
+                return UnauthorizedReason.LOGIN_FAILED
+            method = provider
+            transaction = self._transaction(request, credentials, now)
+            if transaction is None:
+                # No transaction of this browser, for this provider, has this
+                # state: a forged or replayed callback, or login CSRF.
+                events.append(LoginFailed(LoginFailedReason.BAD_TRANSACTION, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            if credentials.error is not None:
+                events.append(LoginFailed(LoginFailedReason.PROVIDER_ERROR, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            code = credentials.code
+            if type(code) is not str or not code or len(code) > _MAX_CODE_CHARS:
+                events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            issuer = credentials.issuer if type(credentials.issuer) is str else None
+            need = ExchangeCode(
+                method, code, transaction.code_verifier, transaction.nonce, issuer, now
+            )
+            after = (("Location", transaction.next),)
         else:
             events.append(
                 LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, type(credentials).__name__)
@@ -765,14 +859,14 @@ class FlowCore:
         )
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
-        headers: tuple[tuple[str, str], ...] = ()
+        headers: tuple[tuple[str, str], ...] = after
         binding = config.device_binding
         if binding is not None:
             # Invite the browser to bind the new session to a device key.
             challenge = seal_challenge(
                 self._codec.keyring, session.session_id, now, purpose="register"
             )
-            headers = (("Secure-Session-Registration", registration_header(binding, challenge)),)
+            headers += (("Secure-Session-Registration", registration_header(binding, challenge)),)
         return Reissue(minted.claims, minted.cookies, tuple(events), headers)
 
     def _throttle_keys(
@@ -903,17 +997,27 @@ class FlowCore:
         failure those sessions are left alone and no cookie is cleared.
         """
         _check_now(now)
-        forbidden = self._cross_origin(request)
-        if forbidden is not None:
-            return forbidden
+        callback = isinstance(request.credentials, AuthorizationCodeCredentials)
+        # A provider redirects the browser to the callback: a cross-site GET
+        # navigation by design. Its CSRF defence is the state, which must name
+        # a transaction sealed into this browser's own cookie. Any other
+        # method stays under the cross-origin check.
+        if not (callback and request.method == "GET"):
+            forbidden = self._cross_origin(request)
+            if forbidden is not None:
+                return forbidden
         if request.credentials is None:
             return Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
         events: list[Event] = []
+        # The transaction cookie a callback names is cleared whatever the outcome.
+        clear: tuple[str, ...] = ()
+        if isinstance(request.credentials, AuthorizationCodeCredentials):
+            clear = self.transaction_clearing(request.credentials)
         carried = self._carried_sessions(request, now)
         try:
             outcome = yield from self._login(request, now, random, events)
             if isinstance(outcome, UnauthorizedReason):
-                return Unauthorized(outcome, (), tuple(events))
+                return Unauthorized(outcome, clear, tuple(events))
             if isinstance(outcome, TooManyRequests):
                 return outcome
             # Revoked after the new session exists: if the store fails here,
@@ -926,7 +1030,83 @@ class FlowCore:
         except PortError as failure:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
-        return Reissue(outcome.claims, outcome.set_cookies, tuple(events), outcome.headers)
+        return Reissue(outcome.claims, outcome.set_cookies + clear, tuple(events), outcome.headers)
+
+    # OpenID Connect authorization-code flow (issue 20) ------------------------
+
+    def start_provider_login(
+        self,
+        request: Request,
+        provider: str,
+        next_path: object,
+        now: float,
+        random: Callable[[int], bytes],
+    ) -> Generator[Need, Any, ProviderRedirect | Unauthorized | Unavailable]:
+        """Start a sign-in with ``provider``: seal a new transaction (state, nonce,
+        PKCE verifier, the same-site ``next_path``) into its own cookie and answer
+        ProviderRedirect to the URL the provider's client builds.
+
+        A ``next_path`` that is not a same-site path becomes ``/``; an unknown
+        provider is Unauthorized (LOGIN_FAILED). Starting changes no session,
+        so it is not under the cross-origin check: a page elsewhere that links
+        here only sends the user to their provider.
+        """
+        _check_now(now)
+        if type(provider) is not str or provider not in self._code_providers:
+            event = LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, _clip(provider))
+            return Unauthorized(UnauthorizedReason.LOGIN_FAILED, (), (event,))
+        transaction = Transaction.new(provider, safe_next(next_path), now, random)
+        name = transaction_cookie_name(transaction.state, self._transaction_prefix)
+        assert name is not None  # a fresh state is always well-formed
+        value = seal_transaction(self._codec.keyring, transaction, name, random)
+        cookie = render_set_cookie(
+            name, value, max_age=TRANSACTION_TTL, policy=self._transaction_policy
+        )
+        need = AuthorizationRequest(
+            provider,
+            transaction.state,
+            transaction.nonce,
+            pkce_challenge(transaction.code_verifier),
+        )
+        try:
+            location = yield need
+            if type(location) is not str or not location.startswith(("https://", "http://")):
+                raise PortError(need, TypeError("authorization_url must return an http(s) URL"))
+        except PortError as failure:
+            return Unavailable(
+                failure.error, failure.port, (PortFailed(failure.port, failure.error),)
+            )
+        return ProviderRedirect(location, (cookie,))
+
+    def transaction_clearing(self, credentials: AuthorizationCodeCredentials) -> tuple[str, ...]:
+        """The ``Set-Cookie`` value that deletes the transaction cookie a callback's
+        state names (empty for a malformed state, which names none)."""
+        name = transaction_cookie_name(credentials.state, self._transaction_prefix)
+        if name is None:
+            return ()
+        return (render_clear_cookie(name, self._transaction_policy),)
+
+    def _transaction(
+        self, request: Request, credentials: AuthorizationCodeCredentials, now: float
+    ) -> Transaction | None:
+        """The live transaction the callback's state names, started for its provider."""
+        name = transaction_cookie_name(credentials.state, self._transaction_prefix)
+        if name is None:
+            return None
+        values = list(dict.fromkeys(self._candidates(request, name)))
+        if len(values) != 1:
+            # None, or planted copies beside the real one: fail closed.
+            return None
+        transaction = open_transaction(self._codec.keyring, values[0], name, now)
+        if (
+            transaction is None
+            or transaction.provider != credentials.provider
+            or not transaction.state_matches(credentials.state)
+        ):
+            return None
+        return transaction
+
+    # end of the OpenID Connect block ----------------------------------------
 
     def logout(self, request: Request, now: float) -> Steps:
         """Revoke the sessions the request's cookies name and clear both cookies.
@@ -1211,6 +1391,8 @@ class _Minted:
 
 
 _EVENT_TEXT_LIMIT: Final = 200
+_MAX_CODE_CHARS: Final = 2048
+"""The longest authorization code sent on to a token endpoint."""
 
 
 def _clip(value: object) -> str:

@@ -27,6 +27,7 @@ from ._token import Purpose
 
 __all__ = [
     "AmbiguousCookie",
+    "AuthorizationCodeCredentials",
     "BareRefreshRefused",
     "Credentials",
     "CrossOriginRejected",
@@ -46,6 +47,7 @@ __all__ = [
     "PasswordCredentials",
     "PortFailed",
     "Process",
+    "ProviderRedirect",
     "RefreshEnded",
     "RefreshEndedReason",
     "Refreshed",
@@ -88,7 +90,29 @@ class ExternalTokenCredentials:
     token: str = field(repr=False)
 
 
-Credentials = PasswordCredentials | ExternalTokenCredentials
+# -- OpenID Connect authorization-code flow (issue 20) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationCodeCredentials:
+    """What a provider's redirect back to the callback carries: its query (or, for
+    ``response_mode=form_post``, its form) parameters, as the client sent them.
+
+    ``provider`` names the code-flow client registered with the flow. ``code``,
+    ``state``, ``issuer`` (the RFC 9207 ``iss`` parameter) and ``error`` are
+    None when absent. The code never appears in ``repr``.
+    """
+
+    provider: str
+    code: str | None = field(default=None, repr=False)
+    state: str | None = field(default=None, repr=False)
+    issuer: str | None = None
+    error: str | None = None
+
+
+# -- end of the OpenID Connect block ------------------------------------------------
+
+Credentials = PasswordCredentials | ExternalTokenCredentials | AuthorizationCodeCredentials
 """What a login presents: annotate a handler's credentials with this union."""
 
 # -- request -------------------------------------------------------------------
@@ -301,6 +325,11 @@ class LoginFailedReason(enum.Enum):
     """The user directory refused to map the external identity to a user."""
     USER_DISABLED = "user_disabled"
     """The credentials were right but the user directory has no active user."""
+    BAD_TRANSACTION = "bad_transaction"
+    """A provider callback whose state names no live sign-in transaction of this
+    browser for this provider (missing, forged, expired, or started elsewhere)."""
+    PROVIDER_ERROR = "provider_error"
+    """The provider answered the sign-in with ``error=`` (the user declined...)."""
 
 
 class ReuseDetectedReason(enum.Enum):
@@ -663,6 +692,17 @@ class DeviceProofRequired:
     set_cookies: ClassVar[tuple[str, ...]] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderRedirect:
+    """302: send the browser to ``location`` (a provider's authorization endpoint)
+    with every ``set_cookies`` value (the sealed sign-in transaction)."""
+
+    location: str
+    set_cookies: tuple[str, ...] = field(repr=False)
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[302]] = 302
+
+
 Decision = (
     Process
     | Reissue
@@ -673,6 +713,7 @@ Decision = (
     | Unavailable
     | DeviceRegistered
     | DeviceProofRequired
+    | ProviderRedirect
 )
 """Every answer a flow gives. Match on the type; each carries ``status``,
 ``set_cookies`` (send them all, whatever the status) and ``events``."""

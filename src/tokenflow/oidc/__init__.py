@@ -14,20 +14,38 @@ Each preset is one call and returns a verifier that plugs into the flow::
         "google": oidc.google(client_ids=[...], asynchronous=True),
     })
 
+To let users sign in through the provider's pages (the authorization-code
+flow with PKCE, state and nonce), wrap the preset with :func:`code_flow`::
+
+    "google": oidc.code_flow(
+        oidc.google(client_ids=[CLIENT_ID]),
+        client_id=CLIENT_ID, client_secret=SECRET,
+        redirect_uri="https://app.example/auth/oidc/google/callback",
+    )
+
 A bad token is a failed login (401); a key set that cannot be had is an
 outage: the verifier raises :class:`ProviderUnavailable` and the flow answers
 503, minting nothing. Signature and claim checks run on joserfc; tokenflow
 adds the provider rules around them. See ``docs/identity.md``.
 """
 
+from ._codeflow import (
+    AsyncCodeFlowClient,
+    ClientAuth,
+    CodeFlowClient,
+    ProviderEndpoints,
+    code_flow,
+)
 from ._graph import AsyncFacebookTokenVerifier, FacebookTokenVerifier, GraphRules
 from ._http import (
     AsyncHttpKeySetSource,
     AsyncKeySetSource,
+    AsyncTokenEndpointSource,
     Fetched,
     FetchError,
     HttpKeySetSource,
     KeySetSource,
+    TokenEndpointSource,
 )
 from ._keys import CachePolicy, KeyLocation, KeySetError, ProviderUnavailable
 from ._providers import (
@@ -54,11 +72,15 @@ from ._verify import (
 )
 
 __all__ = [
+    "AsyncCodeFlowClient",
     "AsyncFacebookTokenVerifier",
     "AsyncHttpKeySetSource",
     "AsyncIdTokenVerifier",
     "AsyncKeySetSource",
+    "AsyncTokenEndpointSource",
     "CachePolicy",
+    "ClientAuth",
+    "CodeFlowClient",
     "FacebookTokenVerifier",
     "FetchError",
     "Fetched",
@@ -69,12 +91,15 @@ __all__ = [
     "KeySetError",
     "KeySetSource",
     "NonceCheck",
+    "ProviderEndpoints",
     "ProviderUnavailable",
     "Rejected",
     "RejectedReason",
+    "TokenEndpointSource",
     "TokenRules",
     "Verdict",
     "apple",
+    "code_flow",
     "cognito",
     "entra_id",
     "facebook",

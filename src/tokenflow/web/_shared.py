@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote
 from .._csrf import check_cross_origin
 from .._errors import ConfigError
 from .._model import (
+    AuthorizationCodeCredentials,
     Credentials,
     Decision,
     DeviceProofRequired,
@@ -35,6 +36,7 @@ from .._model import (
     LoggedOut,
     PasswordCredentials,
     Process,
+    ProviderRedirect,
     Reissue,
     Request,
     TooManyRequests,
@@ -296,6 +298,14 @@ class Endpoints:
       (only the user's own); ``POST {sessions}/revoke-others`` signs out
       every other session and keeps the current one.
 
+    * ``providers``: the prefix of the provider sign-in endpoints, for every
+      provider of the flow whose client runs the authorization-code flow
+      (:func:`tokenflow.oidc.code_flow`): ``GET {providers}/{name}/start?next=...``
+      redirects to the provider, ``GET {providers}/{name}/callback`` is where
+      it sends the browser back (register that exact URL at the provider),
+      which then goes to ``next`` signed in, or to ``login_page?error=...``
+      (else a 401) when the sign-in failed.
+
     ``max_body`` bounds the bytes read from a request body (413 beyond it).
     """
 
@@ -306,10 +316,19 @@ class Endpoints:
     after_logout: str = "/"
     login_page: str | None = None
     max_body: int = DEFAULT_MAX_BODY
+    providers: str | None = "/auth/oidc"
     _routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("login", "logout", "sessions", "after_login", "after_logout", "login_page"):
+        for name in (
+            "login",
+            "logout",
+            "sessions",
+            "after_login",
+            "after_logout",
+            "login_page",
+            "providers",
+        ):
             _check_path(name, getattr(self, name))
         if isinstance(self.max_body, bool) or not isinstance(self.max_body, int):
             raise ConfigError("Endpoints.max_body must be a number of bytes")
@@ -534,8 +553,33 @@ class Failed:
     error: BaseException
 
 
+@dataclass(frozen=True, slots=True)
+class StartProviderLogin:
+    """Operation: ``flow.start_provider_login(request, provider, next_path=...)``."""
+
+    request: Request
+    provider: str
+    next_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionClearing:
+    """Operation: ``flow.transaction_clearing(credentials)`` (no I/O)."""
+
+    credentials: AuthorizationCodeCredentials
+
+
 Operation: TypeAlias = (
-    Decide | Login | Logout | SessionsOf | Revoke | ReadBody | RegisterDevice | RefreshDevice
+    Decide
+    | Login
+    | Logout
+    | SessionsOf
+    | Revoke
+    | ReadBody
+    | RegisterDevice
+    | RefreshDevice
+    | StartProviderLogin
+    | TransactionClearing
 )
 Steps: TypeAlias = Generator[Operation, Any, Response]
 
@@ -633,6 +677,8 @@ def endpoint(
     ``trusted_origins`` are the flow's (``FlowConfig.trusted_origins``).
     """
     method = incoming.method
+    if kind.startswith(_PROVIDER_KINDS):
+        return (yield from _provider(kind, request, incoming, endpoints))
     if kind == "sessions":
         if method not in ("GET", "HEAD"):
             return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "GET")])
@@ -824,3 +870,115 @@ def device_response(decision: Decision) -> Response:
     if isinstance(decision, DeviceProofRequired):
         return json_response(403, {"error": "proof_required"}, extra=decision.headers)
     return refusal(decision)
+
+
+# -- sign in with a provider (OpenID Connect authorization code, issue 20) -----------
+
+_PROVIDER_KINDS: Final = ("oidc-start:", "oidc-callback:")
+_CALLBACK_PARAMETERS: Final = ("code", "state", "iss", "error")
+
+
+def routes_with_providers(
+    routes: Mapping[str, str], endpoints: Endpoints, providers: Iterable[str]
+) -> Mapping[str, str]:
+    """``routes`` plus the start and callback paths of every code-flow provider
+    (``providers``: the flow's :attr:`~tokenflow.Flow.code_providers`)."""
+    merged = dict(routes)
+    if endpoints.providers is None:
+        return merged
+    base = endpoints.providers.rstrip("/")
+    for name in sorted(providers):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise ConfigError(
+                f"provider name {name!r} cannot be a path segment: use letters, digits, '_.-'"
+            )
+        for action in ("start", "callback"):
+            path = f"{base}/{name}/{action}"
+            if path in merged:
+                raise ConfigError(f"the sign-in path {path!r} is also an endpoint's path")
+            merged[path] = f"oidc-{action}:{name}"
+    return merged
+
+
+def _callback_parameters(query: str) -> dict[str, str | None] | None:
+    """The callback's ``code``, ``state``, ``iss`` and ``error``; None when the query
+    cannot be parsed. A parameter sent twice (RFC 6749 3.1 forbids it) reads as
+    absent, and then no state names a transaction: the sign-in fails."""
+    try:
+        pairs = parse_qsl(
+            query, keep_blank_values=True, strict_parsing=False, max_num_fields=_FIELD_LIMIT
+        )
+    except ValueError:
+        return None
+    seen: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if key in _CALLBACK_PARAMETERS:
+            seen.setdefault(key, []).append(value)
+    parameters: dict[str, str | None] = {}
+    for key in _CALLBACK_PARAMETERS:
+        values = seen.get(key, [])
+        parameters[key] = values[0] if len(values) == 1 else None
+    if any(len(values) > 1 for values in seen.values()):
+        parameters["state"] = None
+    return parameters
+
+
+def _provider(kind: str, request: Request, incoming: Incoming, endpoints: Endpoints) -> Steps:
+    """``GET {providers}/{name}/start`` and ``GET {providers}/{name}/callback``."""
+    action, _, provider = kind.partition(":")
+    if incoming.method != "GET":
+        return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "GET")])
+    if action == "oidc-start":
+        try:
+            query = dict(parse_qsl(incoming.query, max_num_fields=_FIELD_LIMIT))
+        except ValueError:
+            query = {}
+        next_path = safe_next(query.get("next"), endpoints.after_login)
+        decision = yield StartProviderLogin(request, provider, next_path)
+        if isinstance(decision, ProviderRedirect):
+            headers = [("location", decision.location), ("content-length", "0")]
+            return Response(302, _with_cookies(headers, decision.set_cookies), b"")
+        return _sign_in_failed(decision, endpoints, ())
+    parameters = _callback_parameters(incoming.query) or {}
+    credentials = AuthorizationCodeCredentials(
+        provider,
+        parameters.get("code"),
+        parameters.get("state"),
+        parameters.get("iss"),
+        parameters.get("error"),
+    )
+    decision = yield Login(replace(request, credentials=credentials))
+    # The transaction cookie goes whatever the outcome; Reissue and
+    # Unauthorized carry it already, the other refusals cannot.
+    clearing: tuple[str, ...] = yield TransactionClearing(credentials)
+    if isinstance(decision, Reissue):
+        location = endpoints.after_login
+        others = []
+        for name, value in decision.headers:
+            if name == "Location":
+                location = safe_next(value, endpoints.after_login)
+            else:
+                others.append((name, value))
+        return redirect(location, decision.set_cookies, others)
+    cookies = decision.set_cookies + tuple(c for c in clearing if c not in decision.set_cookies)
+    return _sign_in_failed(decision, endpoints, cookies)
+
+
+def _sign_in_failed(decision: Decision, endpoints: Endpoints, cookies: Sequence[str]) -> Response:
+    """A provider sign-in that did not sign anyone in: back to the login page with
+    ``?error=`` (``login_failed``, ``too_many_requests``, ``unavailable``), or
+    the refusal's JSON when there is no login page."""
+    if endpoints.login_page is not None:
+        error = (
+            "too_many_requests"
+            if isinstance(decision, TooManyRequests)
+            else "unavailable"
+            if isinstance(decision, Unavailable)
+            else "login_failed"
+        )
+        return redirect(_with_error(endpoints.login_page, error, None), cookies)
+    response = refusal(decision)
+    if isinstance(decision, Unauthorized):
+        response = json_response(401, {"error": "login_failed"})
+    headers = [h for h in response.headers if h[0] not in ("set-cookie", "cache-control")]
+    return Response(response.status, _with_cookies(headers, cookies), response.body)

@@ -50,12 +50,15 @@ from ._shared import (
     Required,
     Response,
     SessionsOf,
+    StartProviderLogin,
     Steps,
+    TransactionClearing,
     endpoint,
     for_route,
     reason_phrase,
     required_predicate,
     routes_with_device_binding,
+    routes_with_providers,
     server_error,
 )
 
@@ -129,7 +132,11 @@ class TokenflowMiddleware:
         self._app = app
         self._flow = flow
         self._endpoints = endpoints
-        self._routes = routes_with_device_binding(endpoints, flow.config.device_binding)
+        self._routes = routes_with_providers(
+            routes_with_device_binding(endpoints, flow.config.device_binding),
+            endpoints,
+            flow.code_providers,
+        )
         self._required = required_predicate(required, self._routes)
         self._proxies = proxies
         self._on_decision = on_decision
@@ -181,6 +188,14 @@ class TokenflowMiddleware:
                     answer = flow.logout(operation.request)
                 if self._on_decision is not None and type(answer) is not Process:
                     self._on_decision(answer)
+            elif isinstance(operation, StartProviderLogin):
+                answer = flow.start_provider_login(
+                    operation.request, operation.provider, next_path=operation.next_path
+                )
+                if self._on_decision is not None:
+                    self._on_decision(answer)
+            elif isinstance(operation, TransactionClearing):
+                answer = flow.transaction_clearing(operation.credentials)
             elif isinstance(operation, (RegisterDevice, RefreshDevice)):
                 if isinstance(operation, RegisterDevice):
                     answer = flow.register_device(operation.request)
