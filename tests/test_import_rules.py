@@ -63,6 +63,7 @@ CORE = frozenset(
         "_sessions",
         "_throttle",
         "_token",
+        "_transactions",
         "ports",
     )
 )
