@@ -315,6 +315,8 @@ EXPECTED = {
     Misbehaviour.UNKNOWN_KEY: LoginFailedReason.BAD_EXTERNAL_TOKEN,
     Misbehaviour.ALG_NONE: LoginFailedReason.BAD_EXTERNAL_TOKEN,
     Misbehaviour.EXPIRED: LoginFailedReason.BAD_EXTERNAL_TOKEN,
+    Misbehaviour.MISSING_SUB: LoginFailedReason.BAD_EXTERNAL_TOKEN,
+    Misbehaviour.MISSING_IAT: LoginFailedReason.BAD_EXTERNAL_TOKEN,
     Misbehaviour.NO_ID_TOKEN: LoginFailedReason.BAD_EXTERNAL_TOKEN,
     Misbehaviour.INVALID_GRANT: LoginFailedReason.BAD_EXTERNAL_TOKEN,
     Misbehaviour.TOKEN_500: None,

@@ -779,6 +779,10 @@ class Misbehaviour(enum.Enum):
     """The ID token is unsigned (``alg: none``)."""
     EXPIRED = "expired"
     """The ID token expired an hour ago."""
+    MISSING_SUB = "missing_sub"
+    """The ID token has no ``sub``."""
+    MISSING_IAT = "missing_iat"
+    """The ID token has no ``iat``."""
     NO_ID_TOKEN = "no_id_token"  # noqa: S105 - a name
     """The token endpoint answers 200 without an ID token."""
     INVALID_GRANT = "invalid_grant"
@@ -1108,6 +1112,10 @@ class FakeAuthorizationServer:
             now -= 7200
         claims = self.provider.claims(now, audience=audience, subject=grant.subject, **extra)
         claims = {k: v for k, v in claims.items() if v is not None}
+        if misbehaviour is Misbehaviour.MISSING_SUB:
+            del claims["sub"]
+        elif misbehaviour is Misbehaviour.MISSING_IAT:
+            del claims["iat"]
         if misbehaviour is Misbehaviour.ALG_NONE:
             header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=")
             body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
