@@ -4,6 +4,7 @@ against the loopback fake authorization server, and every misbehaviour of its ta
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from joserfc.jwk import RSAKey
+from joserfc.jwk import ECKey, RSAKey
 
 from tokenflow import (
     AsyncFlow,
@@ -267,11 +268,23 @@ def test_a_replayed_callback_redeems_nothing(server: FakeAuthorizationServer) ->
 
 
 def test_a_transaction_of_another_provider_is_refused(server: FakeAuthorizationServer) -> None:
-    flow, _store = make_flow(server)
+    """Mix-up at the relying party: a callback arriving at another provider's
+    endpoint with this provider's state and code is refused before any exchange."""
+    store = MemoryStore()
+    flow = Flow(
+        KeyRing.generate(),
+        store,
+        FakeUserDirectory(allow_signup=True),
+        external={"fake": client_of(server), "other": client_of(server)},
+    )
     _redirect, callback = start(flow)
     other = replace(callback.credentials, provider="other")
     decision = flow.login(callback.request(credentials=other))
-    assert failed_with(decision, LoginFailedReason.UNKNOWN_PROVIDER)
+    assert failed_with(decision, LoginFailedReason.BAD_TRANSACTION)
+    assert server.hits.get("/token", 0) == 0
+    # A provider that is not configured at all is refused by the cross-origin check.
+    unknown = replace(callback.credentials, provider="unknown")
+    assert flow.login(callback.request(credentials=unknown)).status == 403
 
 
 def test_a_cross_site_post_to_the_callback_is_forbidden(server: FakeAuthorizationServer) -> None:
@@ -402,3 +415,94 @@ def test_safe_next_keeps_only_same_site_paths() -> None:
     assert safe_next("/a/b?c=d") == "/a/b?c=d"
     for hostile in ("//x", "/\\x", "https://x", "x", "/\x00", "/a b", None, 5):
         assert safe_next(hostile) == "/"
+
+
+# -- Sign in with Apple's shape: form_post and a generated client secret ---------------
+
+
+def apple_style(server: FakeAuthorizationServer) -> Flow:
+    team_key = ECKey.generate_key("P-256", parameters={"kid": "APPLEKEY1"})
+    server.register(
+        FakeClient(
+            CLIENT_ID,
+            (REDIRECT,),
+            "apple_client_secret",
+            None,
+            ECKey.import_key(team_key.as_dict(private=False)),
+        )
+    )
+    secret = oidc.AppleClientSecret(team_id="TEAM123", key_id="APPLEKEY1", private_key=team_key)
+    flow, _store = make_flow(
+        server,
+        client_secret=secret,
+        client_auth=oidc.ClientAuth.CLIENT_SECRET_POST,
+        response_mode="form_post",
+    )
+    return flow
+
+
+def posted_back(location: str) -> AuthorizationCodeCredentials:
+    """The browser at a form_post provider: the fields of the page that posts back."""
+    page = httpx.get(location, follow_redirects=False, timeout=5)
+    assert page.status_code == 200
+    assert f'action="{REDIRECT}"' in page.text
+    fields = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', page.text))
+    return AuthorizationCodeCredentials(
+        "fake", fields.get("code"), fields.get("state"), fields.get("iss"), fields.get("error")
+    )
+
+
+def test_form_post_sign_in_with_an_apple_client_secret(server: FakeAuthorizationServer) -> None:
+    flow = apple_style(server)
+    assert flow.form_post_providers == frozenset({"fake"})
+    redirect = flow.start_provider_login(Request("GET"), "fake", next_path="/x")
+    assert isinstance(redirect, ProviderRedirect)
+    assert parse_qs(urlsplit(redirect.location).query)["response_mode"] == ["form_post"]
+    # A cross-site POST carries only SameSite=None cookies.
+    [cookie] = redirect.set_cookies
+    assert "SameSite=None" in cookie
+    assert "Secure" in cookie
+    credentials = posted_back(redirect.location)
+    cookies = cookie_pair(cookie)
+    decision = flow.login(
+        Request(
+            "POST",
+            cookie_header=cookies,
+            credentials=credentials,
+            sec_fetch_site="cross-site",
+            origin=server.issuer,
+            host=HOST,
+        )
+    )
+    assert isinstance(decision, Reissue), decision
+    assert server.refusals == []
+
+
+def test_a_form_post_provider_is_admitted_by_post_only(server: FakeAuthorizationServer) -> None:
+    flow = apple_style(server)
+    redirect = flow.start_provider_login(Request("GET"), "fake")
+    assert isinstance(redirect, ProviderRedirect)
+    credentials = posted_back(redirect.location)
+    cookies = cookie_pair(redirect.set_cookies[0])
+    # The same answer as a cross-site GET: not the admitted method, so CSRF rules apply.
+    decision = flow.login(
+        Request(
+            "GET",
+            cookie_header=cookies,
+            credentials=credentials,
+            sec_fetch_site="cross-site",
+            host=HOST,
+        )
+    )
+    assert decision.status == 403
+    assert server.hits.get("/token", 0) == 0
+
+
+def test_an_apple_client_secret_is_remade_before_it_expires() -> None:
+    key = ECKey.generate_key("P-256")
+    secret = oidc.AppleClientSecret(team_id="T", key_id="K", private_key=key)
+    first = secret.value("app", 1_000_000)
+    assert secret.value("app", 1_000_000 + 3000) == first
+    assert secret.value("app", 1_000_000 + 3301) != first
+    assert "BEGIN" not in repr(secret)
+    assert repr(secret) == "AppleClientSecret(team_id='T', key_id='K')"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -219,3 +220,104 @@ def test_unknown_providers_and_other_methods_are_not_served(
     middleware = middleware_type(app, flow)
     with pytest.raises(AssertionError, match="endpoints answer themselves"):
         call(middleware, "/auth/oidc/other/start", SAME_ORIGIN, Jar())
+
+
+def post_call(
+    kind: str, middleware: Any, path: str, body: bytes, headers: list[tuple[str, str]], jar: Jar
+) -> Reply:
+    """A POST (form) through either middleware."""
+    sent = [*headers, ("content-type", "application/x-www-form-urlencoded"), *jar.header()]
+    if kind == "asgi":
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "scheme": "https",
+            "headers": [(n.lower().encode(), v.encode()) for n, v in sent],
+            "client": ("192.0.2.10", 4000),
+            "server": (HOST, 443),
+        }
+        replies: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            replies.append(message)
+
+        asyncio.run(middleware(scope, receive, send))
+        reply = Reply(
+            replies[0]["status"],
+            [(bytes(n).decode(), bytes(v).decode()) for n, v in replies[0]["headers"]],
+            [m.get("body", b"") for m in replies[1:]],
+        )
+    else:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "REMOTE_ADDR": "192.0.2.10",
+            "SERVER_NAME": HOST,
+            "SERVER_PORT": "443",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "https",
+        }
+        for name, value in sent:
+            key = name.upper().replace("-", "_")
+            environ[key if key == "CONTENT_TYPE" else "HTTP_" + key] = value
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> Any:
+            started.append((status, response_headers))
+            return lambda data: None
+
+        chunks = list(middleware(environ, start_response))
+        status, response_headers = started[-1]
+        reply = Reply(int(status.split()[0]), response_headers, chunks)
+    jar.receive(reply.set_cookies)
+    return reply
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_form_post_provider_signs_in_by_a_cross_site_post(
+    server: FakeAuthorizationServer, kind: str
+) -> None:
+    middleware_type, call = KINDS[kind]
+    source = oidc.HttpKeySetSource(timeout=1.0, allow_loopback_http=True)
+    client = oidc.code_flow(
+        oidc.oidc(server.issuer, client_ids=[CLIENT_ID], source=source),
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        client_auth=oidc.ClientAuth.CLIENT_SECRET_POST,
+        redirect_uri=REDIRECT,
+        source=source,
+        allow_loopback_http=True,
+        response_mode="form_post",
+    )
+    flow = Flow(
+        KeyRing.generate(), MemoryStore(), FakeUserDirectory(allow_signup=True),
+        external={"fake": client},
+    )  # fmt: skip
+    middleware = middleware_type(app, flow)
+    jar = Jar()
+    started = call(middleware, "/auth/oidc/fake/start?next=/account", SAME_ORIGIN, jar)
+    page = httpx.get(started.header("location") or "", follow_redirects=False).text
+    fields = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', page))
+    body = urlencode(fields).encode()
+    cross_site = [*CROSS_SITE, ("origin", server.issuer)]
+    # A GET to a form_post provider's callback is not served.
+    callback = "/auth/oidc/fake/callback"
+    assert call(middleware, f"{callback}?{body.decode()}", CROSS_SITE, Jar()).status == 405
+    back = post_call(kind, middleware, callback, body, cross_site, jar)
+    assert back.status == 303, back.body
+    assert back.header("location") == "/account"
+    assert set(jar.cookies) == {"__Host-tf_access", "__Host-tf_refresh"}
+    # The same POST from another browser (no transaction cookie): refused.
+    assert post_call(kind, middleware, callback, body, cross_site, Jar()).status == 401

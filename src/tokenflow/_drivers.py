@@ -401,6 +401,12 @@ class _Driver:
             throttle=throttle is not None,
             accounts=accounts,
             code_providers=code_providers,
+            # A client built with response_mode="form_post" comes back by POST.
+            form_post_providers=frozenset(
+                name
+                for name in code_providers
+                if getattr(external[name], "response_mode", None) == "form_post"
+            ),
         )
         # Bound once: the access path pays no attribute lookup for it.
         self._begin = self._core.begin
@@ -430,6 +436,12 @@ class _Driver:
         """The providers whose client runs the authorization-code flow (sign-in
         through the provider's pages): :meth:`~Flow.start_provider_login` takes them."""
         return self._core.code_providers
+
+    @property
+    def form_post_providers(self) -> frozenset[str]:
+        """The code-flow providers whose callback is a cross-site POST
+        (``response_mode=form_post``, as Sign in with Apple answers)."""
+        return self._core.form_post_providers
 
     @property
     def store(self) -> Any:

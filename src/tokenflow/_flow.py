@@ -73,6 +73,7 @@ from ._base64url import b64url_decode, b64url_encode
 from ._config import FlowConfig
 from ._cookies import (
     CookieFault,
+    CookiePolicy,
     SameSite,
     auth_cookie_candidates,
     read_access_cookie,
@@ -392,12 +393,14 @@ class FlowCore:
         "_code_providers",
         "_codec",
         "_config",
+        "_form_post_providers",
         "_names",
         "_passwords",
         "_policy",
         "_providers",
         "_throttle",
         "_transaction_policy",
+        "_transaction_post_policy",
         "_transaction_prefix",
     )
 
@@ -411,6 +414,7 @@ class FlowCore:
         throttle: bool = False,
         accounts: bool = False,
         code_providers: frozenset[str] = frozenset(),
+        form_post_providers: frozenset[str] = frozenset(),
     ) -> None:
         self._codec = codec
         self._config = config
@@ -428,6 +432,13 @@ class FlowCore:
         # cross-site navigation from the provider, which Strict would strip.
         self._code_providers = code_providers
         self._transaction_policy = replace(policy, same_site=SameSite.LAX)
+        # A provider that answers with response_mode=form_post (Sign in with
+        # Apple) comes back by a cross-site POST, which carries only
+        # SameSite=None cookies; None needs Secure (ConfigError here otherwise).
+        self._form_post_providers = form_post_providers & code_providers
+        self._transaction_post_policy = (
+            replace(policy, same_site=SameSite.NONE) if self._form_post_providers else None
+        )
         access_name = policy.access_name
         self._transaction_prefix = next(
             (p for p in ("__Host-", "__Secure-") if access_name.startswith(p)), ""
@@ -442,6 +453,11 @@ class FlowCore:
     def code_providers(self) -> frozenset[str]:
         """The providers whose client runs the authorization-code flow."""
         return self._code_providers
+
+    @property
+    def form_post_providers(self) -> frozenset[str]:
+        """The code-flow providers whose callback is a POST (``response_mode=form_post``)."""
+        return self._form_post_providers
 
     # 0 and 1: no I/O, answered directly --------------------------------------
 
@@ -997,12 +1013,12 @@ class FlowCore:
         failure those sessions are left alone and no cookie is cleared.
         """
         _check_now(now)
-        callback = isinstance(request.credentials, AuthorizationCodeCredentials)
-        # A provider redirects the browser to the callback: a cross-site GET
-        # navigation by design. Its CSRF defence is the state, which must name
-        # a transaction sealed into this browser's own cookie. Any other
-        # method stays under the cross-origin check.
-        if not (callback and request.method == "GET"):
+        # A provider sends the browser to the callback: a cross-site GET
+        # navigation by design, or for a form_post provider a cross-site POST.
+        # Its CSRF defence is the state, which must name a transaction sealed
+        # into this browser's own cookie. Only that method, for that provider,
+        # is admitted; anything else stays under the cross-origin check.
+        if request.method != self._callback_method(request.credentials):
             forbidden = self._cross_origin(request)
             if forbidden is not None:
                 return forbidden
@@ -1060,7 +1076,7 @@ class FlowCore:
         assert name is not None  # a fresh state is always well-formed
         value = seal_transaction(self._codec.keyring, transaction, name, random)
         cookie = render_set_cookie(
-            name, value, max_age=TRANSACTION_TTL, policy=self._transaction_policy
+            name, value, max_age=TRANSACTION_TTL, policy=self._policy_for(provider)
         )
         need = AuthorizationRequest(
             provider,
@@ -1078,13 +1094,31 @@ class FlowCore:
             )
         return ProviderRedirect(location, (cookie,))
 
+    def _callback_method(self, credentials: object) -> str | None:
+        """The one method a provider callback may arrive by cross-site, or None."""
+        if not isinstance(credentials, AuthorizationCodeCredentials):
+            return None
+        provider = credentials.provider
+        if type(provider) is not str or provider not in self._code_providers:
+            return None
+        return "POST" if provider in self._form_post_providers else "GET"
+
+    def _policy_for(self, provider: str) -> CookiePolicy:
+        post = self._transaction_post_policy
+        if post is not None and provider in self._form_post_providers:
+            return post
+        return self._transaction_policy
+
     def transaction_clearing(self, credentials: AuthorizationCodeCredentials) -> tuple[str, ...]:
         """The ``Set-Cookie`` value that deletes the transaction cookie a callback's
         state names (empty for a malformed state, which names none)."""
         name = transaction_cookie_name(credentials.state, self._transaction_prefix)
         if name is None:
             return ()
-        return (render_clear_cookie(name, self._transaction_policy),)
+        provider = credentials.provider
+        if type(provider) is not str or provider not in self._code_providers:
+            return ()
+        return (render_clear_cookie(name, self._policy_for(provider)),)
 
     def _transaction(
         self, request: Request, credentials: AuthorizationCodeCredentials, now: float

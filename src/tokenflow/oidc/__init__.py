@@ -30,6 +30,7 @@ adds the provider rules around them. See ``docs/identity.md``.
 """
 
 from ._codeflow import (
+    AppleClientSecret,
     AsyncCodeFlowClient,
     ClientAuth,
     CodeFlowClient,
@@ -72,6 +73,7 @@ from ._verify import (
 )
 
 __all__ = [
+    "AppleClientSecret",
     "AsyncCodeFlowClient",
     "AsyncFacebookTokenVerifier",
     "AsyncHttpKeySetSource",

@@ -61,6 +61,7 @@ from ._keys import ProviderUnavailable
 from ._verify import AsyncIdTokenVerifier, IdTokenVerifier, Rejected, Verdict
 
 __all__ = [
+    "AppleClientSecret",
     "AsyncCodeFlowClient",
     "ClientAuth",
     "CodeFlowClient",
@@ -78,6 +79,9 @@ _PRESET_SCOPES: Final = {
 }
 _ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ASSERTION_LIFETIME: Final = 60
+APPLE_SECRET_LIFETIME: Final = 3600
+"""Seconds an Apple client secret is made for (Apple allows up to six months)."""
+_APPLE_RENEW_BEFORE: Final = 300
 _MAX_ISSUER_CHARS: Final = 512
 
 
@@ -224,11 +228,66 @@ def read_token_response(fetched: Fetched) -> str | None:
     return id_token
 
 
+class AppleClientSecret:
+    """Sign in with Apple's client secret: a short-lived ES256 JWT signed with the
+    developer's key (``iss`` the team id, ``sub`` the Services ID, ``aud``
+    Apple), made on demand and made again five minutes before it expires.
+
+    ``private_key`` is the ``.p8`` key Apple issued (a joserfc ``ECKey`` on
+    P-256), ``key_id`` its id. Pass it as ``client_secret`` to
+    :func:`code_flow` with ``ClientAuth.CLIENT_SECRET_POST``. Thread-safe.
+    """
+
+    def __init__(
+        self, *, team_id: str, key_id: str, private_key: ECKey, audience: str = APPLE_ISSUER
+    ) -> None:
+        for name, value in (("team_id", team_id), ("key_id", key_id)):
+            if type(value) is not str or not value:
+                raise ConfigError(f"AppleClientSecret needs {name} (a non-empty str)")
+        if not isinstance(private_key, ECKey) or not private_key.is_private:
+            raise ConfigError("AppleClientSecret needs the private ECKey Apple issued (.p8)")
+        if private_key.curve_name != "P-256":
+            raise ConfigError("Apple's client secret is ES256: the key must be on P-256")
+        self.team_id = team_id
+        self.key_id = key_id
+        self.audience = audience
+        self._key = private_key
+        self._lock = threading.Lock()
+        self._cached: tuple[str, str, int] | None = None  # client id, secret, exp
+
+    def __repr__(self) -> str:
+        return f"AppleClientSecret(team_id={self.team_id!r}, key_id={self.key_id!r})"
+
+    def value(self, client_id: str, now: float) -> str:
+        """The secret to send at ``now`` for ``client_id``."""
+        with self._lock:
+            cached = self._cached
+            if (
+                cached is not None
+                and cached[0] == client_id
+                and int(now) < cached[2] - _APPLE_RENEW_BEFORE
+            ):
+                return cached[1]
+            issued = int(now)
+            expires = issued + APPLE_SECRET_LIFETIME
+            claims = {
+                "iss": self.team_id,
+                "iat": issued,
+                "exp": expires,
+                "aud": self.audience,
+                "sub": client_id,
+            }
+            header = {"alg": "ES256", "kid": self.key_id}
+            secret = jwt.encode(header, claims, self._key, algorithms=["ES256"])
+            self._cached = (client_id, secret, expires)
+            return secret
+
+
 @dataclass(frozen=True, slots=True)
 class _ClientCredentials:
     client_id: str
     method: ClientAuth
-    secret: str | None = field(default=None, repr=False)
+    secret: str | AppleClientSecret | None = field(default=None, repr=False)
     key: RSAKey | ECKey | OKPKey | None = field(default=None, repr=False)
     algorithm: str | None = None
 
@@ -249,15 +308,18 @@ class _ClientCredentials:
             "code_verifier": code_verifier,
         }
         headers: dict[str, str] = {}
+        secret = self.secret
+        if isinstance(secret, AppleClientSecret):
+            secret = secret.value(self.client_id, now)
         if self.method is ClientAuth.CLIENT_SECRET_BASIC:
-            assert self.secret is not None
+            assert secret is not None
             # RFC 6749 2.3.1: each part form-urlencoded before the Basic encoding.
-            pair = f"{quote(self.client_id, safe='')}:{quote(self.secret, safe='')}"
+            pair = f"{quote(self.client_id, safe='')}:{quote(secret, safe='')}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         elif self.method is ClientAuth.CLIENT_SECRET_POST:
-            assert self.secret is not None
+            assert secret is not None
             form["client_id"] = self.client_id
-            form["client_secret"] = self.secret
+            form["client_secret"] = secret
         else:
             assert self.key is not None
             assert self.algorithm is not None
@@ -299,8 +361,11 @@ class _Client:
         issuer: str | None,
         extra: Mapping[str, str],
         allow_loopback_http: bool,
+        response_mode: str | None,
     ) -> None:
         self.verifier = verifier
+        self.response_mode = response_mode
+        """``"form_post"`` when the provider answers by a cross-site POST, else None."""
         self._credentials = credentials
         self.redirect_uri = redirect_uri
         self.scopes = scopes
@@ -486,7 +551,7 @@ def code_flow(
     *,
     client_id: str,
     redirect_uri: str,
-    client_secret: str | None = None,
+    client_secret: str | AppleClientSecret | None = None,
     client_auth: ClientAuth = ClientAuth.CLIENT_SECRET_BASIC,
     private_key: object = None,
     signing_algorithm: str = "RS256",
@@ -497,6 +562,7 @@ def code_flow(
     extra_parameters: Mapping[str, str] | None = None,
     source: TokenEndpointSource | AsyncTokenEndpointSource | None = None,
     allow_loopback_http: bool = False,
+    response_mode: str | None = None,
 ) -> CodeFlowClient | AsyncCodeFlowClient:
     """Sign in with a provider: ``verifier`` (a preset) plus this client's registration.
 
@@ -511,6 +577,11 @@ def code_flow(
     issuer discovery must name (default: the preset's). ``scopes`` default
     to the preset's (``openid`` is always included). ``source`` carries the
     requests (default: the httpx source of the verifier's face).
+    ``response_mode="form_post"`` asks the provider to answer by a cross-site
+    POST to the callback (Sign in with Apple does when it is asked for the
+    e-mail or name); the flow then admits exactly that POST, with the state
+    as its defence, and the transaction cookie is ``SameSite=None``. For
+    Apple, ``client_secret`` is an :class:`AppleClientSecret`.
 
     Returns :class:`CodeFlowClient` for a sync verifier, :class:`AsyncCodeFlowClient`
     for an async one. Raises :class:`ConfigError` for anything inconsistent.
@@ -531,8 +602,12 @@ def code_flow(
         if client_secret is not None:
             raise ConfigError("private_key_jwt takes private_key, not client_secret")
         key, algorithm = _signing_key(private_key, signing_algorithm)
-    elif type(client_secret) is not str or not client_secret:
-        raise ConfigError(f"{client_auth.value} needs client_secret (a non-empty str)")
+    elif not isinstance(client_secret, AppleClientSecret) and (
+        type(client_secret) is not str or not client_secret
+    ):
+        raise ConfigError(
+            f"{client_auth.value} needs client_secret (a non-empty str or AppleClientSecret)"
+        )
     elif private_key is not None:
         raise ConfigError("private_key is used only with ClientAuth.PRIVATE_KEY_JWT")
     credentials = _ClientCredentials(client_id, client_auth, client_secret, key, algorithm)
@@ -565,8 +640,18 @@ def code_flow(
         raise ConfigError("scopes must be non-empty strings without spaces")
     if "openid" not in chosen:
         chosen = ("openid", *chosen)
+    if response_mode not in (None, "form_post"):
+        raise ConfigError('response_mode must be None (the query) or "form_post"')
     extra = dict(extra_parameters or {})
-    reserved = {"response_type", "client_id", "redirect_uri", "scope", "state", "nonce"}
+    reserved = {
+        "response_type",
+        "response_mode",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+    }
     if reserved.intersection(extra) or any(k.startswith("code_challenge") for k in extra):
         raise ConfigError("extra_parameters may not set the parameters the flow sets itself")
     args = (
@@ -577,8 +662,9 @@ def code_flow(
         endpoints,
         discovery_url,
         issuer,
-        extra,
+        {**extra, "response_mode": response_mode} if response_mode else extra,
         allow_loopback_http,
+        response_mode,
     )
     if asynchronous:
         return AsyncCodeFlowClient(

@@ -32,6 +32,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import html
 import json
 import threading
 import time
@@ -967,8 +968,9 @@ class FakeAuthorizationServer:
         ):
             return self._redirect_back(redirect_uri, {"error": "invalid_request", "state": state})
         misbehaviour = self.misbehaviour
+        back = self._post_back if query.get("response_mode") == "form_post" else self._redirect_back
         if misbehaviour is Misbehaviour.ERROR:
-            return self._redirect_back(redirect_uri, {"error": "access_denied", "state": state})
+            return back(redirect_uri, {"error": "access_denied", "state": state})
         code = uuid.uuid4().hex + uuid.uuid4().hex
         with self._lock:
             self._grants[code] = _Grant(
@@ -987,7 +989,25 @@ class FakeAuthorizationServer:
             answer["iss"] = "https://idp.example.net"
         elif misbehaviour is Misbehaviour.MISSING_ISS_PARAMETER:
             answer["iss"] = None
-        return self._redirect_back(redirect_uri, answer)
+        return back(redirect_uri, answer)
+
+    @staticmethod
+    def _post_back(redirect_uri: str, parameters: Mapping[str, str | None]) -> Answer:
+        """``response_mode=form_post``: a page that posts the answer to the callback."""
+        fields = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in parameters.items()
+            if v is not None
+        )
+        page = (
+            "<!doctype html><title>Signing in</title>"
+            '<body onload="document.forms[0].submit()">'
+            f'<form method="post" action="{html.escape(redirect_uri)}">{fields}'
+            "<noscript><button>Continue</button></noscript></form></body>"
+        )
+        return Answer(
+            200, page.encode(), {"content-type": "text/html", "cache-control": "no-store"}
+        )
 
     @staticmethod
     def _redirect_back(redirect_uri: str, parameters: Mapping[str, str | None]) -> Answer:
@@ -1024,6 +1044,23 @@ class FakeAuthorizationServer:
                 secret.encode(), client.secret.encode()
             )
             return client.client_id if ok else None
+        if client.method == "apple_client_secret" and client.public_key is not None:
+            # Sign in with Apple: client_secret_post, the secret an ES256 JWT.
+            try:
+                token = jwt.decode(
+                    form.get("client_secret", ""), client.public_key, algorithms=["ES256"]
+                )
+            except JoseError:
+                return None
+            claims = token.claims
+            if (
+                claims.get("sub") != client.client_id
+                or claims.get("aud") != "https://appleid.apple.com"
+                or not isinstance(claims.get("exp"), int)
+                or claims["exp"] < time.time()
+            ):
+                return None
+            return client.client_id
         if client.method == "private_key_jwt" and client.public_key is not None:
             if form.get("client_assertion_type") != (
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

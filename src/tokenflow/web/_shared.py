@@ -874,15 +874,20 @@ def device_response(decision: Decision) -> Response:
 
 # -- sign in with a provider (OpenID Connect authorization code, issue 20) -----------
 
-_PROVIDER_KINDS: Final = ("oidc-start:", "oidc-callback:")
+_PROVIDER_KINDS: Final = ("oidc-start:", "oidc-callback:", "oidc-callback-post:")
 _CALLBACK_PARAMETERS: Final = ("code", "state", "iss", "error")
 
 
 def routes_with_providers(
-    routes: Mapping[str, str], endpoints: Endpoints, providers: Iterable[str]
+    routes: Mapping[str, str],
+    endpoints: Endpoints,
+    providers: Iterable[str],
+    form_post: Iterable[str] = (),
 ) -> Mapping[str, str]:
     """``routes`` plus the start and callback paths of every code-flow provider
-    (``providers``: the flow's :attr:`~tokenflow.Flow.code_providers`)."""
+    (``providers``: the flow's :attr:`~tokenflow.Flow.code_providers`; the
+    callbacks of ``form_post`` ones take POST, the others GET)."""
+    posting = frozenset(form_post)
     merged = dict(routes)
     if endpoints.providers is None:
         return merged
@@ -896,14 +901,17 @@ def routes_with_providers(
             path = f"{base}/{name}/{action}"
             if path in merged:
                 raise ConfigError(f"the sign-in path {path!r} is also an endpoint's path")
+            if action == "callback" and name in posting:
+                action = "callback-post"
             merged[path] = f"oidc-{action}:{name}"
     return merged
 
 
 def _callback_parameters(query: str) -> dict[str, str | None] | None:
-    """The callback's ``code``, ``state``, ``iss`` and ``error``; None when the query
-    cannot be parsed. A parameter sent twice (RFC 6749 3.1 forbids it) reads as
-    absent, and then no state names a transaction: the sign-in fails."""
+    """The callback's ``code``, ``state``, ``iss`` and ``error`` (from the query, or
+    a form_post body); None when they cannot be parsed. A parameter sent twice
+    (RFC 6749 3.1 forbids it) reads as absent, and then no state names a
+    transaction: the sign-in fails."""
     try:
         pairs = parse_qsl(
             query, keep_blank_values=True, strict_parsing=False, max_num_fields=_FIELD_LIMIT
@@ -924,10 +932,12 @@ def _callback_parameters(query: str) -> dict[str, str | None] | None:
 
 
 def _provider(kind: str, request: Request, incoming: Incoming, endpoints: Endpoints) -> Steps:
-    """``GET {providers}/{name}/start`` and ``GET {providers}/{name}/callback``."""
+    """``GET {providers}/{name}/start`` and ``GET`` (or, for a form_post
+    provider, ``POST``) ``{providers}/{name}/callback``."""
     action, _, provider = kind.partition(":")
-    if incoming.method != "GET":
-        return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "GET")])
+    allowed = "POST" if action == "oidc-callback-post" else "GET"
+    if incoming.method != allowed:
+        return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", allowed)])
     if action == "oidc-start":
         try:
             query = dict(parse_qsl(incoming.query, max_num_fields=_FIELD_LIMIT))
@@ -939,7 +949,21 @@ def _provider(kind: str, request: Request, incoming: Incoming, endpoints: Endpoi
             headers = [("location", decision.location), ("content-length", "0")]
             return Response(302, _with_cookies(headers, decision.set_cookies), b"")
         return _sign_in_failed(decision, endpoints, ())
-    parameters = _callback_parameters(incoming.query) or {}
+    if allowed == "POST":
+        # The flow admits this cross-site POST only for this provider, with the
+        # state as its defence; the body is bounded like every endpoint's.
+        body = yield ReadBody(endpoints.max_body)
+        if body is None:
+            return json_response(413, {"error": "body_too_large"})
+        if _media_type(incoming.content_type) != "application/x-www-form-urlencoded":
+            return json_response(415, {"error": "expected_a_form"})
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        parameters = _callback_parameters(text) or {}
+    else:
+        parameters = _callback_parameters(incoming.query) or {}
     credentials = AuthorizationCodeCredentials(
         provider,
         parameters.get("code"),

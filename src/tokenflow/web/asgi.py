@@ -163,6 +163,7 @@ class TokenflowMiddleware:
             routes_with_device_binding(endpoints, flow.config.device_binding),
             endpoints,
             flow.code_providers,
+            flow.form_post_providers,
         )
         self._required = required_predicate(required, self._routes)
         self._proxies = proxies
