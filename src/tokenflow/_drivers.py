@@ -438,6 +438,11 @@ class _Driver:
         return self._core.code_providers
 
     @property
+    def providers(self) -> frozenset[str]:
+        """The names of the external verifiers (``external``)."""
+        return self._core.providers
+
+    @property
     def form_post_providers(self) -> frozenset[str]:
         """The code-flow providers whose callback is a cross-site POST
         (``response_mode=form_post``, as Sign in with Apple answers)."""

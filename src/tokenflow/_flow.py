@@ -4,6 +4,9 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
 
     0. cross-origin browser request that is unsafe,
        or carries credentials (a login)                -> Forbidden (403)
+         except a provider's own answer (explicit login only): a code
+         callback by its provider's method (GET; POST for form_post), a
+         sign-in button's POST whose double-submitted CSRF token matches
        Cookie header over 16 KiB                       -> Unauthorized (401), clear both
     1. access cookie opens and names a session         -> Process   (200, no store)
     2. refresh cookie opens, user still active, store rotates
@@ -22,6 +25,9 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
            state names, for this provider, state equal (constant time), else
            refused; the provider's error= refused; then the throttle, and the
            code exchanged once (PKCE verifier, nonce; the client checks iss)
+         sign-in button (Google Identity Services): its g_csrf_token body
+           field equal to its cookie (constant time), else refused; then as
+           an external token
          too many recent failures (throttle)           -> TooManyRequests (429), nothing verified
          attempt reserved (counted as a failure first; a lost race re-checks)
          verify, user active                           -> reservation undone, new session, Reissue
@@ -65,6 +71,7 @@ generator, which ends in Unavailable.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
@@ -101,6 +108,7 @@ from ._model import (
     AmbiguousCookie,
     AuthorizationCodeCredentials,
     BareRefreshRefused,
+    ButtonCredentials,
     Credentials,
     CrossOriginRejected,
     Decision,
@@ -455,6 +463,11 @@ class FlowCore:
         return self._code_providers
 
     @property
+    def providers(self) -> frozenset[str]:
+        """Every provider with a verifier (``external``)."""
+        return self._providers
+
+    @property
     def form_post_providers(self) -> frozenset[str]:
         """The code-flow providers whose callback is a POST (``response_mode=form_post``)."""
         return self._form_post_providers
@@ -762,6 +775,19 @@ class FlowCore:
                 events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
                 return UnauthorizedReason.LOGIN_FAILED
             need = VerifyExternalToken(method, credentials.token, now)
+        elif isinstance(credentials, ButtonCredentials):
+            provider = credentials.provider
+            if type(provider) is not str or provider not in self._providers:
+                events.append(LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, _clip(provider)))
+                return UnauthorizedReason.LOGIN_FAILED
+            method = provider
+            if not self._double_submitted(request, credentials):
+                events.append(LoginFailed(LoginFailedReason.BAD_CSRF_TOKEN, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            if type(credentials.token) is not str:
+                events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            need = VerifyExternalToken(method, credentials.token, now)
         elif isinstance(credentials, AuthorizationCodeCredentials):
             provider = credentials.provider
             if type(provider) is not str or provider not in self._code_providers:
@@ -1018,7 +1044,7 @@ class FlowCore:
         # Its CSRF defence is the state, which must name a transaction sealed
         # into this browser's own cookie. Only that method, for that provider,
         # is admitted; anything else stays under the cross-origin check.
-        if request.method != self._callback_method(request.credentials):
+        if request.method != self._callback_method(request):
             forbidden = self._cross_origin(request)
             if forbidden is not None:
                 return forbidden
@@ -1094,14 +1120,32 @@ class FlowCore:
             )
         return ProviderRedirect(location, (cookie,))
 
-    def _callback_method(self, credentials: object) -> str | None:
-        """The one method a provider callback may arrive by cross-site, or None."""
+    def _callback_method(self, request: Request) -> str | None:
+        """The one method a provider's answer may arrive by cross-site, or None.
+
+        A sign-in button's POST is admitted only when its double-submitted CSRF
+        token matches; a code-flow callback by its provider's method.
+        """
+        credentials = request.credentials
+        if isinstance(credentials, ButtonCredentials):
+            return "POST" if self._double_submitted(request, credentials) else None
         if not isinstance(credentials, AuthorizationCodeCredentials):
             return None
         provider = credentials.provider
         if type(provider) is not str or provider not in self._code_providers:
             return None
         return "POST" if provider in self._form_post_providers else "GET"
+
+    def _double_submitted(self, request: Request, credentials: ButtonCredentials) -> bool:
+        """Google Identity Services' CSRF check: the body's ``g_csrf_token`` equals
+        the one ``g_csrf_token`` cookie (constant time), and neither is empty."""
+        body = credentials.csrf
+        cookies = list(dict.fromkeys(self._candidates(request, _BUTTON_CSRF_COOKIE)))
+        if type(body) is not str or not body or len(cookies) != 1 or not cookies[0]:
+            return False
+        return hmac.compare_digest(
+            body.encode("utf-8", "surrogatepass"), cookies[0].encode("utf-8", "surrogatepass")
+        )
 
     def _policy_for(self, provider: str) -> CookiePolicy:
         post = self._transaction_post_policy
@@ -1425,6 +1469,7 @@ class _Minted:
 
 
 _EVENT_TEXT_LIMIT: Final = 200
+_BUTTON_CSRF_COOKIE: Final = "g_csrf_token"
 _MAX_CODE_CHARS: Final = 2048
 """The longest authorization code sent on to a token endpoint."""
 

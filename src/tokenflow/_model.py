@@ -29,6 +29,7 @@ __all__ = [
     "AmbiguousCookie",
     "AuthorizationCodeCredentials",
     "BareRefreshRefused",
+    "ButtonCredentials",
     "Credentials",
     "CrossOriginRejected",
     "Decision",
@@ -110,9 +111,28 @@ class AuthorizationCodeCredentials:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ButtonCredentials:
+    """An ID token posted by a provider's sign-in button: Google Identity Services
+    posts ``credential`` and ``g_csrf_token`` to your login URI.
+
+    ``csrf`` is the body's ``g_csrf_token``; the flow compares it with the
+    request's ``g_csrf_token`` cookie (double submit). Neither appears in ``repr``.
+    """
+
+    provider: str
+    token: str = field(repr=False)
+    csrf: str | None = field(default=None, repr=False)
+
+
 # -- end of the OpenID Connect block ------------------------------------------------
 
-Credentials = PasswordCredentials | ExternalTokenCredentials | AuthorizationCodeCredentials
+Credentials = (
+    PasswordCredentials
+    | ExternalTokenCredentials
+    | AuthorizationCodeCredentials
+    | ButtonCredentials
+)
 """What a login presents: annotate a handler's credentials with this union."""
 
 # -- request -------------------------------------------------------------------
@@ -328,6 +348,8 @@ class LoginFailedReason(enum.Enum):
     BAD_TRANSACTION = "bad_transaction"
     """A provider callback whose state names no live sign-in transaction of this
     browser for this provider (missing, forged, expired, or started elsewhere)."""
+    BAD_CSRF_TOKEN = "bad_csrf_token"  # noqa: S105 - a reason name
+    """A sign-in button's post whose ``g_csrf_token`` body field and cookie differ."""
     PROVIDER_ERROR = "provider_error"
     """The provider answered the sign-in with ``error=`` (the user declined...)."""
 

@@ -27,6 +27,7 @@ from .._csrf import check_cross_origin
 from .._errors import ConfigError
 from .._model import (
     AuthorizationCodeCredentials,
+    ButtonCredentials,
     Credentials,
     Decision,
     DeviceProofRequired,
@@ -874,7 +875,12 @@ def device_response(decision: Decision) -> Response:
 
 # -- sign in with a provider (OpenID Connect authorization code, issue 20) -----------
 
-_PROVIDER_KINDS: Final = ("oidc-start:", "oidc-callback:", "oidc-callback-post:")
+_PROVIDER_KINDS: Final = (
+    "oidc-start:",
+    "oidc-callback:",
+    "oidc-callback-post:",
+    "oidc-button:",
+)
 _CALLBACK_PARAMETERS: Final = ("code", "state", "iss", "error")
 
 
@@ -883,10 +889,12 @@ def routes_with_providers(
     endpoints: Endpoints,
     providers: Iterable[str],
     form_post: Iterable[str] = (),
+    buttons: Iterable[str] = (),
 ) -> Mapping[str, str]:
     """``routes`` plus the start and callback paths of every code-flow provider
     (``providers``: the flow's :attr:`~tokenflow.Flow.code_providers`; the
-    callbacks of ``form_post`` ones take POST, the others GET)."""
+    callbacks of ``form_post`` ones take POST, the others GET), and the
+    sign-in button endpoint of each of ``buttons`` (``POST {providers}/{name}/button``)."""
     posting = frozenset(form_post)
     merged = dict(routes)
     if endpoints.providers is None:
@@ -904,6 +912,11 @@ def routes_with_providers(
             if action == "callback" and name in posting:
                 action = "callback-post"
             merged[path] = f"oidc-{action}:{name}"
+    for name in sorted(buttons):
+        path = f"{base}/{name}/button"
+        if path in merged:
+            raise ConfigError(f"the sign-in path {path!r} is also an endpoint's path")
+        merged[path] = f"oidc-button:{name}"
     return merged
 
 
@@ -935,7 +948,7 @@ def _provider(kind: str, request: Request, incoming: Incoming, endpoints: Endpoi
     """``GET {providers}/{name}/start`` and ``GET`` (or, for a form_post
     provider, ``POST``) ``{providers}/{name}/callback``."""
     action, _, provider = kind.partition(":")
-    allowed = "POST" if action == "oidc-callback-post" else "GET"
+    allowed = "POST" if action in ("oidc-callback-post", "oidc-button") else "GET"
     if incoming.method != allowed:
         return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", allowed)])
     if action == "oidc-start":
@@ -949,6 +962,8 @@ def _provider(kind: str, request: Request, incoming: Incoming, endpoints: Endpoi
             headers = [("location", decision.location), ("content-length", "0")]
             return Response(302, _with_cookies(headers, decision.set_cookies), b"")
         return _sign_in_failed(decision, endpoints, ())
+    if action == "oidc-button":
+        return (yield from _button(provider, request, incoming, endpoints))
     if allowed == "POST":
         # The flow admits this cross-site POST only for this provider, with the
         # state as its defence; the body is bounded like every endpoint's.
@@ -986,6 +1001,25 @@ def _provider(kind: str, request: Request, incoming: Incoming, endpoints: Endpoi
         return redirect(location, decision.set_cookies, others)
     cookies = decision.set_cookies + tuple(c for c in clearing if c not in decision.set_cookies)
     return _sign_in_failed(decision, endpoints, cookies)
+
+
+def _button(provider: str, request: Request, incoming: Incoming, endpoints: Endpoints) -> Steps:
+    """Google Identity Services' redirect mode: a cross-site form POST of
+    ``credential`` (an ID token) and ``g_csrf_token`` (also in a cookie). The
+    flow admits it only when the two tokens match, and verifies the ID token
+    like any other of that provider."""
+    fields = yield from _read_fields(incoming, endpoints)
+    if isinstance(fields, Response):
+        return fields
+    token = fields.get("credential")
+    if token is None:
+        decision: Decision = Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
+    else:
+        credentials = ButtonCredentials(provider, token, fields.get("g_csrf_token"))
+        decision = yield Login(replace(request, credentials=credentials))
+    if isinstance(decision, Reissue):
+        return redirect(endpoints.after_login, decision.set_cookies, decision.headers)
+    return _sign_in_failed(decision, endpoints, ())
 
 
 def _sign_in_failed(decision: Decision, endpoints: Endpoints, cookies: Sequence[str]) -> Response:

@@ -137,6 +137,8 @@ class TokenflowMiddleware:
             endpoints,
             flow.code_providers,
             flow.form_post_providers,
+            # Google Identity Services' button posts to its own endpoint.
+            flow.providers & {"google"},
         )
         self._required = required_predicate(required, self._routes)
         self._proxies = proxies
