@@ -32,10 +32,13 @@ adds the provider rules around them. See ``docs/identity.md``.
 from ._codeflow import (
     AppleClientSecret,
     AsyncCodeFlowClient,
+    AsyncFacebookCodeFlowClient,
     ClientAuth,
     CodeFlowClient,
+    FacebookCodeFlowClient,
     ProviderEndpoints,
     code_flow,
+    facebook_code_flow,
 )
 from ._graph import AsyncFacebookTokenVerifier, FacebookTokenVerifier, GraphRules
 from ._http import (
@@ -75,6 +78,7 @@ from ._verify import (
 __all__ = [
     "AppleClientSecret",
     "AsyncCodeFlowClient",
+    "AsyncFacebookCodeFlowClient",
     "AsyncFacebookTokenVerifier",
     "AsyncHttpKeySetSource",
     "AsyncIdTokenVerifier",
@@ -83,6 +87,7 @@ __all__ = [
     "CachePolicy",
     "ClientAuth",
     "CodeFlowClient",
+    "FacebookCodeFlowClient",
     "FacebookTokenVerifier",
     "FetchError",
     "Fetched",
@@ -105,6 +110,7 @@ __all__ = [
     "cognito",
     "entra_id",
     "facebook",
+    "facebook_code_flow",
     "facebook_limited_login",
     "google",
     "hashed_nonce",

@@ -48,6 +48,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from .._base64url import b64url_encode
 from .._errors import ConfigError
 from ..ports import ExternalIdentity
+from ._graph import AsyncFacebookTokenVerifier, FacebookTokenVerifier
 from ._http import (
     AsyncHttpKeySetSource,
     AsyncTokenEndpointSource,
@@ -63,10 +64,13 @@ from ._verify import AsyncIdTokenVerifier, IdTokenVerifier, Rejected, Verdict
 __all__ = [
     "AppleClientSecret",
     "AsyncCodeFlowClient",
+    "AsyncFacebookCodeFlowClient",
     "ClientAuth",
     "CodeFlowClient",
+    "FacebookCodeFlowClient",
     "ProviderEndpoints",
     "code_flow",
+    "facebook_code_flow",
 ]
 
 GOOGLE_DISCOVERY: Final = "https://accounts.google.com/.well-known/openid-configuration"
@@ -675,3 +679,156 @@ def code_flow(
         *args,
         source=source or HttpKeySetSource(allow_loopback_http=allow_loopback_http),  # type: ignore[arg-type]
     )
+
+
+# -- Facebook Login's code flow: OAuth, then the Graph identity ---------------------------
+
+FACEBOOK_DIALOG: Final = "https://www.facebook.com/{version}/dialog/oauth"
+FACEBOOK_ISSUER: Final = "https://www.facebook.com"
+
+
+def _access_token(fetched: Fetched) -> str | None:
+    """The access token of Graph's ``oauth/access_token`` answer; None when the code
+    was refused (4xx); raises ProviderUnavailable for anything else."""
+    if 400 <= fetched.status < 500:
+        return None
+    if fetched.status != 200:
+        raise ProviderUnavailable(f"facebook: oauth/access_token answered {fetched.status}")
+    try:
+        document = orjson.loads(fetched.body)
+    except orjson.JSONDecodeError:
+        raise ProviderUnavailable("facebook: oauth/access_token answered non-JSON") from None
+    token = document.get("access_token") if type(document) is dict else None
+    return token if type(token) is str and token else None
+
+
+class _FacebookClient:
+    """What both faces of Facebook's code flow share."""
+
+    def __init__(
+        self,
+        verifier: FacebookTokenVerifier | AsyncFacebookTokenVerifier,
+        redirect_uri: str,
+        scopes: tuple[str, ...],
+    ) -> None:
+        self.verifier = verifier
+        self.redirect_uri = redirect_uri
+        self.scopes = scopes
+        self.response_mode: str | None = None
+        rules = verifier.rules
+        self._dialog = FACEBOOK_DIALOG.format(version=rules.version)
+        self._token_url = f"{rules.graph_url.rstrip('/')}/{rules.version}/oauth/access_token"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(app_id={self.verifier.rules.app_id!r})"
+
+    def _authorization_url(self, state: str, code_challenge: str) -> str:
+        params = {
+            "client_id": self.verifier.rules.app_id,
+            "redirect_uri": self.redirect_uri,
+            "response_type": "code",
+            "scope": ",".join(self.scopes),
+            "state": state,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+        }
+        return self._dialog + "?" + urlencode(params, quote_via=quote)
+
+    def _token_query(self, code: str, code_verifier: str) -> dict[str, str]:
+        rules = self.verifier.rules
+        return {
+            "client_id": rules.app_id,
+            "client_secret": rules.app_secret,
+            "redirect_uri": self.redirect_uri,
+            "code": code,
+            "code_verifier": code_verifier,
+        }
+
+
+class FacebookCodeFlowClient(_FacebookClient):
+    """Facebook Login for :class:`tokenflow.Flow` (built by :func:`facebook_code_flow`):
+    the code buys an access token, which the preset verifies with Graph."""
+
+    verifier: FacebookTokenVerifier
+
+    def authorization_url(self, *, state: str, nonce: str, code_challenge: str) -> str:
+        """The login dialog's URL (Facebook issues no ID token: ``nonce`` is unused)."""
+        return self._authorization_url(state, code_challenge)
+
+    def exchange_code(
+        self, code: str, *, code_verifier: str, nonce: str, issuer: str | None, now: float
+    ) -> ExternalIdentity | None:
+        """Redeem ``code`` for an access token and verify it with Graph; None if refused."""
+        if issuer is not None and issuer != FACEBOOK_ISSUER:
+            return None
+        try:
+            fetched = self.verifier.source.fetch(
+                self._token_url, self._token_query(code, code_verifier)
+            )
+        except FetchError as exc:
+            raise ProviderUnavailable(str(exc)) from None
+        token = _access_token(fetched)
+        return None if token is None else self.verifier.verify_token(token, now=now)
+
+    def verify_token(self, token: str, *, now: float) -> ExternalIdentity | None:
+        """Verify a posted access token, as the preset does."""
+        return self.verifier.verify_token(token, now=now)
+
+
+class AsyncFacebookCodeFlowClient(_FacebookClient):
+    """The async face of :class:`FacebookCodeFlowClient`."""
+
+    verifier: AsyncFacebookTokenVerifier
+
+    async def authorization_url(self, *, state: str, nonce: str, code_challenge: str) -> str:
+        """See :meth:`FacebookCodeFlowClient.authorization_url`."""
+        return self._authorization_url(state, code_challenge)
+
+    async def exchange_code(
+        self, code: str, *, code_verifier: str, nonce: str, issuer: str | None, now: float
+    ) -> ExternalIdentity | None:
+        """See :meth:`FacebookCodeFlowClient.exchange_code`."""
+        if issuer is not None and issuer != FACEBOOK_ISSUER:
+            return None
+        try:
+            fetched = await self.verifier.source.fetch(
+                self._token_url, self._token_query(code, code_verifier)
+            )
+        except FetchError as exc:
+            raise ProviderUnavailable(str(exc)) from None
+        token = _access_token(fetched)
+        return None if token is None else await self.verifier.verify_token(token, now=now)
+
+    async def verify_token(self, token: str, *, now: float) -> ExternalIdentity | None:
+        """See :meth:`FacebookCodeFlowClient.verify_token`."""
+        return await self.verifier.verify_token(token, now=now)
+
+
+def facebook_code_flow(
+    verifier: FacebookTokenVerifier | AsyncFacebookTokenVerifier,
+    *,
+    redirect_uri: str,
+    scopes: Iterable[str] = ("public_profile", "email"),
+    allow_loopback_http: bool = False,
+) -> FacebookCodeFlowClient | AsyncFacebookCodeFlowClient:
+    """Facebook Login's code flow around the classic preset (:func:`oidc.facebook`):
+    the login dialog with state and PKCE, the code redeemed at Graph's
+    ``oauth/access_token`` with the app secret (through the preset's source,
+    under the same rules as key sets), and the access token verified with
+    ``debug_token`` as the preset does. ``redirect_uri`` is the exact *Valid
+    OAuth Redirect URI* registered for the app."""
+    if isinstance(verifier, AsyncFacebookTokenVerifier):
+        asynchronous = True
+    elif isinstance(verifier, FacebookTokenVerifier):
+        asynchronous = False
+    else:
+        raise ConfigError("facebook_code_flow needs the oidc.facebook(...) preset")
+    check_url(redirect_uri, allow_loopback_http=allow_loopback_http)
+    if urlsplit(redirect_uri).query:
+        raise ConfigError("redirect_uri must have no query: the provider appends its own")
+    chosen = tuple(scopes)
+    if not chosen or not all(type(s) is str and s and "," not in s for s in chosen):
+        raise ConfigError("scopes must be non-empty strings without commas")
+    if asynchronous:
+        return AsyncFacebookCodeFlowClient(verifier, redirect_uri, chosen)
+    return FacebookCodeFlowClient(verifier, redirect_uri, chosen)
