@@ -405,6 +405,9 @@ def test_a_transaction_opens_only_under_its_own_cookie_name_and_key() -> None:
     assert open_transaction(KeyRing.generate(), sealed, name, 1_000_001) is None
     assert open_transaction(ring, sealed, name, 1_000_000 + 600) is None
     assert open_transaction(ring, sealed, name, 999_999) is None
+    # Clock skew between servers: allowed up to the leeway, not beyond.
+    assert open_transaction(ring, sealed, name, 999_995, leeway=5) == transaction
+    assert open_transaction(ring, sealed, name, 999_994, leeway=5) is None
     kid, _, body = sealed.partition(".")
     flipped = body[:-1] + ("A" if body[-1] != "A" else "B")
     assert open_transaction(ring, f"{kid}.{flipped}", name, 1_000_001) is None

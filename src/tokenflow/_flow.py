@@ -1175,7 +1175,9 @@ class FlowCore:
         if len(values) != 1:
             # None, or planted copies beside the real one: fail closed.
             return None
-        transaction = open_transaction(self._codec.keyring, values[0], name, now)
+        transaction = open_transaction(
+            self._codec.keyring, values[0], name, now, self._config.leeway
+        )
         if (
             transaction is None
             or transaction.provider != credentials.provider

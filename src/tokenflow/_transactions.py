@@ -151,9 +151,13 @@ def seal_transaction(
     return f"{key.kid}.{b64url_encode(salt + nonce + sealed)}"
 
 
-def open_transaction(keyring: KeyRing, value: object, name: str, now: float) -> Transaction | None:
-    """The transaction in a cookie value, or None: malformed, forged, or older than
-    :data:`TRANSACTION_TTL` (or issued in the future)."""
+def open_transaction(
+    keyring: KeyRing, value: object, name: str, now: float, leeway: int = 0
+) -> Transaction | None:
+    """The transaction in a cookie value, or None: malformed, forged, older than
+    :data:`TRANSACTION_TTL`, or issued more than ``leeway`` seconds in the future
+    (the clock skew allowed between the server that started and the one that
+    takes the callback)."""
     if type(value) is not str or len(value) > _MAX_COOKIE_CHARS:
         return None
     kid, _, body = value.partition(".")
@@ -177,6 +181,6 @@ def open_transaction(keyring: KeyRing, value: object, name: str, now: float) -> 
     provider, state, nonce_, verifier, next_path, issued = fields
     if not all(type(v) is str for v in (provider, state, nonce_, verifier, next_path)):
         return None
-    if type(issued) is not int or not issued <= now < issued + TRANSACTION_TTL:
+    if type(issued) is not int or not issued - leeway <= now < issued + TRANSACTION_TTL:
         return None
     return Transaction(provider, state, nonce_, verifier, next_path, issued)
