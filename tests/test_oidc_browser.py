@@ -5,6 +5,8 @@ Chromium clicks "Sign in with", lands on the fake provider (which consents at
 once), comes back signed in, refreshes silently once its access cookie is
 gone, and signs out. A page on another site then tries to complete a sign-in
 with the attacker's own code in the victim's browser (login CSRF): refused.
+And the Apple-style variant: a provider on another site answers with a page
+that POSTs the code back (``response_mode=form_post``).
 
 Skips when chromium, chromedriver, selenium, uvicorn or starlette is missing,
 unless ``TOKENFLOW_REQUIRE_BROWSER=1`` (CI), which turns a skip into a failure.
@@ -252,3 +254,66 @@ def test_login_csrf_from_another_site_is_refused(
     chromium.get(f"{site.origin}/account")
     assert "unauthorized" in page_text(chromium)
     assert chromium.get_cookies() == []
+
+
+def test_form_post_sign_in_from_another_site(
+    tmp_path: Any, chromium: WebDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sign in with Apple's shape: the provider (on ``localhost``, another site)
+    answers with a page that POSTs the code to the callback on ``127.0.0.1``."""
+    from examples import starlette_app
+
+    # SameSite=None needs Secure: the default cookie policy, not the development one.
+    monkeypatch.delenv("TOKENFLOW_DEV", raising=False)
+
+    with FakeAuthorizationServer() as provider:
+        sock = _bind()
+        origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        redirect = f"{origin}/auth/oidc/provider/callback"
+        provider.register(FakeClient(CLIENT_ID, (redirect,), "client_secret_post", SECRET))
+        port = provider.issuer.rsplit(":", 1)[1]
+        source = oidc.HttpKeySetSource(timeout=2.0, allow_loopback_http=True)
+        client = oidc.code_flow(
+            oidc.oidc(provider.issuer, client_ids=[CLIENT_ID], source=source),
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            client_auth=oidc.ClientAuth.CLIENT_SECRET_POST,
+            redirect_uri=redirect,
+            endpoints=oidc.ProviderEndpoints(
+                provider.issuer,
+                f"http://localhost:{port}/authorize",
+                provider.token_endpoint,
+                iss_parameter_supported=True,
+            ),
+            source=source,
+            allow_loopback_http=True,
+            response_mode="form_post",
+        )
+        # The default cookie policy: __Host- names, Secure (127.0.0.1 is a secure context).
+        flow = starlette_app.make_flow(str(tmp_path / "sessions.db"), provider=client)
+        app = starlette_app.create_app(flow)
+        server = uvicorn.Server(
+            uvicorn.Config(app, lifespan="off", proxy_headers=False, log_level="warning")
+        )
+        thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True
+        )
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not server.started:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            chromium.delete_all_cookies()
+            chromium.get(f"{origin}/sign-in")
+            chromium.find_element(By.ID, "sign-in-provider").click()
+            try:
+                WebDriverWait(chromium, 10).until(lambda d: d.current_url == f"{origin}/account")
+            except Exception:
+                raise AssertionError(f"at {chromium.current_url}: {page_text(chromium)}") from None
+            assert f'"user":"provider:{provider.subject}"' in page_text(chromium).replace(" ", "")
+            assert provider.refusals == []
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            sock.close()
