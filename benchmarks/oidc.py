@@ -36,6 +36,7 @@ from tokenflow.stores import SQLiteStore
 from tokenflow.testing import FakeUserDirectory
 from tokenflow.testing.oidc import FakeEndpoints, FakeKeySetSource, FakeProvider
 
+from . import oidc_codeflow
 from ._harness import Call, Case, Report, Settings, Stats, format_table, measure
 
 __all__ = ["STORM_GOAL", "VERIFY_GOAL", "run"]
@@ -212,3 +213,5 @@ def run(settings: Settings, report: Report) -> None:
     report.add_key("oidc_verify_vs_jose", round(ratio, 4))
     report.add_key("oidc_kid_storm_fetches", storm["fetches"])
     report.add_key("oidc_login_us", round(login_us, 2))
+    # Sign in with a provider (the authorization-code flow): its own module.
+    oidc_codeflow.run(settings, report)

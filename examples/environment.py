@@ -98,26 +98,31 @@ def session_store(env: Mapping[str, str] = os.environ) -> Any:
     return SQLiteStore(where)
 
 
-def demo_users() -> tuple[FakeUserDirectory, FakePasswordVerifier]:
+def demo_users(*, allow_signup: bool = False) -> tuple[FakeUserDirectory, FakePasswordVerifier]:
     """Stand-ins for your user table and password hashes: replace them with your
-    own :class:`~tokenflow.ports.UserDirectory` and :class:`~tokenflow.ports.PasswordVerifier`."""
-    users = FakeUserDirectory()
+    own :class:`~tokenflow.ports.UserDirectory` and :class:`~tokenflow.ports.PasswordVerifier`.
+    ``allow_signup``: a first sign-in with a provider creates the user."""
+    users = FakeUserDirectory(allow_signup=allow_signup)
     users.add_user(USERNAME, {"name": "Alice"})
     passwords = FakePasswordVerifier()
     passwords.set_password(USERNAME, PASSWORD, user_id=USERNAME)
     return users, passwords
 
 
-def make_flow(env: Mapping[str, str] = os.environ) -> Flow:
-    """The flow every example runs: keys, store and lifetimes from the environment."""
+def make_flow(env: Mapping[str, str] = os.environ, *, provider: Any = None) -> Flow:
+    """The flow every example runs: keys, store and lifetimes from the environment.
+
+    ``provider`` (a :func:`tokenflow.oidc.code_flow` client) is registered as
+    ``"provider"`` for "Sign in with"."""
     keys = env.get("TOKENFLOW_KEYS")
-    users, passwords = demo_users()
+    users, passwords = demo_users(allow_signup=provider is not None)
     return Flow(
         KeyRing.parse(keys) if keys else KeyRing.generate(),
         session_store(env),
         users,
         passwords=passwords,
         config=flow_config(env),
+        external={"provider": provider} if provider is not None else None,
     )
 
 

@@ -18,19 +18,57 @@ Then try, in a browser at http://127.0.0.1:8000/:
 
 Lifetimes and the store come from the environment: see ``examples/environment.py``
 (``TOKENFLOW_STORE=memory``, ``redis://...``, ``postgresql://...``, a SQLite file).
+
+``/account`` requires a signed-in user (the middleware answers 401 itself);
+``/`` is public and greets whoever is signed in. ``/sign-in`` has a "Sign in
+with" button per provider configured for the authorization-code flow; to try
+it against a local OpenID provider, set ``TOKENFLOW_OIDC_ISSUER``,
+``TOKENFLOW_OIDC_CLIENT_ID``, ``TOKENFLOW_OIDC_CLIENT_SECRET`` and
+``TOKENFLOW_OIDC_REDIRECT_URI`` (``http://127.0.0.1:8000/auth/oidc/provider/callback``).
 """
 
 from __future__ import annotations
 
-from examples.environment import login_page, make_flow
+import html
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from examples import environment
+from examples.environment import login_page
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from tokenflow import Flow
+from tokenflow import Flow, oidc
 from tokenflow.asgi import Auth, Endpoints, TokenflowMiddleware
+
+
+def provider_from_env() -> Any:
+    """A sign-in client for the OpenID provider the TOKENFLOW_OIDC_* variables name, or None."""
+    issuer = os.environ.get("TOKENFLOW_OIDC_ISSUER")
+    if not issuer:
+        return None
+    client_id = os.environ["TOKENFLOW_OIDC_CLIENT_ID"]
+    loopback = issuer.startswith("http://127.0.0.1")  # a local test provider only
+    source = oidc.HttpKeySetSource(allow_loopback_http=loopback)
+    return oidc.code_flow(
+        oidc.oidc(issuer, client_ids=[client_id], source=source),
+        client_id=client_id,
+        client_secret=os.environ["TOKENFLOW_OIDC_CLIENT_SECRET"],
+        redirect_uri=os.environ["TOKENFLOW_OIDC_REDIRECT_URI"],
+        source=source,
+        allow_loopback_http=loopback,
+    )
+
+
+def make_flow(env: Mapping[str, str] = os.environ, *, provider: Any = None) -> Flow:
+    """The flow of :mod:`examples.environment`; ``provider`` (a
+    :func:`tokenflow.oidc.code_flow` client) adds "Sign in with" as ``provider``,
+    and a first sign-in with it creates the user (a stand-in for sign-up)."""
+    return environment.make_flow(env, provider=provider)
 
 
 async def home(request: Request) -> PlainTextResponse:
@@ -49,10 +87,35 @@ async def account(request: Request) -> JSONResponse:
     return JSONResponse({"user": auth.user_id, "session": auth.session_id})
 
 
+def sign_in_page(flow: Flow) -> Any:
+    """``/sign-in``: a "Sign in with" button per provider, and a sign-out button."""
+    buttons = "".join(
+        f'<a class="sign-in" id="sign-in-{html.escape(name)}" '
+        f'href="/auth/oidc/{html.escape(name)}/start?next=/account">'
+        f"Sign in with {html.escape(name)}</a>"
+        for name in sorted(flow.code_providers)
+    )
+
+    async def sign_in(request: Request) -> HTMLResponse:
+        auth: Auth = request.state.tokenflow
+        who = html.escape(auth.user_id or "nobody")
+        return HTMLResponse(
+            f"<!doctype html><title>Sign in</title><p id=who>{who}</p>{buttons}"
+            '<form method=post action="/auth/logout"><button id=sign-out>Sign out</button></form>'
+        )
+
+    return sign_in
+
+
 def create_app(flow: Flow) -> Starlette:
     """The application, with /account required and a form login page at /login."""
     return Starlette(
-        routes=[Route("/", home), Route("/login", login), Route("/account", account)],
+        routes=[
+            Route("/", home),
+            Route("/login", login),
+            Route("/account", account),
+            Route("/sign-in", sign_in_page(flow)),
+        ],
         middleware=[
             Middleware(
                 TokenflowMiddleware,
@@ -64,4 +127,4 @@ def create_app(flow: Flow) -> Starlette:
     )
 
 
-app = create_app(make_flow())
+app = create_app(make_flow(provider=provider_from_env()))

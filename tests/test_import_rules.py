@@ -64,6 +64,7 @@ CORE = frozenset(
         "_sessions",
         "_throttle",
         "_token",
+        "_transactions",
         "ports",
         "tokens",
     )

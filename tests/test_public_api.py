@@ -41,6 +41,8 @@ TOP_LEVEL = {
     "PasswordCredentials",
     "ExternalTokenCredentials",
     "PasskeyCredentials",
+    "AuthorizationCodeCredentials",
+    "ButtonCredentials",
     # the decisions
     "Decision",
     "Process",
@@ -52,6 +54,7 @@ TOP_LEVEL = {
     "Unavailable",
     "DeviceRegistered",
     "DeviceProofRequired",
+    "ProviderRedirect",
     # errors
     "TokenflowError",
     "ConfigError",

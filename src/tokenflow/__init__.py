@@ -27,6 +27,8 @@ from ._drivers import AsyncFlow, Flow
 from ._errors import ConfigError, TokenflowError
 from ._keyring import Key, KeyRing
 from ._model import (
+    AuthorizationCodeCredentials,
+    ButtonCredentials,
     Credentials,
     Decision,
     DeviceProofRequired,
@@ -37,6 +39,7 @@ from ._model import (
     PasskeyCredentials,
     PasswordCredentials,
     Process,
+    ProviderRedirect,
     Reissue,
     Request,
     TooManyRequests,
@@ -48,6 +51,8 @@ from .ports import Identity
 
 __all__ = [
     "AsyncFlow",
+    "AuthorizationCodeCredentials",
+    "ButtonCredentials",
     "ConfigError",
     "CookiePolicy",
     "Credentials",
@@ -66,6 +71,7 @@ __all__ = [
     "PasskeyCredentials",
     "PasswordCredentials",
     "Process",
+    "ProviderRedirect",
     "Reissue",
     "Request",
     "SameSite",

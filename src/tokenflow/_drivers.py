@@ -32,9 +32,11 @@ from typing import Any, Final, Protocol
 from ._config import FlowConfig
 from ._errors import ConfigError
 from ._flow import (
+    AuthorizationRequest,
     BindDevice,
     CheckThrottle,
     CreateSession,
+    ExchangeCode,
     FindAccount,
     FlowCore,
     LinkExternal,
@@ -55,7 +57,14 @@ from ._flow import (
     VerifyPassword,
 )
 from ._keyring import KeyRing
-from ._model import Decision, Request
+from ._model import (
+    AuthorizationCodeCredentials,
+    Decision,
+    ProviderRedirect,
+    Request,
+    Unauthorized,
+    Unavailable,
+)
 from ._sessions import SessionInfo
 from ._token import Purpose, TokenCodec
 from .ports import (
@@ -89,6 +98,7 @@ _PORT_METHODS: Final = {
     "users": ("load_user", "link_external"),
     "passwords": ("verify_password",),
     "external": ("verify_token",),
+    "code flow": ("authorization_url", "exchange_code"),
     "throttle": ("failures", "reserve", "release", "reset"),
     "accounts": ("account_key",),
     "device store": ("bind_device", "device_key_of"),
@@ -118,6 +128,8 @@ _METHOD_OF_NEED: Final[dict[type, str]] = {
     ResetThrottle: "reset",
     VerifyDeviceProof: "verify",
     VerifyPasskey: "verify_assertion",
+    AuthorizationRequest: "authorization_url",
+    ExchangeCode: "exchange_code",
 }
 """The port method that answers each need (what :class:`PortCall` names)."""
 
@@ -360,6 +372,15 @@ class _Driver:
             if not isinstance(name, str) or not name:
                 raise ConfigError("external verifiers are keyed by non-empty provider names")
             _check_port("external", f"external[{name!r}]", verifier, asynchronous=asynchronous)
+        # Providers whose client also runs the authorization-code flow (it has
+        # the code-flow methods): they can start sign-ins and take callbacks.
+        code_providers = frozenset(
+            name for name, verifier in external.items() if hasattr(verifier, "exchange_code")
+        )
+        for name in code_providers:
+            _check_port(
+                "code flow", f"external[{name!r}]", external[name], asynchronous=asynchronous
+            )
         if config.device_binding is not None:
             if proofs is None:
                 raise ConfigError(
@@ -391,6 +412,13 @@ class _Driver:
             throttle=throttle is not None,
             accounts=accounts,
             passkeys=passkeys is not None,
+            code_providers=code_providers,
+            # A client built with response_mode="form_post" comes back by POST.
+            form_post_providers=frozenset(
+                name
+                for name in code_providers
+                if getattr(external[name], "response_mode", None) == "form_post"
+            ),
         )
         # Bound once: the access path pays no attribute lookup for it.
         self._begin = self._core.begin
@@ -415,6 +443,23 @@ class _Driver:
     def config(self) -> FlowConfig:
         """The validated configuration."""
         return self._core.config
+
+    @property
+    def code_providers(self) -> frozenset[str]:
+        """The providers whose client runs the authorization-code flow (sign-in
+        through the provider's pages): :meth:`~Flow.start_provider_login` takes them."""
+        return self._core.code_providers
+
+    @property
+    def providers(self) -> frozenset[str]:
+        """The names of the external verifiers (``external``)."""
+        return self._core.providers
+
+    @property
+    def form_post_providers(self) -> frozenset[str]:
+        """The code-flow providers whose callback is a cross-site POST
+        (``response_mode=form_post``, as Sign in with Apple answers)."""
+        return self._core.form_post_providers
 
     @property
     def store(self) -> Any:
@@ -522,8 +567,26 @@ class _Driver:
             return self._passwords.account_key(need.username)
         if type(need) is VerifyPasskey:
             return self._passkeys.verify_assertion(need.response, now=need.now)
+        if type(need) is AuthorizationRequest:
+            return self._external[need.provider].authorization_url(
+                state=need.state, nonce=need.nonce, code_challenge=need.code_challenge
+            )
+        if type(need) is ExchangeCode:
+            return self._external[need.provider].exchange_code(
+                need.code,
+                code_verifier=need.code_verifier,
+                nonce=need.nonce,
+                issuer=need.issuer,
+                now=need.now,
+            )
         assert type(need) is ResetThrottle
         return self._throttle.reset(list(need.keys))
+
+    def transaction_clearing(self, credentials: AuthorizationCodeCredentials) -> tuple[str, ...]:
+        """The ``Set-Cookie`` value deleting the sign-in transaction cookie a provider
+        callback names. :meth:`~Flow.login` adds it to Reissue and Unauthorized;
+        an HTTP edge adds it to the other answers (429, 503, 403) it sends."""
+        return self._core.transaction_clearing(credentials)
 
 
 class Flow(_Driver):
@@ -611,6 +674,23 @@ class Flow(_Driver):
         """
         steps = self._core.login(request, self._now(now), self._random)
         return self._observed(FlowOperation.LOGIN, request, self._run(steps))
+
+    def start_provider_login(
+        self, request: Request, provider: str, *, next_path: str = "/", now: float | None = None
+    ) -> ProviderRedirect | Unauthorized | Unavailable:
+        """Start a sign-in with ``provider`` (OpenID Connect authorization code, PKCE,
+        state, nonce): ProviderRedirect (302 to the provider, with the sealed
+        transaction cookie). ``next_path`` is where the callback's Reissue sends the
+        browser (a same-site path; anything else becomes ``/``). An unknown
+        provider is Unauthorized; a client that fails is Unavailable.
+
+        Finish it by calling :meth:`login` with the callback's
+        :class:`~tokenflow.AuthorizationCodeCredentials`.
+        """
+        steps = self._core.start_provider_login(
+            request, provider, next_path, self._now(now), self._random
+        )
+        return self._run(steps)  # type: ignore[return-value]
 
     def logout(self, request: Request, *, now: float | None = None) -> Decision:
         """Revoke the request's sessions and clear both cookies: :class:`~tokenflow.LoggedOut`,
@@ -756,6 +836,15 @@ class AsyncFlow(_Driver):
         """Log in with ``request.credentials`` (see :meth:`Flow.login`)."""
         steps = self._core.login(request, self._now(now), self._random)
         return self._observed(FlowOperation.LOGIN, request, await self._run(steps))
+
+    async def start_provider_login(
+        self, request: Request, provider: str, *, next_path: str = "/", now: float | None = None
+    ) -> ProviderRedirect | Unauthorized | Unavailable:
+        """Start a sign-in with ``provider`` (see :meth:`Flow.start_provider_login`)."""
+        steps = self._core.start_provider_login(
+            request, provider, next_path, self._now(now), self._random
+        )
+        return await self._run(steps)  # type: ignore[return-value]
 
     async def logout(self, request: Request, *, now: float | None = None) -> Decision:
         """Revoke the request's sessions and clear both cookies (see :meth:`Flow.logout`)."""

@@ -4,6 +4,9 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
 
     0. cross-origin browser request that is unsafe,
        or carries credentials (a login)                -> Forbidden (403)
+         except a provider's own answer (explicit login only): a code
+         callback by its provider's method (GET; POST for form_post), a
+         sign-in button's POST whose double-submitted CSRF token matches
        Cookie header over 16 KiB                       -> Unauthorized (401), clear both
     1. access cookie opens and names a session         -> Process   (200, no store)
     2. refresh cookie opens, user still active, store rotates
@@ -18,6 +21,13 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
        user disabled or deleted                        -> session revoked, go on to 3
     3. credentials presented:
          password: the account the username names (lookup), for the throttle keys
+         provider callback (authorization code): the sealed transaction the
+           state names, for this provider, state equal (constant time), else
+           refused; the provider's error= refused; then the throttle, and the
+           code exchanged once (PKCE verifier, nonce; the client checks iss)
+         sign-in button (Google Identity Services): its g_csrf_token body
+           field equal to its cookie (constant time), else refused; then as
+           an external token
          too many recent failures (throttle)           -> TooManyRequests (429), nothing verified
          attempt reserved (counted as a failure first; a lost race re-checks)
          verify, user active                           -> reservation undone, new session, Reissue
@@ -30,7 +40,9 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
     4. otherwise                                       -> Unauthorized (401), clear sent cookies
     any port raises, or answers the wrong type         -> Unavailable (503), nothing minted/cleared
 
-Two explicit operations sit beside it. :meth:`FlowCore.login` runs step 0
+Two explicit operations sit beside it (three with provider sign-in:
+:meth:`FlowCore.start_provider_login` seals a transaction and answers
+ProviderRedirect, 302 to the provider). :meth:`FlowCore.login` runs step 0
 and step 3 whatever cookies the request carries: on success the new session
 replaces the ones the cookies named (revoked, so switching accounts works
 and no session is fixed), on failure they are left alone. :meth:`FlowCore.logout`
@@ -71,6 +83,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import hmac
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
@@ -79,6 +92,8 @@ from ._base64url import b64url_decode, b64url_encode
 from ._config import FlowConfig
 from ._cookies import (
     CookieFault,
+    CookiePolicy,
+    SameSite,
     auth_cookie_candidates,
     read_access_cookie,
     read_refresh_cookie,
@@ -104,7 +119,9 @@ from ._http import SAFE_METHODS
 from ._model import (
     AmbiguousCookie,
     AuthenticatorCloned,
+    AuthorizationCodeCredentials,
     BareRefreshRefused,
+    ButtonCredentials,
     Credentials,
     CrossOriginRejected,
     Decision,
@@ -125,6 +142,7 @@ from ._model import (
     PasswordCredentials,
     PortFailed,
     Process,
+    ProviderRedirect,
     Refreshed,
     RefreshEnded,
     RefreshEndedReason,
@@ -153,6 +171,15 @@ from ._sessions import (
 )
 from ._throttle import FailureCount, account_key, address_key, is_username_key, username_key
 from ._token import Purpose, TokenCodec
+from ._transactions import (
+    TRANSACTION_TTL,
+    Transaction,
+    open_transaction,
+    pkce_challenge,
+    safe_next,
+    seal_transaction,
+    transaction_cookie_name,
+)
 from .ports import ExternalIdentity, Identity, PasskeyFailure, PasskeyLogin, PasskeyRefused
 
 __all__ = ["FlowCore", "Need", "PortError"]
@@ -335,6 +362,37 @@ def _amr_of(value: object) -> tuple[str, ...] | None:
 
 # -- end passkeys ----------------------------------------------------------------
 
+
+# OpenID Connect authorization-code flow (issue 20) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    """Ask a provider's code-flow client for the URL that starts a sign-in."""
+
+    provider: str
+    state: str = field(repr=False)
+    nonce: str = field(repr=False)
+    code_challenge: str = field(repr=False)
+    port: str = "external"
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeCode:
+    """Ask a provider's code-flow client to redeem a code and verify the ID token it
+    returns (nonce, and the ``iss`` parameter when the provider sends it)."""
+
+    provider: str
+    code: str = field(repr=False)
+    code_verifier: str = field(repr=False)
+    nonce: str = field(repr=False)
+    issuer: str | None
+    now: float
+    port: str = "external"
+
+
+# end of the OpenID Connect needs ----------------------------------------------------
+
 Need: TypeAlias = (
     LoadUser
     | LinkExternal
@@ -352,6 +410,8 @@ Need: TypeAlias = (
     | LoadDeviceKey
     | VerifyDeviceProof
     | VerifyPasskey
+    | AuthorizationRequest
+    | ExchangeCode
 )
 Steps: TypeAlias = Generator[Need, Any, Decision]
 
@@ -393,14 +453,19 @@ class FlowCore:
     __slots__ = (
         "_accounts",
         "_clear",
+        "_code_providers",
         "_codec",
         "_config",
+        "_form_post_providers",
         "_names",
         "_passkeys",
         "_passwords",
         "_policy",
         "_providers",
         "_throttle",
+        "_transaction_policy",
+        "_transaction_post_policy",
+        "_transaction_prefix",
     )
 
     def __init__(
@@ -413,6 +478,8 @@ class FlowCore:
         throttle: bool = False,
         accounts: bool = False,
         passkeys: bool = False,
+        code_providers: frozenset[str] = frozenset(),
+        form_post_providers: frozenset[str] = frozenset(),
     ) -> None:
         self._codec = codec
         self._config = config
@@ -426,11 +493,42 @@ class FlowCore:
         # to (``account_key``): the throttle then counts per account.
         self._accounts = accounts
         self._passkeys = passkeys
+        # Providers whose client runs the authorization-code flow. Their
+        # transaction cookies are always SameSite=Lax: the callback is a
+        # cross-site navigation from the provider, which Strict would strip.
+        self._code_providers = code_providers
+        self._transaction_policy = replace(policy, same_site=SameSite.LAX)
+        # A provider that answers with response_mode=form_post (Sign in with
+        # Apple) comes back by a cross-site POST, which carries only
+        # SameSite=None cookies; None needs Secure (ConfigError here otherwise).
+        self._form_post_providers = form_post_providers & code_providers
+        self._transaction_post_policy = (
+            replace(policy, same_site=SameSite.NONE) if self._form_post_providers else None
+        )
+        access_name = policy.access_name
+        self._transaction_prefix = next(
+            (p for p in ("__Host-", "__Secure-") if access_name.startswith(p)), ""
+        )
 
     @property
     def config(self) -> FlowConfig:
         """The validated configuration."""
         return self._config
+
+    @property
+    def code_providers(self) -> frozenset[str]:
+        """The providers whose client runs the authorization-code flow."""
+        return self._code_providers
+
+    @property
+    def providers(self) -> frozenset[str]:
+        """Every provider with a verifier (``external``)."""
+        return self._providers
+
+    @property
+    def form_post_providers(self) -> frozenset[str]:
+        """The code-flow providers whose callback is a POST (``response_mode=form_post``)."""
+        return self._form_post_providers
 
     # 0 and 1: no I/O, answered directly --------------------------------------
 
@@ -726,6 +824,8 @@ class FlowCore:
         credentials: Credentials | None = request.credentials
         need: Need
         username: str | None = None
+        # Headers for a successful login: where a provider sign-in returns to.
+        after: tuple[tuple[str, str], ...] = ()
         if isinstance(credentials, PasswordCredentials):
             method, username = "password", credentials.username
             if (
@@ -755,6 +855,43 @@ class FlowCore:
                 return UnauthorizedReason.LOGIN_FAILED
             need = VerifyPasskey(credentials.response, now)
         # -- end passkeys --
+        elif isinstance(credentials, ButtonCredentials):
+            provider = credentials.provider
+            if type(provider) is not str or provider not in self._providers:
+                events.append(LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, _clip(provider)))
+                return UnauthorizedReason.LOGIN_FAILED
+            method = provider
+            if not self._double_submitted(request, credentials):
+                events.append(LoginFailed(LoginFailedReason.BAD_CSRF_TOKEN, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            if type(credentials.token) is not str:
+                events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            need = VerifyExternalToken(method, credentials.token, now)
+        elif isinstance(credentials, AuthorizationCodeCredentials):
+            provider = credentials.provider
+            if type(provider) is not str or provider not in self._code_providers:
+                events.append(LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, _clip(provider)))
+                return UnauthorizedReason.LOGIN_FAILED
+            method = provider
+            transaction = self._transaction(request, credentials, now)
+            if transaction is None:
+                # No transaction of this browser, for this provider, has this
+                # state: a forged or replayed callback, or login CSRF.
+                events.append(LoginFailed(LoginFailedReason.BAD_TRANSACTION, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            if credentials.error is not None:
+                events.append(LoginFailed(LoginFailedReason.PROVIDER_ERROR, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            code = credentials.code
+            if type(code) is not str or not code or len(code) > _MAX_CODE_CHARS:
+                events.append(LoginFailed(LoginFailedReason.BAD_EXTERNAL_TOKEN, method))
+                return UnauthorizedReason.LOGIN_FAILED
+            issuer = credentials.issuer if type(credentials.issuer) is str else None
+            need = ExchangeCode(
+                method, code, transaction.code_verifier, transaction.nonce, issuer, now
+            )
+            after = (("Location", transaction.next),)
         else:
             events.append(
                 LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, type(credentials).__name__)
@@ -869,7 +1006,7 @@ class FlowCore:
         )
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
-        headers: tuple[tuple[str, str], ...] = ()
+        headers: tuple[tuple[str, str], ...] = after
         binding = config.device_binding
         if binding is not None:
             # Invite the browser to bind the new session to a device key.
@@ -880,7 +1017,7 @@ class FlowCore:
                 now,
                 purpose="register",
             )
-            headers = (("Secure-Session-Registration", registration_header(binding, challenge)),)
+            headers += (("Secure-Session-Registration", registration_header(binding, challenge)),)
         return Reissue(minted.claims, minted.cookies, tuple(events), headers)
 
     def _throttle_keys(
@@ -1016,17 +1153,27 @@ class FlowCore:
         failure those sessions are left alone and no cookie is cleared.
         """
         _check_now(now)
-        forbidden = self._cross_origin(request)
-        if forbidden is not None:
-            return forbidden
+        # A provider sends the browser to the callback: a cross-site GET
+        # navigation by design, or for a form_post provider a cross-site POST.
+        # Its CSRF defence is the state, which must name a transaction sealed
+        # into this browser's own cookie. Only that method, for that provider,
+        # is admitted; anything else stays under the cross-origin check.
+        if request.method != self._callback_method(request):
+            forbidden = self._cross_origin(request)
+            if forbidden is not None:
+                return forbidden
         if request.credentials is None:
             return Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
         events: list[Event] = []
+        # The transaction cookie a callback names is cleared whatever the outcome.
+        clear: tuple[str, ...] = ()
+        if isinstance(request.credentials, AuthorizationCodeCredentials):
+            clear = self.transaction_clearing(request.credentials)
         carried = self._carried_sessions(request, now)
         try:
             outcome = yield from self._login(request, now, random, events)
             if isinstance(outcome, UnauthorizedReason):
-                return Unauthorized(outcome, (), tuple(events))
+                return Unauthorized(outcome, clear, tuple(events))
             if isinstance(outcome, TooManyRequests):
                 return outcome
             # Revoked after the new session exists: if the store fails here,
@@ -1035,7 +1182,121 @@ class FlowCore:
         except PortError as failure:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
-        return Reissue(outcome.claims, outcome.set_cookies, tuple(events), outcome.headers)
+        return Reissue(outcome.claims, outcome.set_cookies + clear, tuple(events), outcome.headers)
+
+    # OpenID Connect authorization-code flow (issue 20) ------------------------
+
+    def start_provider_login(
+        self,
+        request: Request,
+        provider: str,
+        next_path: object,
+        now: float,
+        random: Callable[[int], bytes],
+    ) -> Generator[Need, Any, ProviderRedirect | Unauthorized | Unavailable]:
+        """Start a sign-in with ``provider``: seal a new transaction (state, nonce,
+        PKCE verifier, the same-site ``next_path``) into its own cookie and answer
+        ProviderRedirect to the URL the provider's client builds.
+
+        A ``next_path`` that is not a same-site path becomes ``/``; an unknown
+        provider is Unauthorized (LOGIN_FAILED). Starting changes no session,
+        so it is not under the cross-origin check: a page elsewhere that links
+        here only sends the user to their provider.
+        """
+        _check_now(now)
+        if type(provider) is not str or provider not in self._code_providers:
+            event = LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, _clip(provider))
+            return Unauthorized(UnauthorizedReason.LOGIN_FAILED, (), (event,))
+        transaction = Transaction.new(provider, safe_next(next_path), now, random)
+        name = transaction_cookie_name(transaction.state, self._transaction_prefix)
+        assert name is not None  # a fresh state is always well-formed
+        value = seal_transaction(self._codec.keyring, transaction, name, random)
+        cookie = render_set_cookie(
+            name, value, max_age=TRANSACTION_TTL, policy=self._policy_for(provider)
+        )
+        need = AuthorizationRequest(
+            provider,
+            transaction.state,
+            transaction.nonce,
+            pkce_challenge(transaction.code_verifier),
+        )
+        try:
+            location = yield need
+            if type(location) is not str or not location.startswith(("https://", "http://")):
+                raise PortError(need, TypeError("authorization_url must return an http(s) URL"))
+        except PortError as failure:
+            return Unavailable(
+                failure.error, failure.port, (PortFailed(failure.port, failure.error),)
+            )
+        return ProviderRedirect(location, (cookie,))
+
+    def _callback_method(self, request: Request) -> str | None:
+        """The one method a provider's answer may arrive by cross-site, or None.
+
+        A sign-in button's POST is admitted only when its double-submitted CSRF
+        token matches; a code-flow callback by its provider's method.
+        """
+        credentials = request.credentials
+        if isinstance(credentials, ButtonCredentials):
+            return "POST" if self._double_submitted(request, credentials) else None
+        if not isinstance(credentials, AuthorizationCodeCredentials):
+            return None
+        provider = credentials.provider
+        if type(provider) is not str or provider not in self._code_providers:
+            return None
+        return "POST" if provider in self._form_post_providers else "GET"
+
+    def _double_submitted(self, request: Request, credentials: ButtonCredentials) -> bool:
+        """Google Identity Services' CSRF check: the body's ``g_csrf_token`` equals
+        the one ``g_csrf_token`` cookie (constant time), and neither is empty."""
+        body = credentials.csrf
+        cookies = list(dict.fromkeys(self._candidates(request, _BUTTON_CSRF_COOKIE)))
+        if type(body) is not str or not body or len(cookies) != 1 or not cookies[0]:
+            return False
+        return hmac.compare_digest(
+            body.encode("utf-8", "surrogatepass"), cookies[0].encode("utf-8", "surrogatepass")
+        )
+
+    def _policy_for(self, provider: str) -> CookiePolicy:
+        post = self._transaction_post_policy
+        if post is not None and provider in self._form_post_providers:
+            return post
+        return self._transaction_policy
+
+    def transaction_clearing(self, credentials: AuthorizationCodeCredentials) -> tuple[str, ...]:
+        """The ``Set-Cookie`` value that deletes the transaction cookie a callback's
+        state names (empty for a malformed state, which names none)."""
+        name = transaction_cookie_name(credentials.state, self._transaction_prefix)
+        if name is None:
+            return ()
+        provider = credentials.provider
+        if type(provider) is not str or provider not in self._code_providers:
+            return ()
+        return (render_clear_cookie(name, self._policy_for(provider)),)
+
+    def _transaction(
+        self, request: Request, credentials: AuthorizationCodeCredentials, now: float
+    ) -> Transaction | None:
+        """The live transaction the callback's state names, started for its provider."""
+        name = transaction_cookie_name(credentials.state, self._transaction_prefix)
+        if name is None:
+            return None
+        values = list(dict.fromkeys(self._candidates(request, name)))
+        if len(values) != 1:
+            # None, or planted copies beside the real one: fail closed.
+            return None
+        transaction = open_transaction(
+            self._codec.keyring, values[0], name, now, self._config.leeway
+        )
+        if (
+            transaction is None
+            or transaction.provider != credentials.provider
+            or not transaction.state_matches(credentials.state)
+        ):
+            return None
+        return transaction
+
+    # end of the OpenID Connect block ----------------------------------------
 
     def logout(self, request: Request, now: float) -> Steps:
         """Revoke the sessions the request's cookies name and clear both cookies.
@@ -1415,6 +1676,9 @@ class _Minted:
 
 
 _EVENT_TEXT_LIMIT: Final = 200
+_BUTTON_CSRF_COOKIE: Final = "g_csrf_token"
+_MAX_CODE_CHARS: Final = 2048
+"""The longest authorization code sent on to a token endpoint."""
 
 
 def _clip(value: object) -> str:

@@ -28,7 +28,9 @@ from ._token import Purpose
 __all__ = [
     "AmbiguousCookie",
     "AuthenticatorCloned",
+    "AuthorizationCodeCredentials",
     "BareRefreshRefused",
+    "ButtonCredentials",
     "Credentials",
     "CrossOriginRejected",
     "Decision",
@@ -49,6 +51,7 @@ __all__ = [
     "PasswordCredentials",
     "PortFailed",
     "Process",
+    "ProviderRedirect",
     "RefreshEnded",
     "RefreshEndedReason",
     "Refreshed",
@@ -99,7 +102,49 @@ class PasskeyCredentials:
     response: str = field(repr=False)
 
 
-Credentials = PasswordCredentials | ExternalTokenCredentials | PasskeyCredentials
+# -- OpenID Connect authorization-code flow (issue 20) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationCodeCredentials:
+    """What a provider's redirect back to the callback carries: its query (or, for
+    ``response_mode=form_post``, its form) parameters, as the client sent them.
+
+    ``provider`` names the code-flow client registered with the flow. ``code``,
+    ``state``, ``issuer`` (the RFC 9207 ``iss`` parameter) and ``error`` are
+    None when absent. The code never appears in ``repr``.
+    """
+
+    provider: str
+    code: str | None = field(default=None, repr=False)
+    state: str | None = field(default=None, repr=False)
+    issuer: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ButtonCredentials:
+    """An ID token posted by a provider's sign-in button: Google Identity Services
+    posts ``credential`` and ``g_csrf_token`` to your login URI.
+
+    ``csrf`` is the body's ``g_csrf_token``; the flow compares it with the
+    request's ``g_csrf_token`` cookie (double submit). Neither appears in ``repr``.
+    """
+
+    provider: str
+    token: str = field(repr=False)
+    csrf: str | None = field(default=None, repr=False)
+
+
+# -- end of the OpenID Connect block ------------------------------------------------
+
+Credentials = (
+    PasswordCredentials
+    | ExternalTokenCredentials
+    | AuthorizationCodeCredentials
+    | ButtonCredentials
+    | PasskeyCredentials
+)
 """What a login presents: annotate a handler's credentials with this union."""
 
 # -- request -------------------------------------------------------------------
@@ -318,6 +363,13 @@ class LoginFailedReason(enum.Enum):
     """The assertion's challenge was already used (see :class:`PasskeyReplayed`)."""
     PASSKEY_CLONED = "passkey_cloned"
     """The authenticator's counter went backwards (see :class:`AuthenticatorCloned`)."""
+    BAD_TRANSACTION = "bad_transaction"
+    """A provider callback whose state names no live sign-in transaction of this
+    browser for this provider (missing, forged, expired, or started elsewhere)."""
+    BAD_CSRF_TOKEN = "bad_csrf_token"  # noqa: S105 - a reason name
+    """A sign-in button's post whose ``g_csrf_token`` body field and cookie differ."""
+    PROVIDER_ERROR = "provider_error"
+    """The provider answered the sign-in with ``error=`` (the user declined...)."""
 
 
 class ReuseDetectedReason(enum.Enum):
@@ -717,6 +769,17 @@ class DeviceProofRequired:
     set_cookies: ClassVar[tuple[str, ...]] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderRedirect:
+    """302: send the browser to ``location`` (a provider's authorization endpoint)
+    with every ``set_cookies`` value (the sealed sign-in transaction)."""
+
+    location: str
+    set_cookies: tuple[str, ...] = field(repr=False)
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[302]] = 302
+
+
 Decision = (
     Process
     | Reissue
@@ -727,6 +790,7 @@ Decision = (
     | Unavailable
     | DeviceRegistered
     | DeviceProofRequired
+    | ProviderRedirect
 )
 """Every answer a flow gives. Match on the type; each carries ``status``,
 ``set_cookies`` (send them all, whatever the status) and ``events``."""

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -28,10 +28,12 @@ __all__ = [
     "MAX_TIMEOUT",
     "AsyncHttpKeySetSource",
     "AsyncKeySetSource",
+    "AsyncTokenEndpointSource",
     "FetchError",
     "Fetched",
     "HttpKeySetSource",
     "KeySetSource",
+    "TokenEndpointSource",
     "check_url",
 ]
 
@@ -75,11 +77,38 @@ class KeySetSource(Protocol):
         ...
 
 
+class TokenEndpointSource(KeySetSource, Protocol):
+    """A :class:`KeySetSource` that can also POST a form: what a code-flow client
+    talks to a token endpoint through.
+
+    Contract: ``post`` sends ``form`` url-encoded with ``headers`` and returns
+    the answer whatever its status (a 3xx is returned, not followed), under
+    the same rules as ``fetch``. It never puts the form (a code, a client
+    secret) or the headers in an error message.
+    """
+
+    def post(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> Fetched:
+        """POST ``form`` to ``url``; the answer, or raise."""
+        ...
+
+
 class AsyncKeySetSource(Protocol):
     """The async variant of :class:`KeySetSource`, with the same contract."""
 
     async def fetch(self, url: str, params: Mapping[str, str] | None = None) -> Fetched:
         """GET ``url``; the answer, or raise."""
+        ...
+
+
+class AsyncTokenEndpointSource(AsyncKeySetSource, Protocol):
+    """The async variant of :class:`TokenEndpointSource`."""
+
+    async def post(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> Fetched:
+        """POST ``form`` to ``url``; the answer, or raise."""
         ...
 
 
@@ -180,15 +209,24 @@ class HttpKeySetSource:
 
     def fetch(self, url: str, params: Mapping[str, str] | None = None) -> Fetched:
         """GET ``url``; see :class:`KeySetSource`."""
+        return self._send("GET", url, params=dict(params or {}))
+
+    def post(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> Fetched:
+        """POST ``form`` (``application/x-www-form-urlencoded``) to ``url``: a token
+        endpoint. Same rules as :meth:`fetch` (HTTPS only, no redirect followed,
+        time and size limits); see :class:`TokenEndpointSource`."""
+        return self._send("POST", url, data=dict(form), headers=dict(headers or {}))
+
+    def _send(self, method: str, url: str, **request: Any) -> Fetched:
         try:
             check_url(url, allow_loopback_http=self.allow_loopback_http)
         except ConfigError as exc:
             raise FetchError(str(exc)) from None
         deadline = time.monotonic() + self.timeout
         try:
-            with self._client.stream(
-                "GET", url, params=dict(params or {}), follow_redirects=False
-            ) as response:
+            with self._client.stream(method, url, follow_redirects=False, **request) as response:
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
@@ -248,20 +286,29 @@ class AsyncHttpKeySetSource:
 
     async def fetch(self, url: str, params: Mapping[str, str] | None = None) -> Fetched:
         """GET ``url``; see :class:`AsyncKeySetSource`."""
+        return await self._send("GET", url, params=dict(params or {}))
+
+    async def post(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> Fetched:
+        """POST ``form`` to ``url`` (see :meth:`HttpKeySetSource.post`)."""
+        return await self._send("POST", url, data=dict(form), headers=dict(headers or {}))
+
+    async def _send(self, method: str, url: str, **request: Any) -> Fetched:
         try:
             check_url(url, allow_loopback_http=self.allow_loopback_http)
         except ConfigError as exc:
             raise FetchError(str(exc)) from None
         try:
-            return await asyncio.wait_for(self._fetch(url, params), self.timeout)
+            return await asyncio.wait_for(self._fetch(method, url, request), self.timeout)
         except TimeoutError:
             raise FetchError(f"{_public(url)}: timed out after {self.timeout} s") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"{_public(url)}: {type(exc).__name__}") from None
 
-    async def _fetch(self, url: str, params: Mapping[str, str] | None) -> Fetched:
+    async def _fetch(self, method: str, url: str, request: dict[str, Any]) -> Fetched:
         async with self._client().stream(
-            "GET", url, params=dict(params or {}), follow_redirects=False
+            method, url, follow_redirects=False, **request
         ) as response:
             body = bytearray()
             async for chunk in response.aiter_bytes():

@@ -28,7 +28,11 @@ URLs to the fakes, so a test also checks that a preset asks the right place::
 from __future__ import annotations
 
 import asyncio
+import base64
+import enum
 import hashlib
+import hmac
+import html
 import json
 import threading
 import time
@@ -37,9 +41,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from joserfc import jws
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
 from ..oidc import AsyncHttpKeySetSource, Fetched, FetchError, HttpKeySetSource
@@ -48,11 +53,14 @@ __all__ = [
     "Answer",
     "AsyncFakeKeySetSource",
     "AsyncReroutedSource",
+    "FakeAuthorizationServer",
+    "FakeClient",
     "FakeEndpoints",
     "FakeGraphAPI",
     "FakeKeySetSource",
     "FakeProvider",
     "LoopbackServer",
+    "Misbehaviour",
     "ReroutedSource",
     "fake_key",
     "json_answer",
@@ -732,3 +740,443 @@ class AsyncReroutedSource:
     async def fetch(self, url: str, params: Mapping[str, str] | None = None) -> Fetched:
         """Fetch ``reroute(url)`` through the inner source."""
         return await self.inner.fetch(self.reroute(url), params)
+
+
+# -- a fake authorization server (OpenID Connect code flow, issue 20) ----------------------
+
+
+class Misbehaviour(enum.Enum):
+    """What :class:`FakeAuthorizationServer` can do wrong, one at a time.
+
+    Each is something a real provider, a network attacker or a malicious
+    page can make a relying party see; a correct client refuses every one
+    of them and signs nobody in.
+    """
+
+    NONE = "none"
+    WRONG_STATE = "wrong_state"
+    """The callback carries another state than the one sent."""
+    MISSING_STATE = "missing_state"
+    """The callback carries no state."""
+    ERROR = "error"
+    """The callback is ``error=access_denied`` (with the right state)."""
+    WRONG_ISS_PARAMETER = "wrong_iss_parameter"
+    """The callback's RFC 9207 ``iss`` names another issuer (mix-up)."""
+    MISSING_ISS_PARAMETER = "missing_iss_parameter"
+    """The callback lacks ``iss`` though discovery advertises it."""
+    WRONG_ISSUER = "wrong_issuer"
+    """The ID token's ``iss`` is another issuer."""
+    OTHER_NONCE = "other_nonce"
+    """The ID token carries another nonce."""
+    NO_NONCE = "no_nonce"
+    """The ID token carries no nonce."""
+    OTHER_AUDIENCE = "other_audience"
+    """The ID token was issued to another client (``aud``)."""
+    BAD_SIGNATURE = "bad_signature"
+    """The ID token's signature does not verify."""
+    UNKNOWN_KEY = "unknown_key"
+    """The ID token is signed by a key the key set does not publish."""
+    ALG_NONE = "alg_none"
+    """The ID token is unsigned (``alg: none``)."""
+    EXPIRED = "expired"
+    """The ID token expired an hour ago."""
+    MISSING_SUB = "missing_sub"
+    """The ID token has no ``sub``."""
+    MISSING_IAT = "missing_iat"
+    """The ID token has no ``iat``."""
+    NO_ID_TOKEN = "no_id_token"  # noqa: S105 - a name
+    """The token endpoint answers 200 without an ID token."""
+    INVALID_GRANT = "invalid_grant"
+    """The token endpoint refuses the code (400 ``invalid_grant``)."""
+    TOKEN_500 = "token_500"  # noqa: S105 - a name
+    """The token endpoint answers 500."""
+    TOKEN_HANG = "token_hang"  # noqa: S105 - a name
+    """The token endpoint never answers."""
+    TOKEN_REDIRECT = "token_redirect"  # noqa: S105 - a name
+    """The token endpoint answers with a redirect elsewhere."""
+    TOKEN_HUGE = "token_huge"  # noqa: S105 - a name
+    """The token endpoint answers 10 MB."""
+    TOKEN_NOT_JSON = "token_not_json"  # noqa: S105 - a name
+    """The token endpoint answers something that is not JSON."""
+    HTTP_TOKEN_ENDPOINT = "http_token_endpoint"  # noqa: S105 - a name
+    """Discovery names a plain-HTTP token endpoint on another host."""
+    DISCOVERY_OTHER_ISSUER = "discovery_other_issuer"
+    """Discovery names another issuer than the one configured."""
+
+
+@dataclass(slots=True)
+class _Grant:
+    client_id: str
+    redirect_uri: str
+    challenge: str
+    nonce: str | None
+    subject: str
+    used: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FakeClient:
+    """A client registered at :class:`FakeAuthorizationServer`."""
+
+    client_id: str
+    redirect_uris: tuple[str, ...]
+    method: str = "client_secret_basic"
+    secret: str | None = field(default=None, repr=False)
+    public_key: Key | None = field(default=None, repr=False)
+
+
+class FakeAuthorizationServer:
+    """An OpenID Connect provider on 127.0.0.1 for code-flow tests and demos.
+
+    Serves discovery (``/.well-known/openid-configuration``, advertising the
+    RFC 9207 ``iss`` parameter), the key set (``/jwks``), an authorization
+    endpoint that consents at once for :attr:`subject` (``/authorize``) and
+    a token endpoint (``/token``) that checks what a real one checks: the
+    client's authentication (its registered method), the exact registered
+    ``redirect_uri``, PKCE ``S256``, and that a code is redeemed once, by
+    the client it was issued to. :attr:`misbehaviour` makes it misbehave.
+
+    ``hits`` counts requests by path (``"/token"``...). Use it as a context
+    manager, or call :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self.misbehaviour = Misbehaviour.NONE
+        self.subject = "fake-user-1"
+        self.email = "user@example.com"
+        self.hits: dict[str, int] = {}
+        self.refusals: list[str] = []
+        self._clients: dict[str, FakeClient] = {}
+        self._grants: dict[str, _Grant] = {}
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Buffered: the headers and the body leave in one segment, so a
+            # client's delayed ACK does not add 40 ms to every answer.
+            wbufsize = 64 * 1024
+
+            def do_GET(self) -> None:
+                server._serve(self, "GET")
+
+            def do_POST(self) -> None:
+                server._serve(self, "POST")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self.issuer = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.provider = FakeProvider(
+            self.issuer, f"{self.issuer}/jwks", "oidc", name="fake-authorization-server"
+        )
+        self._stranger = fake_key("fake-authorization-server-stranger")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"FakeAuthorizationServer({self.issuer!r}, misbehaviour={self.misbehaviour.name})"
+
+    # configuration -------------------------------------------------------------------
+
+    @property
+    def discovery_url(self) -> str:
+        """The discovery document's URL."""
+        return f"{self.issuer}/.well-known/openid-configuration"
+
+    @property
+    def authorization_endpoint(self) -> str:
+        """Where a sign-in starts."""
+        return f"{self.issuer}/authorize"
+
+    @property
+    def token_endpoint(self) -> str:
+        """Where codes are redeemed."""
+        return f"{self.issuer}/token"
+
+    def register(self, client: FakeClient) -> FakeClient:
+        """Register a client (its id, redirect URIs and authentication)."""
+        self._clients[client.client_id] = client
+        return client
+
+    # the endpoints ---------------------------------------------------------------------
+
+    def discovery(self) -> dict[str, Any]:
+        """The discovery document this server serves (before any misbehaviour)."""
+        return {
+            **self.provider.discovery(),
+            "authorization_endpoint": self.authorization_endpoint,
+            "token_endpoint": self.token_endpoint,
+            "jwks_uri": f"{self.issuer}/jwks",
+            "authorization_response_iss_parameter_supported": True,
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+            ],
+            "scopes_supported": ["openid", "email", "profile"],
+        }
+
+    def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        parts = urlsplit(request.path)
+        path = parts.path
+        with self._lock:
+            self.hits[path] = self.hits.get(path, 0) + 1
+        query = dict(parse_qsl(parts.query))
+        if method == "GET" and path == "/.well-known/openid-configuration":
+            document = self.discovery()
+            if self.misbehaviour is Misbehaviour.HTTP_TOKEN_ENDPOINT:
+                document["token_endpoint"] = "http://idp.example.net/token"  # noqa: S105
+            elif self.misbehaviour is Misbehaviour.DISCOVERY_OTHER_ISSUER:
+                document["issuer"] = "https://idp.example.net"
+            answer = json_answer(document)
+        elif method == "GET" and path == "/jwks":
+            answer = json_answer(self.provider.jwks())
+        elif method == "GET" and path == "/authorize":
+            answer = self._authorize(query)
+        elif method == "POST" and path == "/token":
+            if self.misbehaviour is Misbehaviour.TOKEN_HANG:
+                self._release.wait(30)
+                request.close_connection = True
+                return
+            length = int(request.headers.get("content-length") or 0)
+            body = request.rfile.read(min(length, 64 * 1024)).decode("utf-8", "replace")
+            answer = self._token(dict(parse_qsl(body)), request.headers.get("authorization"))
+        else:
+            answer = json_answer({"error": "not_found"}, status=404)
+        LoopbackServer._send(request, answer)
+
+    def _authorize(self, query: Mapping[str, str]) -> Answer:
+        client = self._clients.get(query.get("client_id", ""))
+        redirect_uri = query.get("redirect_uri", "")
+        # Never redirect to an unregistered URI: that is an open redirector
+        # carrying codes. A real provider shows an error page instead.
+        if client is None or redirect_uri not in client.redirect_uris:
+            return self._refuse("authorize: unknown client or redirect_uri", 400)
+        state = query.get("state")
+        if (
+            query.get("response_type") != "code"
+            or query.get("code_challenge_method") != "S256"
+            or not query.get("code_challenge")
+            or "openid" not in query.get("scope", "").split()
+        ):
+            return self._redirect_back(redirect_uri, {"error": "invalid_request", "state": state})
+        misbehaviour = self.misbehaviour
+        back = self._post_back if query.get("response_mode") == "form_post" else self._redirect_back
+        if misbehaviour is Misbehaviour.ERROR:
+            return back(redirect_uri, {"error": "access_denied", "state": state})
+        code = uuid.uuid4().hex + uuid.uuid4().hex
+        with self._lock:
+            self._grants[code] = _Grant(
+                client.client_id,
+                redirect_uri,
+                query["code_challenge"],
+                query.get("nonce"),
+                self.subject,
+            )
+        answer: dict[str, str | None] = {"code": code, "state": state, "iss": self.issuer}
+        if misbehaviour is Misbehaviour.WRONG_STATE:
+            answer["state"] = "A" * 43
+        elif misbehaviour is Misbehaviour.MISSING_STATE:
+            answer["state"] = None
+        elif misbehaviour is Misbehaviour.WRONG_ISS_PARAMETER:
+            answer["iss"] = "https://idp.example.net"
+        elif misbehaviour is Misbehaviour.MISSING_ISS_PARAMETER:
+            answer["iss"] = None
+        return back(redirect_uri, answer)
+
+    @staticmethod
+    def _post_back(redirect_uri: str, parameters: Mapping[str, str | None]) -> Answer:
+        """``response_mode=form_post``: a page that posts the answer to the callback."""
+        fields = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+            for k, v in parameters.items()
+            if v is not None
+        )
+        page = (
+            "<!doctype html><title>Signing in</title>"
+            '<body onload="document.forms[0].submit()">'
+            f'<form method="post" action="{html.escape(redirect_uri)}">{fields}'
+            "<noscript><button>Continue</button></noscript></form></body>"
+        )
+        return Answer(
+            200, page.encode(), {"content-type": "text/html", "cache-control": "no-store"}
+        )
+
+    @staticmethod
+    def _redirect_back(redirect_uri: str, parameters: Mapping[str, str | None]) -> Answer:
+        query = urlencode({k: v for k, v in parameters.items() if v is not None})
+        return Answer(
+            302, b"", {"location": f"{redirect_uri}?{query}", "cache-control": "no-store"}
+        )
+
+    def _refuse(self, why: str, status: int = 400, error: str = "invalid_request") -> Answer:
+        with self._lock:
+            self.refusals.append(why)
+        return json_answer({"error": error}, status=status)
+
+    def _authenticate(self, form: Mapping[str, str], authorization: str | None) -> str | None:
+        """The client id the token request authenticates, or None."""
+        client_id = form.get("client_id")
+        if authorization is not None and authorization.startswith("Basic "):
+            try:
+                pair = base64.b64decode(authorization[6:], validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                return None
+            raw_id, _, raw_secret = pair.partition(":")
+            client = self._clients.get(unquote(raw_id))
+            if client is None or client.method != "client_secret_basic" or client.secret is None:
+                return None
+            ok = hmac.compare_digest(unquote(raw_secret).encode(), client.secret.encode())
+            return client.client_id if ok else None
+        client = self._clients.get(client_id or "")
+        if client is None:
+            return None
+        if client.method == "client_secret_post":
+            secret = form.get("client_secret", "")
+            ok = client.secret is not None and hmac.compare_digest(
+                secret.encode(), client.secret.encode()
+            )
+            return client.client_id if ok else None
+        if client.method == "apple_client_secret" and client.public_key is not None:
+            # Sign in with Apple: client_secret_post, the secret an ES256 JWT.
+            try:
+                token = jwt.decode(
+                    form.get("client_secret", ""), client.public_key, algorithms=["ES256"]
+                )
+            except JoseError:
+                return None
+            claims = token.claims
+            if (
+                claims.get("sub") != client.client_id
+                or claims.get("aud") != "https://appleid.apple.com"
+                or not isinstance(claims.get("exp"), int)
+                or claims["exp"] < time.time()
+            ):
+                return None
+            return client.client_id
+        if client.method == "private_key_jwt" and client.public_key is not None:
+            if form.get("client_assertion_type") != (
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+            ):
+                return None
+            try:
+                token = jwt.decode(
+                    form.get("client_assertion", ""),
+                    client.public_key,
+                    algorithms=["RS256", "ES256"],
+                )
+            except JoseError:
+                return None
+            claims = token.claims
+            if (
+                claims.get("iss") != client.client_id
+                or claims.get("sub") != client.client_id
+                or claims.get("aud") != self.token_endpoint
+                or not isinstance(claims.get("exp"), int)
+                or claims["exp"] < time.time()
+            ):
+                return None
+            return client.client_id
+        return None
+
+    def _token(self, form: Mapping[str, str], authorization: str | None) -> Answer:
+        misbehaviour = self.misbehaviour
+        if misbehaviour is Misbehaviour.TOKEN_500:
+            return Answer(500, b"internal error", {})
+        if misbehaviour is Misbehaviour.TOKEN_REDIRECT:
+            return Answer(302, b"", {"location": "https://idp.example.net/token"})
+        if misbehaviour is Misbehaviour.TOKEN_HUGE:
+            return Answer(200, b'{"id_token":"' + b"a" * (10 * 1024 * 1024) + b'"}', {})
+        if misbehaviour is Misbehaviour.TOKEN_NOT_JSON:
+            return Answer(200, b"<html>sign in</html>", {"content-type": "text/html"})
+        if misbehaviour is Misbehaviour.INVALID_GRANT:
+            return self._refuse("token: misbehaviour", error="invalid_grant")
+        client_id = self._authenticate(form, authorization)
+        if client_id is None:
+            return self._refuse("token: client authentication failed", 401, "invalid_client")
+        if form.get("grant_type") != "authorization_code":
+            return self._refuse("token: grant_type", error="unsupported_grant_type")
+        with self._lock:
+            grant = self._grants.get(form.get("code", ""))
+            if grant is None or grant.used:
+                if grant is not None:
+                    self.refusals.append("token: code replayed")
+                return json_answer({"error": "invalid_grant"}, status=400)
+            grant.used = True
+        if grant.client_id != client_id:
+            return self._refuse("token: code issued to another client", error="invalid_grant")
+        if form.get("redirect_uri") != grant.redirect_uri:
+            return self._refuse("token: redirect_uri differs", error="invalid_grant")
+        verifier = form.get("code_verifier", "")
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
+        if not verifier or not hmac.compare_digest(challenge, grant.challenge):
+            return self._refuse("token: PKCE verifier does not match", error="invalid_grant")
+        id_token = self._id_token(grant, client_id)
+        document: dict[str, Any] = {
+            "access_token": uuid.uuid4().hex,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }
+        if misbehaviour is not Misbehaviour.NO_ID_TOKEN:
+            document["id_token"] = id_token
+        return json_answer(document)
+
+    def _id_token(self, grant: _Grant, client_id: str) -> str:
+        misbehaviour = self.misbehaviour
+        now = time.time()
+        extra: dict[str, Any] = {"nonce": grant.nonce, "email": self.email}
+        audience = client_id
+        if misbehaviour is Misbehaviour.OTHER_NONCE:
+            extra["nonce"] = "another-nonce"
+        elif misbehaviour is Misbehaviour.NO_NONCE:
+            extra["nonce"] = None
+        elif misbehaviour is Misbehaviour.OTHER_AUDIENCE:
+            audience = "another-client"
+        elif misbehaviour is Misbehaviour.WRONG_ISSUER:
+            extra["iss"] = "https://idp.example.net"
+        elif misbehaviour is Misbehaviour.EXPIRED:
+            now -= 7200
+        claims = self.provider.claims(now, audience=audience, subject=grant.subject, **extra)
+        claims = {k: v for k, v in claims.items() if v is not None}
+        if misbehaviour is Misbehaviour.MISSING_SUB:
+            del claims["sub"]
+        elif misbehaviour is Misbehaviour.MISSING_IAT:
+            del claims["iat"]
+        if misbehaviour is Misbehaviour.ALG_NONE:
+            header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=")
+            body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+            return f"{header.decode()}.{body.decode()}."
+        if misbehaviour is Misbehaviour.UNKNOWN_KEY:
+            return self.provider.sign(claims, key=self._stranger)
+        token = self.provider.sign(claims)
+        if misbehaviour is Misbehaviour.BAD_SIGNATURE:
+            head, payload, signature = token.split(".")
+            flipped = ("B" if signature[0] == "A" else "A") + signature[1:]
+            token = f"{head}.{payload}.{flipped}"
+        return token
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release a hanging token endpoint and stop the server."""
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeAuthorizationServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -16,7 +16,6 @@ here, sans-IO like the flow itself:
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
 import re
@@ -25,9 +24,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl, quote
 
+from .._base64url import b64url_encode
 from .._csrf import check_cross_origin
 from .._errors import ConfigError
 from .._model import (
+    AuthorizationCodeCredentials,
+    ButtonCredentials,
     Credentials,
     Decision,
     DeviceProofRequired,
@@ -38,6 +40,7 @@ from .._model import (
     PasskeyCredentials,
     PasswordCredentials,
     Process,
+    ProviderRedirect,
     Reissue,
     Request,
     TooManyRequests,
@@ -309,6 +312,14 @@ class Endpoints:
       ``POST {passkeys}/remove`` (``credential_id``; refused with 409 for
       the user's last way to sign in) manage them.
 
+    * ``providers``: the prefix of the provider sign-in endpoints, for every
+      provider of the flow whose client runs the authorization-code flow
+      (:func:`tokenflow.oidc.code_flow`): ``GET {providers}/{name}/start?next=...``
+      redirects to the provider, ``GET {providers}/{name}/callback`` is where
+      it sends the browser back (register that exact URL at the provider),
+      which then goes to ``next`` signed in, or to ``login_page?error=...``
+      (else a 401) when the sign-in failed.
+
     ``max_body`` bounds the bytes read from a request body (413 beyond it).
     """
 
@@ -320,6 +331,7 @@ class Endpoints:
     after_logout: str = "/"
     login_page: str | None = None
     max_body: int = DEFAULT_MAX_BODY
+    providers: str | None = "/auth/oidc"
     _routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -331,6 +343,7 @@ class Endpoints:
             "after_login",
             "after_logout",
             "login_page",
+            "providers",
         ):
             _check_path(name, getattr(self, name))
         if isinstance(self.max_body, bool) or not isinstance(self.max_body, int):
@@ -565,6 +578,22 @@ class PasskeyCall:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StartProviderLogin:
+    """Operation: ``flow.start_provider_login(request, provider, next_path=...)``."""
+
+    request: Request
+    provider: str
+    next_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionClearing:
+    """Operation: ``flow.transaction_clearing(credentials)`` (no I/O)."""
+
+    credentials: AuthorizationCodeCredentials
+
+
 Operation: TypeAlias = (
     Decide
     | Login
@@ -575,6 +604,8 @@ Operation: TypeAlias = (
     | RegisterDevice
     | RefreshDevice
     | PasskeyCall
+    | StartProviderLogin
+    | TransactionClearing
 )
 Steps: TypeAlias = Generator[Operation, Any, Response]
 
@@ -675,6 +706,8 @@ def endpoint(
     ``trusted_origins`` are the flow's (``FlowConfig.trusted_origins``).
     """
     method = incoming.method
+    if kind.startswith(_PROVIDER_KINDS):
+        return (yield from _provider(kind, request, incoming, endpoints))
     if kind in ("sessions", "pk-list"):
         if method not in ("GET", "HEAD"):
             return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "GET")])
@@ -902,7 +935,7 @@ def routes_with_passkeys(
 
 def _passkey_json(passkey: Any) -> dict[str, object]:
     return {
-        "credential_id": _b64url(passkey.credential_id),
+        "credential_id": b64url_encode(passkey.credential_id),
         "name": passkey.name,
         "created_at": passkey.created_at,
         "last_used_at": passkey.last_used_at,
@@ -911,10 +944,6 @@ def _passkey_json(passkey: Any) -> dict[str, object]:
         "user_verified": passkey.user_verified,
         "transports": list(passkey.transports),
     }
-
-
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def _list_passkeys(request: Request) -> Steps:
@@ -990,3 +1019,172 @@ def _passkeys(kind: str, request: Request, fields: Mapping[str, str]) -> Steps:
 
 
 # -- end passkeys ------------------------------------------------------------------------
+
+
+# -- sign in with a provider (OpenID Connect authorization code, issue 20) -----------
+
+_PROVIDER_KINDS: Final = (
+    "oidc-start:",
+    "oidc-callback:",
+    "oidc-callback-post:",
+    "oidc-button:",
+)
+_CALLBACK_PARAMETERS: Final = ("code", "state", "iss", "error")
+
+
+def routes_with_providers(
+    routes: Mapping[str, str],
+    endpoints: Endpoints,
+    providers: Iterable[str],
+    form_post: Iterable[str] = (),
+    buttons: Iterable[str] = (),
+) -> Mapping[str, str]:
+    """``routes`` plus the start and callback paths of every code-flow provider
+    (``providers``: the flow's :attr:`~tokenflow.Flow.code_providers`; the
+    callbacks of ``form_post`` ones take POST, the others GET), and the
+    sign-in button endpoint of each of ``buttons`` (``POST {providers}/{name}/button``)."""
+    posting = frozenset(form_post)
+    merged = dict(routes)
+    if endpoints.providers is None:
+        return merged
+    base = endpoints.providers.rstrip("/")
+    for name in sorted(providers):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise ConfigError(
+                f"provider name {name!r} cannot be a path segment: use letters, digits, '_.-'"
+            )
+        for action in ("start", "callback"):
+            path = f"{base}/{name}/{action}"
+            if path in merged:
+                raise ConfigError(f"the sign-in path {path!r} is also an endpoint's path")
+            if action == "callback" and name in posting:
+                action = "callback-post"
+            merged[path] = f"oidc-{action}:{name}"
+    for name in sorted(buttons):
+        path = f"{base}/{name}/button"
+        if path in merged:
+            raise ConfigError(f"the sign-in path {path!r} is also an endpoint's path")
+        merged[path] = f"oidc-button:{name}"
+    return merged
+
+
+def _callback_parameters(query: str) -> dict[str, str | None] | None:
+    """The callback's ``code``, ``state``, ``iss`` and ``error`` (from the query, or
+    a form_post body); None when they cannot be parsed. A parameter sent twice
+    (RFC 6749 3.1 forbids it) reads as absent, and then no state names a
+    transaction: the sign-in fails."""
+    try:
+        pairs = parse_qsl(
+            query, keep_blank_values=True, strict_parsing=False, max_num_fields=_FIELD_LIMIT
+        )
+    except ValueError:
+        return None
+    seen: dict[str, list[str]] = {}
+    for key, value in pairs:
+        if key in _CALLBACK_PARAMETERS:
+            seen.setdefault(key, []).append(value)
+    parameters: dict[str, str | None] = {}
+    for key in _CALLBACK_PARAMETERS:
+        values = seen.get(key, [])
+        parameters[key] = values[0] if len(values) == 1 else None
+    if any(len(values) > 1 for values in seen.values()):
+        parameters["state"] = None
+    return parameters
+
+
+def _provider(kind: str, request: Request, incoming: Incoming, endpoints: Endpoints) -> Steps:
+    """``GET {providers}/{name}/start`` and ``GET`` (or, for a form_post
+    provider, ``POST``) ``{providers}/{name}/callback``."""
+    action, _, provider = kind.partition(":")
+    allowed = "POST" if action in ("oidc-callback-post", "oidc-button") else "GET"
+    if incoming.method != allowed:
+        return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", allowed)])
+    if action == "oidc-start":
+        try:
+            query = dict(parse_qsl(incoming.query, max_num_fields=_FIELD_LIMIT))
+        except ValueError:
+            query = {}
+        next_path = safe_next(query.get("next"), endpoints.after_login)
+        decision = yield StartProviderLogin(request, provider, next_path)
+        if isinstance(decision, ProviderRedirect):
+            headers = [("location", decision.location), ("content-length", "0")]
+            return Response(302, _with_cookies(headers, decision.set_cookies), b"")
+        return _sign_in_failed(decision, endpoints, ())
+    if action == "oidc-button":
+        return (yield from _button(provider, request, incoming, endpoints))
+    if allowed == "POST":
+        # The flow admits this cross-site POST only for this provider, with the
+        # state as its defence; the body is bounded like every endpoint's.
+        body = yield ReadBody(endpoints.max_body)
+        if body is None:
+            return json_response(413, {"error": "body_too_large"})
+        if _media_type(incoming.content_type) != "application/x-www-form-urlencoded":
+            return json_response(415, {"error": "expected_a_form"})
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        parameters = _callback_parameters(text) or {}
+    else:
+        parameters = _callback_parameters(incoming.query) or {}
+    credentials = AuthorizationCodeCredentials(
+        provider,
+        parameters.get("code"),
+        parameters.get("state"),
+        parameters.get("iss"),
+        parameters.get("error"),
+    )
+    decision = yield Login(replace(request, credentials=credentials))
+    # The transaction cookie goes whatever the outcome; Reissue and
+    # Unauthorized carry it already, the other refusals cannot.
+    clearing: tuple[str, ...] = yield TransactionClearing(credentials)
+    if isinstance(decision, Reissue):
+        location = endpoints.after_login
+        others = []
+        for name, value in decision.headers:
+            if name == "Location":
+                location = safe_next(value, endpoints.after_login)
+            else:
+                others.append((name, value))
+        return redirect(location, decision.set_cookies, others)
+    cookies = decision.set_cookies + tuple(c for c in clearing if c not in decision.set_cookies)
+    return _sign_in_failed(decision, endpoints, cookies)
+
+
+def _button(provider: str, request: Request, incoming: Incoming, endpoints: Endpoints) -> Steps:
+    """Google Identity Services' redirect mode: a cross-site form POST of
+    ``credential`` (an ID token) and ``g_csrf_token`` (also in a cookie). The
+    flow admits it only when the two tokens match, and verifies the ID token
+    like any other of that provider."""
+    fields = yield from _read_fields(incoming, endpoints)
+    if isinstance(fields, Response):
+        return fields
+    token = fields.get("credential")
+    if token is None:
+        decision: Decision = Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
+    else:
+        credentials = ButtonCredentials(provider, token, fields.get("g_csrf_token"))
+        decision = yield Login(replace(request, credentials=credentials))
+    if isinstance(decision, Reissue):
+        return redirect(endpoints.after_login, decision.set_cookies, decision.headers)
+    return _sign_in_failed(decision, endpoints, ())
+
+
+def _sign_in_failed(decision: Decision, endpoints: Endpoints, cookies: Sequence[str]) -> Response:
+    """A provider sign-in that did not sign anyone in: back to the login page with
+    ``?error=`` (``login_failed``, ``too_many_requests``, ``unavailable``), or
+    the refusal's JSON when there is no login page."""
+    if endpoints.login_page is not None:
+        error = (
+            "too_many_requests"
+            if isinstance(decision, TooManyRequests)
+            else "unavailable"
+            if isinstance(decision, Unavailable)
+            else "login_failed"
+        )
+        return redirect(_with_error(endpoints.login_page, error, None), cookies)
+    response = refusal(decision)
+    if isinstance(decision, Unauthorized):
+        response = json_response(401, {"error": "login_failed"})
+    headers = [h for h in response.headers if h[0] not in ("set-cookie", "cache-control")]
+    return Response(response.status, _with_cookies(headers, cookies), response.body)

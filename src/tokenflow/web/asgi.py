@@ -67,12 +67,15 @@ from ._shared import (
     Response,
     Revoke,
     SessionsOf,
+    StartProviderLogin,
     Steps,
+    TransactionClearing,
     endpoint,
     for_route,
     required_predicate,
     routes_with_device_binding,
     routes_with_passkeys,
+    routes_with_providers,
     server_error,
 )
 
@@ -160,7 +163,14 @@ class TokenflowMiddleware:
         self._async = isinstance(flow, AsyncFlow)
         self._endpoints = endpoints
         self._routes = routes_with_passkeys(
-            routes_with_device_binding(endpoints, flow.config.device_binding),
+            routes_with_providers(
+                routes_with_device_binding(endpoints, flow.config.device_binding),
+                endpoints,
+                flow.code_providers,
+                flow.form_post_providers,
+                # Google Identity Services' button posts to its own endpoint.
+                flow.providers & {"google"},
+            ),
             endpoints,
             flow.passkeys,
         )
@@ -234,6 +244,14 @@ class TokenflowMiddleware:
         return await asyncio.to_thread(flow.finish, first)
 
     async def _call(self, name: str, *args: Any) -> Any:
+        if name == "start_provider_login":
+            request, provider, next_path = args
+            flow = self._flow
+            if isinstance(flow, AsyncFlow):
+                return await flow.start_provider_login(request, provider, next_path=next_path)
+            return await asyncio.to_thread(
+                lambda: flow.start_provider_login(request, provider, next_path=next_path)
+            )
         method = getattr(self._flow, name)
         if self._async:
             return await method(*args)
@@ -272,6 +290,17 @@ class TokenflowMiddleware:
                     answer = await self._passkey_call(operation)
                 except Exception as exc:
                     answer = Failed(exc)
+            elif isinstance(operation, StartProviderLogin):
+                answer = await self._call(
+                    "start_provider_login",
+                    operation.request,
+                    operation.provider,
+                    operation.next_path,
+                )
+                if self._on_decision is not None:
+                    self._on_decision(answer)
+            elif isinstance(operation, TransactionClearing):
+                answer = self._flow.transaction_clearing(operation.credentials)
             elif isinstance(operation, (RegisterDevice, RefreshDevice)):
                 name = (
                     "register_device" if isinstance(operation, RegisterDevice) else "refresh_device"

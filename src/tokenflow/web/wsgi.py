@@ -51,13 +51,16 @@ from ._shared import (
     Required,
     Response,
     SessionsOf,
+    StartProviderLogin,
     Steps,
+    TransactionClearing,
     endpoint,
     for_route,
     reason_phrase,
     required_predicate,
     routes_with_device_binding,
     routes_with_passkeys,
+    routes_with_providers,
     server_error,
 )
 
@@ -132,7 +135,14 @@ class TokenflowMiddleware:
         self._flow = flow
         self._endpoints = endpoints
         self._routes = routes_with_passkeys(
-            routes_with_device_binding(endpoints, flow.config.device_binding),
+            routes_with_providers(
+                routes_with_device_binding(endpoints, flow.config.device_binding),
+                endpoints,
+                flow.code_providers,
+                flow.form_post_providers,
+                # Google Identity Services' button posts to its own endpoint.
+                flow.providers & {"google"},
+            ),
             endpoints,
             flow.passkeys,
         )
@@ -193,6 +203,14 @@ class TokenflowMiddleware:
                     answer = method(*operation.args, **operation.kwargs)
                 except Exception as exc:
                     answer = Failed(exc)
+            elif isinstance(operation, StartProviderLogin):
+                answer = flow.start_provider_login(
+                    operation.request, operation.provider, next_path=operation.next_path
+                )
+                if self._on_decision is not None:
+                    self._on_decision(answer)
+            elif isinstance(operation, TransactionClearing):
+                answer = flow.transaction_clearing(operation.credentials)
             elif isinstance(operation, (RegisterDevice, RefreshDevice)):
                 if isinstance(operation, RegisterDevice):
                     answer = flow.register_device(operation.request)
