@@ -8,6 +8,11 @@ and open http://localhost:8000. Sign in as alice / wonderland-passphrase,
 press "Add a passkey", sign out, then "Sign in with a passkey". The
 middleware serves every /auth/... endpoint; this file only adds the page and
 the browser helper script.
+
+Lifetimes come from the environment like every example's (``TOKENFLOW_ACCESS_TTL``,
+``TOKENFLOW_IDLE_TTL``, ``TOKENFLOW_ABSOLUTE_TTL``: see ``examples/environment.py``);
+sessions, passkeys and used challenges share the SQLite file ``TOKENFLOW_STORE``
+names (``passkeys.db`` by default).
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+from examples.environment import flow_config
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from tokenflow import CookiePolicy, Flow, FlowConfig, KeyRing
+from tokenflow import Flow, KeyRing
 from tokenflow.asgi import Auth, TokenflowMiddleware
 from tokenflow.passkeys import PasskeyConfig, Passkeys, browser_helper
 from tokenflow.passkeys.sqlite import SQLiteChallengeLedger, SQLitePasskeyRepository
@@ -61,7 +67,6 @@ def make_flow(database: str = "passkeys.db") -> Flow:
     passwords.set_password("alice", "wonderland-passphrase", user_id="alice")
     keys = os.environ.get("TOKENFLOW_KEYS")
     keyring = KeyRing.parse(keys) if keys else KeyRing.generate()
-    dev = os.environ.get("TOKENFLOW_DEV") == "1"
     passkeys = Passkeys(
         PasskeyConfig(rp_id=urlsplit(ORIGIN).hostname or "", rp_name="Example", origins=(ORIGIN,)),
         keyring,
@@ -71,7 +76,7 @@ def make_flow(database: str = "passkeys.db") -> Flow:
         # your user table instead (passwordless users must keep one).
         other_sign_in=lambda user_id: True,
     )
-    config = FlowConfig(cookies=CookiePolicy.local_development() if dev else CookiePolicy())
+    config = flow_config(os.environ)  # lifetimes and cookie policy, as every example
     return Flow(
         keyring, SQLiteStore(database), users, passwords=passwords, passkeys=passkeys, config=config
     )
@@ -99,4 +104,4 @@ def create_app(flow: Flow) -> Starlette:
     )
 
 
-app = create_app(make_flow(os.environ.get("TOKENFLOW_DB", "passkeys.db")))
+app = create_app(make_flow(os.environ.get("TOKENFLOW_STORE", "passkeys.db")))

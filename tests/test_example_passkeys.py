@@ -21,7 +21,8 @@ def test_add_a_passkey_then_sign_in_with_it(
 
     from tokenflow.testing.passkeys import SoftAuthenticator
 
-    monkeypatch.setenv("TOKENFLOW_DB", str(tmp_path / "example.db"))
+    monkeypatch.setenv("TOKENFLOW_STORE", str(tmp_path / "example.db"))
+    monkeypatch.setenv("TOKENFLOW_ACCESS_TTL", "30")
     monkeypatch.setenv("TOKENFLOW_DEV", "1")
     monkeypatch.syspath_prepend(str(ROOT))
     sys.modules.pop("examples.passkeys_starlette", None)

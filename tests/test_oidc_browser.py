@@ -152,7 +152,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Any,
     directory = tmp_path_factory.mktemp("oidc-browser")
     # Plain-HTTP cookies for 127.0.0.1; the example builds a module-level app
     # at import, whose database goes to the temporary directory too.
-    settings = {"TOKENFLOW_DEV": "1", "TOKENFLOW_DB": str(directory / "import.db")}
+    settings = {"TOKENFLOW_DEV": "1", "TOKENFLOW_STORE": str(directory / "import.db")}
     previous = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     provider = FakeAuthorizationServer()

@@ -9,7 +9,14 @@ ROOT = Path(__file__).resolve().parent.parent
 _NAME = re.compile(r"\b(TOKENFLOW_[A-Z0-9_]*[A-Z0-9]|HYPOTHESIS_PROFILE)\b")
 # Named in the tests but not read by them: the application's key ring (which tests
 # set for the CLI), the examples' settings (listed apart), and made-up names.
-_NOT_SUITE_SETTINGS = {"TOKENFLOW_KEYS", "TOKENFLOW_DB", "TOKENFLOW_DEV"}
+_NOT_SUITE_SETTINGS = {
+    "TOKENFLOW_KEYS",
+    "TOKENFLOW_STORE",
+    "TOKENFLOW_DEV",
+    "TOKENFLOW_ACCESS_TTL",
+    "TOKENFLOW_IDLE_TTL",
+    "TOKENFLOW_ABSOLUTE_TTL",
+}
 
 
 def _read_by_suites() -> set[str]:
