@@ -525,3 +525,29 @@ def test_idle_expiry(browser: WebDriver, server: DemoServer) -> None:
     refused = [e for e in server.journal(seq) if e["kind"] == "decision"]
     assert refused
     assert refused[-1]["decision"] == "Unauthorized"
+
+
+@screenshots_on_failure
+def test_sign_in_with_the_demo_provider(browser: WebDriver, server: DemoServer) -> None:
+    open_page(browser, server)
+    link = wait_for(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "provider-login")
+            if d.find_element(By.ID, "provider-signin").is_displayed()
+            else None
+        ),
+        "the Sign in with link",
+    )
+    link.click()
+    # To the local provider and back (302, consent, 302 to the callback, 303 home).
+    wait_for(
+        browser,
+        lambda d: "Signed in as" in d.find_element(By.ID, "status").text,
+        "the page to show the signed-in user",
+    )
+    assert not browser.find_element(By.ID, "login-section").is_displayed()
+    me = fetch(browser, "GET", "/api/me")
+    assert me["status"] == 200
+    assert "demo-provider" in json.dumps(me["body"])
+    assert set(auth_cookies(browser)) == {"tf_access", "tf_refresh"}

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import types
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -692,3 +693,60 @@ async def test_a_passkey_is_added_and_signs_in_on_localhost(demo: WebDemo) -> No
     assert signed_in.json()["user_id"] == "alice"
     me = await call(demo.app, "GET", "/api/me", jar=fresh, headers=here)
     assert me.json()["amr"] == ["hwk", "user"]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _where_the_provider_sends_the_browser(url: str) -> str:
+    """GET ``url`` at the local provider, as a browser would, and read its redirect."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        opener.open(url, timeout=5)
+    assert answer.value.code in (302, 303)
+    return str(answer.value.headers["location"])
+
+
+@pytest.mark.asyncio
+async def test_sign_in_with_the_demo_provider(tmp_path: Path) -> None:
+    # A real clock: the local provider stamps its ID tokens with the wall clock.
+    demo = WebDemo(str(tmp_path / "sessions.sqlite3"), site=SITE, attacker=ATTACKER)
+    try:
+        config = (await call(demo.app, "GET", "/demo/config")).json()
+        assert config["providers"] == [webdemo.PROVIDER]
+        jar = Jar()
+        start = await call(
+            demo.app, "GET", f"/auth/oidc/{webdemo.PROVIDER}/start", jar=jar, query=b"next=/"
+        )
+        assert start.status == 302
+        location = start.all("location")[0]
+        assert "code_challenge_method=S256" in location
+        assert "state=" in location
+        assert "nonce=" in location
+        back = await asyncio.to_thread(_where_the_provider_sends_the_browser, location)
+        callback = f"{SITE}/auth/oidc/{webdemo.PROVIDER}/callback?"
+        assert back.startswith(callback)
+        # The provider's redirect is a cross-site navigation, as in a browser.
+        done = await call(
+            demo.app,
+            "GET",
+            f"/auth/oidc/{webdemo.PROVIDER}/callback",
+            jar=jar,
+            query=back[len(callback) :].encode(),
+            headers=[("sec-fetch-site", "cross-site")],
+        )
+        assert done.status in (302, 303)
+        assert done.all("location") == ["/"]
+        assert {"tf_access", "tf_refresh"} <= set(jar.cookies)
+        me = await call(
+            demo.app, "GET", "/api/me", jar=jar, headers=[("accept", "application/json")]
+        )
+        assert me.status == 200
+        assert webdemo.PROVIDER in json.dumps(me.json())
+        logged_in = [e for e in events(demo.journal.since(0)) if e.startswith("LoggedIn")]
+        assert logged_in
+        assert f"method={webdemo.PROVIDER}" in logged_in[-1]
+    finally:
+        await demo.aclose()

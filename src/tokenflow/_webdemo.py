@@ -56,7 +56,7 @@ from ._model import (
 )
 from ._narrate import describe_event, meaning
 from .stores.sqlite import AsyncSQLiteStore
-from .testing import AsyncFakePasswordVerifier, AsyncFakeUserDirectory
+from .testing import AsyncFakePasswordVerifier, AsyncFakeUserDirectory, FakeUserDirectory
 from .web.asgi import Endpoints, Message, Receive, Scope, Send, TokenflowMiddleware, auth_of
 
 __all__ = ["DEMO_USERS", "Journal", "WebDemo", "demo_config", "run_web_demo", "serve"]
@@ -352,7 +352,11 @@ class WebDemo:
         self.origins = _Origins(site, attacker)
         self.journal = Journal(self.config.cookies.refresh_name)
         self.store = AsyncSQLiteStore(db_path)
-        users = AsyncFakeUserDirectory()
+        # "Sign in with" a local OpenID provider (the oidc extra): its first
+        # sign-in creates the user, as a sign-up would.
+        provider = _demo_provider(site)
+        self._provider_server = None if provider is None else provider[0]
+        users = AsyncFakeUserDirectory(FakeUserDirectory(allow_signup=provider is not None))
         passwords = AsyncFakePasswordVerifier()
         for username, user_id, password in DEMO_USERS:
             users.sync.add_user(user_id, {"name": user_id.capitalize()})
@@ -371,6 +375,7 @@ class WebDemo:
             clock=clock,
             observer=_Recorder(self.journal),
             passkeys=passkeys,
+            external=None if provider is None else {PROVIDER: provider[1]},
         )
         self._middleware = TokenflowMiddleware(
             self._site,
@@ -380,7 +385,9 @@ class WebDemo:
         )
 
     async def aclose(self) -> None:
-        """Close the session store."""
+        """Close the session store, and stop the local OpenID provider."""
+        if self._provider_server is not None:
+            self._provider_server.close()
         await self.store.aclose()
 
     # -- the outer layer: journal, lifespan, and the Set-Cookie log ----------------
@@ -468,6 +475,7 @@ class WebDemo:
             "users": [{"username": u, "password": p} for u, _, p in DEMO_USERS],
             "attacker": self.origins.attacker,
             "docs": DOCS,
+            "providers": [] if self._provider_server is None else [PROVIDER],
             "passkeys": None if self.flow.passkeys is None else self.passkey_origin,
         }
 
@@ -607,6 +615,39 @@ def _localhost(site: str) -> str | None:
     """The site's origin with ``localhost`` for its loopback address, or None."""
     prefix = "http://127.0.0.1:"
     return "http://localhost:" + site[len(prefix) :] if site.startswith(prefix) else None
+
+
+PROVIDER: Final = "demo-provider"
+"""The name "Sign in with" registers the demo's local OpenID provider under."""
+_PROVIDER_CLIENT: Final = "tokenflow-web-demo"
+
+
+def _demo_provider(site: str) -> tuple[Any, Any] | None:
+    """A local OpenID provider on 127.0.0.1 and the code-flow client that signs in
+    with it (PKCE, state, nonce), when the oidc extra is installed; else None.
+
+    The provider consents at once for one made-up account; its first sign-in
+    creates that user in the demo's directory.
+    """
+    try:
+        from . import oidc
+        from .testing.oidc import FakeAuthorizationServer, FakeClient
+    except ImportError:
+        return None
+    server = FakeAuthorizationServer()
+    redirect = f"{site}/auth/oidc/{PROVIDER}/callback"
+    secret = os.urandom(16).hex()
+    server.register(FakeClient(_PROVIDER_CLIENT, (redirect,), "client_secret_basic", secret))
+    source = oidc.AsyncHttpKeySetSource(timeout=2.0, allow_loopback_http=True)
+    client = oidc.code_flow(
+        oidc.async_oidc(server.issuer, client_ids=[_PROVIDER_CLIENT], source=source),
+        client_id=_PROVIDER_CLIENT,
+        client_secret=secret,
+        redirect_uri=redirect,
+        source=source,
+        allow_loopback_http=True,
+    )
+    return server, client
 
 
 def _demo_passkeys(keyring: KeyRing, origin: str | None) -> Any:

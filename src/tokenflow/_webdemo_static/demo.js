@@ -135,6 +135,10 @@
       item.appendChild(fill);
       users.appendChild(item);
     }
+    if (config.providers && config.providers.length) {
+      $("provider-login").href = "/auth/oidc/" + encodeURIComponent(config.providers[0]) + "/start?next=/";
+      $("provider-signin").hidden = false;
+    }
     $("attacker-link").href = config.attacker + "/";
     $("docs-link").href = config.docs.served;
     const error = new URLSearchParams(location.search).get("error");
