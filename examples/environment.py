@@ -21,6 +21,13 @@ variable                    default                      what it sets
                                                          (this process only), a SQLite file,
                                                          ``redis://host:6379/0``, or
                                                          ``postgresql://user@host/db``
+``TOKENFLOW_OIDC_ISSUER``   unset                        an OpenID provider's issuer URL:
+                                                         "Sign in with provider" on the
+                                                         login page (the ``oidc`` extra)
+``TOKENFLOW_OIDC_CLIENT_ID``  unset                      this site's client id there
+``TOKENFLOW_OIDC_CLIENT_SECRET`` unset                   its client secret
+``TOKENFLOW_OIDC_REDIRECT_URI``  unset                   ``<site>/auth/oidc/provider/callback``,
+                                                         as registered at the provider
 ==========================  ===========================  =================================
 
 ``TOKENFLOW_ACCESS_TTL=10 TOKENFLOW_IDLE_TTL=60`` lets you watch a silent
@@ -36,8 +43,9 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 from tokenflow import ConfigError, CookiePolicy, Flow, FlowConfig, KeyRing
 from tokenflow.stores import MemoryStore, SQLiteStore
@@ -109,11 +117,46 @@ def demo_users(*, allow_signup: bool = False) -> tuple[FakeUserDirectory, FakePa
     return users, passwords
 
 
+PROVIDER = "provider"
+"""The name "Sign in with" registers the configured OpenID provider under: its
+endpoints are ``/auth/oidc/provider/start`` and ``/auth/oidc/provider/callback``."""
+
+
+def provider_from_env(env: Mapping[str, str] = os.environ) -> Any:
+    """A sign-in client for the OpenID provider ``TOKENFLOW_OIDC_ISSUER`` names, or None.
+
+    ``TOKENFLOW_OIDC_CLIENT_ID``, ``TOKENFLOW_OIDC_CLIENT_SECRET`` and
+    ``TOKENFLOW_OIDC_REDIRECT_URI`` (``<site>/auth/oidc/provider/callback``) are
+    the client's registration at that provider. Plain HTTP only for a provider
+    and a site on 127.0.0.1 (a local test provider).
+    """
+    issuer = env.get("TOKENFLOW_OIDC_ISSUER")
+    if not issuer:
+        return None
+    from tokenflow import oidc  # the oidc extra, only when a provider is configured
+
+    client_id = env["TOKENFLOW_OIDC_CLIENT_ID"]
+    loopback = issuer.startswith("http://127.0.0.1")
+    source = oidc.HttpKeySetSource(allow_loopback_http=loopback)
+    return oidc.code_flow(
+        oidc.oidc(issuer, client_ids=[client_id], source=source),
+        client_id=client_id,
+        client_secret=env["TOKENFLOW_OIDC_CLIENT_SECRET"],
+        redirect_uri=env["TOKENFLOW_OIDC_REDIRECT_URI"],
+        source=source,
+        allow_loopback_http=loopback,
+    )
+
+
 def make_flow(env: Mapping[str, str] = os.environ, *, provider: Any = None) -> Flow:
     """The flow every example runs: keys, store and lifetimes from the environment.
 
-    ``provider`` (a :func:`tokenflow.oidc.code_flow` client) is registered as
-    ``"provider"`` for "Sign in with"."""
+    ``provider`` (a :func:`tokenflow.oidc.code_flow` client; by default the one
+    :func:`provider_from_env` builds, if any) is registered as ``"provider"``
+    for "Sign in with", and its first sign-in creates the user (a stand-in
+    for your sign-up)."""
+    if provider is None:
+        provider = provider_from_env(env)
     keys = env.get("TOKENFLOW_KEYS")
     users, passwords = demo_users(allow_signup=provider is not None)
     return Flow(
@@ -122,7 +165,7 @@ def make_flow(env: Mapping[str, str] = os.environ, *, provider: Any = None) -> F
         users,
         passwords=passwords,
         config=flow_config(env),
-        external={"provider": provider} if provider is not None else None,
+        external={PROVIDER: provider} if provider is not None else None,
     )
 
 
@@ -131,12 +174,23 @@ ERRORS = {"login_failed": "Wrong username or password."}
 generic line: the page never echoes what the URL says."""
 
 
-def login_page(error: str | None, next_path: str = "/", action: str = "/auth/login") -> str:
-    """The login form, with a line for a failed login (``?error=login_failed``).
+def login_page(
+    error: str | None,
+    next_path: str = "/",
+    action: str = "/auth/login",
+    providers: Iterable[str] = (),
+) -> str:
+    """The login form, with a line for a failed login (``?error=login_failed``),
+    and a "Sign in with" link per provider (``flow.code_providers``).
 
     ``next_path`` is only ever one of the example's own paths; it is escaped
     all the same.
     """
+    links = "".join(
+        f'<p><a class="sign-in-with" href="/auth/oidc/{quote(name)}/start?next='
+        f'{quote(next_path, safe="/")}">Sign in with {html.escape(name)}</a></p>\n'
+        for name in sorted(providers)
+    )
     message = ""
     if error is not None:
         text = ERRORS.get(error, "The login did not go through: try again.")
@@ -151,5 +205,6 @@ def login_page(error: str | None, next_path: str = "/", action: str = "/auth/log
         'autocomplete="current-password" required></label>\n'
         f'<input type="hidden" name="next" value="{html.escape(next_path)}">\n'
         "<button>Log in</button>\n</form>\n"
+        f"{links}"
         f"<p>Try {USERNAME} / {PASSWORD}.</p>\n</body></html>\n"
     )

@@ -19,6 +19,8 @@ Scripts log in with JSON instead: ``POST /auth/login`` with
 ``{"username": ..., "password": ...}`` answers 200 (or 401), then ``GET /me``
 and ``POST /auth/logout``. Lifetimes and the store come from the environment:
 see ``examples/environment.py``.
+With ``TOKENFLOW_OIDC_*`` set there, ``/login`` also offers "Sign in with provider"
+(the middleware serves ``/auth/oidc/provider/start`` and ``/callback``).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def create_app(flow: Flow) -> FastAPI:
     @app.get("/login", response_class=HTMLResponse)
     def login(error: str | None = None) -> str:
         # The login form, and where a failed form login comes back (?error=login_failed).
-        return login_page(error, next_path="/me")
+        return login_page(error, next_path="/me", providers=flow.code_providers)
 
     @app.get("/me")
     def me(user: User) -> dict[str, str]:

@@ -16,6 +16,8 @@ Then try, in a browser at http://127.0.0.1:5000/:
    60 s: the session ends, 401.
 
 Lifetimes and the store come from the environment: see ``examples/environment.py``.
+With ``TOKENFLOW_OIDC_*`` set there, ``/login`` also offers "Sign in with provider"
+(the middleware serves ``/auth/oidc/provider/start`` and ``/callback``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def create_app(flow: Flow) -> Flask:
     @app.get("/login")
     def login() -> str:
         # The login form, and where a failed form login comes back (?error=login_failed).
-        return login_page(request.args.get("error"), next_path="/me")
+        return login_page(request.args.get("error"), next_path="/me", providers=flow.code_providers)
 
     @app.get("/me")
     @login_required

@@ -42,26 +42,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from tokenflow import Flow, oidc
+from tokenflow import Flow
 from tokenflow.asgi import Auth, Endpoints, TokenflowMiddleware
-
-
-def provider_from_env() -> Any:
-    """A sign-in client for the OpenID provider the TOKENFLOW_OIDC_* variables name, or None."""
-    issuer = os.environ.get("TOKENFLOW_OIDC_ISSUER")
-    if not issuer:
-        return None
-    client_id = os.environ["TOKENFLOW_OIDC_CLIENT_ID"]
-    loopback = issuer.startswith("http://127.0.0.1")  # a local test provider only
-    source = oidc.HttpKeySetSource(allow_loopback_http=loopback)
-    return oidc.code_flow(
-        oidc.oidc(issuer, client_ids=[client_id], source=source),
-        client_id=client_id,
-        client_secret=os.environ["TOKENFLOW_OIDC_CLIENT_SECRET"],
-        redirect_uri=os.environ["TOKENFLOW_OIDC_REDIRECT_URI"],
-        source=source,
-        allow_loopback_http=loopback,
-    )
 
 
 def make_flow(env: Mapping[str, str] = os.environ, *, provider: Any = None) -> Flow:
@@ -76,9 +58,20 @@ async def home(request: Request) -> PlainTextResponse:
     return PlainTextResponse(f"hello, {auth.user_id or 'stranger'}")
 
 
-async def login(request: Request) -> HTMLResponse:
-    # The login form, and where a failed form login comes back (?error=login_failed).
-    return HTMLResponse(login_page(request.query_params.get("error"), next_path="/account"))
+def login_route(flow: Flow) -> Any:
+    """``/login``: the form, where a failed form login comes back (?error=login_failed),
+    and a "Sign in with" link per configured provider."""
+
+    async def login(request: Request) -> HTMLResponse:
+        return HTMLResponse(
+            login_page(
+                request.query_params.get("error"),
+                next_path="/account",
+                providers=flow.code_providers,
+            )
+        )
+
+    return login
 
 
 async def account(request: Request) -> JSONResponse:
@@ -112,7 +105,7 @@ def create_app(flow: Flow) -> Starlette:
     return Starlette(
         routes=[
             Route("/", home),
-            Route("/login", login),
+            Route("/login", login_route(flow)),
             Route("/account", account),
             Route("/sign-in", sign_in_page(flow)),
         ],
@@ -127,4 +120,4 @@ def create_app(flow: Flow) -> Starlette:
     )
 
 
-app = create_app(make_flow(provider=provider_from_env()))
+app = create_app(make_flow())

@@ -326,7 +326,126 @@ def test_every_variable_is_documented(environment: Any) -> None:
         "TOKENFLOW_DEV",
         "TOKENFLOW_STORE",
         *LIFETIMES,
+        "TOKENFLOW_OIDC_ISSUER",
+        "TOKENFLOW_OIDC_CLIENT_ID",
+        "TOKENFLOW_OIDC_CLIENT_SECRET",
+        "TOKENFLOW_OIDC_REDIRECT_URI",
     }
     for name in read:
         assert f"``{name}``" in documented, name
         assert f"`{name}`" in web, name
+
+
+# -- "Sign in with" a provider, through each example's own test client ------------------
+
+SITE = "http://127.0.0.1:8000"
+
+
+def _provider_env(tmp_path: Path, server: Any) -> dict[str, str]:
+    """The example's environment, with a code-flow client registered at ``server``."""
+    from tokenflow.testing.oidc import FakeClient
+
+    redirect = f"{SITE}/auth/oidc/provider/callback"
+    server.register(FakeClient("example", (redirect,), "client_secret_basic", "example-secret"))
+    return env(
+        tmp_path,
+        TOKENFLOW_OIDC_ISSUER=server.issuer,
+        TOKENFLOW_OIDC_CLIENT_ID="example",
+        TOKENFLOW_OIDC_CLIENT_SECRET="example-secret",
+        TOKENFLOW_OIDC_REDIRECT_URI=redirect,
+    )
+
+
+def _consent(location: str) -> str:
+    """Follow the start redirect to the provider, which consents and sends the browser back."""
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.build_opener(NoRedirect).open(location, timeout=5)
+    back = str(answer.value.headers["location"])
+    assert back.startswith(f"{SITE}/auth/oidc/provider/callback?")
+    return back[len(SITE) :]
+
+
+@pytest.mark.parametrize("name", ["starlette", "fastapi", "flask", "django"])
+def test_sign_in_with_a_provider(
+    name: str, example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need("httpx")
+    from tokenflow.testing.oidc import FakeAuthorizationServer
+
+    with FakeAuthorizationServer() as server:
+        settings = _provider_env(tmp_path, server)
+        me = "/account" if name == "starlette" else "/me"
+        if name == "django":
+            need("django")
+            for variable, value in settings.items():
+                monkeypatch.setenv(variable, value)
+            monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "examples.django_app.settings")
+            import django
+            from django.conf import settings as django_settings
+            from django.test import Client
+
+            if not django_settings.configured:
+                django.setup()
+            # The flow the URL conf's views use, built again with the provider.
+            importlib.import_module("examples.django_app.urls").auth.flow.cache_clear()
+            django_client = Client()
+
+            class Text:
+                def __init__(self, response: Any) -> None:
+                    self.status_code = response.status_code
+                    self.headers = response.headers
+                    self.text = response.content.decode()
+
+            def get(path: str, headers: dict[str, str] | None = None) -> Any:
+                return Text(
+                    django_client.get(
+                        path, SERVER_NAME="127.0.0.1", SERVER_PORT="8000", headers=headers or {}
+                    )
+                )
+
+        elif name == "flask":
+            need("flask")
+            client = (
+                example("examples.flask_app")
+                .create_app(example("examples.flask_app").make_flow(settings))
+                .test_client()
+            )
+
+            def get(path: str, headers: dict[str, str] | None = None) -> Any:
+                return client.get(path, base_url=SITE, headers=headers or {})
+
+        else:
+            need(name)
+            from starlette.testclient import TestClient
+
+            module = example(f"examples.{name}_app")
+            app = module.create_app(module.make_flow(settings))
+            http = TestClient(app, base_url=SITE, follow_redirects=False)
+
+            def get(path: str, headers: dict[str, str] | None = None) -> Any:
+                return http.get(path, headers=headers or {})
+
+        _sign_in(get, me)
+
+
+def _sign_in(get: Any, me: str) -> None:
+    """Through an example: its login page's link, the provider, the callback, the page."""
+    page = get("/login")
+    assert "Sign in with provider" in page.text
+    start = get(f"/auth/oidc/provider/start?next={me}")
+    assert start.status_code == 302
+    assert "code_challenge_method=S256" in start.headers["location"]
+    callback = _consent(start.headers["location"])
+    # The provider's redirect back is a cross-site navigation.
+    done = get(callback, {"Sec-Fetch-Site": "cross-site"})
+    assert (done.status_code, done.headers["location"]) in ((302, me), (303, me))
+    answer = get(me)
+    assert answer.status_code == 200
+    assert "provider:" in answer.text

@@ -3,7 +3,10 @@
 Django routes requests itself, so this example calls the flow directly: the
 middleware asks ``flow.decide`` on every request and puts the decision on
 ``request.tokenflow``; the login and logout views call ``flow.login`` and
-``flow.logout``. Each decision says what to answer, by its type.
+``flow.logout``. Each decision says what to answer, by its type. With
+``TOKENFLOW_OIDC_*`` set (``examples/environment.py``), ``provider_start`` and
+``provider_callback`` offer "Sign in with provider" through
+``flow.start_provider_login`` and ``flow.login``.
 
 Run it from the repository root (plain HTTP on localhost, hence
 ``TOKENFLOW_DEV=1``; short lifetimes so that you can watch them)::
@@ -35,18 +38,21 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
-from examples.environment import login_page, make_flow
+from examples.environment import PROVIDER, login_page, make_flow
 
 from tokenflow import (
+    AuthorizationCodeCredentials,
     Decision,
     Flow,
     Forbidden,
     LoggedOut,
     PasswordCredentials,
     Process,
+    ProviderRedirect,
     Reissue,
     Request,
     TooManyRequests,
+    Unauthorized,
     Unavailable,
 )
 
@@ -98,8 +104,10 @@ class TokenflowMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         # path_info is what Django routes (request.path adds the script name).
-        if request.path_info in ("/auth/login", "/auth/logout"):
-            # The login and logout views run their own operations.
+        if request.path_info in ("/auth/login", "/auth/logout") or request.path_info.startswith(
+            "/auth/oidc/"
+        ):
+            # The login, logout and sign-in views run their own operations.
             request.tokenflow = None  # type: ignore[attr-defined]
             return self.get_response(request)
         decision = flow().decide(Request.from_wsgi(request.META))
@@ -147,7 +155,9 @@ def _credentials(request: HttpRequest) -> PasswordCredentials | None:
 @require_GET
 def login_form(request: HttpRequest) -> HttpResponse:
     """The login form, and where a failed form login comes back (``?error=login_failed``)."""
-    return HttpResponse(login_page(request.GET.get("error"), next_path="/me"))
+    return HttpResponse(
+        login_page(request.GET.get("error"), next_path="/me", providers=flow().code_providers)
+    )
 
 
 def _failed(request: HttpRequest) -> HttpResponse:
@@ -190,3 +200,50 @@ def logout(request: HttpRequest) -> HttpResponse:
         return send_cookies(HttpResponseRedirect("/", status=303), decision)
     refused = _refusal(decision)
     return refused if refused is not None else JsonResponse({"error": "unavailable"}, status=503)
+
+
+# -- "Sign in with" the provider TOKENFLOW_OIDC_* names (examples/environment.py) --------
+
+
+@require_GET
+def provider_start(request: HttpRequest) -> HttpResponse:
+    """A 302 to the provider (PKCE, state, nonce), with the sealed transaction cookie."""
+    decision = flow().start_provider_login(
+        Request.from_wsgi(request.META), PROVIDER, next_path="/me"
+    )
+    if isinstance(decision, ProviderRedirect):
+        return send_cookies(HttpResponseRedirect(decision.location, status=302), decision)
+    if isinstance(decision, Unavailable):
+        return JsonResponse({"error": "unavailable"}, status=503)
+    return JsonResponse({"error": "no_such_provider"}, status=404)
+
+
+@require_GET
+def provider_callback(request: HttpRequest) -> HttpResponse:
+    """The provider's redirect back: the flow checks the state, redeems the code once and
+    logs in; the transaction cookie is cleared whatever the outcome."""
+    parameters = request.GET
+    credentials = AuthorizationCodeCredentials(
+        PROVIDER,
+        code=parameters.get("code"),
+        state=parameters.get("state"),
+        issuer=parameters.get("iss"),
+        error=parameters.get("error"),
+    )
+    decision = flow().login(replace(Request.from_wsgi(request.META), credentials=credentials))
+    if isinstance(decision, Reissue):
+        # "/me" is what provider_start asked for: the transaction's next is a fixed path.
+        return send_cookies(HttpResponseRedirect("/me", status=303), decision)
+    refused = _refusal(decision)
+    if refused is None:
+        refused = (
+            JsonResponse({"error": "unavailable"}, status=503)
+            if isinstance(decision, Unavailable)
+            else HttpResponseRedirect("/login?error=login_failed", status=303)
+        )
+    if isinstance(decision, Unauthorized):
+        return send_cookies(refused, decision)
+    for line in flow().transaction_clearing(credentials):
+        cookie = _RawCookie(line)
+        refused.cookies[cookie.key] = cookie
+    return refused

@@ -13,4 +13,6 @@ urlpatterns = [
     path("login", auth.login_form),
     path("auth/login", auth.login),
     path("auth/logout", auth.logout),
+    path("auth/oidc/provider/start", auth.provider_start),
+    path("auth/oidc/provider/callback", auth.provider_callback),
 ]
