@@ -413,7 +413,7 @@ def test_a_transaction_opens_only_under_its_own_cookie_name_and_key() -> None:
 
 def test_safe_next_keeps_only_same_site_paths() -> None:
     assert safe_next("/a/b?c=d") == "/a/b?c=d"
-    for hostile in ("//x", "/\\x", "https://x", "x", "/\x00", "/a b", None, 5):
+    for hostile in ("//x", "/\\x", "/a\\b", "https://x", "x", "/\x00", "/a b", None, 5, "/" * 513):
         assert safe_next(hostile) == "/"
 
 

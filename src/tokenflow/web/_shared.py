@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, quote
 from .._base64url import b64url_encode
 from .._csrf import check_cross_origin
 from .._errors import ConfigError
+from .._http import safe_next
 from .._model import (
     AuthorizationCodeCredentials,
     ButtonCredentials,
@@ -54,7 +55,6 @@ __all__ = ["Auth", "Endpoints", "Required"]
 
 DEFAULT_MAX_BODY: Final = 16 * 1024
 """Login bodies are a few hundred bytes; an ID token a few kilobytes."""
-_NEXT_LIMIT: Final = 2048
 _FIELD_LIMIT: Final = 64
 """Form fields parsed from a login body at most (parse_qsl's own guard)."""
 
@@ -274,9 +274,7 @@ def _base_predicate(required: object) -> Callable[[str], bool]:
 
 
 def _check_path(name: str, value: object) -> None:
-    if value is not None and (
-        not isinstance(value, str) or not value.startswith("/") or _safe_path(value) is None
-    ):
+    if value is not None and (safe_next(value, "") != value):
         raise ConfigError(f"Endpoints.{name} must be a path starting with '/', or None")
 
 
@@ -485,22 +483,6 @@ def for_route(decision: Decision, required: bool) -> Response | PassThrough:
 # A same-site path: "/" then no second "/" or "\" (which browsers read as a
 # scheme-relative URL to another host), visible ASCII only (no control
 # characters, which browsers strip before parsing).
-_SAFE_PATH: Final = re.compile(r"/(?![/\\])[\x21-\x7e]*")
-
-
-def _safe_path(value: str) -> str | None:
-    if len(value) > _NEXT_LIMIT or "\\" in value or not _SAFE_PATH.fullmatch(value):
-        return None
-    return value
-
-
-def safe_next(value: object, default: str) -> str:
-    """``value`` if it is a path on this site, else ``default`` (no open redirect)."""
-    if isinstance(value, str):
-        checked = _safe_path(value)
-        if checked is not None:
-            return checked
-    return default
 
 
 # -- the built-in endpoints ----------------------------------------------------------
