@@ -1170,3 +1170,24 @@ def _sign_in_failed(decision: Decision, endpoints: Endpoints, cookies: Sequence[
         response = json_response(401, {"error": "login_failed"})
     headers = [h for h in response.headers if h[0] not in ("set-cookie", "cache-control")]
     return Response(response.status, _with_cookies(headers, cookies), response.body)
+
+
+def routes_of(endpoints: Endpoints, flow: Any) -> Mapping[str, str]:
+    """Every built-in endpoint of a flow: path -> kind (what both middlewares route).
+
+    The configured endpoints, the device-bound ones when the flow binds devices,
+    the start and callback of each code-flow provider (and Google Identity
+    Services' button endpoint), and the passkey endpoints when it has passkeys.
+    """
+    return routes_with_passkeys(
+        routes_with_providers(
+            routes_with_device_binding(endpoints, flow.config.device_binding),
+            endpoints,
+            flow.code_providers,
+            flow.form_post_providers,
+            # Google Identity Services' button posts to its own endpoint.
+            flow.providers & {"google"},
+        ),
+        endpoints,
+        flow.passkeys,
+    )

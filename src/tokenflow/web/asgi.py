@@ -73,9 +73,7 @@ from ._shared import (
     endpoint,
     for_route,
     required_predicate,
-    routes_with_device_binding,
-    routes_with_passkeys,
-    routes_with_providers,
+    routes_of,
     server_error,
 )
 
@@ -162,18 +160,7 @@ class TokenflowMiddleware:
         self._begin = flow.begin
         self._async = isinstance(flow, AsyncFlow)
         self._endpoints = endpoints
-        self._routes = routes_with_passkeys(
-            routes_with_providers(
-                routes_with_device_binding(endpoints, flow.config.device_binding),
-                endpoints,
-                flow.code_providers,
-                flow.form_post_providers,
-                # Google Identity Services' button posts to its own endpoint.
-                flow.providers & {"google"},
-            ),
-            endpoints,
-            flow.passkeys,
-        )
+        self._routes = routes_of(endpoints, flow)
         self._required = required_predicate(required, self._routes)
         self._proxies = proxies
         self._on_decision = on_decision

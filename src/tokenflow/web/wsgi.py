@@ -58,9 +58,7 @@ from ._shared import (
     for_route,
     reason_phrase,
     required_predicate,
-    routes_with_device_binding,
-    routes_with_passkeys,
-    routes_with_providers,
+    routes_of,
     server_error,
 )
 
@@ -134,18 +132,7 @@ class TokenflowMiddleware:
         self._app = app
         self._flow = flow
         self._endpoints = endpoints
-        self._routes = routes_with_passkeys(
-            routes_with_providers(
-                routes_with_device_binding(endpoints, flow.config.device_binding),
-                endpoints,
-                flow.code_providers,
-                flow.form_post_providers,
-                # Google Identity Services' button posts to its own endpoint.
-                flow.providers & {"google"},
-            ),
-            endpoints,
-            flow.passkeys,
-        )
+        self._routes = routes_of(endpoints, flow)
         self._required = required_predicate(required, self._routes)
         self._proxies = proxies
         self._on_decision = on_decision
