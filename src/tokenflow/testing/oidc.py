@@ -869,8 +869,9 @@ class FakeAuthorizationServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
-        self.issuer = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self.provider = FakeProvider(
+        self.issuer: str = f"http://127.0.0.1:{self._server.server_address[1]}"
+        """The provider's issuer URL (``http://127.0.0.1:PORT``)."""
+        self.provider: FakeProvider = FakeProvider(
             self.issuer, f"{self.issuer}/jwks", "oidc", name="fake-authorization-server"
         )
         self._stranger = fake_key("fake-authorization-server-stranger")
