@@ -53,6 +53,13 @@ class FlowConfig:
     - ``device_binding``: turns device-bound sessions (DBSC) on
       (:class:`~tokenflow.DeviceBinding`); the flow then needs a proof
       verifier and a store that can bind keys. ``None`` (the default): off.
+    - ``second_factor_ttl``: how long a partial login (first factor right,
+      second factor asked for) may take before it must start over (default
+      300 s). It applies when the flow has ``second_factors=``.
+    - ``passkey_user_verification_is_second_factor``: a passkey login whose
+      authenticator verified the user (PIN, biometrics: ``amr`` holds
+      ``"user"``) counts as two factors, assurance level 2 (default False:
+      assurance level 1, like a password).
     """
 
     access_ttl: int = 120
@@ -64,6 +71,8 @@ class FlowConfig:
     trusted_origins: frozenset[str] | Iterable[str] = frozenset()
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     device_binding: DeviceBinding | None = None
+    second_factor_ttl: int = 300
+    passkey_user_verification_is_second_factor: bool = False
 
     def __post_init__(self) -> None:
         access = _positive_int("access_ttl", self.access_ttl)
@@ -94,6 +103,13 @@ class FlowConfig:
             raise ConfigError("throttle must be a ThrottlePolicy")
         if self.device_binding is not None and not isinstance(self.device_binding, DeviceBinding):
             raise ConfigError("device_binding must be a DeviceBinding or None")
+        if _positive_int("second_factor_ttl", self.second_factor_ttl) > 3600:
+            raise ConfigError(
+                f"second_factor_ttl is {self.second_factor_ttl} s; a partial login should "
+                "expire in minutes (at most 3600 s)"
+            )
+        if not isinstance(self.passkey_user_verification_is_second_factor, bool):
+            raise ConfigError("passkey_user_verification_is_second_factor must be True or False")
         if isinstance(self.trusted_origins, str):
             raise ConfigError("trusted_origins is a collection of origins, not one string")
         object.__setattr__(self, "trusted_origins", normalize_trusted_origins(self.trusted_origins))

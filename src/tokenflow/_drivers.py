@@ -37,6 +37,7 @@ from ._flow import (
     CheckThrottle,
     CreateSession,
     ExchangeCode,
+    FactorsOf,
     FindAccount,
     FlowCore,
     LinkExternal,
@@ -55,6 +56,7 @@ from ._flow import (
     VerifyExternalToken,
     VerifyPasskey,
     VerifyPassword,
+    VerifySecondFactor,
 )
 from ._keyring import KeyRing
 from ._model import (
@@ -72,6 +74,7 @@ from .ports import (
     AsyncLoginThrottle,
     AsyncPasskeyVerifier,
     AsyncPasswordVerifier,
+    AsyncSecondFactorVerifier,
     AsyncSessionStore,
     AsyncUserDirectory,
     DeviceProofVerifier,
@@ -79,6 +82,7 @@ from .ports import (
     LoginThrottle,
     PasskeyVerifier,
     PasswordVerifier,
+    SecondFactorVerifier,
     SessionStore,
     UserDirectory,
 )
@@ -104,6 +108,7 @@ _PORT_METHODS: Final = {
     "device store": ("bind_device", "device_key_of"),
     "proofs": ("verify",),
     "passkeys": ("verify_assertion",),
+    "second_factors": ("factors_of", "verify_second_factor"),
 }
 """What the flow calls on each port: checked when a flow is built."""
 
@@ -130,6 +135,8 @@ _METHOD_OF_NEED: Final[dict[type, str]] = {
     VerifyPasskey: "verify_assertion",
     AuthorizationRequest: "authorization_url",
     ExchangeCode: "exchange_code",
+    FactorsOf: "factors_of",
+    VerifySecondFactor: "verify_second_factor",
 }
 """The port method that answers each need (what :class:`PortCall` names)."""
 
@@ -148,6 +155,7 @@ class FlowOperation(enum.Enum):
     LOGOUT = "logout"
     REGISTER_DEVICE = "register_device"
     REFRESH_DEVICE = "refresh_device"
+    STEP_UP = "step_up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +336,7 @@ class _Driver:
         "_passwords",
         "_proofs",
         "_random",
+        "_second_factors",
         "_store",
         "_throttle",
         "_users",
@@ -348,6 +357,7 @@ class _Driver:
         proofs: object | None = None,
         observer: FlowObserver | None = None,
         passkeys: object | None = None,
+        second_factors: object | None = None,
     ) -> None:
         config = FlowConfig() if config is None else config
         if not isinstance(config, FlowConfig):
@@ -396,6 +406,17 @@ class _Driver:
         if passkeys is not None:
             _check_port("passkeys", "passkeys", passkeys, asynchronous=asynchronous)
         # -- end passkeys --
+        if second_factors is not None:
+            _check_port(
+                "second_factors", "second_factors", second_factors, asynchronous=asynchronous
+            )
+            if throttle is None:
+                # A six-digit code falls to an unthrottled guesser in hours.
+                raise ConfigError(
+                    "second_factors needs a throttle: codes are short, and only the throttle "
+                    "keeps guessing slow (throttle=tokenflow.throttles.MemoryThrottle() or a "
+                    "shared backend)"
+                )
         if observer is not None and not _is_observer(observer):
             raise ConfigError(
                 "observer must have on_decision() and on_port_call() methods "
@@ -403,6 +424,11 @@ class _Driver:
             )
         policy = config.cookies
         names = {Purpose.ACCESS: policy.access_name, Purpose.REFRESH: policy.refresh_name}
+        # The partial-login cookie's name follows the access cookie's prefix.
+        names[Purpose.PARTIAL_LOGIN] = (
+            next((p for p in ("__Host-", "__Secure-") if policy.access_name.startswith(p)), "")
+            + "tf-2fa"
+        )
         codec = TokenCodec(keyring, leeway=config.leeway, cookie_names=names)
         self._core = FlowCore(
             codec,
@@ -412,6 +438,7 @@ class _Driver:
             throttle=throttle is not None,
             accounts=accounts,
             passkeys=passkeys is not None,
+            second_factors=second_factors is not None,
             code_providers=code_providers,
             # A client built with response_mode="form_post" comes back by POST.
             form_post_providers=frozenset(
@@ -429,6 +456,7 @@ class _Driver:
         self._throttle: Any = throttle
         self._proofs: Any = proofs
         self._passkeys: Any = passkeys
+        self._second_factors: Any = second_factors
         # Device keys of bound sessions, by session id: a bound key never
         # changes (the first key wins), so a cached one saves a store round
         # trip per device refresh. Safe because the store's rotation checks
@@ -470,6 +498,17 @@ class _Driver:
     def passkeys(self) -> Any:
         """The passkey verifier given at construction (``passkeys=``), if any."""
         return self._passkeys
+
+    @property
+    def second_factors(self) -> Any:
+        """The second-factor verifier given at construction (``second_factors=``), if any."""
+        return self._second_factors
+
+    @property
+    def partial_cookie_name(self) -> str:
+        """The name of the partial-login cookie (``__Host-tf-2fa`` by default), which
+        :class:`~tokenflow.SecondFactorRequired` sets and the second step reads."""
+        return self._core.partial_cookie_name
 
     @property
     def observer(self) -> FlowObserver | None:
@@ -567,6 +606,10 @@ class _Driver:
             return self._passwords.account_key(need.username)
         if type(need) is VerifyPasskey:
             return self._passkeys.verify_assertion(need.response, now=need.now)
+        if type(need) is FactorsOf:
+            return self._second_factors.factors_of(need.user_id)
+        if type(need) is VerifySecondFactor:
+            return self._second_factors.verify_second_factor(need.user_id, need.code, now=need.now)
         if type(need) is AuthorizationRequest:
             return self._external[need.provider].authorization_url(
                 state=need.state, nonce=need.nonce, code_challenge=need.code_challenge
@@ -597,8 +640,10 @@ class Flow(_Driver):
     username/password login; ``external`` maps provider names to external
     token verifiers (:mod:`tokenflow.oidc` has them for the usual
     providers); ``passkeys`` (a :class:`tokenflow.passkeys.Passkeys`)
-    enables passkey login; ``throttle`` counts failed logins and slows guessing down
-    (see :class:`~tokenflow.ThrottlePolicy`). ``clock`` (seconds since the
+    enables passkey login; ``second_factors`` (a :class:`tokenflow.mfa.SecondFactors`)
+    makes accounts with a second factor log in in two steps and enables
+    :meth:`step_up` (it needs ``throttle``); ``throttle`` counts failed
+    logins and slows guessing down (see :class:`~tokenflow.ThrottlePolicy`). ``clock`` (seconds since the
     epoch) is read once per call when no ``now`` is given. ``observer`` (a
     :class:`FlowObserver`) sees every decision and every port call; without
     one, nothing is timed or reported.
@@ -626,6 +671,7 @@ class Flow(_Driver):
         proofs: DeviceProofVerifier | None = None,
         observer: FlowObserver | None = None,
         passkeys: PasskeyVerifier | None = None,
+        second_factors: SecondFactorVerifier | None = None,
     ) -> None:
         super().__init__(
             keyring,
@@ -640,6 +686,7 @@ class Flow(_Driver):
             proofs=proofs,
             observer=observer,
             passkeys=passkeys,
+            second_factors=second_factors,
         )
 
     def decide(self, request: Request, *, now: float | None = None) -> Decision:
@@ -674,6 +721,21 @@ class Flow(_Driver):
         """
         steps = self._core.login(request, self._now(now), self._random)
         return self._observed(FlowOperation.LOGIN, request, self._run(steps))
+
+    def step_up(self, request: Request, *, now: float | None = None) -> Decision:
+        """Raise the assurance of the request's session (see :class:`~tokenflow.Requirement`).
+
+        ``request`` carries the session's refresh cookie and credentials for
+        its user: :class:`~tokenflow.SecondFactorCredentials` (assurance level
+        2), :class:`~tokenflow.PasswordCredentials` (a fresh ``auth_time``) or
+        :class:`~tokenflow.PasskeyCredentials`. Reissue on success: the same
+        session, rotated with the raised ``aal``/``amr``/``auth_time``; no
+        other session changes. Unauthorized (no cookie cleared) when the
+        credentials are refused or name another user; TooManyRequests when
+        throttled.
+        """
+        steps = self._core.step_up(request, self._now(now), self._random)
+        return self._observed(FlowOperation.STEP_UP, request, self._run(steps))
 
     def start_provider_login(
         self, request: Request, provider: str, *, next_path: str = "/", now: float | None = None
@@ -792,6 +854,7 @@ class AsyncFlow(_Driver):
         proofs: DeviceProofVerifier | None = None,
         observer: FlowObserver | None = None,
         passkeys: AsyncPasskeyVerifier | None = None,
+        second_factors: AsyncSecondFactorVerifier | None = None,
     ) -> None:
         if port_timeout is not None and (
             isinstance(port_timeout, bool)
@@ -812,6 +875,7 @@ class AsyncFlow(_Driver):
             proofs=proofs,
             observer=observer,
             passkeys=passkeys,
+            second_factors=second_factors,
         )
         self._timeout = port_timeout
 
@@ -836,6 +900,11 @@ class AsyncFlow(_Driver):
         """Log in with ``request.credentials`` (see :meth:`Flow.login`)."""
         steps = self._core.login(request, self._now(now), self._random)
         return self._observed(FlowOperation.LOGIN, request, await self._run(steps))
+
+    async def step_up(self, request: Request, *, now: float | None = None) -> Decision:
+        """Raise the assurance of the request's session (see :meth:`Flow.step_up`)."""
+        steps = self._core.step_up(request, self._now(now), self._random)
+        return self._observed(FlowOperation.STEP_UP, request, await self._run(steps))
 
     async def start_provider_login(
         self, request: Request, provider: str, *, next_path: str = "/", now: float | None = None

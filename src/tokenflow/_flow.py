@@ -150,13 +150,21 @@ from ._model import (
     Request,
     ReuseDetected,
     ReuseDetectedReason,
+    SecondFactorChallenged,
+    SecondFactorCredentials,
+    SecondFactorRequired,
+    SecondFactorVerified,
     SessionRevoked,
     SessionRevokedReason,
+    SteppedUp,
+    StepUpRequired,
     TokenRejected,
     TooManyRequests,
     Unauthorized,
     UnauthorizedReason,
     Unavailable,
+    aal_of,
+    auth_time_of,
 )
 from ._sessions import (
     SALT_BYTES,
@@ -169,7 +177,14 @@ from ._sessions import (
     derive_successor,
     verifier_of,
 )
-from ._throttle import FailureCount, account_key, address_key, is_username_key, username_key
+from ._throttle import (
+    FailureCount,
+    account_key,
+    address_key,
+    is_username_key,
+    second_factor_key,
+    username_key,
+)
 from ._token import Purpose, TokenCodec
 from ._transactions import (
     TRANSACTION_TTL,
@@ -180,12 +195,22 @@ from ._transactions import (
     seal_transaction,
     transaction_cookie_name,
 )
-from .ports import ExternalIdentity, Identity, PasskeyFailure, PasskeyLogin, PasskeyRefused
+from .ports import (
+    ExternalIdentity,
+    Identity,
+    PasskeyFailure,
+    PasskeyLogin,
+    PasskeyRefused,
+    SecondFactorAccepted,
+    SecondFactorFailure,
+    SecondFactorRefused,
+)
 
 __all__ = ["FlowCore", "Need", "PortError"]
 
 _ACCESS: Final = Purpose.ACCESS
 _REFRESH: Final = Purpose.REFRESH
+_PARTIAL: Final = Purpose.PARTIAL_LOGIN
 _SESSION_ID_BYTES: Final = 16
 _MAX_NOW: Final = 2.0**62
 _RESERVE_TRIES: Final = 16
@@ -362,6 +387,61 @@ def _amr_of(value: object) -> tuple[str, ...] | None:
 
 # -- end passkeys ----------------------------------------------------------------
 
+# -- second factors (issue 22) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FactorsOf:
+    """Ask the second-factor verifier which confirmed second factors an account has."""
+
+    user_id: str
+    port: str = "second_factors"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySecondFactor:
+    """Ask the second-factor verifier to check a code and consume it, atomically."""
+
+    user_id: str
+    code: str = field(repr=False)
+    now: float
+    port: str = "second_factors"
+
+
+_AMR_OTP: Final = ("otp",)
+_MAX_SECOND_FACTOR_CHARS: Final = 64
+"""The longest code sent on to the verifier (a recovery code with separators is ~20)."""
+_PARTIAL_COOKIE: Final = "tf-2fa"
+
+
+@dataclass(frozen=True, slots=True)
+class _Assurance:
+    """How a session's user authenticated, sealed into both of its tokens.
+
+    ``amr`` (RFC 8176 method references; None for a token sealed before
+    tokens carried it), ``aal`` (1 or 2; 1 for a token without it) and
+    ``auth_time`` (the last authentication, whole seconds; None when unknown).
+    Every rotation carries it over unchanged; only a login or a step-up
+    makes a new one.
+    """
+
+    amr: tuple[str, ...] | None
+    aal: int = 1
+    auth_time: int | None = None
+
+
+_UNKNOWN_ASSURANCE: Final = _Assurance(None)
+
+
+def _merged_amr(first: tuple[str, ...] | None, added: tuple[str, ...]) -> tuple[str, ...]:
+    """``first`` then the methods of ``added`` it lacks, at most _AMR_LIMIT of them."""
+    merged = list(first or ())
+    merged.extend(m for m in added if m not in merged)
+    return tuple(merged[:_AMR_LIMIT])
+
+
+# -- end second factors ---------------------------------------------------------------
+
 
 # OpenID Connect authorization-code flow (issue 20) ------------------------------
 
@@ -412,6 +492,8 @@ Need: TypeAlias = (
     | VerifyPasskey
     | AuthorizationRequest
     | ExchangeCode
+    | FactorsOf
+    | VerifySecondFactor
 )
 Steps: TypeAlias = Generator[Need, Any, Decision]
 
@@ -462,6 +544,7 @@ class FlowCore:
         "_passwords",
         "_policy",
         "_providers",
+        "_second_factors",
         "_throttle",
         "_transaction_policy",
         "_transaction_post_policy",
@@ -480,6 +563,7 @@ class FlowCore:
         passkeys: bool = False,
         code_providers: frozenset[str] = frozenset(),
         form_post_providers: frozenset[str] = frozenset(),
+        second_factors: bool = False,
     ) -> None:
         self._codec = codec
         self._config = config
@@ -493,6 +577,7 @@ class FlowCore:
         # to (``account_key``): the throttle then counts per account.
         self._accounts = accounts
         self._passkeys = passkeys
+        self._second_factors = second_factors
         # Providers whose client runs the authorization-code flow. Their
         # transaction cookies are always SameSite=Lax: the callback is a
         # cross-site navigation from the provider, which Strict would strip.
@@ -567,7 +652,13 @@ class FlowCore:
                 # Only tokens this flow minted name a session; any other
                 # access-purpose token sealed with the same ring is refused.
                 if type(claims.get("sid")) is str:
-                    return Process(claims)
+                    requirement = request.requirement
+                    if requirement is None or requirement.is_met(
+                        aal_of(claims), auth_time_of(claims), now
+                    ):
+                        return Process(claims)
+                    # Signed in, but not well enough for this route: step up.
+                    return StepUpRequired(requirement)
                 rejected = TokenRejected(_ACCESS, InvalidTokenReason.BAD_CLAIMS)
         # Past the hot path: the event list is only built for requests that go on.
         events: list[Event] = [] if rejected is None else [rejected]
@@ -617,10 +708,12 @@ class FlowCore:
             if pending.refresh is not None:
                 outcome = yield from self._refresh(pending.refresh, now, random, events)
                 if not isinstance(outcome, UnauthorizedReason):
-                    return outcome
+                    return self._required(request, outcome, now)
                 reason = outcome
             if request.credentials is not None:
                 login = yield from self._login(request, now, random, events)
+                if isinstance(login, Reissue):
+                    return self._required(request, login, now)
                 if not isinstance(login, UnauthorizedReason):
                     return login
                 reason = login
@@ -628,6 +721,17 @@ class FlowCore:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
         return self._unauthorized(reason, pending.sent, events)
+
+    @staticmethod
+    def _required(request: Request, reissue: Reissue, now: float) -> Reissue | StepUpRequired:
+        """A Reissue, or StepUpRequired when its claims fall short of the request's
+        requirement. The new tokens go out either way: a rotation happened, and
+        dropping its cookies would leave the browser holding a spent token."""
+        requirement = request.requirement
+        claims = reissue.claims
+        if requirement is None or requirement.is_met(aal_of(claims), auth_time_of(claims), now):
+            return reissue
+        return StepUpRequired(requirement, reissue.set_cookies, reissue.events)
 
     def _unauthorized(
         self, reason: UnauthorizedReason, sent: tuple[bool, bool], events: list[Event]
@@ -646,10 +750,11 @@ class FlowCore:
         opened = self._open_refresh_generation(token, now, events)
         if opened is None:
             return UnauthorizedReason.NO_CREDENTIALS
-        user_id, session_id, secret, generation, amr = opened
+        user_id, session_id, secret, generation, assurance = opened
         rotated = yield from self._rotate(
-            user_id, session_id, secret, now, random, events, None, generation=generation, amr=amr
-        )
+            user_id, session_id, secret, now, random, events, None,
+            generation=generation, assurance=assurance,
+        )  # fmt: skip
         if isinstance(rotated, UnauthorizedReason):
             return rotated
         assert not isinstance(rotated, _Replayed)  # only a device proof can be replayed
@@ -657,14 +762,16 @@ class FlowCore:
 
     def _open_refresh_generation(
         self, token: str, now: float, events: list[Event]
-    ) -> tuple[str, str, bytes, int | None, tuple[str, ...] | None] | None:
-        """``(user id, session id, secret, generation, amr)`` of a refresh token, or
-        None (event added).
+    ) -> tuple[str, str, bytes, int | None, _Assurance] | None:
+        """``(user id, session id, secret, generation, assurance)`` of a refresh
+        token, or None (event added).
 
         The generation (``gen``) is None for a token sealed before tokens
         carried it; it is authenticated like every claim, so a token proves
         that its session reached that generation. ``amr`` (how the session's
-        login was made) is None for a token sealed before tokens carried it.
+        login was made) is None for a token sealed before tokens carried it;
+        so are ``aal`` (then 1) and ``auth_time`` (then None). Present but
+        malformed, any of them refuses the token (BAD_CLAIMS).
         """
         try:
             claims = self._codec.open(_REFRESH, token, now=now)
@@ -677,15 +784,20 @@ class FlowCore:
         generation = claims.get("gen")
         sealed_amr = claims.get("amr")
         amr = None if sealed_amr is None else _amr_of(sealed_amr)
+        aal = claims.get("aal", 1)
+        auth_time = claims.get("auth_time")
         if (
             type(session_id) is not str
             or secret is None
             or (generation is not None and (type(generation) is not int or generation < 0))
             or (sealed_amr is not None and amr is None)
+            or type(aal) is not int
+            or aal not in (1, 2)
+            or (auth_time is not None and (type(auth_time) is not int or auth_time < 0))
         ):
             events.append(TokenRejected(_REFRESH, InvalidTokenReason.BAD_CLAIMS))
             return None
-        return user_id, session_id, secret, generation, amr
+        return user_id, session_id, secret, generation, _Assurance(amr, aal, auth_time)
 
     def _rotate(
         self,
@@ -699,7 +811,7 @@ class FlowCore:
         proof_issued: float | None = None,
         *,
         generation: int | None = None,
-        amr: tuple[str, ...] | None = None,
+        assurance: _Assurance = _UNKNOWN_ASSURANCE,
     ) -> Generator[Need, Any, tuple[Reissue, bytes] | UnauthorizedReason | _Replayed]:
         """Step 2 past the token: reload the user, rotate, map the store's outcome.
 
@@ -712,7 +824,8 @@ class FlowCore:
         issued after that rotation, so replaying the request that made it
         yields nothing. Success is the decision and the verifier of the
         refresh token it hands out.
-        ``amr`` is the refresh token's, sealed into both new tokens unchanged.
+        ``assurance`` (``amr``, ``aal``, ``auth_time``) is the refresh token's,
+        sealed into both new tokens unchanged (a step-up passes a raised one).
         """
         # Reload the user before rotating: a disabled user's session ends here,
         # and a directory failure leaves the session untouched.
@@ -736,7 +849,7 @@ class FlowCore:
         expected = None if generation is None else generation + 1
         minted = self._mint(
             identity, user_id, session_id, successor, iat,
-            iat + config.access_ttl, int(now + config.refresh_idle_ttl), expected, amr,
+            iat + config.access_ttl, int(now + config.refresh_idle_ttl), expected, assurance,
         )  # fmt: skip
         rotation = Rotation(
             session_id=session_id,
@@ -774,7 +887,7 @@ class FlowCore:
             ):
                 minted = self._mint(
                     identity, user_id, session_id, successor, iat, access_exp, refresh_exp,
-                    session.generation, amr,
+                    session.generation, assurance,
                 )  # fmt: skip
             events.append(Refreshed(user_id, session_id, session.generation, grace))
             return Reissue(minted.claims, minted.cookies, tuple(events)), verifier_of(successor)
@@ -820,8 +933,12 @@ class FlowCore:
 
     def _login(
         self, request: Request, now: float, random: Callable[[int], bytes], events: list[Event]
-    ) -> Generator[Need, Any, Reissue | TooManyRequests | UnauthorizedReason]:
+    ) -> Generator[
+        Need, Any, Reissue | TooManyRequests | SecondFactorRequired | UnauthorizedReason
+    ]:
         credentials: Credentials | None = request.credentials
+        if isinstance(credentials, SecondFactorCredentials):
+            return (yield from self._second_factor_login(request, credentials, now, random, events))
         need: Need
         username: str | None = None
         # Headers for a successful login: where a provider sign-in returns to.
@@ -972,12 +1089,213 @@ class FlowCore:
             events.append(LoginFailed(LoginFailedReason.USER_DISABLED, method))
             return UnauthorizedReason.LOGIN_FAILED
         if keys:
-            # A success: the account's count starts over, and the address gets
-            # back the attempt it reserved (successes never slow an address).
-            user_keys = tuple(k for k in keys if is_username_key(k))
-            if user_keys:
-                yield ResetThrottle(user_keys)
-            yield from self._release(tuple(k for k in keys if not is_username_key(k)), now)
+            yield from self._succeeded(keys, now)
+        if self._second_factors and not isinstance(need, VerifyPasskey):
+            # Asked only now, once the first factor is right: a wrong password
+            # is answered, counted and timed as it always was, and an account
+            # without a second factor gets exactly the answers it always got.
+            factors = yield from self._factors_of(user_id)
+            if factors:
+                return self._challenge_second_factor(
+                    user_id, method, amr, factors, after, now, events
+                )
+        aal = 1
+        if (
+            amr is not None
+            and "user" in amr
+            and isinstance(need, VerifyPasskey)
+            and self._config.passkey_user_verification_is_second_factor
+        ):
+            # A passkey the authenticator unlocked with a PIN or biometrics is
+            # two factors in one: something held, and something known or been.
+            aal = 2
+        return (
+            yield from self._open_session(
+                identity, user_id, method, _Assurance(amr, aal, int(now)), request, now,
+                random, events, after,
+            )
+        )  # fmt: skip
+
+    # -- second factors (issue 22) ------------------------------------------------
+
+    def _factors_of(self, user_id: str) -> Generator[Need, Any, tuple[str, ...]]:
+        need = FactorsOf(user_id)
+        factors = yield need
+        if type(factors) is not tuple or not all(type(f) is str and f for f in factors):
+            raise PortError(need, TypeError("factors_of must return a tuple of str"))
+        return factors
+
+    @property
+    def partial_cookie_name(self) -> str:
+        """The cookie a partial login travels in (``__Host-tf-2fa`` by default)."""
+        return self._transaction_prefix + _PARTIAL_COOKIE
+
+    def partial_clearing(self) -> str:
+        """The ``Set-Cookie`` value that deletes the partial-login cookie."""
+        return render_clear_cookie(self.partial_cookie_name, self._policy)
+
+    def _challenge_second_factor(
+        self,
+        user_id: str,
+        method: str,
+        amr: tuple[str, ...] | None,
+        factors: tuple[str, ...],
+        after: tuple[tuple[str, str], ...],
+        now: float,
+        events: list[Event],
+    ) -> SecondFactorRequired:
+        """Step one of two: seal the partial login into its own cookie.
+
+        Sealed under its own purpose (PARTIAL_LOGIN in the associated data):
+        it never opens as an access or refresh token, nor they as it. It
+        names the user and the first factor, and lives second_factor_ttl.
+        """
+        iat = int(now)
+        ttl = self._config.second_factor_ttl
+        claims = {"sub": user_id, "iat": iat, "exp": iat + ttl, "m": method, "amr": list(amr or ())}
+        try:
+            value = self._codec.seal(_PARTIAL, claims)
+        except (TokenTooLarge, TypeError, ValueError, OverflowError) as exc:
+            raise PortError(FactorsOf(user_id), exc) from exc
+        cookie = render_set_cookie(
+            self.partial_cookie_name, value, max_age=ttl, policy=self._policy
+        )
+        events.append(SecondFactorChallenged(user_id, method, factors))
+        next_path = after[0][1] if after else None
+        return SecondFactorRequired(factors, (cookie,), tuple(events), next_path)
+
+    def _partial(self, request: Request, now: float) -> tuple[str, str, tuple[str, ...]] | None:
+        """``(user id, first factor's method, its amr)`` of the request's one live
+        partial-login cookie; None if none, several, forged or expired."""
+        values = list(dict.fromkeys(self._candidates(request, self.partial_cookie_name)))
+        if len(values) != 1:
+            return None
+        try:
+            claims = self._codec.open(_PARTIAL, values[0], now=now)
+        except InvalidToken:
+            return None
+        method, amr = claims.get("m"), _amr_of(claims.get("amr"))
+        if type(method) is not str or amr is None:
+            return None
+        return claims["sub"], method, amr
+
+    def _second_factor_keys(self, user_id: str, address: str | None) -> tuple[str, ...]:
+        if not self._throttle:
+            return ()
+        keys = [second_factor_key(user_id)]
+        if address:
+            keys.append(address_key(address))
+        return tuple(keys)
+
+    def _verify_code(
+        self,
+        user_id: str,
+        code: object,
+        address: str | None,
+        method: str,
+        now: float,
+        events: list[Event],
+    ) -> Generator[Need, Any, SecondFactorAccepted | TooManyRequests | UnauthorizedReason]:
+        """A second-factor code for ``user_id``: throttled per account, checked and
+        consumed by the verifier. The throttle reserves the attempt before the
+        code is checked, so simultaneous guesses are verified at most as often
+        as the policy allows."""
+        if (
+            not self._second_factors
+            or type(code) is not str
+            or not code
+            or len(code) > _MAX_SECOND_FACTOR_CHARS
+        ):
+            events.append(LoginFailed(LoginFailedReason.BAD_SECOND_FACTOR, method))
+            return UnauthorizedReason.LOGIN_FAILED
+        keys = self._second_factor_keys(user_id, address)
+        if keys:
+            wait = yield from self._reserve(keys, now)
+            if wait:
+                events.append(LoginThrottled(method, None, wait))
+                return TooManyRequests(wait, tuple(events))
+        need = VerifySecondFactor(user_id, code, now)
+        verdict = yield need
+        if type(verdict) is SecondFactorRefused and isinstance(verdict.reason, SecondFactorFailure):
+            # The reservation stands: it was this failure's count.
+            reason = (
+                LoginFailedReason.SECOND_FACTOR_REPLAYED
+                if verdict.reason is SecondFactorFailure.REPLAYED
+                else LoginFailedReason.BAD_SECOND_FACTOR
+            )
+            events.append(LoginFailed(reason, method))
+            return UnauthorizedReason.LOGIN_FAILED
+        if (
+            type(verdict) is not SecondFactorAccepted
+            or verdict.method not in ("totp", "recovery")
+            or type(verdict.amr) is not tuple
+            or _amr_of(list(verdict.amr)) is None
+        ):
+            raise PortError(
+                need,
+                TypeError("verify_second_factor must return SecondFactorAccepted or ...Refused"),
+            )
+        if keys:
+            yield from self._succeeded(keys, now)
+        left = verdict.recovery_codes_left
+        events.append(
+            SecondFactorVerified(user_id, verdict.method, left if type(left) is int else None)
+        )
+        return verdict
+
+    def _second_factor_login(
+        self,
+        request: Request,
+        credentials: SecondFactorCredentials,
+        now: float,
+        random: Callable[[int], bytes],
+        events: list[Event],
+    ) -> Generator[Need, Any, Reissue | TooManyRequests | UnauthorizedReason]:
+        """Step two of two: the partial-login cookie and a code open the session."""
+        partial = self._partial(request, now)
+        if partial is None:
+            events.append(LoginFailed(LoginFailedReason.NO_PARTIAL_LOGIN, "second_factor"))
+            return UnauthorizedReason.LOGIN_FAILED
+        user_id, method, first_amr = partial
+        verdict = yield from self._verify_code(
+            user_id, credentials.code, request.client_address, method, now, events
+        )
+        if not isinstance(verdict, SecondFactorAccepted):
+            return verdict
+        identity = yield from self._load_user(user_id)
+        if identity is None:
+            events.append(LoginFailed(LoginFailedReason.USER_DISABLED, method))
+            return UnauthorizedReason.LOGIN_FAILED
+        assurance = _Assurance(_merged_amr(first_amr, verdict.amr), 2, int(now))
+        return (
+            yield from self._open_session(
+                identity, user_id, method, assurance, request, now, random, events, ()
+            )
+        )
+
+    # -- end second factors ----------------------------------------------------
+
+    def _succeeded(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, None]:
+        """A verified attempt: the account's count starts over, and the address gets
+        back the attempt it reserved (successes never slow an address)."""
+        user_keys = tuple(k for k in keys if is_username_key(k))
+        if user_keys:
+            yield ResetThrottle(user_keys)
+        yield from self._release(tuple(k for k in keys if not is_username_key(k)), now)
+
+    def _open_session(
+        self,
+        identity: Identity,
+        user_id: str,
+        method: str,
+        assurance: _Assurance,
+        request: Request,
+        now: float,
+        random: Callable[[int], bytes],
+        events: list[Event],
+        after: tuple[tuple[str, str], ...],
+    ) -> Generator[Need, Any, Reissue]:
+        """The end of every login: a new session, both tokens, LoggedIn."""
         # A login always opens a fresh session under a fresh id: it never
         # continues or upgrades a session the client may already hold.
         config = self._config
@@ -1002,7 +1320,7 @@ class FlowCore:
             iat,
             *self._expiries(session, iat),
             0,
-            amr,
+            assurance,
         )
         yield CreateSession(NewSession(session, verifier_of(secret)))
         events.append(LoggedIn(user_id, session.session_id, method))
@@ -1098,15 +1416,16 @@ class FlowCore:
         access_exp: int,
         refresh_exp: int,
         generation: int | None,
-        amr: tuple[str, ...] | None = None,
+        assurance: _Assurance = _UNKNOWN_ASSURANCE,
     ) -> _Minted:
         """Seal both tokens and render their cookies.
 
         ``generation`` is the refresh token's (``gen``), sealed in so that a
         later rotation can tell a store that lost rotations from a replay;
         None leaves it out (sealed again once the store has answered).
-        ``amr`` (how the login was made) is sealed into both tokens when known:
-        the refresh token carries it to every later access token.
+        ``assurance`` is sealed into both tokens: ``aal`` always, ``amr`` and
+        ``auth_time`` when known. The refresh token carries them to every
+        later access token.
 
         The application claims come from the user directory, so claims that
         cannot be sealed (too large for the cookie, not JSON-serialisable) are
@@ -1128,8 +1447,7 @@ class FlowCore:
         }
         if generation is not None:
             refresh_claims["gen"] = generation
-        if amr is not None:
-            access_claims["amr"] = refresh_claims["amr"] = list(amr)
+        _seal_assurance(assurance, access_claims, refresh_claims)
         codec, policy = self._codec, self._policy
         try:
             access = codec.seal(_ACCESS, access_claims)
@@ -1176,6 +1494,12 @@ class FlowCore:
                 return Unauthorized(outcome, clear, tuple(events))
             if isinstance(outcome, TooManyRequests):
                 return outcome
+            if isinstance(outcome, SecondFactorRequired):
+                # Half a login: the sessions the cookies name stay as they are.
+                return replace(outcome, set_cookies=outcome.set_cookies + clear)
+            if isinstance(request.credentials, SecondFactorCredentials):
+                # The partial login is spent: its cookie goes.
+                clear = (self.partial_clearing(),)
             # Revoked after the new session exists: if the store fails here,
             # the answer is Unavailable and the old session is still whole.
             yield from self._end_carried(carried, SessionRevokedReason.REPLACED, now, events)
@@ -1183,6 +1507,138 @@ class FlowCore:
             events.append(PortFailed(failure.port, failure.error))
             return Unavailable(failure.error, failure.port, tuple(events))
         return Reissue(outcome.claims, outcome.set_cookies + clear, tuple(events), outcome.headers)
+
+    def step_up(self, request: Request, now: float, random: Callable[[int], bytes]) -> Steps:
+        """Raise the assurance of the request's session by re-authenticating its user.
+
+        The request carries the session's refresh cookie and credentials for
+        its user: a second-factor code (``aal`` 2, ``amr`` gains ``otp``), the
+        password (``auth_time`` renewed, ``aal`` kept) or a passkey (``aal`` 2
+        when its user verification counts as a second factor, else kept).
+        Guesses are throttled like logins. The SAME session's refresh token is
+        rotated with the new ``aal``, ``amr`` and ``auth_time`` and a new
+        access token minted: Reissue (event SteppedUp). No session is created
+        and no other device is logged out. Refused credentials, or credentials
+        of another user, are Unauthorized with no cookie cleared: the session
+        stays as it was.
+        """
+        _check_now(now)
+        forbidden = self._cross_origin(request)  # a step-up changes state, whatever its method
+        if forbidden is not None:
+            return forbidden
+        events: list[Event] = []
+        credentials = request.credentials
+        if credentials is None:
+            return Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
+        carried = self._carried_refresh(request, now, events)
+        if carried is None:
+            return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
+        user_id, session_id, secret, generation, assurance = carried
+        try:
+            raised = yield from self._reauthenticate(request, user_id, assurance, now, events)
+            if isinstance(raised, TooManyRequests):
+                return raised
+            if isinstance(raised, UnauthorizedReason):
+                return Unauthorized(raised, (), tuple(events))
+            how, assurance = raised
+            outcome = yield from self._rotate(
+                user_id, session_id, secret, now, random, events, None,
+                generation=generation, assurance=assurance,
+            )  # fmt: skip
+        except PortError as failure:
+            events.append(PortFailed(failure.port, failure.error))
+            return Unavailable(failure.error, failure.port, tuple(events))
+        if isinstance(outcome, UnauthorizedReason):
+            return Unauthorized(outcome, (), tuple(events))
+        assert not isinstance(outcome, _Replayed)  # only a device proof can be replayed
+        reissue = outcome[0]
+        events.append(SteppedUp(user_id, session_id, assurance.aal, how))
+        return Reissue(reissue.claims, reissue.set_cookies, tuple(events))
+
+    def _reauthenticate(
+        self,
+        request: Request,
+        user_id: str,
+        current: _Assurance,
+        now: float,
+        events: list[Event],
+    ) -> Generator[Need, Any, tuple[str, _Assurance] | TooManyRequests | UnauthorizedReason]:
+        """Verify a step-up's credentials for ``user_id``: how, and the raised assurance."""
+        credentials = request.credentials
+        stamp = int(now)
+        if isinstance(credentials, SecondFactorCredentials):
+            verdict = yield from self._verify_code(
+                user_id, credentials.code, request.client_address, "second_factor", now, events
+            )
+            if not isinstance(verdict, SecondFactorAccepted):
+                return verdict
+            return "second_factor", _Assurance(_merged_amr(current.amr, verdict.amr), 2, stamp)
+        if isinstance(credentials, PasswordCredentials):
+            username, password = credentials.username, credentials.password
+            if not self._passwords or type(username) is not str or type(password) is not str:
+                events.append(LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", None))
+                return UnauthorizedReason.LOGIN_FAILED
+            account: str | None = None
+            if self._throttle and self._accounts:
+                find = FindAccount(username)
+                account = yield find
+                if account is not None and (type(account) is not str or not account):
+                    raise PortError(
+                        find, TypeError("account_key must return a non-empty str or None")
+                    )
+            keys = self._throttle_keys(username, account, request.client_address)
+            if keys:
+                wait = yield from self._reserve(keys, now)
+                if wait:
+                    events.append(LoginThrottled("password", _clip(username), wait))
+                    return TooManyRequests(wait, tuple(events))
+            need = VerifyPassword(username, password)
+            verified = yield need
+            if verified is not None and (type(verified) is not str or not verified):
+                raise PortError(need, TypeError("a user id must be a non-empty str"))
+            if verified is None:
+                events.append(
+                    LoginFailed(LoginFailedReason.BAD_PASSWORD, "password", _clip(username))
+                )
+                return UnauthorizedReason.LOGIN_FAILED
+            if verified != user_id:
+                # Someone else's right password: counted as a failure (the
+                # reservation stands), and the session is left as it was.
+                events.append(
+                    LoginFailed(LoginFailedReason.WRONG_USER, "password", _clip(username))
+                )
+                return UnauthorizedReason.LOGIN_FAILED
+            if keys:
+                yield from self._succeeded(keys, now)
+            amr = _merged_amr(current.amr, _AMR_PASSWORD)
+            return "password", _Assurance(amr, current.aal, stamp)
+        if isinstance(credentials, PasskeyCredentials):
+            if not self._passkeys or type(credentials.response) is not str:
+                events.append(LoginFailed(LoginFailedReason.BAD_PASSKEY, "passkey"))
+                return UnauthorizedReason.LOGIN_FAILED
+            passkey = VerifyPasskey(credentials.response, now)
+            login = yield passkey
+            if isinstance(login, PasskeyRefused) and isinstance(login.reason, PasskeyFailure):
+                events.extend(_passkey_refusal_events(login))
+                return UnauthorizedReason.LOGIN_FAILED
+            if (
+                type(login) is not PasskeyLogin
+                or type(login.amr) is not tuple
+                or _amr_of(list(login.amr)) is None
+            ):
+                raise PortError(
+                    passkey,
+                    TypeError("verify_assertion must return a PasskeyLogin or PasskeyRefused"),
+                )
+            if login.user_id != user_id:
+                events.append(LoginFailed(LoginFailedReason.WRONG_USER, "passkey"))
+                return UnauthorizedReason.LOGIN_FAILED
+            aal = current.aal
+            if "user" in login.amr and self._config.passkey_user_verification_is_second_factor:
+                aal = 2
+            return "passkey", _Assurance(_merged_amr(current.amr, login.amr), aal, stamp)
+        events.append(LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, type(credentials).__name__))
+        return UnauthorizedReason.LOGIN_FAILED
 
     # OpenID Connect authorization-code flow (issue 20) ------------------------
 
@@ -1405,7 +1861,7 @@ class FlowCore:
         carried = self._carried_refresh(request, now, events)
         if carried is None:
             return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
-        user_id, session_id, secret, _, amr = carried
+        user_id, session_id, secret, _, assurance = carried
         presented = verifier_of(secret)
         token = parse_session_response_header(request.session_response)
         if token is None:
@@ -1456,7 +1912,9 @@ class FlowCore:
                 return Unauthorized(UnauthorizedReason.DEVICE_PROOF, (), tuple(events))
             iat = int(now)
             access_exp = min(iat + self._config.access_ttl, int(info.absolute_expires_at))
-            claims, cookie = self._mint_access(identity, user_id, session_id, iat, access_exp, amr)
+            claims, cookie = self._mint_access(
+                identity, user_id, session_id, iat, access_exp, assurance
+            )
         except PortError as failure_:
             events.append(PortFailed(failure_.port, failure_.error))
             return Unavailable(failure_.error, failure_.port, tuple(events))
@@ -1493,7 +1951,7 @@ class FlowCore:
         carried = self._carried_refresh(request, now, events)
         if carried is None:
             return Unauthorized(UnauthorizedReason.NO_CREDENTIALS, (), tuple(events))
-        user_id, session_id, secret, generation, amr = carried
+        user_id, session_id, secret, generation, assurance = carried
         presented = verifier_of(secret)
         if request.session_id_header is not None and (
             parse_session_id_header(request.session_id_header) != session_id
@@ -1540,7 +1998,7 @@ class FlowCore:
                 proof.key,
                 checked,
                 generation=generation,
-                amr=amr,
+                assurance=assurance,
             )
         except PortError as failure_:
             events.append(PortFailed(failure_.port, failure_.error))
@@ -1580,9 +2038,9 @@ class FlowCore:
 
     def _carried_refresh(
         self, request: Request, now: float, events: list[Event]
-    ) -> tuple[str, str, bytes, int | None, tuple[str, ...] | None] | None:
+    ) -> tuple[str, str, bytes, int | None, _Assurance] | None:
         """The one refresh token the request carries, opened (user, session, secret,
-        generation, ``amr``); None if none or several."""
+        generation, assurance); None if none or several."""
         candidates = list(dict.fromkeys(self._candidates(request, self._names[1])))
         if len(candidates) != 1:
             if candidates:
@@ -1644,7 +2102,7 @@ class FlowCore:
         session_id: str,
         iat: int,
         access_exp: int,
-        amr: tuple[str, ...] | None,
+        assurance: _Assurance,
     ) -> tuple[dict[str, Any], str]:
         """A fresh access token alone (the bound cookie), and its Set-Cookie value."""
         claims: dict[str, Any] = {
@@ -1654,8 +2112,7 @@ class FlowCore:
             "iat": iat,
             "exp": access_exp,
         }
-        if amr is not None:
-            claims["amr"] = list(amr)
+        _seal_assurance(assurance, claims)
         try:
             access = self._codec.seal(_ACCESS, claims)
         except (TokenTooLarge, TypeError, ValueError, OverflowError) as exc:
@@ -1748,6 +2205,16 @@ def _passkey_refusal_events(refused: PasskeyRefused) -> list[Event]:
             AuthenticatorCloned(user_id, credential, counters[0], counters[1]),
         ]
     return [LoginFailed(LoginFailedReason.BAD_PASSKEY, "passkey")]
+
+
+def _seal_assurance(assurance: _Assurance, *claim_sets: dict[str, Any]) -> None:
+    """Put ``aal`` (always), ``amr`` and ``auth_time`` (when known) into claim sets."""
+    for claims in claim_sets:
+        claims["aal"] = assurance.aal
+        if assurance.amr is not None:
+            claims["amr"] = list(assurance.amr)
+        if assurance.auth_time is not None:
+            claims["auth_time"] = assurance.auth_time
 
 
 def _check_counts(need: CheckThrottle, counts: object) -> None:

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from ._dbsc import ProofFailure, instructions_json
-from ._errors import InvalidTokenReason
+from ._errors import ConfigError, InvalidTokenReason
 from ._http import RequestFacts, TrustedProxies, read_asgi, read_headers, read_wsgi
 from ._token import Purpose
 
@@ -57,10 +57,17 @@ __all__ = [
     "Refreshed",
     "Reissue",
     "Request",
+    "Requirement",
     "ReuseDetected",
     "ReuseDetectedReason",
+    "SecondFactorChallenged",
+    "SecondFactorCredentials",
+    "SecondFactorRequired",
+    "SecondFactorVerified",
     "SessionRevoked",
     "SessionRevokedReason",
+    "StepUpRequired",
+    "SteppedUp",
     "TokenRejected",
     "TooManyRequests",
     "Unauthorized",
@@ -100,6 +107,18 @@ class PasskeyCredentials:
     :mod:`tokenflow.passkeys`). The response never appears in ``repr``."""
 
     response: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorCredentials:
+    """A second-factor code (a TOTP code, or a recovery code), for the second step
+    of a login or for a step-up. The code never appears in ``repr``.
+
+    For a login, the request must also carry the partial-login cookie that the
+    first step's :class:`SecondFactorRequired` set.
+    """
+
+    code: str = field(repr=False)
 
 
 # -- OpenID Connect authorization-code flow (issue 20) ------------------------------
@@ -144,10 +163,50 @@ Credentials = (
     | AuthorizationCodeCredentials
     | ButtonCredentials
     | PasskeyCredentials
+    | SecondFactorCredentials
 )
 """What a login presents: annotate a handler's credentials with this union."""
 
 # -- request -------------------------------------------------------------------
+
+_MAX_AGE_LIMIT = 366 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """What a route requires of the session's authentication (step-up).
+
+    ``aal`` is the least authenticator assurance level (1: one factor; 2: two
+    factors, such as a password and a TOTP code); ``max_age`` (seconds, or
+    None) the longest time since the user last authenticated (``auth_time``).
+    Give one as :attr:`Request.requirement`: a session that falls short gets
+    :class:`StepUpRequired` instead of Process or Reissue. A token without
+    ``aal`` counts as level 1, and one without ``auth_time`` fails any
+    ``max_age`` (fail closed).
+    """
+
+    aal: int = 1
+    max_age: int | None = None
+
+    def __post_init__(self) -> None:
+        if type(self.aal) is not int or self.aal not in (1, 2):
+            raise ConfigError(f"Requirement.aal must be 1 or 2, not {self.aal!r}")
+        max_age = self.max_age
+        if max_age is not None and (type(max_age) is not int or not 0 < max_age <= _MAX_AGE_LIMIT):
+            raise ConfigError(
+                f"Requirement.max_age must be whole seconds between 1 and {_MAX_AGE_LIMIT}, "
+                f"or None, not {max_age!r}"
+            )
+
+    def is_met(self, aal: int, auth_time: int | None, now: float) -> bool:
+        """Whether a session of assurance level ``aal``, last authenticated at
+        ``auth_time`` (None: unknown), meets this requirement at ``now``."""
+        if aal < self.aal:
+            return False
+        if self.max_age is None:
+            return True
+        # A future auth_time (clock skew beyond reason, a forged claim) fails too.
+        return auth_time is not None and 0 <= now - auth_time <= self.max_age
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +241,8 @@ class Request:
     # JWT) and Sec-Secure-Session-Id header, for register/refresh_device.
     session_response: str | None = field(default=None, repr=False)
     session_id_header: str | None = None
+    # Step-up: what the route requires of the session (None: a signed-in user).
+    requirement: Requirement | None = None
 
     def __post_init__(self) -> None:
         # The host's adapter builds a Request, so a wrong type here is an
@@ -204,6 +265,8 @@ class Request:
                     f"Request.{name} must be str or None, not {type(value).__name__} "
                     "(decode header bytes as latin-1)"
                 )
+        if self.requirement is not None and type(self.requirement) is not Requirement:
+            raise TypeError("Request.requirement must be a Requirement or None")
         if self.cookies is not None and not isinstance(self.cookies, Mapping):
             raise TypeError("Request.cookies must be a mapping of cookie names to values")
         if not isinstance(self.metadata, Mapping) or not all(
@@ -292,6 +355,7 @@ class Request:
     _SET_CLIENT_ADDRESS,
     _SET_SESSION_RESPONSE,
     _SET_SESSION_ID_HEADER,
+    _SET_REQUIREMENT,
 ) = (
     Request.__dict__[name].__set__
     for name in (
@@ -306,6 +370,7 @@ class Request:
         "client_address",
         "session_response",
         "session_id_header",
+        "requirement",
     )
 )
 
@@ -316,6 +381,7 @@ def route_request(
     sec_fetch_site: str | None,
     origin: str | None,
     host: str | None,
+    requirement: Requirement | None = None,
 ) -> Request:
     """A Request from what :func:`tokenflow._http.read_asgi_route` read: the middleware's hot path.
 
@@ -323,7 +389,8 @@ def route_request(
     None), so the type checks of ``Request.__post_init__``, which cost about
     as much as opening the token, are skipped; anything else must use the
     ordinary constructor. The request carries no credentials, metadata or
-    client address: it serves ``decide`` only, never a login.
+    client address: it serves ``decide`` only, never a login. ``requirement``
+    is the route's (a :class:`Requirement` the middleware built, or None).
     """
     self = object.__new__(Request)
     # The slots' own descriptors: a frozen dataclass refuses setattr.
@@ -338,6 +405,7 @@ def route_request(
     _SET_CLIENT_ADDRESS(self, None)
     _SET_SESSION_RESPONSE(self, None)
     _SET_SESSION_ID_HEADER(self, None)
+    _SET_REQUIREMENT(self, requirement)
     return self
 
 
@@ -370,6 +438,16 @@ class LoginFailedReason(enum.Enum):
     """A sign-in button's post whose ``g_csrf_token`` body field and cookie differ."""
     PROVIDER_ERROR = "provider_error"
     """The provider answered the sign-in with ``error=`` (the user declined...)."""
+    BAD_SECOND_FACTOR = "bad_second_factor"
+    """The second-factor code was wrong or malformed, or the account has no second
+    factor (see :class:`tokenflow.ports.SecondFactorFailure`)."""
+    SECOND_FACTOR_REPLAYED = "second_factor_replayed"
+    """A right TOTP code whose time step was already used: a replayed code."""
+    NO_PARTIAL_LOGIN = "no_partial_login"
+    """A second-factor code came without a live partial-login cookie (none,
+    several, forged, or past ``FlowConfig.second_factor_ttl``)."""
+    WRONG_USER = "wrong_user"
+    """A step-up's credentials named another user than the session's."""
 
 
 class ReuseDetectedReason(enum.Enum):
@@ -575,6 +653,43 @@ class AuthenticatorCloned:
     presented: int
 
 
+@dataclass(frozen=True, slots=True)
+class SecondFactorChallenged:
+    """A first factor was right and the account has a second factor: the login
+    waits for it (:class:`SecondFactorRequired`). ``method`` is the first
+    factor's (``"password"`` or the provider name), ``factors`` the account's."""
+
+    user_id: str
+    method: str
+    factors: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorVerified:
+    """A second-factor code was accepted (and used up) for a login or a step-up.
+
+    ``method`` names the factor that matched (``"totp"`` or ``"recovery"``);
+    ``recovery_codes_left`` is set when a recovery code was used.
+    """
+
+    user_id: str
+    method: str
+    recovery_codes_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SteppedUp:
+    """A session's assurance was raised by a re-authentication (a step-up): its
+    refresh token was rotated with the new ``aal``, ``amr`` and ``auth_time``.
+    ``method`` is how the user re-authenticated (``"second_factor"``,
+    ``"password"`` or ``"passkey"``)."""
+
+    user_id: str
+    session_id: str
+    aal: int
+    method: str
+
+
 Event = (
     LoggedIn
     | LoginFailed
@@ -592,6 +707,9 @@ Event = (
     | BareRefreshRefused
     | PasskeyReplayed
     | AuthenticatorCloned
+    | SecondFactorChallenged
+    | SecondFactorVerified
+    | SteppedUp
 )
 """Every security event a decision can carry: match on the type, log what you need."""
 
@@ -634,6 +752,38 @@ class _Authenticated:
     def session_id(self) -> str:
         """The session the access token belongs to (the ``sid`` claim)."""
         return str(self.claims["sid"])
+
+    @property
+    def aal(self) -> int:
+        """The session's authenticator assurance level: 2 after two factors, else 1
+        (a token sealed without the ``aal`` claim counts as 1)."""
+        return aal_of(self.claims)
+
+    @property
+    def amr(self) -> tuple[str, ...]:
+        """How the user authenticated (RFC 8176 method references, the ``amr``
+        claim: ``("pwd", "otp")``...); empty for a token sealed without it."""
+        value = self.claims.get("amr")
+        if type(value) is not list or not all(type(v) is str for v in value):
+            return ()
+        return tuple(value)
+
+    @property
+    def auth_time(self) -> int | None:
+        """When the user last authenticated (seconds since the epoch, the
+        ``auth_time`` claim), or None for a token sealed without it."""
+        return auth_time_of(self.claims)
+
+
+def aal_of(claims: Mapping[str, Any]) -> int:
+    """The ``aal`` claim of sealed claims: 2 only when it says exactly 2, else 1."""
+    return 2 if type(claims.get("aal")) is int and claims["aal"] == 2 else 1
+
+
+def auth_time_of(claims: Mapping[str, Any]) -> int | None:
+    """The ``auth_time`` claim of sealed claims, or None when absent or not a whole number."""
+    value = claims.get("auth_time")
+    return value if type(value) is int and value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -780,6 +930,62 @@ class ProviderRedirect:
     status: ClassVar[Literal[302]] = 302
 
 
+@dataclass(frozen=True, slots=True)
+class SecondFactorRequired:
+    """401: the first factor was right and the account has a second factor.
+
+    Send ``set_cookies`` (the short-lived partial-login cookie) and ask the
+    user for a code of one of ``methods`` (``("totp",)``...); then call
+    :meth:`tokenflow.Flow.login` with :class:`SecondFactorCredentials` and
+    that cookie. No session exists yet: nothing else was minted or revoked.
+    ``next_path`` is where a provider sign-in meant to go afterwards (None
+    for other logins).
+    """
+
+    methods: tuple[str, ...]
+    set_cookies: tuple[str, ...] = field(repr=False)
+    events: tuple[Event, ...] = ()
+    next_path: str | None = None
+    status: ClassVar[Literal[401]] = 401
+
+
+@dataclass(frozen=True, slots=True)
+class StepUpRequired:
+    """401: the user is signed in, but the session falls short of the request's
+    :class:`Requirement` (too low an assurance level, or too long since the
+    last authentication).
+
+    Send ``set_cookies`` (a refresh may have rotated the tokens: they are
+    never dropped) and :attr:`www_authenticate` as ``WWW-Authenticate``, or
+    send a browser to your step-up page; :meth:`tokenflow.Flow.step_up`
+    raises the session's assurance.
+    """
+
+    requirement: Requirement
+    set_cookies: tuple[str, ...] = field(default=(), repr=False)
+    events: tuple[Event, ...] = ()
+    status: ClassVar[Literal[401]] = 401
+
+    @property
+    def www_authenticate(self) -> str:
+        """The RFC 9470 challenge: ``Bearer error="insufficient_user_authentication"``,
+        with ``acr_values="aal2"`` and/or ``max_age``."""
+        requirement = self.requirement
+        parts = ['Bearer error="insufficient_user_authentication"']
+        if requirement.aal > 1:
+            parts.append(
+                'error_description="A second factor is required"'
+                if requirement.max_age is None
+                else 'error_description="A recent authentication with a second factor is required"'
+            )
+            parts.append(f'acr_values="aal{requirement.aal}"')
+        else:
+            parts.append('error_description="A more recent authentication is required"')
+        if requirement.max_age is not None:
+            parts.append(f"max_age={requirement.max_age}")
+        return ", ".join(parts)
+
+
 Decision = (
     Process
     | Reissue
@@ -791,6 +997,8 @@ Decision = (
     | DeviceRegistered
     | DeviceProofRequired
     | ProviderRedirect
+    | SecondFactorRequired
+    | StepUpRequired
 )
 """Every answer a flow gives. Match on the type; each carries ``status``,
 ``set_cookies`` (send them all, whatever the status) and ``events``."""

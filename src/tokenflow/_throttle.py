@@ -178,6 +178,16 @@ def account_key(account: str) -> str:
     )
 
 
+def second_factor_key(user_id: str) -> str:
+    """The throttle key of an account's second-factor guesses.
+
+    An account key (so the username rule applies, and a success resets it)
+    in a namespace of its own: code guesses and password guesses are
+    counted apart, and neither can unlock the other.
+    """
+    return account_key("second-factor\x00" + user_id)
+
+
 def address_key(address: str) -> str:
     """The throttle key of a client address: the IPv4 address, or the IPv6 /64."""
     try:

@@ -122,10 +122,14 @@ class Purpose(enum.Enum):
 
     ACCESS = b"A"
     REFRESH = b"R"
+    PARTIAL_LOGIN = b"P"
+    """A login waiting for its second factor (the partial-login cookie): it names a
+    user whose first factor was verified, and never opens as a session."""
 
 
 _ACCESS: Final = Purpose.ACCESS
 _REFRESH: Final = Purpose.REFRESH
+_PARTIAL: Final = Purpose.PARTIAL_LOGIN
 
 
 # base64url -> standard alphabet; '+', '/' and '=' map to '*', which the strict
@@ -142,7 +146,7 @@ def derive_subkey(key: bytes, salt: bytes) -> bytes:
 class _Subkey:
     """A derived subkey with its AEAD object and both associated-data strings."""
 
-    __slots__ = ("ad_access", "ad_refresh", "aead", "overhead", "prefix", "sealed")
+    __slots__ = ("ad_access", "ad_partial", "ad_refresh", "aead", "overhead", "prefix", "sealed")
 
     def __init__(self, key: bytes, header: bytes, salt: bytes) -> None:
         self.aead = AESGCM(derive_subkey(key, salt))
@@ -150,6 +154,7 @@ class _Subkey:
         self.overhead = len(header) + NONCE_BYTES + TAG_BYTES
         self.ad_access = header + Purpose.ACCESS.value
         self.ad_refresh = header + Purpose.REFRESH.value
+        self.ad_partial = header + Purpose.PARTIAL_LOGIN.value
         # next(count) is atomic, so concurrent sealers never undercount.
         self.sealed = itertools.count()
 
@@ -189,7 +194,11 @@ class TokenCodec:
             raise ConfigError("TokenCodec needs a KeyRing; parse one with KeyRing.parse(...)")
         if isinstance(leeway, bool) or not isinstance(leeway, int) or not 0 <= leeway <= 300:
             raise ConfigError(f"leeway must be whole seconds between 0 and 300, not {leeway!r}")
-        names = {Purpose.ACCESS: "__Host-tf_access", Purpose.REFRESH: "__Host-tf_refresh"}
+        names = {
+            Purpose.ACCESS: "__Host-tf_access",
+            Purpose.REFRESH: "__Host-tf_refresh",
+            Purpose.PARTIAL_LOGIN: "__Host-tf-2fa",
+        }
         names.update(cookie_names or {})
         self._keyring = keyring
         self._leeway = leeway
@@ -266,7 +275,13 @@ class TokenCodec:
             sub.prefix
             + nonce
             + sub.aead.encrypt(
-                nonce, plain, sub.ad_access if purpose is _ACCESS else sub.ad_refresh
+                nonce,
+                plain,
+                sub.ad_access
+                if purpose is _ACCESS
+                else sub.ad_refresh
+                if purpose is _REFRESH
+                else sub.ad_partial,
             )
         )
         if len(raw) > self._max_raw:
@@ -335,6 +350,8 @@ class TokenCodec:
                 if purpose is _ACCESS
                 else sub.ad_refresh
                 if purpose is _REFRESH
+                else sub.ad_partial
+                if purpose is _PARTIAL
                 else b"",
             )
             if fresh:

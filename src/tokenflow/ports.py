@@ -17,7 +17,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ._dbsc import DeviceProof, ProofFailure
 from ._errors import ConfigError
@@ -30,6 +30,7 @@ __all__ = [
     "AsyncLoginThrottle",
     "AsyncPasskeyVerifier",
     "AsyncPasswordVerifier",
+    "AsyncSecondFactorVerifier",
     "AsyncSessionStore",
     "AsyncUserDirectory",
     "DeviceBindingStore",
@@ -45,12 +46,16 @@ __all__ = [
     "PasskeyRefused",
     "PasskeyVerifier",
     "PasswordVerifier",
+    "SecondFactorAccepted",
+    "SecondFactorFailure",
+    "SecondFactorRefused",
+    "SecondFactorVerifier",
     "SessionInfo",
     "SessionStore",
     "UserDirectory",
 ]
 
-RESERVED_CLAIMS = frozenset({"sub", "sid", "iat", "exp", "rs", "amr"})
+RESERVED_CLAIMS = frozenset({"sub", "sid", "iat", "exp", "rs", "amr", "aal", "auth_time"})
 """Claim names tokenflow sets itself; application claims may not use them."""
 
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
@@ -62,7 +67,8 @@ class Identity:
 
     ``claims`` are application claims (roles, tenant...) copied into every
     access token. They must be JSON-serialisable and may not use the names
-    tokenflow reserves (``sub``, ``sid``, ``iat``, ``exp``, ``rs``, ``amr``).
+    tokenflow reserves (``sub``, ``sid``, ``iat``, ``exp``, ``rs``, ``amr``,
+    ``aal``, ``auth_time``).
     """
 
     user_id: str
@@ -177,6 +183,86 @@ class AsyncPasskeyVerifier(Protocol):
 
     async def verify_assertion(self, response: str, *, now: float) -> PasskeyLogin | PasskeyRefused:
         """The verified login, or why it was refused."""
+        ...
+
+
+# -- second factors: what a second-factor verifier answers (tokenflow.mfa implements it) --
+
+
+class SecondFactorFailure(enum.Enum):
+    """Why a second-factor code was refused. For events and tests; the client sees 401."""
+
+    WRONG = "wrong"
+    """No factor of the account matched the code."""
+    REPLAYED = "replayed"
+    """A right TOTP code whose time step was already used (a replayed code)."""
+    NOT_ENROLLED = "not_enrolled"
+    """The account has no confirmed second factor."""
+    MALFORMED = "malformed"
+    """Not the shape of any code (a TOTP code is 6 ASCII digits; a recovery code
+    16 base32 characters, dashes and spaces ignored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorAccepted:
+    """A second-factor code that was right, and has now been used up.
+
+    ``method`` says which factor matched (``"totp"`` or ``"recovery"``);
+    ``amr`` are the method references (RFC 8176) it adds to the session
+    (``("otp",)``: a one-time password, for both). ``recovery_codes_left`` is
+    set when a recovery code was used: how many the account has left.
+    """
+
+    method: Literal["totp", "recovery"]
+    amr: tuple[str, ...]
+    recovery_codes_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorRefused:
+    """A refused second-factor code, and why."""
+
+    reason: SecondFactorFailure
+
+
+class SecondFactorVerifier(Protocol):
+    """An account's second factors (TOTP, recovery codes); :class:`tokenflow.mfa.SecondFactors`
+    is the implementation. Contract:
+
+    - ``factors_of`` names the account's *confirmed* second factors (``("totp",)``),
+      ``()`` when it has none: the flow then logs the user in on the first
+      factor alone, exactly as without second factors.
+    - ``verify_second_factor`` checks a TOTP or recovery code and **consumes it
+      atomically**: a TOTP time step is accepted at most once per account
+      (on any number of servers), a recovery code at most once. It returns
+      :class:`SecondFactorAccepted` or :class:`SecondFactorRefused`, and raises
+      only when it cannot decide (a store down).
+    - The flow throttles guesses per account before it calls
+      ``verify_second_factor``; the verifier need not count them.
+    """
+
+    def factors_of(self, user_id: str) -> tuple[str, ...]:
+        """The account's confirmed second factors, e.g. ``("totp",)``; ``()`` when it has none."""
+        ...
+
+    def verify_second_factor(
+        self, user_id: str, code: str, *, now: float
+    ) -> SecondFactorAccepted | SecondFactorRefused:
+        """Check a TOTP or recovery code and consume it, atomically."""
+        ...
+
+
+class AsyncSecondFactorVerifier(Protocol):
+    """The async variant of :class:`SecondFactorVerifier`, with the same contract."""
+
+    async def factors_of(self, user_id: str) -> tuple[str, ...]:
+        """The account's confirmed second factors, e.g. ``("totp",)``; ``()`` when it has none."""
+        ...
+
+    async def verify_second_factor(
+        self, user_id: str, code: str, *, now: float
+    ) -> SecondFactorAccepted | SecondFactorRefused:
+        """Check a TOTP or recovery code and consume it, atomically."""
         ...
 
 
