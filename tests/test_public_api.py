@@ -43,6 +43,8 @@ TOP_LEVEL = {
     "PasskeyCredentials",
     "AuthorizationCodeCredentials",
     "ButtonCredentials",
+    "SecondFactorCredentials",
+    "Requirement",
     # the decisions
     "Decision",
     "Process",
@@ -55,6 +57,8 @@ TOP_LEVEL = {
     "DeviceRegistered",
     "DeviceProofRequired",
     "ProviderRedirect",
+    "SecondFactorRequired",
+    "StepUpRequired",
     # errors
     "TokenflowError",
     "ConfigError",

@@ -643,8 +643,9 @@ class Flow(_Driver):
     enables passkey login; ``second_factors`` (a :class:`tokenflow.mfa.SecondFactors`)
     makes accounts with a second factor log in in two steps and enables
     :meth:`step_up` (it needs ``throttle``); ``throttle`` counts failed
-    logins and slows guessing down (see :class:`~tokenflow.ThrottlePolicy`). ``clock`` (seconds since the
-    epoch) is read once per call when no ``now`` is given. ``observer`` (a
+    logins and slows guessing down (see :class:`~tokenflow.ThrottlePolicy`).
+    ``clock`` (seconds since the epoch) is read once per call when no
+    ``now`` is given. ``observer`` (a
     :class:`FlowObserver`) sees every decision and every port call; without
     one, nothing is timed or reported.
 

@@ -38,8 +38,11 @@ from ._model import (
     RefreshEndedReason,
     ReuseDetected,
     ReuseDetectedReason,
+    SecondFactorChallenged,
+    SecondFactorVerified,
     SessionRevoked,
     SessionRevokedReason,
+    SteppedUp,
     TokenRejected,
     UnauthorizedReason,
 )
@@ -65,8 +68,11 @@ __all__ = [
     "Refreshed",
     "ReuseDetected",
     "ReuseDetectedReason",
+    "SecondFactorChallenged",
+    "SecondFactorVerified",
     "SessionRevoked",
     "SessionRevokedReason",
+    "SteppedUp",
     "TokenRejected",
     "UnauthorizedReason",
 ]

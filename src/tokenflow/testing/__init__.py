@@ -40,9 +40,11 @@ from .clock import FakeClock
 from .fakes import (
     AsyncFakeExternalTokenVerifier,
     AsyncFakePasswordVerifier,
+    AsyncFakeSecondFactors,
     AsyncFakeUserDirectory,
     FakeExternalTokenVerifier,
     FakePasswordVerifier,
+    FakeSecondFactors,
     FakeUserDirectory,
 )
 from .faults import AsyncFaultyStore, Fault, FaultyStore, InjectedFault
@@ -55,6 +57,7 @@ from .throttle_kit import check_async_login_throttle, check_login_throttle
 __all__ = [
     "AsyncFakeExternalTokenVerifier",
     "AsyncFakePasswordVerifier",
+    "AsyncFakeSecondFactors",
     "AsyncFakeUserDirectory",
     "AsyncFaultyStore",
     "AsyncRecordingStore",
@@ -62,6 +65,7 @@ __all__ = [
     "FakeClock",
     "FakeExternalTokenVerifier",
     "FakePasswordVerifier",
+    "FakeSecondFactors",
     "FakeUserDirectory",
     "Fault",
     "FaultyStore",

@@ -1,7 +1,8 @@
 """Fakes of the identity ports, for tests and demos.
 
 :class:`FakeUserDirectory`, :class:`FakePasswordVerifier`,
-:class:`FakeExternalTokenVerifier`, and their async faces (``AsyncFake...``).
+:class:`FakeExternalTokenVerifier`, :class:`FakeSecondFactors`, and their async
+faces (``AsyncFake...``).
 Each can be switched to ``unavailable`` to act out an outage.
 """
 
@@ -17,14 +18,22 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ..ports import ExternalIdentity, Identity
+from ..ports import (
+    ExternalIdentity,
+    Identity,
+    SecondFactorAccepted,
+    SecondFactorFailure,
+    SecondFactorRefused,
+)
 
 __all__ = [
     "AsyncFakeExternalTokenVerifier",
     "AsyncFakePasswordVerifier",
+    "AsyncFakeSecondFactors",
     "AsyncFakeUserDirectory",
     "FakeExternalTokenVerifier",
     "FakePasswordVerifier",
+    "FakeSecondFactors",
     "FakeUserDirectory",
 ]
 
@@ -328,3 +337,123 @@ class AsyncFakeExternalTokenVerifier:
     async def verify_token(self, token: str, *, now: float) -> ExternalIdentity | None:
         """See :meth:`FakeExternalTokenVerifier.verify_token`."""
         return self.sync.verify_token(token, now=now)
+
+
+_TOTP_PERIOD = 30
+_RECOVERY_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
+class FakeSecondFactors:
+    """An in-memory :class:`~tokenflow.ports.SecondFactorVerifier` for flow tests,
+    without ``pyotp``.
+
+    :meth:`enroll` gives a user a TOTP factor (a random per-user secret) and
+    recovery codes. :meth:`code_at` computes the user's right code for a
+    time (an HOTP of the 30-second time step, RFC 6238 style), so a test
+    never hard-codes one. It honours the port's contract: a code is accepted
+    for the current time step or one either side, each time step at most
+    once per user (only steps after the last one used: a replay is
+    ``REPLAYED``), each recovery code once; every check is atomic (one lock).
+    ``verified`` counts the calls of :meth:`verify_second_factor`. Set
+    ``unavailable`` to make every call raise :class:`ConnectionError`.
+    """
+
+    def __init__(self) -> None:
+        self.unavailable = False
+        self.verified = 0
+        self._lock = threading.Lock()
+        self._secrets: dict[str, bytes] = {}
+        self._last_step: dict[str, int] = {}
+        self._recovery: dict[str, set[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"FakeSecondFactors(users={len(self._secrets)})"
+
+    def enroll(self, user_id: str, *, recovery_codes: int = 10) -> tuple[str, ...]:
+        """Give ``user_id`` a TOTP factor and ``recovery_codes`` fresh recovery codes,
+        returned (16 base32 characters each, shown as ``xxxx-xxxx-xxxx-xxxx``)."""
+        alphabet = sorted(_RECOVERY_ALPHABET)
+        codes = tuple(
+            "".join(secrets.choice(alphabet) for _ in range(16)) for _ in range(recovery_codes)
+        )
+        with self._lock:
+            self._secrets[user_id] = secrets.token_bytes(20)
+            self._last_step.pop(user_id, None)
+            self._recovery[user_id] = set(codes)
+        return tuple("-".join(c[i : i + 4] for i in range(0, 16, 4)) for c in codes)
+
+    def remove(self, user_id: str) -> None:
+        """Take every second factor of ``user_id`` away."""
+        with self._lock:
+            self._secrets.pop(user_id, None)
+            self._last_step.pop(user_id, None)
+            self._recovery.pop(user_id, None)
+
+    def code_at(self, user_id: str, now: float) -> str:
+        """The user's right TOTP code at ``now`` (KeyError if not enrolled)."""
+        with self._lock:
+            secret = self._secrets[user_id]
+        return self._code(secret, int(now // _TOTP_PERIOD))
+
+    @staticmethod
+    def _code(secret: bytes, step: int) -> str:
+        digest = hmac.digest(secret, step.to_bytes(8, "big"), "sha1")
+        offset = digest[-1] & 0x0F
+        value = int.from_bytes(digest[offset : offset + 4], "big") & 0x7FFFFFFF
+        return f"{value % 1_000_000:06d}"
+
+    def factors_of(self, user_id: str) -> tuple[str, ...]:
+        """``("totp",)`` for an enrolled user, else ``()``."""
+        if self.unavailable:
+            raise _unavailable(self)
+        with self._lock:
+            return ("totp",) if user_id in self._secrets else ()
+
+    def verify_second_factor(
+        self, user_id: str, code: str, *, now: float
+    ) -> SecondFactorAccepted | SecondFactorRefused:
+        """Check a TOTP or recovery code and consume it (see the class docstring)."""
+        if self.unavailable:
+            raise _unavailable(self)
+        with self._lock:
+            self.verified += 1
+            secret = self._secrets.get(user_id)
+            if secret is None:
+                return SecondFactorRefused(SecondFactorFailure.NOT_ENROLLED)
+            if len(code) == 6 and code.isascii() and code.isdigit():
+                step = int(now // _TOTP_PERIOD)
+                for candidate in (step - 1, step, step + 1):
+                    if hmac.compare_digest(self._code(secret, candidate), code):
+                        if candidate <= self._last_step.get(user_id, -1):
+                            return SecondFactorRefused(SecondFactorFailure.REPLAYED)
+                        self._last_step[user_id] = candidate
+                        return SecondFactorAccepted("totp", ("otp",))
+                return SecondFactorRefused(SecondFactorFailure.WRONG)
+            compact = code.replace("-", "").replace(" ", "").upper()
+            if len(compact) != 16 or not set(compact) <= _RECOVERY_ALPHABET:
+                return SecondFactorRefused(SecondFactorFailure.MALFORMED)
+            left = self._recovery[user_id]
+            if compact not in left:
+                return SecondFactorRefused(SecondFactorFailure.WRONG)
+            left.discard(compact)
+            return SecondFactorAccepted("recovery", ("otp",), len(left))
+
+
+class AsyncFakeSecondFactors:
+    """The async face of a :class:`FakeSecondFactors` (shared state)."""
+
+    def __init__(self, sync: FakeSecondFactors | None = None) -> None:
+        self.sync = sync if sync is not None else FakeSecondFactors()
+
+    def __repr__(self) -> str:
+        return f"AsyncFakeSecondFactors({self.sync!r})"
+
+    async def factors_of(self, user_id: str) -> tuple[str, ...]:
+        """See :meth:`FakeSecondFactors.factors_of`."""
+        return self.sync.factors_of(user_id)
+
+    async def verify_second_factor(
+        self, user_id: str, code: str, *, now: float
+    ) -> SecondFactorAccepted | SecondFactorRefused:
+        """See :meth:`FakeSecondFactors.verify_second_factor`."""
+        return self.sync.verify_second_factor(user_id, code, now=now)
