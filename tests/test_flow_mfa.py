@@ -191,7 +191,8 @@ def test_a_wrong_password_on_an_enrolled_account_is_the_ordinary_401_and_asks_no
     answers = [shape(w.flow.login(post(w.browser(), WRONG))) for w in (enrolled, plain)]
     assert answers[0] == answers[1]
     assert answers[0][0] is Unauthorized
-    assert enrolled.factors.asked == 0 and enrolled.factors.verified == 0
+    assert enrolled.factors.asked == 0
+    assert enrolled.factors.verified == 0
 
 
 # -- two-step login -------------------------------------------------------------------
@@ -203,11 +204,14 @@ def test_a_right_password_on_an_enrolled_account_asks_for_the_second_factor() ->
     browser = world.browser()
     first = world.flow.login(post(browser, ALICE))
     assert isinstance(first, SecondFactorRequired)
-    assert first.status == 401 and first.methods == ("totp",)
+    assert first.status == 401
+    assert first.methods == ("totp",)
     assert [type(e) for e in first.events] == [SecondFactorChallenged]
     assert first.events[0] == SecondFactorChallenged("alice", "password", ("totp",))
     (cookie,) = first.set_cookies
-    assert cookie.startswith(PARTIAL + "=") and "Max-Age=300" in cookie and "HttpOnly" in cookie
+    assert cookie.startswith(PARTIAL + "=")
+    assert "Max-Age=300" in cookie
+    assert "HttpOnly" in cookie
     assert world.live() == []  # no session yet
     browser.receive(first.set_cookies)
     # The partial cookie is no session.
@@ -218,7 +222,7 @@ def test_a_right_password_on_an_enrolled_account_asks_for_the_second_factor() ->
     assert second.claims["roles"] == ["admin"]
     assert [type(e) for e in second.events] == [SecondFactorVerified, LoggedIn]
     assert second.events[0] == SecondFactorVerified("alice", "totp", None)
-    assert any(c.startswith(PARTIAL + "=;") or c.startswith(PARTIAL + "=") and "Max-Age=0" in c
+    assert any(c.startswith(PARTIAL + "=;") or (c.startswith(PARTIAL + "=") and "Max-Age=0" in c)
                for c in second.set_cookies)  # fmt: skip
     browser.receive(second.set_cookies)
     assert PARTIAL not in browser.cookies()
@@ -242,7 +246,8 @@ def test_a_wrong_code_is_a_401_that_keeps_the_partial_login() -> None:
     browser.receive(first.set_cookies)
     wrong = "000000" if world.code() != "000000" else "111111"
     refused = world.flow.login(post(browser, SecondFactorCredentials(wrong)))
-    assert isinstance(refused, Unauthorized) and refused.set_cookies == ()
+    assert isinstance(refused, Unauthorized)
+    assert refused.set_cookies == ()
     assert LoginFailed(LoginFailedReason.BAD_SECOND_FACTOR, "password") in refused.events
     ok = world.flow.login(post(browser, SecondFactorCredentials(world.code())))
     assert isinstance(ok, Reissue)
@@ -269,7 +274,8 @@ def test_a_recovery_code_works_once() -> None:
     browser = world.browser()
     browser.receive(world.flow.login(post(browser, ALICE)).set_cookies)
     used = world.flow.login(post(browser, SecondFactorCredentials(codes[0])))
-    assert isinstance(used, Reissue) and used.aal == 2
+    assert isinstance(used, Reissue)
+    assert used.aal == 2
     assert SecondFactorVerified("alice", "recovery", 1) in used.events
     again = world.browser()
     again.receive(world.flow.login(post(again, ALICE)).set_cookies)
@@ -318,11 +324,13 @@ def test_passkey_logins_never_ask_for_a_second_factor_and_uv_counts_when_configu
         world = World(config=FlowConfig(passkey_user_verification_is_second_factor=counts))
         world.factors.enroll("alice")
         decision = world.flow.login(post(world.browser(), PasskeyCredentials("alice:hwk,user")))
-        assert isinstance(decision, Reissue) and decision.aal == expected
+        assert isinstance(decision, Reissue)
+        assert decision.aal == expected
         assert world.factors.asked == 0
         # Without user verification it is one factor either way.
         other = world.flow.login(post(world.browser(), PasskeyCredentials("alice:swk")))
-        assert isinstance(other, Reissue) and other.aal == 1
+        assert isinstance(other, Reissue)
+        assert other.aal == 1
 
 
 def test_second_factors_need_a_throttle_and_ports_of_the_right_kind() -> None:
@@ -352,7 +360,8 @@ def test_a_failing_second_factor_port_is_unavailable_and_changes_nothing() -> No
     world.factors.enroll("alice")
     world.factors.unavailable = True
     decision = world.flow.login(post(world.browser(), ALICE))
-    assert decision.status == 503 and decision.set_cookies == ()
+    assert decision.status == 503
+    assert decision.set_cookies == ()
     assert world.live() == []
 
 
@@ -461,7 +470,8 @@ def test_fifty_parallel_guesses_are_verified_at_most_as_often_as_the_limit(
     assert sum(isinstance(d, TooManyRequests) for d in answers) >= len(guesses) - free
     # Now even the right code waits: the throttle answers before the verifier.
     late = world.flow.login(post(browser, SecondFactorCredentials(right)), now=now)
-    assert isinstance(late, TooManyRequests) and world.factors.verified <= free
+    assert isinstance(late, TooManyRequests)
+    assert world.factors.verified <= free
     # Password guesses and code guesses are counted apart.
     assert isinstance(world.flow.login(post(world.browser(), ALICE), now=now), SecondFactorRequired)
 
@@ -482,11 +492,13 @@ def test_aal_amr_and_auth_time_survive_every_rotation() -> None:
         world.clock.advance(world.flow.config.access_ttl + 10)
         tab = browser.clone()
         refreshed = world.flow.decide(get(browser, AAL2))
-        assert isinstance(refreshed, Reissue) and assurance(refreshed) == sealed
+        assert isinstance(refreshed, Reissue)
+        assert assurance(refreshed) == sealed
         browser.receive(refreshed.set_cookies)
         # The predecessor inside the grace window gets the same successor, same claims.
         graced = world.flow.decide(tab.request())
-        assert isinstance(graced, Reissue) and assurance(graced) == sealed
+        assert isinstance(graced, Reissue)
+        assert assurance(graced) == sealed
         assert graced.session_id == login.session_id
     assert isinstance(world.flow.decide(get(browser, AAL2)), Process)
 
@@ -511,7 +523,8 @@ def test_requirements_check_aal_and_max_age() -> None:
     assert isinstance(world.flow.decide(get(browser, Requirement(max_age=60))), Process)
     world.clock.advance(61)
     short = world.flow.decide(get(browser, Requirement(max_age=60)))
-    assert isinstance(short, StepUpRequired) and short.status == 401
+    assert isinstance(short, StepUpRequired)
+    assert short.status == 401
     assert short.www_authenticate == (
         'Bearer error="insufficient_user_authentication", '
         'error_description="A more recent authentication is required", max_age=60'
@@ -561,8 +574,10 @@ def test_step_up_by_password_renews_auth_time_and_keeps_aal() -> None:
     world.clock.advance(600)
     assert isinstance(world.flow.decide(get(browser, Requirement(max_age=300))), StepUpRequired)
     stepped = world.flow.step_up(post(browser, ALICE))
-    assert isinstance(stepped, Reissue) and stepped.session_id == login.session_id
-    assert stepped.aal == 1 and stepped.auth_time == int(world.clock())
+    assert isinstance(stepped, Reissue)
+    assert stepped.session_id == login.session_id
+    assert stepped.aal == 1
+    assert stepped.auth_time == int(world.clock())
     browser.receive(stepped.set_cookies)
     assert isinstance(world.flow.decide(get(browser, Requirement(max_age=300))), Process)
 
@@ -580,7 +595,8 @@ def test_a_refused_step_up_clears_nothing_and_changes_nothing(credentials: Any) 
     if isinstance(credentials, SecondFactorCredentials) and credentials.code == world.code():
         credentials = SecondFactorCredentials("999999")
     refused = world.flow.step_up(post(browser, credentials))
-    assert isinstance(refused, Unauthorized) and refused.set_cookies == ()
+    assert isinstance(refused, Unauthorized)
+    assert refused.set_cookies == ()
     if credentials is BOB:
         assert LoginFailed(LoginFailedReason.WRONG_USER, "password", BOB.username) in refused.events
     assert world.live() == [login.session_id]

@@ -369,15 +369,18 @@ class FakeSecondFactors:
     def __repr__(self) -> str:
         return f"FakeSecondFactors(users={len(self._secrets)})"
 
-    def enroll(self, user_id: str, *, recovery_codes: int = 10) -> tuple[str, ...]:
+    def enroll(
+        self, user_id: str, *, recovery_codes: int = 10, secret: bytes | None = None
+    ) -> tuple[str, ...]:
         """Give ``user_id`` a TOTP factor and ``recovery_codes`` fresh recovery codes,
-        returned (16 base32 characters each, shown as ``xxxx-xxxx-xxxx-xxxx``)."""
+        returned (16 base32 characters each, shown as ``xxxx-xxxx-xxxx-xxxx``).
+        ``secret`` (default: 20 random bytes) lets two fakes agree on codes."""
         alphabet = sorted(_RECOVERY_ALPHABET)
         codes = tuple(
             "".join(secrets.choice(alphabet) for _ in range(16)) for _ in range(recovery_codes)
         )
         with self._lock:
-            self._secrets[user_id] = secrets.token_bytes(20)
+            self._secrets[user_id] = secret if secret is not None else secrets.token_bytes(20)
             self._last_step.pop(user_id, None)
             self._recovery[user_id] = set(codes)
         return tuple("-".join(c[i : i + 4] for i in range(0, 16, 4)) for c in codes)
