@@ -21,7 +21,7 @@ and :class:`ForwardedHeaders` (which proxy headers to believe),
 from .._cookies import parse_cookie_header
 from .._drivers import PendingDecision
 from .._http import ForwardedHeaders, TrustedProxies
-from ._shared import Auth, Endpoints, Required
+from ._shared import Auth, Endpoints, Required, Requirements
 
 __all__ = [
     "Auth",
@@ -29,6 +29,7 @@ __all__ = [
     "ForwardedHeaders",
     "PendingDecision",
     "Required",
+    "Requirements",
     "TrustedProxies",
     "parse_cookie_header",
 ]

@@ -44,6 +44,10 @@ from .._model import (
     ProviderRedirect,
     Reissue,
     Request,
+    Requirement,
+    SecondFactorCredentials,
+    SecondFactorRequired,
+    StepUpRequired,
     TooManyRequests,
     Unauthorized,
     UnauthorizedReason,
@@ -51,7 +55,7 @@ from .._model import (
 )
 from .._sessions import SessionInfo
 
-__all__ = ["Auth", "Endpoints", "Required"]
+__all__ = ["Auth", "Endpoints", "Required", "Requirements"]
 
 DEFAULT_MAX_BODY: Final = 16 * 1024
 """Login bodies are a few hundred bytes; an ID token a few kilobytes."""
@@ -270,6 +274,103 @@ def _base_predicate(required: object) -> Callable[[str], bool]:
     return matches
 
 
+Requirements: TypeAlias = "Mapping[str, Requirement] | None"
+"""What routes require of the session's authentication (step-up): path prefixes
+mapped to a :class:`~tokenflow.Requirement`, e.g. ``{"/admin/*":
+Requirement(aal=2), "/settings": Requirement(max_age=300)}``. A prefix covers
+itself and everything under it, like ``required`` (a trailing ``/*`` says so
+explicitly and changes nothing); every spelling of a path a router would read
+as the same is matched too. Where several match, all apply (the highest
+``aal``, the shortest ``max_age``). A path with a requirement also requires a
+signed-in user."""
+
+
+def _strictest(found: Sequence[Requirement]) -> Requirement | None:
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    ages = [r.max_age for r in found if r.max_age is not None]
+    return Requirement(max(r.aal for r in found), min(ages) if ages else None)
+
+
+def requirement_lookup(requirements: object) -> Callable[[str], Requirement | None] | None:
+    """The requirement of a path (None: none), for a middleware's ``requirements``
+    argument (validated; :class:`ConfigError` otherwise); None when there are none."""
+    if requirements is None:
+        return None
+    if not isinstance(requirements, Mapping):
+        raise ConfigError(
+            'requirements map path prefixes to Requirement values: {"/admin": Requirement(aal=2)}'
+        )
+    entries: list[tuple[Callable[[str], bool], Requirement]] = []
+    for prefix, requirement in requirements.items():
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ConfigError(f"requirement path prefixes start with '/': {prefix!r}")
+        if not isinstance(requirement, Requirement):
+            raise ConfigError(f"requirements[{prefix!r}] must be a tokenflow.Requirement")
+        root = prefix[:-2] if prefix.endswith("/*") else prefix
+        if "*" in root:
+            raise ConfigError(f"only a trailing '/*' is allowed in {prefix!r}")
+        entries.append((_base_predicate([root or "/"]), requirement))
+    if not entries:
+        return None
+    every = _strictest([r for _, r in entries])
+
+    def lookup(path: str) -> Requirement | None:
+        if _NORMAL.fullmatch(path) and path != "":
+            forms: Iterable[str] = (path,)
+        else:
+            readings = path_readings(path)
+            if readings is None:
+                # Too long or too deeply encoded to read: every requirement applies.
+                return every
+            forms = readings | {reading.lower() for reading in readings}
+        found = [r for matches, r in entries if any(matches(form) for form in forms)]
+        return _strictest(found)
+
+    return lookup
+
+
+def is_navigation(method: str, sec_fetch_mode: str | None, accept: str) -> bool:
+    """Whether a request is a browser navigation (a page load), which is sent to a
+    page rather than answered with a 401: ``Sec-Fetch-Mode: navigate``, or, from
+    a browser that does not send it, a GET asking for HTML."""
+    if method not in ("GET", "HEAD"):
+        return False
+    if sec_fetch_mode is not None:
+        return sec_fetch_mode == "navigate"
+    return "text/html" in accept.lower()
+
+
+def step_up_response(
+    decision: StepUpRequired, navigation: bool, endpoints: Endpoints, target: str
+) -> Response:
+    """The answer to a request that falls short of its route's requirement.
+
+    A browser navigation goes to ``endpoints.step_up_page`` (303, with
+    ``next`` = ``target`` when it is a same-site path); anything else, or
+    when no page is set, gets 401 with the RFC 9470 ``WWW-Authenticate``
+    challenge. The decision's cookies (a rotation's) go out either way.
+    """
+    page = endpoints.step_up_page
+    if navigation and page is not None:
+        next_path = safe_next(target, "")
+        location = page
+        if next_path:
+            location += ("&" if "?" in page else "?") + "next=" + quote(next_path, safe="/")
+        return redirect(location, decision.set_cookies)
+    requirement = decision.requirement
+    body = {
+        "error": "insufficient_user_authentication",
+        "aal": requirement.aal,
+        "max_age": requirement.max_age,
+    }
+    return json_response(
+        401, body, decision.set_cookies, [("www-authenticate", decision.www_authenticate)]
+    )
+
+
 # -- configuration of the built-in endpoints ---------------------------------
 
 
@@ -318,6 +419,21 @@ class Endpoints:
       which then goes to ``next`` signed in, or to ``login_page?error=...``
       (else a 401) when the sign-in failed.
 
+    * ``second_factor`` (served when the flow has ``second_factors=``): the
+      second step of a login, ``code`` (a TOTP or recovery code) and optional
+      ``next``, with the partial-login cookie the first step set. A login
+      whose account has a second factor answers the first step with 401
+      ``{"error": "second_factor_required", "methods": [...]}`` to JSON, or
+      for a form, a redirect to ``second_factor_page?next=...`` when it is set.
+    * ``step_up``: re-authenticate the signed-in session (see
+      :meth:`tokenflow.Flow.step_up`) with ``code``, or ``username`` and
+      ``password``, or ``passkey``; optional ``next``. A refused attempt
+      goes back to ``step_up_page`` with ``?error=step_up_failed`` (form)
+      or answers 401; no cookie is cleared.
+    * ``step_up_page``: where a browser navigation that falls short of its
+      route's requirement is sent (303, with ``next``); None answers it 401
+      with the ``WWW-Authenticate`` challenge like any API request.
+
     ``max_body`` bounds the bytes read from a request body (413 beyond it).
     """
 
@@ -330,6 +446,10 @@ class Endpoints:
     login_page: str | None = None
     max_body: int = DEFAULT_MAX_BODY
     providers: str | None = "/auth/oidc"
+    second_factor: str | None = "/auth/mfa/verify"
+    step_up: str | None = "/auth/step-up"
+    second_factor_page: str | None = None
+    step_up_page: str | None = None
     _routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -342,6 +462,10 @@ class Endpoints:
             "after_logout",
             "login_page",
             "providers",
+            "second_factor",
+            "step_up",
+            "second_factor_page",
+            "step_up_page",
         ):
             _check_path(name, getattr(self, name))
         if isinstance(self.max_body, bool) or not isinstance(self.max_body, int):
@@ -448,6 +572,8 @@ def refusal(decision: Decision) -> Response:
         return json_response(403, {"error": "cross_origin_request_refused"})
     if isinstance(decision, Unavailable):
         return json_response(503, {"error": "unavailable"}, extra=[("retry-after", "5")])
+    if isinstance(decision, StepUpRequired):
+        return step_up_response(decision, False, Endpoints(), "")
     return json_response(401, {"error": "unauthorized"}, decision.set_cookies)
 
 
@@ -498,6 +624,13 @@ class Decide:
 @dataclass(frozen=True, slots=True)
 class Login:
     """Operation: ``flow.login(request)``."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class StepUp:
+    """Operation: ``flow.step_up(request)``."""
 
     request: Request
 
@@ -579,6 +712,7 @@ class TransactionClearing:
 Operation: TypeAlias = (
     Decide
     | Login
+    | StepUp
     | Logout
     | SessionsOf
     | Revoke
@@ -717,6 +851,10 @@ def endpoint(
         return fields
     if kind == "login":
         return (yield from _login(request, fields, as_json, endpoints))
+    if kind == "mfa-verify":
+        return (yield from _second_factor(request, fields, as_json, endpoints))
+    if kind == "step-up":
+        return (yield from _step_up(request, fields, as_json, endpoints))
     if kind.startswith("pk-"):
         return (yield from _passkeys(kind, request, fields))
     if kind == "logout":
@@ -746,12 +884,102 @@ def _login(
             body = {"user_id": decision.user_id, "session_id": decision.session_id}
             return json_response(200, body, decision.set_cookies, decision.headers)
         return redirect(next_path, decision.set_cookies, decision.headers)
+    if isinstance(decision, SecondFactorRequired):
+        return _second_factor_required(decision, as_json, endpoints, next_path, ())
     if isinstance(decision, Unauthorized) and not as_json and endpoints.login_page is not None:
         kept = safe_next(raw_next, "") or None
         return redirect(_with_error(endpoints.login_page, "login_failed", kept))
     if isinstance(decision, Unauthorized):
         # A failed login leaves the current session alone: no cookie is cleared.
         return json_response(401, {"error": "login_failed"})
+    return refusal(decision)
+
+
+def _second_factor_required(
+    decision: SecondFactorRequired,
+    as_json: bool,
+    endpoints: Endpoints,
+    next_path: str,
+    extra_cookies: Sequence[str],
+) -> Response:
+    """The first step of a two-step login: the partial-login cookie, and the
+    way to the second step (a page for a form, 401 with the methods for JSON)."""
+    cookies = decision.set_cookies + tuple(
+        c for c in extra_cookies if c not in decision.set_cookies
+    )
+    page = endpoints.second_factor_page
+    if not as_json and page is not None:
+        location = page + ("&" if "?" in page else "?") + "next=" + quote(next_path, safe="/")
+        return redirect(location, cookies)
+    body = {"error": "second_factor_required", "methods": list(decision.methods)}
+    return json_response(401, body, cookies)
+
+
+def _second_factor(
+    request: Request, fields: Mapping[str, str], as_json: bool, endpoints: Endpoints
+) -> Steps:
+    """The second step of a login: a code and the partial-login cookie."""
+    code = fields.get("code")
+    raw_next = fields.get("next")
+    if code is None:
+        decision: Decision = Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
+    else:
+        decision = yield Login(replace(request, credentials=SecondFactorCredentials(code)))
+    if isinstance(decision, Reissue):
+        if as_json:
+            body = {"user_id": decision.user_id, "session_id": decision.session_id, "aal": 2}
+            return json_response(200, body, decision.set_cookies, decision.headers)
+        next_path = safe_next(raw_next, endpoints.after_login)
+        return redirect(next_path, decision.set_cookies, decision.headers)
+    if isinstance(decision, Unauthorized):
+        page = endpoints.second_factor_page
+        if not as_json and page is not None:
+            kept = safe_next(raw_next, "") or None
+            return redirect(_with_error(page, "second_factor_failed", kept))
+        # The partial login stays: a mistyped code can be typed again.
+        return json_response(401, {"error": "second_factor_failed"})
+    return refusal(decision)
+
+
+def _step_up_credentials(fields: Mapping[str, str]) -> Credentials | None:
+    code = fields.get("code")
+    if code is not None:
+        return SecondFactorCredentials(code)
+    username, password = fields.get("username"), fields.get("password")
+    if username is not None and password is not None:
+        return PasswordCredentials(username, password)
+    passkey = fields.get("passkey")
+    if passkey is not None:
+        return PasskeyCredentials(passkey)
+    return None
+
+
+def _step_up(
+    request: Request, fields: Mapping[str, str], as_json: bool, endpoints: Endpoints
+) -> Steps:
+    """Re-authenticate the signed-in session: the same session, raised assurance."""
+    credentials = _step_up_credentials(fields)
+    raw_next = fields.get("next")
+    if credentials is None:
+        decision: Decision = Unauthorized(UnauthorizedReason.NO_CREDENTIALS)
+    else:
+        decision = yield StepUp(replace(request, credentials=credentials))
+    if isinstance(decision, Reissue):
+        if as_json:
+            body = {
+                "session_id": decision.session_id,
+                "aal": decision.aal,
+                "auth_time": decision.auth_time,
+            }
+            return json_response(200, body, decision.set_cookies)
+        return redirect(safe_next(raw_next, endpoints.after_login), decision.set_cookies)
+    if isinstance(decision, Unauthorized):
+        page = endpoints.step_up_page
+        if not as_json and page is not None:
+            kept = safe_next(raw_next, "") or None
+            return redirect(_with_error(page, "step_up_failed", kept))
+        # A refused step-up leaves the session alone: no cookie is cleared.
+        return json_response(401, {"error": "step_up_failed"})
     return refusal(decision)
 
 
@@ -1129,6 +1357,9 @@ def _provider(kind: str, request: Request, incoming: Incoming, endpoints: Endpoi
             else:
                 others.append((name, value))
         return redirect(location, decision.set_cookies, others)
+    if isinstance(decision, SecondFactorRequired):
+        next_path = safe_next(decision.next_path, endpoints.after_login)
+        return _second_factor_required(decision, False, endpoints, next_path, clearing)
     cookies = decision.set_cookies + tuple(c for c in clearing if c not in decision.set_cookies)
     return _sign_in_failed(decision, endpoints, cookies)
 
@@ -1149,6 +1380,8 @@ def _button(provider: str, request: Request, incoming: Incoming, endpoints: Endp
         decision = yield Login(replace(request, credentials=credentials))
     if isinstance(decision, Reissue):
         return redirect(endpoints.after_login, decision.set_cookies, decision.headers)
+    if isinstance(decision, SecondFactorRequired):
+        return _second_factor_required(decision, False, endpoints, endpoints.after_login, ())
     return _sign_in_failed(decision, endpoints, ())
 
 
@@ -1177,9 +1410,10 @@ def routes_of(endpoints: Endpoints, flow: Any) -> Mapping[str, str]:
 
     The configured endpoints, the device-bound ones when the flow binds devices,
     the start and callback of each code-flow provider (and Google Identity
-    Services' button endpoint), and the passkey endpoints when it has passkeys.
+    Services' button endpoint), the passkey endpoints when it has passkeys, and
+    the second-factor and step-up endpoints when it has second factors.
     """
-    return routes_with_passkeys(
+    routes = routes_with_passkeys(
         routes_with_providers(
             routes_with_device_binding(endpoints, flow.config.device_binding),
             endpoints,
@@ -1191,3 +1425,13 @@ def routes_of(endpoints: Endpoints, flow: Any) -> Mapping[str, str]:
         endpoints,
         flow.passkeys,
     )
+    if flow.second_factors is None:
+        return routes
+    routes = dict(routes)
+    for path, kind in ((endpoints.second_factor, "mfa-verify"), (endpoints.step_up, "step-up")):
+        if path is None:
+            continue
+        if path in routes:
+            raise ConfigError(f"the endpoint path {path!r} is used twice")
+        routes[path] = kind
+    return routes

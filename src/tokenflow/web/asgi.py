@@ -28,8 +28,14 @@ decision, and then:
 * if the application raises before it starts its response, on a request
   whose decision carries cookies (a refresh), answers 500 itself with those
   cookies, then re-raises: the browser keeps its rotated session;
+* on a path that ``requirements`` maps to a :class:`~tokenflow.Requirement`,
+  answers a session that falls short itself: a browser navigation goes to
+  ``Endpoints.step_up_page`` (303, with ``next``), anything else gets 401
+  with the RFC 9470 ``WWW-Authenticate: Bearer
+  error="insufficient_user_authentication"`` challenge;
 * serves the login, logout and sessions endpoints of
-  :class:`~tokenflow.asgi.Endpoints`.
+  :class:`~tokenflow.asgi.Endpoints` (and the second-factor and step-up
+  ones when the flow has second factors).
 
 Takes an :class:`~tokenflow.AsyncFlow`, or a :class:`~tokenflow.Flow` whose
 store calls then run in a worker thread: the middleware calls the flow's
@@ -44,12 +50,13 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import replace
 from typing import Any, TypeAlias
 
 from .._drivers import AsyncFlow, Flow, PendingDecision
 from .._errors import ConfigError
 from .._http import TrustedProxies, read_asgi_route
-from .._model import Decision, Process, Request, route_request
+from .._model import Decision, Process, Request, StepUpRequired, route_request
 from ._shared import (
     Auth,
     Decide,
@@ -64,17 +71,22 @@ from ._shared import (
     RefreshDevice,
     RegisterDevice,
     Required,
+    Requirements,
     Response,
     Revoke,
     SessionsOf,
     StartProviderLogin,
     Steps,
+    StepUp,
     TransactionClearing,
     endpoint,
     for_route,
+    is_navigation,
     required_predicate,
+    requirement_lookup,
     routes_of,
     server_error,
+    step_up_response,
 )
 
 __all__ = ["ASGIApp", "Auth", "Endpoints", "TokenflowMiddleware", "auth_of"]
@@ -112,6 +124,8 @@ class TokenflowMiddleware:
     ``flow`` is an :class:`~tokenflow.AsyncFlow` or a :class:`~tokenflow.Flow`.
     ``required`` names the paths that need a signed-in user (a predicate on
     the path, or path prefixes); elsewhere anonymous requests pass through.
+    ``requirements`` maps path prefixes to what they require of the session
+    (:data:`tokenflow.web.Requirements`); such paths also require a user.
     ``endpoints`` places the built-in endpoints (``Endpoints(login=None, ...)``
     turns one off). ``proxies`` declares the reverse proxies whose forwarded
     headers are believed (none by default). ``on_decision`` is called with
@@ -131,6 +145,7 @@ class TokenflowMiddleware:
         "_on_decision",
         "_proxies",
         "_required",
+        "_requirement",
         "_routes",
     )
 
@@ -143,6 +158,7 @@ class TokenflowMiddleware:
         endpoints: Endpoints | None = None,
         proxies: TrustedProxies | None = None,
         on_decision: Callable[[Decision], object] | None = None,
+        requirements: Requirements = None,
     ) -> None:
         if not callable(app):
             raise ConfigError("TokenflowMiddleware wraps an ASGI application (a callable)")
@@ -162,6 +178,7 @@ class TokenflowMiddleware:
         self._endpoints = endpoints
         self._routes = routes_of(endpoints, flow)
         self._required = required_predicate(required, self._routes)
+        self._requirement = requirement_lookup(requirements)
         self._proxies = proxies
         self._on_decision = on_decision
 
@@ -183,6 +200,9 @@ class TokenflowMiddleware:
             request = read_asgi_route(scope, route_request)
         else:
             request = Request.from_asgi(scope, proxies=self._proxies)
+        requirement = None if self._requirement is None else self._requirement(path)
+        if requirement is not None:
+            request = replace(request, requirement=requirement)
         # Step 1 (a valid access token) needs no port, for either kind of
         # flow: it is answered here, on the loop, with nothing to append, and
         # the application's own send and response go through untouched.
@@ -200,7 +220,20 @@ class TokenflowMiddleware:
         decision = await self._finish(first)
         if self._on_decision is not None:
             self._on_decision(decision)
-        outcome = for_route(decision, self._required(path))
+        if type(decision) is StepUpRequired:
+            navigation = is_navigation(
+                scope.get("method", "GET"),
+                _header(scope, b"sec-fetch-mode"),
+                _header(scope, b"accept") or "",
+            )
+            target = scope["path"]
+            if scope.get("query_string"):
+                target += "?" + bytes(scope["query_string"]).decode("latin-1")
+            await _send_response(
+                send, step_up_response(decision, navigation, self._endpoints, target)
+            )
+            return
+        outcome = for_route(decision, requirement is not None or self._required(path))
         if isinstance(outcome, Response):
             await _send_response(send, outcome)
             return
@@ -264,11 +297,17 @@ class TokenflowMiddleware:
                 return done.value  # type: ignore[no-any-return]
             if isinstance(operation, ReadBody):
                 answer = await _read_body(receive, operation.limit)
-            elif isinstance(operation, (Decide, Login, Logout)):
+            elif isinstance(operation, (Decide, Login, Logout, StepUp)):
                 if isinstance(operation, Decide):
                     answer = await self._decide(operation.request)
                 else:
-                    name = "login" if isinstance(operation, Login) else "logout"
+                    name = (
+                        "login"
+                        if isinstance(operation, Login)
+                        else "step_up"
+                        if isinstance(operation, StepUp)
+                        else "logout"
+                    )
                     answer = await self._call(name, operation.request)
                 if self._on_decision is not None and type(answer) is not Process:
                     self._on_decision(answer)
@@ -306,6 +345,14 @@ class TokenflowMiddleware:
                     answer = await self._call(name, arg)
                 except Exception as exc:
                     answer = Failed(exc)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` in lower case), or None."""
+    for key, value in scope.get("headers", ()):
+        if bytes(key).lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def _incoming(scope: Scope) -> Any:

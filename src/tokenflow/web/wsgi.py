@@ -12,8 +12,11 @@ decision's ``Set-Cookie`` headers (with ``Cache-Control: no-store``) are
 added to whatever the application passes to ``start_response``, whatever
 its body iterable; 403 and 429 are answered by the middleware, and so are
 401 and 503 on the paths ``required`` names (matched on ``PATH_INFO``, in
-every spelling a router might read); the login, logout and sessions
-endpoints of :class:`~tokenflow.wsgi.Endpoints` are served here. If the
+every spelling a router might read), and a session that falls short of
+the :class:`~tokenflow.Requirement` its path is mapped to in
+``requirements`` (a 303 to the step-up page for a browser navigation, else
+401 with the RFC 9470 challenge); the login, logout and sessions endpoints
+of :class:`~tokenflow.wsgi.Endpoints` are served here. If the
 application raises before its response starts, on a request whose decision
 carries cookies, the middleware answers 500 with those cookies (passing
 ``exc_info`` to ``start_response``, and writing the traceback to
@@ -29,12 +32,13 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from dataclasses import replace
 from typing import Any, Final, Protocol, TypeAlias
 
 from .._drivers import AsyncFlow, Flow
 from .._errors import ConfigError
 from .._http import TrustedProxies
-from .._model import Decision, Process, Request
+from .._model import Decision, Process, Request, StepUpRequired
 from ._shared import (
     Auth,
     Decide,
@@ -49,17 +53,22 @@ from ._shared import (
     RefreshDevice,
     RegisterDevice,
     Required,
+    Requirements,
     Response,
     SessionsOf,
     StartProviderLogin,
     Steps,
+    StepUp,
     TransactionClearing,
     endpoint,
     for_route,
+    is_navigation,
     reason_phrase,
     required_predicate,
+    requirement_lookup,
     routes_of,
     server_error,
+    step_up_response,
 )
 
 __all__ = ["Auth", "Endpoints", "TokenflowMiddleware", "WSGIApp", "auth_of"]
@@ -98,10 +107,20 @@ class TokenflowMiddleware:
     """Authenticates every request of a WSGI application (see the module doc).
 
     ``flow`` is a sync :class:`~tokenflow.Flow`. ``required``, ``endpoints``,
-    ``proxies`` and ``on_decision`` as in :class:`tokenflow.asgi.TokenflowMiddleware`.
+    ``proxies``, ``on_decision`` and ``requirements`` as in
+    :class:`tokenflow.asgi.TokenflowMiddleware`.
     """
 
-    __slots__ = ("_app", "_endpoints", "_flow", "_on_decision", "_proxies", "_required", "_routes")
+    __slots__ = (
+        "_app",
+        "_endpoints",
+        "_flow",
+        "_on_decision",
+        "_proxies",
+        "_required",
+        "_requirement",
+        "_routes",
+    )
 
     def __init__(
         self,
@@ -112,6 +131,7 @@ class TokenflowMiddleware:
         endpoints: Endpoints | None = None,
         proxies: TrustedProxies | None = None,
         on_decision: Callable[[Decision], object] | None = None,
+        requirements: Requirements = None,
     ) -> None:
         if not callable(app):
             raise ConfigError("TokenflowMiddleware wraps a WSGI application (a callable)")
@@ -134,6 +154,7 @@ class TokenflowMiddleware:
         self._endpoints = endpoints
         self._routes = routes_of(endpoints, flow)
         self._required = required_predicate(required, self._routes)
+        self._requirement = requirement_lookup(requirements)
         self._proxies = proxies
         self._on_decision = on_decision
 
@@ -144,10 +165,25 @@ class TokenflowMiddleware:
         kind = self._routes.get(path)
         if kind is not None:
             return _respond(start_response, self._endpoint(kind, request, environ))
+        requirement = None if self._requirement is None else self._requirement(path)
+        if requirement is not None:
+            request = replace(request, requirement=requirement)
         decision = self._flow.decide(request)
         if self._on_decision is not None and type(decision) is not Process:
             self._on_decision(decision)
-        outcome = for_route(decision, self._required(path))
+        if type(decision) is StepUpRequired:
+            navigation = is_navigation(
+                str(environ.get("REQUEST_METHOD", "GET")),
+                environ.get("HTTP_SEC_FETCH_MODE"),
+                str(environ.get("HTTP_ACCEPT", "")),
+            )
+            target = str(environ.get("SCRIPT_NAME", "")) + path
+            if environ.get("QUERY_STRING"):
+                target += "?" + str(environ["QUERY_STRING"])
+            return _respond(
+                start_response, step_up_response(decision, navigation, self._endpoints, target)
+            )
+        outcome = for_route(decision, requirement is not None or self._required(path))
         if isinstance(outcome, Response):
             return _respond(start_response, outcome)
         environ["tokenflow"] = outcome.auth
@@ -175,11 +211,13 @@ class TokenflowMiddleware:
                 return done.value  # type: ignore[no-any-return]
             if isinstance(operation, ReadBody):
                 answer = _read_body(environ, operation.limit)
-            elif isinstance(operation, (Decide, Login, Logout)):
+            elif isinstance(operation, (Decide, Login, Logout, StepUp)):
                 if isinstance(operation, Decide):
                     answer = flow.decide(operation.request)
                 elif isinstance(operation, Login):
                     answer = flow.login(operation.request)
+                elif isinstance(operation, StepUp):
+                    answer = flow.step_up(operation.request)
                 else:
                     answer = flow.logout(operation.request)
                 if self._on_decision is not None and type(answer) is not Process:
