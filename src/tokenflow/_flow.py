@@ -9,6 +9,8 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
          sign-in button's POST whose double-submitted CSRF token matches
        Cookie header over 16 KiB                       -> Unauthorized (401), clear both
     1. access cookie opens and names a session         -> Process   (200, no store)
+         falls short of request.requirement (aal,
+         max_age since auth_time)                      -> StepUpRequired (401)
     2. refresh cookie opens, user still active, store rotates
          ROTATED                                       -> Reissue   (new access + refresh)
          GRACE   (predecessor inside the window)       -> Reissue   (the SAME successor)
@@ -35,8 +37,18 @@ For each request (:meth:`FlowCore.begin`, then :meth:`FlowCore.resume`), in this
        passkey: the verifier checks the challenge (issued here, fresh), the
          signature, then consumes the challenge (replayed -> refused, event)
          and moves the counter (backwards -> refused, cloned-authenticator event)
-       every login seals its ``amr`` (how the user signed in) into both tokens;
-       a rotation carries the refresh token's ``amr`` into the new access token
+       second factor (the flow has second_factors): once the first factor is
+         right and the user active (never before: a wrong password is the
+         ordinary 401), an account with factors_of != ()  -> SecondFactorRequired
+         (401, the partial-login cookie, purpose PARTIAL_LOGIN); passkeys excepted
+       second factor code: the one live partial-login cookie, the throttle
+         (per account, its own key), verify_second_factor (consumes the code),
+         user active                                   -> new session, aal 2
+       every login seals ``amr`` (how the user signed in), ``aal`` and
+       ``auth_time`` into both tokens; a rotation carries the refresh token's
+       into the new ones unchanged
+       a Reissue of steps 2 and 3 that falls short of
+         request.requirement                           -> StepUpRequired (401, its cookies kept)
     4. otherwise                                       -> Unauthorized (401), clear sent cookies
     any port raises, or answers the wrong type         -> Unavailable (503), nothing minted/cleared
 
@@ -49,6 +61,12 @@ and no session is fixed), on failure they are left alone. :meth:`FlowCore.logout
 runs step 0, revokes every session the cookies name and answers LoggedOut.
 With device binding on, a login or logout leaves alone a bound session that
 only a refresh cookie names (no live access cookie of it): BareRefreshRefused.
+
+:meth:`FlowCore.step_up` runs step 0, opens the one refresh cookie,
+verifies credentials for its user (a second-factor code: aal 2; the
+password: auth_time renewed; a passkey), throttled like a login, then
+rotates that session (step 2) with the raised claims: Reissue, the same
+session; refused credentials are Unauthorized and clear nothing.
 
 With device-bound sessions on (``FlowConfig.device_binding``), a login's
 Reissue carries ``Secure-Session-Registration``, and two more operations sit
