@@ -25,6 +25,8 @@ from ._model import (
     RefreshEnded,
     RefreshEndedReason,
     Reissue,
+    SecondFactorRequired,
+    StepUpRequired,
     TooManyRequests,
     Unauthorized,
     UnauthorizedReason,
@@ -100,6 +102,13 @@ def meaning(decision: Decision) -> str:
         return "the session is now bound to this device's key"
     if isinstance(decision, DeviceProofRequired):
         return "a proof of the device key is required to refresh"
+    if isinstance(decision, SecondFactorRequired):
+        return (
+            f"password right, second factor required ({', '.join(decision.methods)}): "
+            "no session yet, a short-lived partial-login cookie set"
+        )
+    if isinstance(decision, StepUpRequired):
+        return "signed in, but this needs a stronger or more recent authentication (step-up)"
     raise TypeError(f"not a decision: {type(decision).__name__}")
 
 
