@@ -170,6 +170,8 @@ Credentials = (
 # -- request -------------------------------------------------------------------
 
 _MAX_AGE_LIMIT = 366 * 86400
+_SKEW = 60
+"""Seconds an ``auth_time`` may lie ahead of ``now`` (another server's clock)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +207,9 @@ class Requirement:
             return False
         if self.max_age is None:
             return True
-        # A future auth_time (clock skew beyond reason, a forged claim) fails too.
-        return auth_time is not None and 0 <= now - auth_time <= self.max_age
+        # Servers' clocks may differ by up to a minute (FlowConfig.leeway); an
+        # auth_time further in the future than that is refused.
+        return auth_time is not None and -_SKEW <= now - auth_time <= self.max_age
 
 
 @dataclass(frozen=True, slots=True)
@@ -870,9 +873,10 @@ class Unavailable:
     ``"users"`` (the user directory; also claims it supplied that cannot be
     sealed into a token), ``"passwords"`` (the password verifier),
     ``"external"`` (an external token verifier), ``"throttle"`` (the login
-    throttle) or ``"passkeys"`` (the passkey verifier, its repository or
-    ledger). A port that answers with a value of the wrong type counts as
-    failed too: ``error`` is then a :class:`TypeError` saying what was expected.
+    throttle), ``"passkeys"`` (the passkey verifier, its repository or
+    ledger) or ``"second_factors"`` (the second-factor verifier). A port
+    that answers with a value of the wrong type counts as failed too:
+    ``error`` is then a :class:`TypeError` saying what was expected.
     """
 
     error: BaseException
