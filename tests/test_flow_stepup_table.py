@@ -317,9 +317,7 @@ def test_an_access_token_is_served_only_when_its_sealed_claims_meet_the_requirem
     requirement = Requirement(required_aal, max_age)
     decision = flow.decide(Request(cookies={ACCESS: token}, requirement=requirement))
     strong = type(aal) is int and aal == 2
-    recent = (
-        type(auth_time) is int and auth_time >= 0 and -60 <= T0 - auth_time <= (max_age or 0)
-    )
+    recent = type(auth_time) is int and auth_time >= 0 and -60 <= T0 - auth_time <= (max_age or 0)
     expected = (strong or required_aal == 1) and (max_age is None or recent)
     assert isinstance(decision, Process) == expected
     if not expected:
