@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenflow import (
     ConfigError,
+    ExternalTokenCredentials,
     Flow,
     FlowConfig,
     KeyRing,
@@ -47,6 +50,7 @@ from tokenflow.testing import (
     AsyncFakeSecondFactors,
     Browser,
     FakeClock,
+    FakeExternalTokenVerifier,
     FakePasswordVerifier,
     FakeSecondFactors,
     FakeUserDirectory,
@@ -612,3 +616,92 @@ def test_step_up_needs_a_session_and_credentials() -> None:
     assert isinstance(world.flow.step_up(post(browser, None)), Unauthorized)
     cross = world.flow.step_up(browser.request("POST", credentials=BOB, same_origin=False))
     assert cross.status == 403
+
+
+# -- external tokens, passkey step-up, and garbage at the second step ---------------
+
+
+def test_an_external_token_login_takes_two_steps_for_an_enrolled_account() -> None:
+    clock = FakeClock()
+    users = FakeUserDirectory()
+    users.add_user("alice")
+    users.link("google", "g-alice", "alice")
+    google = FakeExternalTokenVerifier("google")
+    factors = FakeSecondFactors()
+    factors.enroll("alice")
+    flow = Flow(
+        KeyRing.generate(),
+        MemoryStore(),
+        users,
+        external={"google": google},
+        throttle=MemoryThrottle(),
+        second_factors=factors,
+        clock=clock,
+    )
+    browser = Browser(clock)
+    token = google.issue("g-alice", expires_at=clock() + 60)
+    first = flow.login(post(browser, ExternalTokenCredentials("google", token)))
+    assert isinstance(first, SecondFactorRequired)
+    assert first.events == (SecondFactorChallenged("alice", "google", ("totp",)),)
+    browser.receive(first.set_cookies)
+    second = flow.login(post(browser, SecondFactorCredentials(factors.code_at("alice", clock()))))
+    assert isinstance(second, Reissue)
+    assert second.aal == 2
+    assert second.amr == ("otp",)
+    assert LoggedIn("alice", second.session_id, "google") in second.events
+
+
+def test_step_up_with_a_passkey_of_the_same_user_only() -> None:
+    world = World(config=FlowConfig(passkey_user_verification_is_second_factor=True))
+    browser, login = one_step(world)
+    other = world.flow.step_up(post(browser, PasskeyCredentials("bob:hwk,user")))
+    assert isinstance(other, Unauthorized)
+    assert other.set_cookies == ()
+    assert LoginFailed(LoginFailedReason.WRONG_USER, "passkey") in other.events
+    stepped = world.flow.step_up(post(browser, PasskeyCredentials("alice:hwk,user")))
+    assert isinstance(stepped, Reissue)
+    assert stepped.session_id == login.session_id
+    assert stepped.aal == 2
+    assert stepped.amr == ("pwd", "hwk", "user")
+
+
+codes = st.one_of(
+    st.text(max_size=80),
+    st.binary(max_size=10),
+    st.integers(),
+    st.none(),
+    st.from_regex(r"[0-9]{6}", fullmatch=True),
+)
+_FUZZ_WORLD = World()
+_FUZZ_WORLD.factors.enroll("alice")
+_FUZZ_BROWSER = _FUZZ_WORLD.browser()
+_FUZZ_BROWSER.receive(_FUZZ_WORLD.flow.login(post(_FUZZ_BROWSER, ALICE)).set_cookies)
+_LIVE_PARTIAL = _FUZZ_BROWSER.cookies()[PARTIAL]
+cookies = st.one_of(
+    st.none(),
+    st.text(max_size=120),
+    st.sampled_from(["", "x" * 5000, _LIVE_PARTIAL, _LIVE_PARTIAL[:-1], _LIVE_PARTIAL + "A"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(code=codes, partial=cookies)
+def test_any_second_step_is_a_decision_and_never_a_session_without_the_code(
+    code: Any, partial: str | None
+) -> None:
+    world = _FUZZ_WORLD
+    request = Request(
+        "POST",
+        cookies=None if partial is None else {PARTIAL: partial},
+        credentials=SecondFactorCredentials(code),
+        sec_fetch_site="same-origin",
+        origin="https://app.example",
+        host="app.example",
+    )
+    right = type(code) is str and code == world.code() and partial == _LIVE_PARTIAL
+    decision = world.flow.login(request)
+    # Wrong guesses pile up on the account's count: 401, then 429.
+    refused = (Unauthorized, TooManyRequests)
+    assert isinstance(decision, (Reissue, TooManyRequests) if right else refused)
+    stepped = world.flow.step_up(request)
+    assert isinstance(stepped, Unauthorized)
