@@ -705,3 +705,16 @@ def test_any_second_step_is_a_decision_and_never_a_session_without_the_code(
     assert isinstance(decision, (Reissue, TooManyRequests) if right else refused)
     stepped = world.flow.step_up(request)
     assert isinstance(stepped, Unauthorized)
+
+
+def test_decide_with_a_code_also_completes_the_login_and_clears_the_partial_cookie() -> None:
+    world = World()
+    world.factors.enroll("alice")
+    browser = world.browser()
+    browser.receive(world.flow.decide(post(browser, ALICE)).set_cookies)
+    assert PARTIAL in browser.cookies()
+    decision = world.flow.decide(post(browser, SecondFactorCredentials(world.code())))
+    assert isinstance(decision, Reissue)
+    assert decision.aal == 2
+    browser.receive(decision.set_cookies)
+    assert PARTIAL not in browser.cookies()

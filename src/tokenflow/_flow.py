@@ -731,6 +731,10 @@ class FlowCore:
             if request.credentials is not None:
                 login = yield from self._login(request, now, random, events)
                 if isinstance(login, Reissue):
+                    if isinstance(request.credentials, SecondFactorCredentials):
+                        # The partial login is spent: its cookie goes.
+                        cookies = (*login.set_cookies, self.partial_clearing())
+                        login = replace(login, set_cookies=cookies)
                     return self._required(request, login, now)
                 if not isinstance(login, UnauthorizedReason):
                     return login
