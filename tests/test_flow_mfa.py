@@ -718,3 +718,35 @@ def test_decide_with_a_code_also_completes_the_login_and_clears_the_partial_cook
     assert decision.aal == 2
     browser.receive(decision.set_cookies)
     assert PARTIAL not in browser.cookies()
+
+
+def test_an_observer_sees_step_up_and_the_second_factor_port_calls() -> None:
+    from tokenflow.observers import FlowOperation, PortCall
+
+    seen: list[Any] = []
+
+    class Observer:
+        def on_decision(self, operation: FlowOperation, request: Request, decision: Any) -> None:
+            seen.append((operation, type(decision)))
+
+        def on_port_call(self, call: PortCall) -> None:
+            seen.append((call.port, call.method))
+
+    world = World()
+    passwords = FakePasswordVerifier()
+    passwords.set_password(ALICE.username, ALICE.password, user_id="alice")
+    world.flow = Flow(
+        world.keyring,
+        world.store,
+        world.users,
+        passwords=passwords,
+        throttle=MemoryThrottle(),
+        second_factors=world.factors,
+        clock=world.clock,
+        observer=Observer(),
+    )
+    browser, _ = one_step(world)
+    world.factors.enroll("alice")
+    world.flow.step_up(post(browser, SecondFactorCredentials(world.code())))
+    assert ("second_factors", "verify_second_factor") in seen
+    assert (FlowOperation.STEP_UP, Reissue) in seen

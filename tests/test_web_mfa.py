@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import pytest
 
 from _web_client import ALICE, CROSS_SITE, FORM, JSON, SAME_ORIGIN, Jar, Reply, asgi_call, wsgi_call
-from tokenflow import AsyncFlow, Flow, KeyRing, Requirement
+from tokenflow import AsyncFlow, ConfigError, Flow, KeyRing, Requirement
 from tokenflow.asgi import TokenflowMiddleware as AsgiMiddleware
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
 from tokenflow.testing import (
@@ -40,7 +40,7 @@ API = [("accept", "application/json")]
 
 async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
     auth = scope["tokenflow"]
-    body = json.dumps({"user": auth.user_id, "aal": auth.decision.aal}).encode()
+    body = json.dumps({"user": auth.user_id, "aal": getattr(auth.decision, "aal", None)}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -48,7 +48,7 @@ async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     auth = wsgi_auth_of(environ)
     start_response("200 OK", [("content-type", "application/json")])
-    return [json.dumps({"user": auth.user_id, "aal": auth.decision.aal}).encode()]
+    return [json.dumps({"user": auth.user_id, "aal": getattr(auth.decision, "aal", None)}).encode()]
 
 
 @dataclass
@@ -234,3 +234,28 @@ def test_a_cross_site_post_is_refused_before_its_body(kind: str, path: str) -> N
     site = Site(kind)
     reply = site.call("POST", path, [*CROSS_SITE, JSON], b"{not json")
     assert reply.status == 403
+
+
+def test_the_step_up_page_gets_the_query_too_and_unsafe_targets_are_dropped() -> None:
+    site, jar = Site("asgi-sync", Endpoints(step_up_page="/step-up?from=admin")), Jar()
+    site.post_json("/auth/login", jar, username=ALICE.username, password=ALICE.password)
+    reply = asgi_call(
+        site.app,
+        "GET",
+        "/admin/panel",
+        [*NAVIGATE, *jar.header()],
+        scope={"query_string": b"tab=keys"},
+    )
+    assert reply.status == 303
+    assert reply.header("location") == "/step-up?from=admin&next=/admin/panel%3Ftab%3Dkeys"
+    odd = site.call("GET", "/admin/\x7fpanel", NAVIGATE, jar=jar)
+    assert odd.status == 303
+    assert odd.header("location") == "/step-up?from=admin"
+
+
+def test_the_endpoints_can_be_turned_off_and_must_not_collide() -> None:
+    site = Site("wsgi", Endpoints(second_factor=None, step_up=None))
+    # Off: the paths are the application's own (anonymous here: it answers 200).
+    assert site.call("POST", "/auth/mfa/verify", [*SAME_ORIGIN, JSON], b"{}").status == 200
+    with pytest.raises(ConfigError, match="used twice"):
+        Site("wsgi", Endpoints(step_up="/auth/login"))
