@@ -17,7 +17,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ._dbsc import DeviceProof, ProofFailure
 from ._errors import ConfigError
@@ -454,4 +454,68 @@ class AsyncLoginThrottle(Protocol):
 
     async def reset(self, keys: Sequence[str]) -> None:
         """Forget the keys' failures."""
+        ...
+
+
+# -- second factors (issue 22) ---------------------------------------------------
+
+
+class SecondFactorFailure(enum.Enum):
+    """Why a second-factor code was refused."""
+
+    WRONG = "wrong"
+    """No factor matched the code."""
+    REPLAYED = "replayed"
+    """A right TOTP code whose time step was already used."""
+    NOT_ENROLLED = "not_enrolled"
+    """The account has no confirmed second factor."""
+    MALFORMED = "malformed"
+    """Not the shape of any code (a TOTP is 6 ASCII digits; a recovery code
+    16 base32 characters, dashes and spaces ignored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorAccepted:
+    """A second factor verified (and consumed). ``amr`` is ``("otp",)`` for both
+    methods (RFC 8176: one-time password); ``recovery_codes_left`` is set
+    when a recovery code was used."""
+
+    method: Literal["totp", "recovery"]
+    amr: tuple[str, ...]
+    recovery_codes_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorRefused:
+    """A second-factor code was refused, and why."""
+
+    reason: SecondFactorFailure
+
+
+class SecondFactorVerifier(Protocol):
+    """Checks and consumes second-factor codes (``tokenflow.mfa.SecondFactors``)."""
+
+    def factors_of(self, user_id: str) -> tuple[str, ...]:
+        """The account's confirmed second factors, e.g. ("totp",); () when it has none."""
+        ...
+
+    def verify_second_factor(
+        self, user_id: str, code: str, *, now: float
+    ) -> SecondFactorAccepted | SecondFactorRefused:
+        """Check a TOTP or recovery code and consume it atomically: a TOTP time step is
+        accepted at most once per account, a recovery code at most once."""
+        ...
+
+
+class AsyncSecondFactorVerifier(Protocol):
+    """The async variant of :class:`SecondFactorVerifier`, with the same contract."""
+
+    async def factors_of(self, user_id: str) -> tuple[str, ...]:
+        """The account's confirmed second factors, e.g. ("totp",); () when it has none."""
+        ...
+
+    async def verify_second_factor(
+        self, user_id: str, code: str, *, now: float
+    ) -> SecondFactorAccepted | SecondFactorRefused:
+        """Check a TOTP or recovery code and consume it atomically."""
         ...

@@ -9,16 +9,13 @@ one gets a row back. A counter moves with one conditional ``UPDATE``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
-from .._backends.postgres import TABLE_RE, owned_pool_kwargs, single_connection_error
-from .._errors import ConfigError
+from .._backends.postgres import PostgresConnections, table_identifier
 from ._rows import COLUMNS, FORWARD, from_row, to_row
 from ._types import StoredPasskey
 
@@ -27,62 +24,7 @@ __all__ = ["PostgresChallengeLedger", "PostgresPasskeyRepository"]
 _COLUMNS = sql.SQL(COLUMNS)
 
 
-def _ident(table: object) -> sql.Identifier:
-    match = TABLE_RE.fullmatch(table) if isinstance(table, str) else None
-    if match is None:
-        raise ConfigError(
-            f"invalid table name {table!r}: use letters, digits and underscores, "
-            "optionally as schema.table"
-        )
-    schema, base = match.groups()
-    return sql.Identifier(schema, base) if schema else sql.Identifier(base)
-
-
-class _Postgres:
-    def __init__(self, target: Any, name: str) -> None:
-        self._pool: ConnectionPool[Any] | None = None
-        self._conn: psycopg.Connection[Any] | None = None
-        self._owns_pool = False
-        if isinstance(target, str):
-            self._pool = ConnectionPool(target, open=True, **owned_pool_kwargs())
-            self._owns_pool = True
-        elif isinstance(target, ConnectionPool):
-            self._pool = target
-        elif isinstance(target, psycopg.Connection):
-            if not target.autocommit:
-                raise single_connection_error(name)
-            self._conn = target
-        else:
-            raise ConfigError(
-                f"{name} needs a psycopg_pool.ConnectionPool, a psycopg.Connection "
-                f"or a conninfo string, not {type(target).__name__}"
-            )
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._pool is not None:
-            with self._pool.connection() as conn:
-                yield conn
-        else:
-            assert self._conn is not None
-            yield self._conn
-
-    def _rows(self, query: sql.Composed, params: Any = None) -> list[Any]:
-        with self._connection() as conn:
-            cursor = conn.execute(query, params)
-            return cursor.fetchall() if cursor.description is not None else []
-
-    def _count(self, query: sql.Composed, params: Any) -> int:
-        with self._connection() as conn:
-            return int(conn.execute(query, params).rowcount)
-
-    def close(self) -> None:
-        """Close the pool this object opened from a conninfo string (not one it was given)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
-
-
-class PostgresPasskeyRepository(_Postgres):
+class PostgresPasskeyRepository(PostgresConnections):
     """A :class:`~tokenflow.passkeys.PasskeyRepository` in PostgreSQL.
 
     ``target`` is a pool, an autocommit connection, or a conninfo string.
@@ -90,9 +32,9 @@ class PostgresPasskeyRepository(_Postgres):
 
     def __init__(self, target: Any, *, table: str = "tokenflow_passkeys") -> None:
         super().__init__(target, "PostgresPasskeyRepository")
-        self._t = _ident(table)
+        self._t = table_identifier(table)
         self._table = table
-        self._rows(
+        self.rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (credential_id bytea PRIMARY KEY, "
                 "user_id text NOT NULL, user_handle bytea NOT NULL, public_key bytea NOT NULL, "
@@ -102,7 +44,7 @@ class PostgresPasskeyRepository(_Postgres):
                 "NOT NULL, last_used_at double precision)"
             ).format(t=self._t)
         )
-        self._rows(
+        self.rows(
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (user_id)").format(
                 i=sql.Identifier(table.rpartition(".")[2] + "_by_user"), t=self._t
             )
@@ -117,13 +59,13 @@ class PostgresPasskeyRepository(_Postgres):
             t=self._t, c=_COLUMNS, v=sql.SQL(", ").join([sql.Placeholder()] * 13)
         )
         try:
-            self._rows(query, to_row(passkey))
+            self.rows(query, to_row(passkey))
         except psycopg.errors.UniqueViolation as exc:
             raise ValueError("a passkey with this credential id exists") from exc
 
     def find(self, credential_id: bytes) -> StoredPasskey | None:
         """The passkey with this credential id, or None."""
-        rows = self._rows(
+        rows = self.rows(
             sql.SQL("SELECT {c} FROM {t} WHERE credential_id = %s").format(c=_COLUMNS, t=self._t),
             (credential_id,),
         )
@@ -131,7 +73,7 @@ class PostgresPasskeyRepository(_Postgres):
 
     def passkeys_of(self, user_id: str) -> Sequence[StoredPasskey]:
         """The user's passkeys, oldest first."""
-        rows = self._rows(
+        rows = self.rows(
             sql.SQL(
                 "SELECT {c} FROM {t} WHERE user_id = %s ORDER BY created_at, credential_id"
             ).format(c=_COLUMNS, t=self._t),
@@ -141,7 +83,7 @@ class PostgresPasskeyRepository(_Postgres):
 
     def user_handle_of(self, user_id: str) -> bytes | None:
         """The user handle of the user's passkeys, or None."""
-        rows = self._rows(
+        rows = self.rows(
             sql.SQL(
                 "SELECT user_handle FROM {t} WHERE user_id = %s ORDER BY created_at LIMIT 1"
             ).format(t=self._t),
@@ -153,7 +95,7 @@ class PostgresPasskeyRepository(_Postgres):
         self, credential_id: bytes, sign_count: int, backed_up: bool, now: float
     ) -> bool:
         """Move the counter forward and record the use: one conditional UPDATE."""
-        rows = self._rows(
+        rows = self.rows(
             sql.SQL(
                 "UPDATE {t} SET sign_count = %(count)s, backed_up = %(backed)s, "
                 "last_used_at = %(now)s WHERE credential_id = %(id)s AND {forward} "
@@ -166,22 +108,22 @@ class PostgresPasskeyRepository(_Postgres):
     def rename(self, user_id: str, credential_id: bytes, name: str) -> bool:
         """Rename one of the user's passkeys; whether it existed."""
         query = sql.SQL("UPDATE {t} SET name = %s WHERE credential_id = %s AND user_id = %s")
-        return self._count(query.format(t=self._t), (name, credential_id, user_id)) == 1
+        return self.count(query.format(t=self._t), (name, credential_id, user_id)) == 1
 
     def remove(self, user_id: str, credential_id: bytes) -> bool:
         """Remove one of the user's passkeys; whether it existed."""
         query = sql.SQL("DELETE FROM {t} WHERE credential_id = %s AND user_id = %s")
-        return self._count(query.format(t=self._t), (credential_id, user_id)) == 1
+        return self.count(query.format(t=self._t), (credential_id, user_id)) == 1
 
 
-class PostgresChallengeLedger(_Postgres):
+class PostgresChallengeLedger(PostgresConnections):
     """A :class:`~tokenflow.passkeys.ChallengeLedger` in PostgreSQL, shared by every server."""
 
     def __init__(self, target: Any, *, table: str = "tokenflow_used_challenges") -> None:
         super().__init__(target, "PostgresChallengeLedger")
-        self._t = _ident(table)
+        self._t = table_identifier(table)
         self._table = table
-        self._rows(
+        self.rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (key bytea PRIMARY KEY, "
                 "expires_at double precision NOT NULL)"
@@ -198,9 +140,9 @@ class PostgresChallengeLedger(_Postgres):
 
     def use(self, key: bytes, expires_at: float, now: float) -> bool:
         """Record a used challenge: True the first time only (one atomic statement)."""
-        return bool(self._rows(self._use, {"key": key, "exp": expires_at, "now": now}))
+        return bool(self.rows(self._use, {"key": key, "exp": expires_at, "now": now}))
 
     def purge(self, now: float) -> int:
         """Delete the records of challenges that expired by ``now``; how many."""
         query = sql.SQL("DELETE FROM {t} WHERE expires_at <= %s").format(t=self._t)
-        return self._count(query, (now,))
+        return self.count(query, (now,))
