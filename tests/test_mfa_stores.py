@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +19,9 @@ from typing import Any
 import pytest
 
 from tokenflow import KeyRing
-from tokenflow.mfa import MemorySecondFactorStore, SecondFactors
+from tokenflow.mfa import MemorySecondFactorStore, RecoveryCodes, SecondFactors
 from tokenflow.mfa.sqlite import SQLiteSecondFactorStore
+from tokenflow.ports import SecondFactorAccepted, SecondFactorFailure, SecondFactorRefused
 from tokenflow.testing.mfa import check_second_factor_store, totp_code
 
 T0 = 1_767_225_600.0
@@ -169,3 +171,75 @@ def test_sqlite_store_needs_a_file() -> None:
         SQLiteSecondFactorStore(":memory:")
     with pytest.raises(ConfigError):
         SQLiteSecondFactorStore(os.path.join("/nonexistent-dir-mfa", "x.db"))
+
+
+# -- the service over every backend ----------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "memory":
+        yield MemorySecondFactorStore()
+    elif request.param == "sqlite":
+        yield SQLiteSecondFactorStore(tmp_path / "race.db")
+    elif request.param == "postgres":
+        from psycopg_pool import ConnectionPool
+
+        from tokenflow.mfa.postgres import PostgresSecondFactorStore
+
+        table = request.getfixturevalue("pg_table")
+        conninfo = request.getfixturevalue("postgres_conninfo")
+        with ConnectionPool(conninfo, kwargs={"autocommit": True}, max_size=20) as pool:
+            yield PostgresSecondFactorStore(pool, table=table)
+    else:
+        from tokenflow.mfa.redis import RedisSecondFactorStore
+
+        client = request.getfixturevalue("redis_client")
+        prefix = request.getfixturevalue("redis_prefix")
+        yield RedisSecondFactorStore(client, prefix=prefix + "svc:")
+
+
+def _race(threads: int, call: Callable[[], object]) -> list[object]:
+    barrier = threading.Barrier(threads)
+    answers: list[object] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        barrier.wait()
+        answer = call()
+        with lock:
+            answers.append(answer)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert len(answers) == threads
+    return answers
+
+
+def test_fifty_logins_with_one_code_or_one_recovery_code_get_one_acceptance(
+    any_store: Any,
+) -> None:
+    factors = SecondFactors(KeyRing.generate(), any_store, issuer="Example")
+    user = f"racer-{os.urandom(4).hex()}"
+    enrolment = factors.begin_totp(user, account_name="racer", now=T0)
+    codes = factors.confirm_totp(user, totp_code(enrolment.secret, now=T0), now=T0)
+    assert isinstance(codes, RecoveryCodes)
+    now = T0 + 90
+    code = totp_code(enrolment.secret, now=now)
+    answers = _race(50, lambda: factors.verify_second_factor(user, code, now=now))
+    assert answers.count(SecondFactorAccepted("totp", ("otp",))) == 1
+    assert answers.count(SecondFactorRefused(SecondFactorFailure.REPLAYED)) == 49
+    # The used step, and the one before it, stay refused afterwards.
+    before = totp_code(enrolment.secret, now=now - 30)
+    assert factors.verify_second_factor(user, before, now=now) == SecondFactorRefused(
+        SecondFactorFailure.REPLAYED
+    )
+    recovery = next(iter(codes))
+    answers = _race(50, lambda: factors.verify_second_factor(user, recovery, now=now))
+    assert answers.count(SecondFactorAccepted("recovery", ("otp",), recovery_codes_left=9)) == 1
+    assert answers.count(SecondFactorRefused(SecondFactorFailure.WRONG)) == 49
+    assert factors.recovery_codes_left(user) == 9
+    factors.remove(user)
