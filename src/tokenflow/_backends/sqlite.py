@@ -42,7 +42,7 @@ class Held:
 
 class SQLiteFile:
     """A database file with one connection per thread (closed when the thread ends),
-    in WAL mode, with ``schema`` applied once: the base of the adapters' SQLite
+    in WAL mode, with ``schema`` applied once: what the adapters' SQLite
     backends (passkeys, second factors)."""
 
     def __init__(

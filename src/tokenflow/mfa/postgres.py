@@ -23,31 +23,31 @@ from .._backends.postgres import PostgresConnections, table_identifier
 __all__ = ["PostgresSecondFactorStore"]
 
 
-class PostgresSecondFactorStore(PostgresConnections):
+class PostgresSecondFactorStore:
     """A :class:`~tokenflow.mfa.SecondFactorStore` in PostgreSQL, shared by every server.
 
     ``target`` is a pool, an autocommit connection, or a conninfo string.
     """
 
     def __init__(self, target: Any, *, table: str = "tokenflow_mfa") -> None:
-        super().__init__(target, "PostgresSecondFactorStore")
+        self._db = PostgresConnections(target, "PostgresSecondFactorStore")
         self._table = table
         self._totp = table_identifier(f"{table}_totp")
         self._pending = table_identifier(f"{table}_pending")
         self._codes = table_identifier(f"{table}_recovery")
-        self.rows(
+        self._db.rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (user_id text PRIMARY KEY, "
                 "secret bytea NOT NULL, last_step bigint NOT NULL)"
             ).format(t=self._totp)
         )
-        self.rows(
+        self._db.rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (user_id text PRIMARY KEY, "
                 "secret bytea NOT NULL, expires_at double precision NOT NULL)"
             ).format(t=self._pending)
         )
-        self.rows(
+        self._db.rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (user_id text NOT NULL, "
                 "code_hash bytea NOT NULL, PRIMARY KEY (user_id, code_hash))"
@@ -57,9 +57,13 @@ class PostgresSecondFactorStore(PostgresConnections):
     def __repr__(self) -> str:
         return f"PostgresSecondFactorStore(table={self._table!r})"
 
+    def close(self) -> None:
+        """Close the pool this object opened from a conninfo string (not one it was given)."""
+        self._db.close()
+
     def begin(self, user_id: str, sealed: bytes, expires_at: float) -> None:
         """Keep a pending enrolment (replacing the user's previous one)."""
-        self.rows(
+        self._db.rows(
             sql.SQL(
                 "INSERT INTO {t} (user_id, secret, expires_at) VALUES (%s, %s, %s) "
                 "ON CONFLICT (user_id) DO UPDATE SET secret = EXCLUDED.secret, "
@@ -70,7 +74,7 @@ class PostgresSecondFactorStore(PostgresConnections):
 
     def pending_of(self, user_id: str, *, now: float) -> bytes | None:
         """The sealed secret of the user's live pending enrolment, or None."""
-        rows = self.rows(
+        rows = self._db.rows(
             sql.SQL("SELECT secret FROM {t} WHERE user_id = %s AND expires_at > %s").format(
                 t=self._pending
             ),
@@ -80,7 +84,7 @@ class PostgresSecondFactorStore(PostgresConnections):
 
     def confirm(self, user_id: str, sealed: bytes, step: int, code_hashes: Sequence[bytes]) -> bool:
         """Turn the pending enrolment ``sealed`` into the confirmed one (one transaction)."""
-        with self.transaction() as conn:
+        with self._db.transaction() as conn:
             taken = conn.execute(
                 sql.SQL(
                     "DELETE FROM {t} WHERE user_id = %s AND secret = %s RETURNING user_id"
@@ -113,14 +117,14 @@ class PostgresSecondFactorStore(PostgresConnections):
 
     def totp_of(self, user_id: str) -> bytes | None:
         """The user's confirmed sealed secret, or None."""
-        rows = self.rows(
+        rows = self._db.rows(
             sql.SQL("SELECT secret FROM {t} WHERE user_id = %s").format(t=self._totp), (user_id,)
         )
         return bytes(rows[0][0]) if rows else None
 
     def use_step(self, user_id: str, step: int) -> bool:
         """Record a used time step if it is later than the last: one conditional UPDATE."""
-        rows = self.rows(
+        rows = self._db.rows(
             sql.SQL(
                 "UPDATE {t} SET last_step = %(step)s WHERE user_id = %(user)s "
                 "AND last_step < %(step)s RETURNING user_id"
@@ -131,7 +135,7 @@ class PostgresSecondFactorStore(PostgresConnections):
 
     def use_recovery_code(self, user_id: str, code_hash: bytes) -> int | None:
         """Delete one recovery code; the number left, or None if it was not there."""
-        gone = self.rows(
+        gone = self._db.rows(
             sql.SQL(
                 "DELETE FROM {t} WHERE user_id = %s AND code_hash = %s RETURNING user_id"
             ).format(t=self._codes),
@@ -141,7 +145,7 @@ class PostgresSecondFactorStore(PostgresConnections):
 
     def replace_recovery_codes(self, user_id: str, code_hashes: Sequence[bytes]) -> bool:
         """Replace all of the user's recovery codes; whether the user has a secret."""
-        with self.transaction() as conn:
+        with self._db.transaction() as conn:
             # The user's row lock orders simultaneous regenerations: each
             # statement after it sees the codes the one before committed.
             owner = conn.execute(
@@ -155,7 +159,7 @@ class PostgresSecondFactorStore(PostgresConnections):
 
     def recovery_codes_left(self, user_id: str) -> int:
         """How many unused recovery codes the user has."""
-        rows = self.rows(
+        rows = self._db.rows(
             sql.SQL("SELECT count(*) FROM {t} WHERE user_id = %s").format(t=self._codes),
             (user_id,),
         )
@@ -163,7 +167,7 @@ class PostgresSecondFactorStore(PostgresConnections):
 
     def remove(self, user_id: str) -> bool:
         """Forget the user's second factors; whether there was anything."""
-        with self.transaction() as conn:
+        with self._db.transaction() as conn:
             had = conn.execute(
                 sql.SQL("DELETE FROM {t} WHERE user_id = %s").format(t=self._totp), (user_id,)
             ).rowcount

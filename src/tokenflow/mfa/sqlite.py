@@ -45,17 +45,17 @@ _SCHEMA: Final = (
 )
 
 
-class SQLiteSecondFactorStore(SQLiteFile):
+class SQLiteSecondFactorStore:
     """A :class:`~tokenflow.mfa.SecondFactorStore` in an SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        super().__init__(path, "SQLiteSecondFactorStore", timeout, _SCHEMA)
+        self._db = SQLiteFile(path, "SQLiteSecondFactorStore", timeout, _SCHEMA)
 
     def __repr__(self) -> str:
-        return f"SQLiteSecondFactorStore({self.path!r})"
+        return f"SQLiteSecondFactorStore({self._db.path!r})"
 
     def _immediate(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        conn = self.conn()
+        conn = self._db.conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = body(conn)
@@ -67,7 +67,7 @@ class SQLiteSecondFactorStore(SQLiteFile):
 
     def begin(self, user_id: str, sealed: bytes, expires_at: float) -> None:
         """Keep a pending enrolment (replacing the user's previous one)."""
-        self.conn().execute(
+        self._db.conn().execute(
             "INSERT INTO tokenflow_mfa_pending (user_id, secret, expires_at) VALUES (?, ?, ?) "
             "ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, "
             "expires_at = excluded.expires_at",
@@ -77,7 +77,7 @@ class SQLiteSecondFactorStore(SQLiteFile):
     def pending_of(self, user_id: str, *, now: float) -> bytes | None:
         """The sealed secret of the user's live pending enrolment, or None."""
         row = (
-            self.conn()
+            self._db.conn()
             .execute(
                 "SELECT secret FROM tokenflow_mfa_pending WHERE user_id = ? AND expires_at > ?",
                 (user_id, now),
@@ -111,7 +111,7 @@ class SQLiteSecondFactorStore(SQLiteFile):
     def totp_of(self, user_id: str) -> bytes | None:
         """The user's confirmed sealed secret, or None."""
         row = (
-            self.conn()
+            self._db.conn()
             .execute("SELECT secret FROM tokenflow_mfa_totp WHERE user_id = ?", (user_id,))
             .fetchone()
         )
@@ -120,7 +120,7 @@ class SQLiteSecondFactorStore(SQLiteFile):
     def use_step(self, user_id: str, step: int) -> bool:
         """Record a used time step if it is later than the last: one conditional UPDATE."""
         row = (
-            self.conn()
+            self._db.conn()
             .execute(
                 "UPDATE tokenflow_mfa_totp SET last_step = ? WHERE user_id = ? AND last_step < ? "
                 "RETURNING user_id",
@@ -159,7 +159,7 @@ class SQLiteSecondFactorStore(SQLiteFile):
 
     def recovery_codes_left(self, user_id: str) -> int:
         """How many unused recovery codes the user has."""
-        return _count(self.conn(), user_id)
+        return _count(self._db.conn(), user_id)
 
     def remove(self, user_id: str) -> bool:
         """Forget the user's second factors; whether there was anything."""

@@ -24,17 +24,17 @@ __all__ = ["PostgresChallengeLedger", "PostgresPasskeyRepository"]
 _COLUMNS = sql.SQL(COLUMNS)
 
 
-class PostgresPasskeyRepository(PostgresConnections):
+class PostgresPasskeyRepository:
     """A :class:`~tokenflow.passkeys.PasskeyRepository` in PostgreSQL.
 
     ``target`` is a pool, an autocommit connection, or a conninfo string.
     """
 
     def __init__(self, target: Any, *, table: str = "tokenflow_passkeys") -> None:
-        super().__init__(target, "PostgresPasskeyRepository")
+        self._db = PostgresConnections(target, "PostgresPasskeyRepository")
         self._t = table_identifier(table)
         self._table = table
-        self.rows(
+        self._db.rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (credential_id bytea PRIMARY KEY, "
                 "user_id text NOT NULL, user_handle bytea NOT NULL, public_key bytea NOT NULL, "
@@ -44,7 +44,7 @@ class PostgresPasskeyRepository(PostgresConnections):
                 "NOT NULL, last_used_at double precision)"
             ).format(t=self._t)
         )
-        self.rows(
+        self._db.rows(
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (user_id)").format(
                 i=sql.Identifier(table.rpartition(".")[2] + "_by_user"), t=self._t
             )
@@ -53,19 +53,23 @@ class PostgresPasskeyRepository(PostgresConnections):
     def __repr__(self) -> str:
         return f"PostgresPasskeyRepository(table={self._table!r})"
 
+    def close(self) -> None:
+        """Close the pool this object opened from a conninfo string (not one it was given)."""
+        self._db.close()
+
     def add(self, passkey: StoredPasskey) -> None:
         """Store a new passkey (ValueError if its credential id exists)."""
         query = sql.SQL("INSERT INTO {t} ({c}) VALUES ({v})").format(
             t=self._t, c=_COLUMNS, v=sql.SQL(", ").join([sql.Placeholder()] * 13)
         )
         try:
-            self.rows(query, to_row(passkey))
+            self._db.rows(query, to_row(passkey))
         except psycopg.errors.UniqueViolation as exc:
             raise ValueError("a passkey with this credential id exists") from exc
 
     def find(self, credential_id: bytes) -> StoredPasskey | None:
         """The passkey with this credential id, or None."""
-        rows = self.rows(
+        rows = self._db.rows(
             sql.SQL("SELECT {c} FROM {t} WHERE credential_id = %s").format(c=_COLUMNS, t=self._t),
             (credential_id,),
         )
@@ -73,7 +77,7 @@ class PostgresPasskeyRepository(PostgresConnections):
 
     def passkeys_of(self, user_id: str) -> Sequence[StoredPasskey]:
         """The user's passkeys, oldest first."""
-        rows = self.rows(
+        rows = self._db.rows(
             sql.SQL(
                 "SELECT {c} FROM {t} WHERE user_id = %s ORDER BY created_at, credential_id"
             ).format(c=_COLUMNS, t=self._t),
@@ -83,7 +87,7 @@ class PostgresPasskeyRepository(PostgresConnections):
 
     def user_handle_of(self, user_id: str) -> bytes | None:
         """The user handle of the user's passkeys, or None."""
-        rows = self.rows(
+        rows = self._db.rows(
             sql.SQL(
                 "SELECT user_handle FROM {t} WHERE user_id = %s ORDER BY created_at LIMIT 1"
             ).format(t=self._t),
@@ -95,7 +99,7 @@ class PostgresPasskeyRepository(PostgresConnections):
         self, credential_id: bytes, sign_count: int, backed_up: bool, now: float
     ) -> bool:
         """Move the counter forward and record the use: one conditional UPDATE."""
-        rows = self.rows(
+        rows = self._db.rows(
             sql.SQL(
                 "UPDATE {t} SET sign_count = %(count)s, backed_up = %(backed)s, "
                 "last_used_at = %(now)s WHERE credential_id = %(id)s AND {forward} "
@@ -108,22 +112,22 @@ class PostgresPasskeyRepository(PostgresConnections):
     def rename(self, user_id: str, credential_id: bytes, name: str) -> bool:
         """Rename one of the user's passkeys; whether it existed."""
         query = sql.SQL("UPDATE {t} SET name = %s WHERE credential_id = %s AND user_id = %s")
-        return self.count(query.format(t=self._t), (name, credential_id, user_id)) == 1
+        return self._db.count(query.format(t=self._t), (name, credential_id, user_id)) == 1
 
     def remove(self, user_id: str, credential_id: bytes) -> bool:
         """Remove one of the user's passkeys; whether it existed."""
         query = sql.SQL("DELETE FROM {t} WHERE credential_id = %s AND user_id = %s")
-        return self.count(query.format(t=self._t), (credential_id, user_id)) == 1
+        return self._db.count(query.format(t=self._t), (credential_id, user_id)) == 1
 
 
-class PostgresChallengeLedger(PostgresConnections):
+class PostgresChallengeLedger:
     """A :class:`~tokenflow.passkeys.ChallengeLedger` in PostgreSQL, shared by every server."""
 
     def __init__(self, target: Any, *, table: str = "tokenflow_used_challenges") -> None:
-        super().__init__(target, "PostgresChallengeLedger")
+        self._db = PostgresConnections(target, "PostgresChallengeLedger")
         self._t = table_identifier(table)
         self._table = table
-        self.rows(
+        self._db.rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (key bytea PRIMARY KEY, "
                 "expires_at double precision NOT NULL)"
@@ -138,11 +142,15 @@ class PostgresChallengeLedger(PostgresConnections):
     def __repr__(self) -> str:
         return f"PostgresChallengeLedger(table={self._table!r})"
 
+    def close(self) -> None:
+        """Close the pool this object opened from a conninfo string (not one it was given)."""
+        self._db.close()
+
     def use(self, key: bytes, expires_at: float, now: float) -> bool:
         """Record a used challenge: True the first time only (one atomic statement)."""
-        return bool(self.rows(self._use, {"key": key, "exp": expires_at, "now": now}))
+        return bool(self._db.rows(self._use, {"key": key, "exp": expires_at, "now": now}))
 
     def purge(self, now: float) -> int:
         """Delete the records of challenges that expired by ``now``; how many."""
         query = sql.SQL("DELETE FROM {t} WHERE expires_at <= %s").format(t=self._t)
-        return self.count(query, (now,))
+        return self._db.count(query, (now,))

@@ -53,19 +53,19 @@ _USE: Final = (
 )
 
 
-class SQLitePasskeyRepository(SQLiteFile):
+class SQLitePasskeyRepository:
     """A :class:`~tokenflow.passkeys.PasskeyRepository` in an SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        super().__init__(path, "SQLitePasskeyRepository", timeout, _SCHEMA)
+        self._db = SQLiteFile(path, "SQLitePasskeyRepository", timeout, _SCHEMA)
 
     def __repr__(self) -> str:
-        return f"SQLitePasskeyRepository({self.path!r})"
+        return f"SQLitePasskeyRepository({self._db.path!r})"
 
     def add(self, passkey: StoredPasskey) -> None:
         """Store a new passkey (ValueError if its credential id exists)."""
         try:
-            self.conn().execute(
+            self._db.conn().execute(
                 f"INSERT INTO tokenflow_passkeys ({COLUMNS}) VALUES ({', '.join('?' * 13)})",  # noqa: S608
                 to_row(passkey),
             )
@@ -75,7 +75,7 @@ class SQLitePasskeyRepository(SQLiteFile):
     def find(self, credential_id: bytes) -> StoredPasskey | None:
         """The passkey with this credential id, or None."""
         row = (
-            self.conn()
+            self._db.conn()
             .execute(
                 f"SELECT {COLUMNS} FROM tokenflow_passkeys WHERE credential_id = ?",  # noqa: S608
                 (credential_id,),
@@ -87,7 +87,7 @@ class SQLitePasskeyRepository(SQLiteFile):
     def passkeys_of(self, user_id: str) -> Sequence[StoredPasskey]:
         """The user's passkeys, oldest first."""
         rows = (
-            self.conn()
+            self._db.conn()
             .execute(
                 f"SELECT {COLUMNS} FROM tokenflow_passkeys WHERE user_id = ? "  # noqa: S608
                 "ORDER BY created_at, credential_id",
@@ -100,7 +100,7 @@ class SQLitePasskeyRepository(SQLiteFile):
     def user_handle_of(self, user_id: str) -> bytes | None:
         """The user handle of the user's passkeys, or None."""
         row = (
-            self.conn()
+            self._db.conn()
             .execute(
                 "SELECT user_handle FROM tokenflow_passkeys WHERE user_id = ? "
                 "ORDER BY created_at LIMIT 1",
@@ -115,7 +115,7 @@ class SQLitePasskeyRepository(SQLiteFile):
     ) -> bool:
         """Move the counter forward and record the use: one conditional UPDATE."""
         row = (
-            self.conn()
+            self._db.conn()
             .execute(
                 "UPDATE tokenflow_passkeys SET sign_count = ?, backed_up = ?, last_used_at = ? "
                 "WHERE credential_id = ? AND (? > sign_count OR (? = 0 AND sign_count = 0)) "
@@ -128,7 +128,7 @@ class SQLitePasskeyRepository(SQLiteFile):
 
     def rename(self, user_id: str, credential_id: bytes, name: str) -> bool:
         """Rename one of the user's passkeys; whether it existed."""
-        cursor = self.conn().execute(
+        cursor = self._db.conn().execute(
             "UPDATE tokenflow_passkeys SET name = ? WHERE credential_id = ? AND user_id = ?",
             (name, credential_id, user_id),
         )
@@ -136,31 +136,31 @@ class SQLitePasskeyRepository(SQLiteFile):
 
     def remove(self, user_id: str, credential_id: bytes) -> bool:
         """Remove one of the user's passkeys; whether it existed."""
-        cursor = self.conn().execute(
+        cursor = self._db.conn().execute(
             "DELETE FROM tokenflow_passkeys WHERE credential_id = ? AND user_id = ?",
             (credential_id, user_id),
         )
         return cursor.rowcount == 1
 
 
-class SQLiteChallengeLedger(SQLiteFile):
+class SQLiteChallengeLedger:
     """A :class:`~tokenflow.passkeys.ChallengeLedger` in an SQLite file: every process
     using the file sees each challenge used once."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        super().__init__(path, "SQLiteChallengeLedger", timeout, _SCHEMA)
+        self._db = SQLiteFile(path, "SQLiteChallengeLedger", timeout, _SCHEMA)
 
     def __repr__(self) -> str:
-        return f"SQLiteChallengeLedger({self.path!r})"
+        return f"SQLiteChallengeLedger({self._db.path!r})"
 
     def use(self, key: bytes, expires_at: float, now: float) -> bool:
         """Record a used challenge: True the first time only (one atomic statement)."""
-        row = self.conn().execute(_USE, (key, expires_at, now)).fetchone()
+        row = self._db.conn().execute(_USE, (key, expires_at, now)).fetchone()
         return row is not None
 
     def purge(self, now: float) -> int:
         """Delete the records of challenges that expired by ``now``; how many."""
-        cursor = self.conn().execute(
+        cursor = self._db.conn().execute(
             "DELETE FROM tokenflow_used_challenges WHERE expires_at <= ?", (now,)
         )
         return cursor.rowcount
