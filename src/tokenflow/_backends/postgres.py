@@ -62,7 +62,7 @@ def table_identifier(table: object) -> sql.Identifier:
 
 class PostgresConnections:
     """A pool, an autocommit connection, or a pool opened from a conninfo string:
-    what the adapters' PostgreSQL backends (passkeys, second factors) run their SQL on."""
+    the adapters' PostgreSQL backends (passkeys, second factors) each hold one."""
 
     def __init__(self, target: Any, name: str) -> None:
         self._pool: ConnectionPool[Any] | None = None

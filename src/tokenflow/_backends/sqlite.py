@@ -42,8 +42,8 @@ class Held:
 
 class SQLiteFile:
     """A database file with one connection per thread (closed when the thread ends),
-    in WAL mode, with ``schema`` applied once: what the adapters' SQLite
-    backends (passkeys, second factors)."""
+    in WAL mode, with ``schema`` applied once. The adapters' SQLite backends
+    (passkeys, second factors) each hold one."""
 
     def __init__(
         self, path: str | os.PathLike[str], name: str, timeout: float, schema: Sequence[str]
