@@ -243,3 +243,12 @@ def test_fifty_logins_with_one_code_or_one_recovery_code_get_one_acceptance(
     assert answers.count(SecondFactorRefused(SecondFactorFailure.WRONG)) == 49
     assert factors.recovery_codes_left(user) == 9
     factors.remove(user)
+
+
+@pytest.mark.parametrize("table", ["", "1abc", "a;drop", None, "x" * 45])
+def test_postgres_store_refuses_bad_table_names(postgres_conninfo: str, table: object) -> None:
+    from tokenflow import ConfigError
+    from tokenflow.mfa.postgres import PostgresSecondFactorStore
+
+    with pytest.raises(ConfigError):
+        PostgresSecondFactorStore(postgres_conninfo, table=table)  # type: ignore[arg-type]

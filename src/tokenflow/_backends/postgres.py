@@ -1,29 +1,46 @@
-"""PostgreSQL connection rules shared by the PostgreSQL store, throttle and adapters."""
+"""PostgreSQL connection rules shared by every PostgreSQL backend (stores, throttles, passkeys).
+
+A backend is given a pool, an autocommit connection or a conninfo string;
+:class:`Connections` and :class:`AsyncConnections` turn any of the three
+into one source of connections, and close only a pool they opened
+themselves. :func:`split_table` checks a ``table=`` name once for all.
+"""
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import psycopg
-from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .._errors import ConfigError
 
 __all__ = [
     "TABLE_RE",
-    "PostgresConnections",
+    "AsyncConnections",
+    "Connections",
     "owned_pool_kwargs",
     "single_connection_error",
-    "table_identifier",
+    "split_table",
 ]
 
 TABLE_RE: Final = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]{0,62})\.)?([A-Za-z_][A-Za-z0-9_]{0,49})")
 """A table name, optionally schema-qualified: what ``table=`` accepts."""
+
+
+def split_table(table: object) -> tuple[str | None, str]:
+    """``(schema or None, base name)`` of a ``table=`` value; ConfigError when it is not one."""
+    match = TABLE_RE.fullmatch(table) if isinstance(table, str) else None
+    if match is None:
+        raise ConfigError(
+            f"invalid table name {table!r}: use letters, digits and underscores "
+            "(at most 50 characters, not starting with a digit), optionally as schema.table"
+        )
+    schema, base = match.groups()
+    return schema, base
 
 
 def owned_pool_kwargs() -> dict[str, Any]:
@@ -48,27 +65,19 @@ def single_connection_error(name: str) -> ConfigError:
     )
 
 
-def table_identifier(table: object) -> sql.Identifier:
-    """The SQL identifier of a ``table=`` argument, or ConfigError (see :data:`TABLE_RE`)."""
-    match = TABLE_RE.fullmatch(table) if isinstance(table, str) else None
-    if match is None:
-        raise ConfigError(
-            f"invalid table name {table!r}: use letters, digits and underscores, "
-            "optionally as schema.table"
-        )
-    schema, base = match.groups()
-    return sql.Identifier(schema, base) if schema else sql.Identifier(base)
+class Connections:
+    """Connections from a pool, one autocommit connection, or a conninfo string.
 
+    ``name`` is the backend's class name, for the errors a wrong target gets.
+    The target is never shown: a conninfo may hold a password.
+    """
 
-class PostgresConnections:
-    """A pool, an autocommit connection, or a pool opened from a conninfo string:
-    the adapters' PostgreSQL backends (passkeys, second factors) each hold one."""
+    __slots__ = ("_conn", "_owns_pool", "_pool")
 
-    def __init__(self, target: Any, name: str) -> None:
+    def __init__(self, target: object, name: str) -> None:
         self._pool: ConnectionPool[Any] | None = None
         self._conn: psycopg.Connection[Any] | None = None
         self._owns_pool = False
-        self._lock = threading.RLock()
         if isinstance(target, str):
             self._pool = ConnectionPool(target, open=True, **owned_pool_kwargs())
             self._owns_pool = True
@@ -86,42 +95,66 @@ class PostgresConnections:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection for one statement (a single connection: under the lock)."""
+        """A connection for one operation."""
         if self._pool is not None:
+            # The pool's context commits (or rolls back) a connection that is
+            # not in autocommit mode, and replaces broken ones.
             with self._pool.connection() as conn:
                 yield conn
         else:
             assert self._conn is not None
-            with self._lock:
-                yield self._conn
+            yield self._conn
 
-    @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection inside one transaction, committed when the block ends.
+    def close(self) -> None:
+        """Close the pool opened for a conninfo string (never one that was given)."""
+        if self._owns_pool and self._pool is not None:
+            self._pool.close()
 
-        With a single connection shared by threads, one transaction at a
-        time: the lock keeps another thread's statements out of it.
-        """
+
+class AsyncConnections:
+    """The async :class:`Connections`: an async pool, connection, or conninfo string.
+
+    A pool opened for a conninfo string opens at the first operation: a
+    constructor may run where there is no event loop yet.
+    """
+
+    __slots__ = ("_conn", "_opened", "_owns_pool", "_pool")
+
+    def __init__(self, target: object, name: str) -> None:
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._owns_pool = False
+        self._opened = False
+        if isinstance(target, str):
+            self._pool = AsyncConnectionPool(target, open=False, **owned_pool_kwargs())
+            self._owns_pool = True
+        elif isinstance(target, AsyncConnectionPool):
+            self._pool = target
+            self._opened = True
+        elif isinstance(target, psycopg.AsyncConnection):
+            if not target.autocommit:
+                raise single_connection_error(name)
+            self._conn = target
+        else:
+            raise ConfigError(
+                f"{name} needs a psycopg_pool.AsyncConnectionPool, a "
+                f"psycopg.AsyncConnection or a conninfo string, not {type(target).__name__}"
+            )
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection for one operation."""
         if self._pool is not None:
-            with self._pool.connection() as conn, conn.transaction():
+            if not self._opened:
+                await self._pool.open()  # idempotent, and safe to race
+                self._opened = True
+            async with self._pool.connection() as conn:
                 yield conn
         else:
             assert self._conn is not None
-            with self._lock, self._conn.transaction():
-                yield self._conn
+            yield self._conn
 
-    def rows(self, query: sql.Composed, params: Any = None) -> list[Any]:
-        """Run one statement; its rows (none for a statement that returns none)."""
-        with self.connection() as conn:
-            cursor = conn.execute(query, params)
-            return cursor.fetchall() if cursor.description is not None else []
-
-    def count(self, query: sql.Composed, params: Any) -> int:
-        """Run one statement; how many rows it touched."""
-        with self.connection() as conn:
-            return int(conn.execute(query, params).rowcount)
-
-    def close(self) -> None:
-        """Close the pool this object opened from a conninfo string (not one it was given)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
+    async def aclose(self) -> None:
+        """Close the pool opened for a conninfo string (never one that was given)."""
+        if self._owns_pool and self._pool is not None and self._opened:
+            await self._pool.close()

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .._backends.postgres import PostgresConnections, table_identifier
+from .._backends.postgres import Connections, split_table
 from ._rows import COLUMNS, FORWARD, from_row, to_row
 from ._types import StoredPasskey
 
@@ -24,17 +24,41 @@ __all__ = ["PostgresChallengeLedger", "PostgresPasskeyRepository"]
 _COLUMNS = sql.SQL(COLUMNS)
 
 
-class PostgresPasskeyRepository:
+def _ident(table: object) -> sql.Identifier:
+    schema, base = split_table(table)
+    return sql.Identifier(schema, base) if schema else sql.Identifier(base)
+
+
+class _Postgres:
+    def __init__(self, target: Any, name: str) -> None:
+        self._db = Connections(target, name)
+        self._connection = self._db.connection
+
+    def _rows(self, query: sql.Composed, params: Any = None) -> list[Any]:
+        with self._connection() as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def _count(self, query: sql.Composed, params: Any) -> int:
+        with self._connection() as conn:
+            return int(conn.execute(query, params).rowcount)
+
+    def close(self) -> None:
+        """Close the pool this object opened from a conninfo string (not one it was given)."""
+        self._db.close()
+
+
+class PostgresPasskeyRepository(_Postgres):
     """A :class:`~tokenflow.passkeys.PasskeyRepository` in PostgreSQL.
 
     ``target`` is a pool, an autocommit connection, or a conninfo string.
     """
 
     def __init__(self, target: Any, *, table: str = "tokenflow_passkeys") -> None:
-        self._db = PostgresConnections(target, "PostgresPasskeyRepository")
-        self._t = table_identifier(table)
+        super().__init__(target, "PostgresPasskeyRepository")
+        self._t = _ident(table)
         self._table = table
-        self._db.rows(
+        self._rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (credential_id bytea PRIMARY KEY, "
                 "user_id text NOT NULL, user_handle bytea NOT NULL, public_key bytea NOT NULL, "
@@ -44,7 +68,7 @@ class PostgresPasskeyRepository:
                 "NOT NULL, last_used_at double precision)"
             ).format(t=self._t)
         )
-        self._db.rows(
+        self._rows(
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (user_id)").format(
                 i=sql.Identifier(table.rpartition(".")[2] + "_by_user"), t=self._t
             )
@@ -53,23 +77,19 @@ class PostgresPasskeyRepository:
     def __repr__(self) -> str:
         return f"PostgresPasskeyRepository(table={self._table!r})"
 
-    def close(self) -> None:
-        """Close the pool this object opened from a conninfo string (not one it was given)."""
-        self._db.close()
-
     def add(self, passkey: StoredPasskey) -> None:
         """Store a new passkey (ValueError if its credential id exists)."""
         query = sql.SQL("INSERT INTO {t} ({c}) VALUES ({v})").format(
             t=self._t, c=_COLUMNS, v=sql.SQL(", ").join([sql.Placeholder()] * 13)
         )
         try:
-            self._db.rows(query, to_row(passkey))
+            self._rows(query, to_row(passkey))
         except psycopg.errors.UniqueViolation as exc:
             raise ValueError("a passkey with this credential id exists") from exc
 
     def find(self, credential_id: bytes) -> StoredPasskey | None:
         """The passkey with this credential id, or None."""
-        rows = self._db.rows(
+        rows = self._rows(
             sql.SQL("SELECT {c} FROM {t} WHERE credential_id = %s").format(c=_COLUMNS, t=self._t),
             (credential_id,),
         )
@@ -77,7 +97,7 @@ class PostgresPasskeyRepository:
 
     def passkeys_of(self, user_id: str) -> Sequence[StoredPasskey]:
         """The user's passkeys, oldest first."""
-        rows = self._db.rows(
+        rows = self._rows(
             sql.SQL(
                 "SELECT {c} FROM {t} WHERE user_id = %s ORDER BY created_at, credential_id"
             ).format(c=_COLUMNS, t=self._t),
@@ -87,7 +107,7 @@ class PostgresPasskeyRepository:
 
     def user_handle_of(self, user_id: str) -> bytes | None:
         """The user handle of the user's passkeys, or None."""
-        rows = self._db.rows(
+        rows = self._rows(
             sql.SQL(
                 "SELECT user_handle FROM {t} WHERE user_id = %s ORDER BY created_at LIMIT 1"
             ).format(t=self._t),
@@ -99,7 +119,7 @@ class PostgresPasskeyRepository:
         self, credential_id: bytes, sign_count: int, backed_up: bool, now: float
     ) -> bool:
         """Move the counter forward and record the use: one conditional UPDATE."""
-        rows = self._db.rows(
+        rows = self._rows(
             sql.SQL(
                 "UPDATE {t} SET sign_count = %(count)s, backed_up = %(backed)s, "
                 "last_used_at = %(now)s WHERE credential_id = %(id)s AND {forward} "
@@ -112,22 +132,22 @@ class PostgresPasskeyRepository:
     def rename(self, user_id: str, credential_id: bytes, name: str) -> bool:
         """Rename one of the user's passkeys; whether it existed."""
         query = sql.SQL("UPDATE {t} SET name = %s WHERE credential_id = %s AND user_id = %s")
-        return self._db.count(query.format(t=self._t), (name, credential_id, user_id)) == 1
+        return self._count(query.format(t=self._t), (name, credential_id, user_id)) == 1
 
     def remove(self, user_id: str, credential_id: bytes) -> bool:
         """Remove one of the user's passkeys; whether it existed."""
         query = sql.SQL("DELETE FROM {t} WHERE credential_id = %s AND user_id = %s")
-        return self._db.count(query.format(t=self._t), (credential_id, user_id)) == 1
+        return self._count(query.format(t=self._t), (credential_id, user_id)) == 1
 
 
-class PostgresChallengeLedger:
+class PostgresChallengeLedger(_Postgres):
     """A :class:`~tokenflow.passkeys.ChallengeLedger` in PostgreSQL, shared by every server."""
 
     def __init__(self, target: Any, *, table: str = "tokenflow_used_challenges") -> None:
-        self._db = PostgresConnections(target, "PostgresChallengeLedger")
-        self._t = table_identifier(table)
+        super().__init__(target, "PostgresChallengeLedger")
+        self._t = _ident(table)
         self._table = table
-        self._db.rows(
+        self._rows(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} (key bytea PRIMARY KEY, "
                 "expires_at double precision NOT NULL)"
@@ -142,15 +162,11 @@ class PostgresChallengeLedger:
     def __repr__(self) -> str:
         return f"PostgresChallengeLedger(table={self._table!r})"
 
-    def close(self) -> None:
-        """Close the pool this object opened from a conninfo string (not one it was given)."""
-        self._db.close()
-
     def use(self, key: bytes, expires_at: float, now: float) -> bool:
         """Record a used challenge: True the first time only (one atomic statement)."""
-        return bool(self._db.rows(self._use, {"key": key, "exp": expires_at, "now": now}))
+        return bool(self._rows(self._use, {"key": key, "exp": expires_at, "now": now}))
 
     def purge(self, now: float) -> int:
         """Delete the records of challenges that expired by ``now``; how many."""
         query = sql.SQL("DELETE FROM {t} WHERE expires_at <= %s").format(t=self._t)
-        return self._db.count(query, (now,))
+        return self._count(query, (now,))
