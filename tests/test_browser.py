@@ -20,7 +20,6 @@ import asyncio
 import functools
 import json
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -31,39 +30,20 @@ from typing import Any, TypeVar
 
 import pytest
 
-CHROMIUM = os.environ.get("TOKENFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TOKENFLOW_CHROMEDRIVER", "/usr/bin/chromedriver")
-REQUIRED = os.environ.get("TOKENFLOW_REQUIRE_BROWSER") == "1"
-
 ACCESS_TTL = 2
 IDLE_TTL = 6
 ALICE = ("alice@example.com", "correct horse battery staple")
 
 
-def _missing() -> str | None:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            return f"{path} not found (apt-get install chromium chromium-driver)"
-    for module, extra in (("selenium", "browser"), ("uvicorn", "demo")):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{module} not installed (pip install -e '.[{extra}]')"
-    return None
+from _chromium import chromium as start_chromium  # noqa: E402
+from _chromium import require  # noqa: E402
 
+require({"uvicorn": "demo"})
 
-_why = _missing()
-if _why is not None:
-    if REQUIRED:
-        pytest.fail(f"TOKENFLOW_REQUIRE_BROWSER=1 but {_why}", pytrace=False)
-    pytest.skip(_why, allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import (  # noqa: E402
     NoSuchElementException,
     StaleElementReferenceException,
 )
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -158,51 +138,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
 # -- the browser ---------------------------------------------------------------------
 
 
-def _chromium(root: str) -> WebDriver:
-    """Chromium with its profile and its temporary files under ``root``."""
-    user_data_dir = os.path.join(root, "profile")
-    scratch = os.path.join(root, "tmp")
-    os.makedirs(scratch)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[WebDriver]:
+    flags = (
         "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
         # Background tabs must fire their timers on time for the two-tab race.
         "--disable-background-timer-throttling",
         "--disable-renderer-backgrounding",
         "--disable-backgrounding-occluded-windows",
         "--window-size=1200,1000",
-        f"--user-data-dir={user_data_dir}",
-    ):
-        options.add_argument(flag)
-    # An explicit driver path: Selenium Manager (which could download) never runs.
-    # TMPDIR keeps Chromium's singleton socket directory out of the shared /tmp.
-    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": scratch})
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(10)
-    driver.set_script_timeout(10)
-    return driver
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[WebDriver]:
-    root = tempfile.mkdtemp(prefix="tokenflow-chromium-")
-    try:
-        driver = _chromium(root)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    )
+    with start_chromium("tokenflow-chromium-", flags=flags) as driver:
+        yield driver
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tokenflow import ConfigError, Key, KeyRing
 from tokenflow.__main__ import main
-from tokenflow.tokens import Purpose, TokenCodec
+from tokenflow.tokens import InvalidToken, Purpose, TokenCodec
 
 SECRET_A = bytes(range(32))
 SECRET_B = bytes(range(100, 132))
@@ -364,3 +364,54 @@ def test_keygen_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["keygen", "--bogus"])
     assert caught.value.code == 2
     capsys.readouterr()
+
+
+# -- sealing bytes at rest (KeyRing.seal_bytes / open_bytes) -----------------------
+
+
+def test_a_secret_sealed_for_one_user_does_not_open_for_another() -> None:
+    keyring = KeyRing.generate()
+    sealed = keyring.seal_bytes(b"seed", purpose="mfa/totp-secret", context=b"alice")
+    assert keyring.open_bytes(sealed, purpose="mfa/totp-secret", context=b"alice") == b"seed"
+    for purpose, context in (("mfa/totp-secret", b"bob"), ("other", b"alice")):
+        with pytest.raises(InvalidToken):
+            keyring.open_bytes(sealed, purpose=purpose, context=context)
+
+
+def test_sealed_bytes_survive_rotation_and_refuse_tampering() -> None:
+    keyring = KeyRing.generate()
+    sealed = keyring.seal_bytes(b"seed", purpose="p", context=b"c")
+    rotated = keyring.rotated()
+    assert rotated.open_bytes(sealed, purpose="p", context=b"c") == b"seed"
+    assert rotated.seal_bytes(b"seed", purpose="p", context=b"c") != sealed
+    without = rotated.without(keyring.active.kid)
+    with pytest.raises(InvalidToken):
+        without.open_bytes(sealed, purpose="p", context=b"c")
+    for index in range(len(sealed)):
+        tampered = bytearray(sealed)
+        tampered[index] ^= 1
+        with pytest.raises(InvalidToken):
+            keyring.open_bytes(bytes(tampered), purpose="p", context=b"c")
+    for cut in (b"", sealed[:1], sealed[:20], sealed[:-1]):
+        with pytest.raises(InvalidToken):
+            keyring.open_bytes(cut, purpose="p", context=b"c")
+    with pytest.raises(InvalidToken):
+        keyring.open_bytes("text", purpose="p", context=b"c")  # type: ignore[arg-type]
+
+
+def test_a_sealed_blob_is_never_a_token_and_misuse_raises() -> None:
+    keyring = KeyRing.generate()
+    codec = TokenCodec(keyring)
+    token = codec.seal(
+        Purpose.ACCESS, {"sub": "a", "iat": 1_767_225_600, "exp": 1_767_225_600 + 60}
+    )
+    with pytest.raises(InvalidToken):
+        keyring.open_bytes(token.encode(), purpose="p")
+    with pytest.raises(ValueError, match="purpose"):
+        keyring.seal_bytes(b"x", purpose="")
+    with pytest.raises(ValueError, match="purpose"):
+        keyring.seal_bytes(b"x", purpose="Upper")
+    with pytest.raises(TypeError):
+        keyring.seal_bytes("x", purpose="p")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        keyring.seal_bytes(b"x", purpose="p", context="c")  # type: ignore[arg-type]

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,32 +26,12 @@ from typing import Any
 import httpx
 import pytest
 
-CHROMIUM = os.environ.get("TOKENFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TOKENFLOW_CHROMEDRIVER", "/usr/bin/chromedriver")
-REQUIRED = os.environ.get("TOKENFLOW_REQUIRE_BROWSER") == "1"
+from _chromium import chromium as start_chromium
+from _chromium import require
 
-
-def _missing() -> str | None:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            return f"{path} not found (apt-get install chromium chromium-driver)"
-    for module, extra in (("selenium", "browser"), ("uvicorn", "demo"), ("starlette", "examples")):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{module} not installed (pip install -e '.[{extra}]')"
-    return None
-
-
-_why = _missing()
-if _why is not None:
-    if REQUIRED:
-        pytest.fail(f"TOKENFLOW_REQUIRE_BROWSER=1 but {_why}", pytrace=False)
-    pytest.skip(_why, allow_module_level=True)
+require({"uvicorn": "demo", "starlette": "examples"})
 
 import uvicorn  # noqa: E402
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -176,31 +154,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Any,
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[WebDriver]:
-    root = tempfile.mkdtemp(prefix="tokenflow-oidc-chromium-")
-    scratch = os.path.join(root, "tmp")
-    os.makedirs(scratch)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={os.path.join(root, 'profile')}",
-    ):
-        options.add_argument(flag)
-    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": scratch})
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(10)
-    try:
+    with start_chromium("tokenflow-oidc-chromium-") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def page_text(driver: WebDriver) -> str:

@@ -12,10 +12,7 @@ Skips when chromium, chromedriver or selenium is missing, unless
 
 from __future__ import annotations
 
-import os
-import shutil
 import socketserver
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,30 +21,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 
-CHROMIUM = os.environ.get("TOKENFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TOKENFLOW_CHROMEDRIVER", "/usr/bin/chromedriver")
-REQUIRED = os.environ.get("TOKENFLOW_REQUIRE_BROWSER") == "1"
+from _chromium import chromium as start_chromium
+from _chromium import require
 
+require()
 
-def _missing() -> str | None:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            return f"{path} not found (apt-get install chromium chromium-driver)"
-    try:
-        __import__("selenium")
-    except ImportError:
-        return "selenium not installed (pip install -e '.[browser]')"
-    return None
-
-
-_why = _missing()
-if _why is not None:
-    if REQUIRED:
-        pytest.fail(f"TOKENFLOW_REQUIRE_BROWSER=1 but {_why}", pytrace=False)
-    pytest.skip(_why, allow_module_level=True)
-
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.virtual_authenticator import (  # noqa: E402
     Credential,
     Protocol,
@@ -133,31 +111,8 @@ def site() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[WebDriver]:
-    root = tempfile.mkdtemp(prefix="tokenflow-passkeys-")
-    scratch = os.path.join(root, "tmp")
-    os.makedirs(scratch)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={os.path.join(root, 'profile')}",
-    ):
-        options.add_argument(flag)
-    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": scratch})
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_script_timeout(20)
-    try:
+    with start_chromium("tokenflow-passkeys-", script_timeout=20) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _authenticator(driver: WebDriver) -> None:

@@ -19,10 +19,13 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Final, Self
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._base64url import b64url_decode, b64url_encode
-from ._errors import ConfigError
+from ._errors import ConfigError, InvalidToken, InvalidTokenReason
 
 __all__ = ["KEY_BYTES", "Key", "KeyRing"]
 
@@ -32,6 +35,15 @@ KEY_BYTES = 32
 _KID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _B64URL_KEY = re.compile(r"[A-Za-z0-9_-]{43}")
 _KID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+# Sealed data at rest (KeyRing.seal_bytes): its own version byte and HKDF
+# label, so no sealed blob can ever be opened as a token, nor a token as one.
+_SEALED_VERSION: Final = 1
+_SEALED_SALT: Final = 16
+_SEALED_NONCE: Final = 12
+_SEALED_TAG: Final = 16
+_SEALED_INFO: Final = b"tokenflow/v1 sealed bytes"
+_PURPOSE = re.compile(r"[a-z0-9][a-z0-9./_-]{0,63}")
 
 
 def _decode_key(text: str, kid: str) -> bytes:
@@ -184,6 +196,63 @@ class KeyRing:
             self._active, [k for k in self._keys.values() if k.kid != kid and k is not self._active]
         )
 
+    def seal_bytes(self, plaintext: bytes, *, purpose: str, context: bytes = b"") -> bytes:
+        """Seal ``plaintext`` under the active key, for storage at rest.
+
+        AES-256-GCM under a subkey derived (HKDF-SHA256-Expand, label
+        ``tokenflow/v1 sealed bytes``) from the active key and a random
+        128-bit salt drawn for this blob alone, so nonce reuse needs a salt
+        collision first (about 2^-64 for 2^32 blobs) whatever the volume. The
+        authenticated data binds the key id, the salt, ``purpose`` (a short
+        lower-case label such as ``"mfa/totp-secret"``) and ``context`` (what
+        the blob belongs to, such as a user id): a blob opens only under the
+        same purpose and context. Tokens are never blobs and blobs never
+        tokens (their own label and layout). Layout::
+
+            0x01 | kid length | kid | salt (16) | nonce (12) | ciphertext | tag (16)
+
+        Keys can rotate: a blob opens as long as its key stays in the ring.
+        Reseal it (open, seal) to move it to the active key.
+        """
+        if not isinstance(plaintext, bytes):
+            raise TypeError("seal_bytes seals bytes")
+        kid = self._active.kid.encode()
+        header = bytes((_SEALED_VERSION, len(kid))) + kid + secrets.token_bytes(_SEALED_SALT)
+        nonce = secrets.token_bytes(_SEALED_NONCE)
+        aead = AESGCM(_sealing_subkey(self._active.secret, header[-_SEALED_SALT:]))
+        sealed = aead.encrypt(nonce, plaintext, _sealed_ad(header, purpose, context))
+        return header + nonce + sealed
+
+    def open_bytes(self, sealed: bytes, *, purpose: str, context: bytes = b"") -> bytes:
+        """Open a blob made by :meth:`seal_bytes` with the same ``purpose`` and ``context``.
+
+        Every failure (wrong shape, unknown key id, tampered, another purpose
+        or context) raises :class:`~tokenflow.tokens.InvalidToken`, whose
+        message never says which check failed.
+        """
+        _sealed_ad(b"", purpose, context)  # misuse raises before any input is read
+        if not isinstance(sealed, bytes) or len(sealed) < 2 or sealed[0] != _SEALED_VERSION:
+            raise InvalidToken(InvalidTokenReason.MALFORMED)
+        end = 2 + sealed[1] + _SEALED_SALT
+        if len(sealed) < end + _SEALED_NONCE + _SEALED_TAG:
+            raise InvalidToken(InvalidTokenReason.MALFORMED)
+        try:
+            kid = sealed[2 : 2 + sealed[1]].decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidToken(InvalidTokenReason.MALFORMED) from None
+        key = self._keys.get(kid)
+        if key is None:
+            raise InvalidToken(InvalidTokenReason.UNKNOWN_KEY)
+        header = sealed[:end]
+        aead = AESGCM(_sealing_subkey(key.secret, header[-_SEALED_SALT:]))
+        ad = _sealed_ad(header, purpose, context)
+        try:
+            return aead.decrypt(
+                sealed[end : end + _SEALED_NONCE], sealed[end + _SEALED_NONCE :], ad
+            )
+        except InvalidTag:
+            raise InvalidToken(InvalidTokenReason.TAG_MISMATCH) from None
+
     @property
     def active(self) -> Key:
         """The key that seals new tokens."""
@@ -207,3 +276,26 @@ class KeyRing:
         return f"KeyRing(active={self._active.kid!r}, retired={retired!r})"
 
     __str__ = __repr__
+
+
+def _check_purpose(purpose: object) -> bytes:
+    if not isinstance(purpose, str) or not _PURPOSE.fullmatch(purpose):
+        raise ValueError(
+            "a sealing purpose is 1 to 64 characters of a-z, 0-9, '.', '/', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return purpose.encode()
+
+
+def _sealed_ad(header: bytes, purpose: str, context: bytes) -> bytes:
+    ad_purpose = _check_purpose(purpose)
+    if not isinstance(context, bytes):
+        raise TypeError("context must be bytes")
+    # The purpose is length-prefixed so that (purpose, context) pairs never
+    # run into each other; the context is last and takes the rest.
+    return header + len(ad_purpose).to_bytes(1, "big") + ad_purpose + context
+
+
+def _sealing_subkey(key: bytes, salt: bytes) -> bytes:
+    """HKDF-SHA256-Expand with the 256-bit key as PRK, one output block."""
+    return hmac.digest(key, _SEALED_INFO + salt + b"\x01", "sha256")

@@ -9,16 +9,13 @@ one gets a row back. A counter moves with one conditional ``UPDATE``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
-from .._backends.postgres import TABLE_RE, owned_pool_kwargs, single_connection_error
-from .._errors import ConfigError
+from .._backends.postgres import Connections, split_table
 from ._rows import COLUMNS, FORWARD, from_row, to_row
 from ._types import StoredPasskey
 
@@ -28,44 +25,14 @@ _COLUMNS = sql.SQL(COLUMNS)
 
 
 def _ident(table: object) -> sql.Identifier:
-    match = TABLE_RE.fullmatch(table) if isinstance(table, str) else None
-    if match is None:
-        raise ConfigError(
-            f"invalid table name {table!r}: use letters, digits and underscores, "
-            "optionally as schema.table"
-        )
-    schema, base = match.groups()
+    schema, base = split_table(table)
     return sql.Identifier(schema, base) if schema else sql.Identifier(base)
 
 
 class _Postgres:
     def __init__(self, target: Any, name: str) -> None:
-        self._pool: ConnectionPool[Any] | None = None
-        self._conn: psycopg.Connection[Any] | None = None
-        self._owns_pool = False
-        if isinstance(target, str):
-            self._pool = ConnectionPool(target, open=True, **owned_pool_kwargs())
-            self._owns_pool = True
-        elif isinstance(target, ConnectionPool):
-            self._pool = target
-        elif isinstance(target, psycopg.Connection):
-            if not target.autocommit:
-                raise single_connection_error(name)
-            self._conn = target
-        else:
-            raise ConfigError(
-                f"{name} needs a psycopg_pool.ConnectionPool, a psycopg.Connection "
-                f"or a conninfo string, not {type(target).__name__}"
-            )
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._pool is not None:
-            with self._pool.connection() as conn:
-                yield conn
-        else:
-            assert self._conn is not None
-            yield self._conn
+        self._db = Connections(target, name)
+        self._connection = self._db.connection
 
     def _rows(self, query: sql.Composed, params: Any = None) -> list[Any]:
         with self._connection() as conn:
@@ -78,8 +45,7 @@ class _Postgres:
 
     def close(self) -> None:
         """Close the pool this object opened from a conninfo string (not one it was given)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
+        self._db.close()
 
 
 class PostgresPasskeyRepository(_Postgres):

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Sequence
 from typing import Final
 
-from .._backends.sqlite import Held
-from .._errors import ConfigError
+from .._backends.sqlite import SQLiteFile
 from ._rows import COLUMNS, from_row, to_row
 from ._types import StoredPasskey
 
@@ -55,56 +53,19 @@ _USE: Final = (
 )
 
 
-class _SQLite:
-    """A database file with one connection per thread (closed when the thread ends)."""
-
-    def __init__(self, path: str | os.PathLike[str], name: str, timeout: float) -> None:
-        raw = os.fspath(path)
-        if raw in ("", ":memory:"):
-            raise ConfigError(f"{name} needs a database file path; use the memory one for memory")
-        self._path = os.path.abspath(raw)
-        if not os.path.isdir(os.path.dirname(self._path)):
-            raise ConfigError(f"{name}: the directory of {self._path!r} does not exist")
-        self._timeout = float(timeout)
-        self._local = threading.local()
-        conn = self._connect()
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-        finally:
-            conn.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-        )
-        # As the session store: in WAL mode, NORMAL loses no committed write
-        # on a process crash, only on a power cut, and saves an fsync per write.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
-    def _conn(self) -> sqlite3.Connection:
-        held: Held | None = getattr(self._local, "held", None)
-        if held is None or held.pid != os.getpid():
-            held = Held(self._connect())
-            self._local.held = held
-        return held.conn
-
-
-class SQLitePasskeyRepository(_SQLite):
+class SQLitePasskeyRepository:
     """A :class:`~tokenflow.passkeys.PasskeyRepository` in an SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        super().__init__(path, "SQLitePasskeyRepository", timeout)
+        self._db = SQLiteFile(path, "SQLitePasskeyRepository", timeout, _SCHEMA)
 
     def __repr__(self) -> str:
-        return f"SQLitePasskeyRepository({self._path!r})"
+        return f"SQLitePasskeyRepository({self._db.path!r})"
 
     def add(self, passkey: StoredPasskey) -> None:
         """Store a new passkey (ValueError if its credential id exists)."""
         try:
-            self._conn().execute(
+            self._db.conn().execute(
                 f"INSERT INTO tokenflow_passkeys ({COLUMNS}) VALUES ({', '.join('?' * 13)})",  # noqa: S608
                 to_row(passkey),
             )
@@ -114,7 +75,7 @@ class SQLitePasskeyRepository(_SQLite):
     def find(self, credential_id: bytes) -> StoredPasskey | None:
         """The passkey with this credential id, or None."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(
                 f"SELECT {COLUMNS} FROM tokenflow_passkeys WHERE credential_id = ?",  # noqa: S608
                 (credential_id,),
@@ -126,7 +87,7 @@ class SQLitePasskeyRepository(_SQLite):
     def passkeys_of(self, user_id: str) -> Sequence[StoredPasskey]:
         """The user's passkeys, oldest first."""
         rows = (
-            self._conn()
+            self._db.conn()
             .execute(
                 f"SELECT {COLUMNS} FROM tokenflow_passkeys WHERE user_id = ? "  # noqa: S608
                 "ORDER BY created_at, credential_id",
@@ -139,7 +100,7 @@ class SQLitePasskeyRepository(_SQLite):
     def user_handle_of(self, user_id: str) -> bytes | None:
         """The user handle of the user's passkeys, or None."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(
                 "SELECT user_handle FROM tokenflow_passkeys WHERE user_id = ? "
                 "ORDER BY created_at LIMIT 1",
@@ -154,7 +115,7 @@ class SQLitePasskeyRepository(_SQLite):
     ) -> bool:
         """Move the counter forward and record the use: one conditional UPDATE."""
         row = (
-            self._conn()
+            self._db.conn()
             .execute(
                 "UPDATE tokenflow_passkeys SET sign_count = ?, backed_up = ?, last_used_at = ? "
                 "WHERE credential_id = ? AND (? > sign_count OR (? = 0 AND sign_count = 0)) "
@@ -167,7 +128,7 @@ class SQLitePasskeyRepository(_SQLite):
 
     def rename(self, user_id: str, credential_id: bytes, name: str) -> bool:
         """Rename one of the user's passkeys; whether it existed."""
-        cursor = self._conn().execute(
+        cursor = self._db.conn().execute(
             "UPDATE tokenflow_passkeys SET name = ? WHERE credential_id = ? AND user_id = ?",
             (name, credential_id, user_id),
         )
@@ -175,31 +136,31 @@ class SQLitePasskeyRepository(_SQLite):
 
     def remove(self, user_id: str, credential_id: bytes) -> bool:
         """Remove one of the user's passkeys; whether it existed."""
-        cursor = self._conn().execute(
+        cursor = self._db.conn().execute(
             "DELETE FROM tokenflow_passkeys WHERE credential_id = ? AND user_id = ?",
             (credential_id, user_id),
         )
         return cursor.rowcount == 1
 
 
-class SQLiteChallengeLedger(_SQLite):
+class SQLiteChallengeLedger:
     """A :class:`~tokenflow.passkeys.ChallengeLedger` in an SQLite file: every process
     using the file sees each challenge used once."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
-        super().__init__(path, "SQLiteChallengeLedger", timeout)
+        self._db = SQLiteFile(path, "SQLiteChallengeLedger", timeout, _SCHEMA)
 
     def __repr__(self) -> str:
-        return f"SQLiteChallengeLedger({self._path!r})"
+        return f"SQLiteChallengeLedger({self._db.path!r})"
 
     def use(self, key: bytes, expires_at: float, now: float) -> bool:
         """Record a used challenge: True the first time only (one atomic statement)."""
-        row = self._conn().execute(_USE, (key, expires_at, now)).fetchone()
+        row = self._db.conn().execute(_USE, (key, expires_at, now)).fetchone()
         return row is not None
 
     def purge(self, now: float) -> int:
         """Delete the records of challenges that expired by ``now``; how many."""
-        cursor = self._conn().execute(
+        cursor = self._db.conn().execute(
             "DELETE FROM tokenflow_used_challenges WHERE expires_at <= ?", (now,)
         )
         return cursor.rowcount

@@ -75,8 +75,7 @@ periodically (every few minutes) for the rest.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar
@@ -88,8 +87,7 @@ from psycopg.rows import TupleRow, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from .._backends.postgres import TABLE_RE, owned_pool_kwargs, single_connection_error
-from .._errors import ConfigError
+from .._backends.postgres import AsyncConnections, Connections, split_table
 from .._sessions import NewSession, Rotation, RotationOutcome, RotationResult, SessionInfo
 from ._values import check_metadata, stored_times
 
@@ -136,13 +134,7 @@ _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 
 def _names(table: str) -> tuple[sql.Identifier, sql.Identifier, sql.Identifier]:
     """``(table, user index, version 1 expiry index)`` identifiers; ConfigError on a bad name."""
-    match = TABLE_RE.fullmatch(table) if isinstance(table, str) else None
-    if match is None:
-        raise ConfigError(
-            f"invalid table name {table!r}: use letters, digits and underscores "
-            "(at most 50 characters, not starting with a digit), optionally as schema.table"
-        )
-    schema, base = match.groups()
+    schema, base = split_table(table)
     ident = sql.Identifier(schema, base) if schema else sql.Identifier(base)
     # Indexes always live in their table's schema: CREATE INDEX takes an
     # unqualified name. The version 1 expiry index, dropped by the migration,
@@ -488,23 +480,8 @@ class PostgresStore:
         table: str = DEFAULT_TABLE,
     ) -> None:
         self._sql = _Statements(table)
-        self._pool: ConnectionPool[Any] | None = None
-        self._conn: psycopg.Connection[Any] | None = None
-        self._owns_pool = False
-        if isinstance(target, str):
-            self._pool = ConnectionPool(target, open=True, **owned_pool_kwargs())
-            self._owns_pool = True
-        elif isinstance(target, ConnectionPool):
-            self._pool = target
-        elif isinstance(target, psycopg.Connection):
-            if not target.autocommit:
-                raise single_connection_error("PostgresStore")
-            self._conn = target
-        else:
-            raise ConfigError(
-                "PostgresStore needs a psycopg_pool.ConnectionPool, a psycopg.Connection "
-                f"or a conninfo string, not {type(target).__name__}"
-            )
+        self._db = Connections(target, "PostgresStore")
+        self._connection = self._db.connection
 
     def __repr__(self) -> str:
         # The pool and conninfo are left out: a conninfo may hold a password.
@@ -517,8 +494,7 @@ class PostgresStore:
 
     def close(self) -> None:
         """Close the pool the store opened for a conninfo string (nothing else)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
+        self._db.close()
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -530,17 +506,6 @@ class PostgresStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._pool is not None:
-            # The pool's context commits (or rolls back) a connection that is
-            # not in autocommit mode, and replaces broken ones.
-            with self._pool.connection() as conn:
-                yield conn
-        else:
-            assert self._conn is not None
-            yield self._conn
 
     def _run(self, body: Callable[[psycopg.Cursor[TupleRow]], _T]) -> _T:
         for attempt in range(_ATTEMPTS):
@@ -668,27 +633,8 @@ class AsyncPostgresStore:
         table: str = DEFAULT_TABLE,
     ) -> None:
         self._sql = _Statements(table)
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._owns_pool = False
-        self._opened = False
-        if isinstance(target, str):
-            # Opening an async pool needs a running event loop, which a
-            # constructor may not have: it opens at the first operation.
-            self._pool = AsyncConnectionPool(target, open=False, **owned_pool_kwargs())
-            self._owns_pool = True
-        elif isinstance(target, AsyncConnectionPool):
-            self._pool = target
-            self._opened = True
-        elif isinstance(target, psycopg.AsyncConnection):
-            if not target.autocommit:
-                raise single_connection_error("AsyncPostgresStore")
-            self._conn = target
-        else:
-            raise ConfigError(
-                "AsyncPostgresStore needs a psycopg_pool.AsyncConnectionPool, a "
-                f"psycopg.AsyncConnection or a conninfo string, not {type(target).__name__}"
-            )
+        self._db = AsyncConnections(target, "AsyncPostgresStore")
+        self._connection = self._db.connection
 
     def __repr__(self) -> str:
         return f"AsyncPostgresStore(table={self._sql.table!r})"
@@ -700,8 +646,7 @@ class AsyncPostgresStore:
 
     async def aclose(self) -> None:
         """Close the pool the store opened for a conninfo string (nothing else)."""
-        if self._owns_pool and self._pool is not None and self._opened:
-            await self._pool.close()
+        await self._db.aclose()
 
     async def __aenter__(self) -> AsyncPostgresStore:
         return self
@@ -713,18 +658,6 @@ class AsyncPostgresStore:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        if self._pool is not None:
-            if not self._opened:
-                await self._pool.open()  # idempotent, and safe to race
-                self._opened = True
-            async with self._pool.connection() as conn:
-                yield conn
-        else:
-            assert self._conn is not None
-            yield self._conn
 
     async def _run(self, body: Callable[[psycopg.AsyncCursor[TupleRow]], Awaitable[_T]]) -> _T:
         for attempt in range(_ATTEMPTS):

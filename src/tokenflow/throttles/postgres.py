@@ -28,8 +28,7 @@ conninfo string (the throttle opens and owns a small pool). Run
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from importlib import resources
 from types import TracebackType
 from typing import Any, Final
@@ -38,8 +37,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from .._backends.postgres import TABLE_RE, owned_pool_kwargs, single_connection_error
-from .._errors import ConfigError
+from .._backends.postgres import AsyncConnections, Connections, split_table
 from .._throttle import NO_FAILURES, FailureCount
 
 __all__ = [
@@ -58,13 +56,7 @@ _SCHEMA_LOCK_KEY: Final = 0x746F6B656E746872
 
 
 def _names(table: str) -> tuple[sql.Identifier, sql.Identifier]:
-    match = TABLE_RE.fullmatch(table) if isinstance(table, str) else None
-    if match is None:
-        raise ConfigError(
-            f"invalid table name {table!r}: use letters, digits and underscores "
-            "(at most 50 characters, not starting with a digit), optionally as schema.table"
-        )
-    schema, base = match.groups()
+    schema, base = split_table(table)
     ident = sql.Identifier(schema, base) if schema else sql.Identifier(base)
     return ident, sql.Identifier(f"{base}_by_expiry")
 
@@ -214,23 +206,8 @@ class PostgresThrottle:
         table: str = DEFAULT_TABLE,
     ) -> None:
         self._sql = _Statements(table)
-        self._pool: ConnectionPool[Any] | None = None
-        self._conn: psycopg.Connection[Any] | None = None
-        self._owns_pool = False
-        if isinstance(target, str):
-            self._pool = ConnectionPool(target, open=True, **owned_pool_kwargs())
-            self._owns_pool = True
-        elif isinstance(target, ConnectionPool):
-            self._pool = target
-        elif isinstance(target, psycopg.Connection):
-            if not target.autocommit:
-                raise single_connection_error("PostgresThrottle")
-            self._conn = target
-        else:
-            raise ConfigError(
-                "PostgresThrottle needs a psycopg_pool.ConnectionPool, a psycopg.Connection "
-                f"or a conninfo string, not {type(target).__name__}"
-            )
+        self._db = Connections(target, "PostgresThrottle")
+        self._connection = self._db.connection
 
     def __repr__(self) -> str:
         # No pool or conninfo: a conninfo may hold a password.
@@ -240,15 +217,6 @@ class PostgresThrottle:
     def table(self) -> str:
         """The throttle table's name."""
         return self._sql.table
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._pool is not None:
-            with self._pool.connection() as conn:
-                yield conn
-        else:
-            assert self._conn is not None
-            yield self._conn
 
     def _rows(self, query: sql.Composed, params: dict[str, Any]) -> list[Any]:
         with self._connection() as conn:
@@ -307,8 +275,7 @@ class PostgresThrottle:
 
     def close(self) -> None:
         """Close the pool the throttle opened for a conninfo string (nothing else)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
+        self._db.close()
 
     def __enter__(self) -> PostgresThrottle:
         return self
@@ -337,25 +304,8 @@ class AsyncPostgresThrottle:
         table: str = DEFAULT_TABLE,
     ) -> None:
         self._sql = _Statements(table)
-        self._pool: AsyncConnectionPool[Any] | None = None
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._owns_pool = False
-        self._opened = False
-        if isinstance(target, str):
-            self._pool = AsyncConnectionPool(target, open=False, **owned_pool_kwargs())
-            self._owns_pool = True
-        elif isinstance(target, AsyncConnectionPool):
-            self._pool = target
-            self._opened = True
-        elif isinstance(target, psycopg.AsyncConnection):
-            if not target.autocommit:
-                raise single_connection_error("AsyncPostgresThrottle")
-            self._conn = target
-        else:
-            raise ConfigError(
-                "AsyncPostgresThrottle needs a psycopg_pool.AsyncConnectionPool, a "
-                f"psycopg.AsyncConnection or a conninfo string, not {type(target).__name__}"
-            )
+        self._db = AsyncConnections(target, "AsyncPostgresThrottle")
+        self._connection = self._db.connection
 
     def __repr__(self) -> str:
         return f"AsyncPostgresThrottle(table={self._sql.table!r})"
@@ -364,18 +314,6 @@ class AsyncPostgresThrottle:
     def table(self) -> str:
         """The throttle table's name."""
         return self._sql.table
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        if self._pool is not None:
-            if not self._opened:
-                await self._pool.open()
-                self._opened = True
-            async with self._pool.connection() as conn:
-                yield conn
-        else:
-            assert self._conn is not None
-            yield self._conn
 
     async def _rows(self, query: sql.Composed, params: dict[str, Any]) -> list[Any]:
         async with self._connection() as conn:
@@ -433,8 +371,7 @@ class AsyncPostgresThrottle:
 
     async def aclose(self) -> None:
         """Close the pool the throttle opened for a conninfo string (nothing else)."""
-        if self._owns_pool and self._pool is not None and self._opened:
-            await self._pool.close()
+        await self._db.aclose()
 
     async def __aenter__(self) -> AsyncPostgresThrottle:
         return self
