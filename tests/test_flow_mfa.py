@@ -587,6 +587,35 @@ def test_step_up_by_password_renews_auth_time_and_keeps_aal() -> None:
 
 
 @pytest.mark.parametrize(
+    "credentials", [ALICE, PasskeyCredentials("alice:hwk")], ids=["password", "passkey-no-uv"]
+)
+def test_one_factor_never_renews_the_auth_time_of_an_aal2_session(credentials: Any) -> None:
+    """``auth_time`` is when the session last authenticated at its level: a
+    password re-entered on an aal-2 session must not make it look as if both
+    factors had just been shown, or Requirement(aal=2, max_age=...) (re-prove
+    the second factor before a sensitive action) would pass on the password
+    of someone holding a stolen aal-2 session."""
+    world = World()
+    world.factors.enroll("alice")
+    browser, login = two_step(world)
+    world.clock.advance(1200)
+    recent_aal2 = Requirement(aal=2, max_age=300)
+    assert isinstance(world.flow.decide(get(browser, recent_aal2)), StepUpRequired)
+    stepped = world.flow.step_up(post(browser, credentials))
+    assert isinstance(stepped, Reissue)
+    assert stepped.session_id == login.session_id
+    assert (stepped.aal, stepped.auth_time) == (2, login.auth_time)
+    browser.receive(stepped.set_cookies)
+    assert isinstance(world.flow.decide(get(browser, recent_aal2)), StepUpRequired)
+    # A code does renew it.
+    coded = world.flow.step_up(post(browser, SecondFactorCredentials(world.code())))
+    assert isinstance(coded, Reissue)
+    assert (coded.aal, coded.auth_time) == (2, int(world.clock()))
+    browser.receive(coded.set_cookies)
+    assert isinstance(world.flow.decide(get(browser, recent_aal2)), Process)
+
+
+@pytest.mark.parametrize(
     "credentials",
     [BOB, WRONG, SecondFactorCredentials("000000"), SecondFactorCredentials("x" * 65)],
     ids=["other-user", "wrong-password", "wrong-code", "oversized-code"],

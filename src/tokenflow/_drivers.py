@@ -728,8 +728,9 @@ class Flow(_Driver):
 
         ``request`` carries the session's refresh cookie and credentials for
         its user: :class:`~tokenflow.SecondFactorCredentials` (assurance level
-        2), :class:`~tokenflow.PasswordCredentials` (a fresh ``auth_time``) or
-        :class:`~tokenflow.PasskeyCredentials`. Reissue on success: the same
+        2), :class:`~tokenflow.PasswordCredentials` (a fresh ``auth_time`` for
+        a session at level 1; a level-2 session needs its second factor for
+        that) or :class:`~tokenflow.PasskeyCredentials`. Reissue on success: the same
         session, rotated with the raised ``aal``/``amr``/``auth_time``; no
         other session changes. Unauthorized (no cookie cleared) when the
         credentials are refused or name another user; TooManyRequests when

@@ -458,6 +458,19 @@ def _merged_amr(first: tuple[str, ...] | None, added: tuple[str, ...]) -> tuple[
     return tuple(merged[:_AMR_LIMIT])
 
 
+def _raised(current: _Assurance, amr: tuple[str, ...], level: int, stamp: int) -> _Assurance:
+    """A session's assurance after a re-authentication at ``level`` at ``stamp``.
+
+    The level never drops. ``auth_time`` is when the session last
+    authenticated at its level: a re-authentication below it (a password on
+    an aal-2 session) leaves it as it was, or a password alone would satisfy
+    ``Requirement(aal=2, max_age=...)``, which asks for both factors recently.
+    """
+    if level < current.aal:
+        return _Assurance(amr, current.aal, current.auth_time)
+    return _Assurance(amr, level, stamp)
+
+
 # -- end second factors ---------------------------------------------------------------
 
 
@@ -1535,8 +1548,10 @@ class FlowCore:
 
         The request carries the session's refresh cookie and credentials for
         its user: a second-factor code (``aal`` 2, ``amr`` gains ``otp``), the
-        password (``auth_time`` renewed, ``aal`` kept) or a passkey (``aal`` 2
-        when its user verification counts as a second factor, else kept).
+        password (``aal`` kept) or a passkey (``aal`` 2 when its user
+        verification counts as a second factor, else kept). ``auth_time`` is
+        renewed only by a re-authentication at the session's level: a
+        password on an ``aal`` 2 session leaves it as it was.
         Guesses are throttled like logins. The SAME session's refresh token is
         rotated with the new ``aal``, ``amr`` and ``auth_time`` and a new
         access token minted: Reissue (event SteppedUp). No session is created
@@ -1650,7 +1665,7 @@ class FlowCore:
             if keys:
                 yield from self._succeeded(keys, now)
             amr = _merged_amr(current.amr, _AMR_PASSWORD)
-            return "password", _Assurance(amr, current.aal, stamp)
+            return "password", _raised(current, amr, 1, stamp)
         if isinstance(credentials, PasskeyCredentials):
             if not self._passkeys or type(credentials.response) is not str:
                 events.append(LoginFailed(LoginFailedReason.BAD_PASSKEY, "passkey"))
@@ -1672,10 +1687,10 @@ class FlowCore:
             if login.user_id != user_id:
                 events.append(LoginFailed(LoginFailedReason.WRONG_USER, "passkey"))
                 return UnauthorizedReason.LOGIN_FAILED
-            aal = current.aal
+            level = 1
             if "user" in login.amr and self._config.passkey_user_verification_is_second_factor:
-                aal = 2
-            return "passkey", _Assurance(_merged_amr(current.amr, login.amr), aal, stamp)
+                level = 2
+            return "passkey", _raised(current, _merged_amr(current.amr, login.amr), level, stamp)
         events.append(LoginFailed(LoginFailedReason.UNKNOWN_PROVIDER, type(credentials).__name__))
         return UnauthorizedReason.LOGIN_FAILED
 
