@@ -480,6 +480,59 @@ def test_fifty_parallel_guesses_are_verified_at_most_as_often_as_the_limit(
     assert isinstance(world.flow.login(post(world.browser(), ALICE), now=now), SecondFactorRequired)
 
 
+class AccountKeyedPasswords(FakePasswordVerifier):
+    """A password verifier whose accounts are their user ids, as
+    tokenflow.passwords.PasswordVerifier names them (here: the usernames)."""
+
+    def account_key(self, username: str) -> str | None:
+        return username if username in ("alice", "second-factor\x00alice") else None
+
+
+def test_no_account_shares_a_throttle_key_with_another_accounts_second_factor() -> None:
+    """An account whose id spells ``second-factor\\0`` + a user id has its own
+    password count: its logins neither lock nor reset that user's code count
+    (else each of its successful logins would buy another round of free
+    guesses at the victim's codes)."""
+    clock = FakeClock()
+    users = FakeUserDirectory()
+    mallory = "second-factor\x00alice"
+    users.add_user("alice")
+    users.add_user(mallory)
+    passwords = AccountKeyedPasswords()
+    passwords.set_password("alice", "alice's password", user_id="alice")
+    passwords.set_password(mallory, "mallory's password", user_id=mallory)
+    factors = FakeSecondFactors()
+    factors.enroll("alice")
+    flow = Flow(
+        KeyRing.generate(),
+        MemoryStore(),
+        users,
+        passwords=passwords,
+        throttle=MemoryThrottle(),
+        clock=clock,
+        second_factors=factors,
+    )
+    # Mallory has alice's password, not her phone: guesses until throttled.
+    browser = Browser(clock)
+    first = flow.login(post(browser, PasswordCredentials("alice", "alice's password")))
+    assert isinstance(first, SecondFactorRequired)
+    browser.receive(first.set_cookies)
+    right = factors.code_at("alice", clock())
+    wrong = [f"{n:06d}" for n in range(1, 40) if f"{n:06d}" != right]
+    free = flow.config.throttle.username.free
+    for code in wrong[:free]:
+        assert isinstance(flow.login(post(browser, SecondFactorCredentials(code))), Unauthorized)
+    assert isinstance(
+        flow.login(post(browser, SecondFactorCredentials(wrong[free]))), TooManyRequests
+    )
+    # Signing in to her own account must not give alice's code count a fresh start.
+    own = flow.login(post(Browser(clock), PasswordCredentials(mallory, "mallory's password")))
+    assert isinstance(own, Reissue)
+    assert isinstance(
+        flow.login(post(browser, SecondFactorCredentials(wrong[free]))), TooManyRequests
+    )
+
+
 # -- assurance claims across rotations ------------------------------------------------
 
 

@@ -39,6 +39,7 @@ __all__ = ["FailureCount", "ThrottlePolicy", "ThrottleRule"]
 
 _USER_PREFIX: Final = "u:"
 _ACCOUNT_PREFIX: Final = "u:#"
+_SECOND_FACTOR_PREFIX: Final = "u:!"
 """Account keys are username keys too (same rule), in a namespace no typed
 username reaches: a username key continues with hex digits only."""
 _ADDRESS_PREFIX: Final = "a:"
@@ -181,11 +182,15 @@ def account_key(account: str) -> str:
 def second_factor_key(user_id: str) -> str:
     """The throttle key of an account's second-factor guesses.
 
-    An account key (so the username rule applies, and a success resets it)
-    in a namespace of its own: code guesses and password guesses are
-    counted apart, and neither can unlock the other.
+    Counted under the username rule (and reset by a success) like an account
+    key, under a prefix of its own: code guesses and password guesses are
+    counted apart, and no account id, whatever it spells, shares the count
+    of another account's codes.
     """
-    return account_key("second-factor\x00" + user_id)
+    return (
+        _SECOND_FACTOR_PREFIX
+        + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    )
 
 
 def address_key(address: str) -> str:
