@@ -536,3 +536,41 @@ def test_a_copied_refresh_cookie_cannot_step_up_a_device_bound_session(revoke: b
     # The device itself still refreshes (unless the host revokes on a bare cookie).
     refreshed = client.refresh(flow)
     assert isinstance(refreshed, Reissue) != revoke
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "form"])
+def test_the_step_up_endpoint_passes_on_the_challenge_of_a_device_bound_session(
+    as_json: bool,
+) -> None:
+    """The step-up endpoint (both middlewares run this generator) answers with
+    the Reissue's headers: the challenge naming the refresh token it hands out
+    (else the device's next proof names the spent one and earns a 403 first)."""
+    from urllib.parse import urlencode
+
+    from tokenflow.web import Endpoints
+    from tokenflow.web._shared import Incoming, ReadBody, StepUp, endpoint
+
+    flow, client, factors, clock = _bound_session()
+    clock.advance(30)
+    code = factors.code_at("alice", clock())
+    media = "application/json" if as_json else "application/x-www-form-urlencoded"
+    body = b'{"code": "%s"}' % code.encode() if as_json else urlencode({"code": code}).encode()
+    steps = endpoint(
+        "step-up", client.request("POST"), Incoming("POST", media, media, ""), Endpoints()
+    )
+    answer: Any = None
+    try:
+        while True:
+            operation = steps.send(answer)
+            if isinstance(operation, ReadBody):
+                answer = body
+            else:
+                assert isinstance(operation, StepUp)
+                answer = flow.step_up(operation.request)
+                assert isinstance(answer, Reissue)
+    except StopIteration as done:
+        response = done.value
+    assert response.status == (200 if as_json else 303)
+    names = [name.lower() for name, _ in response.headers]
+    assert "secure-session-challenge" in names
+    assert names.count("cache-control") == 1

@@ -965,14 +965,17 @@ def _step_up(
     else:
         decision = yield StepUp(replace(request, credentials=credentials))
     if isinstance(decision, Reissue):
+        # A device-bound session's answer carries the challenge for the
+        # refresh token it hands out (no-store is added to every response).
+        extra = [h for h in decision.headers if h[0].lower() != "cache-control"]
         if as_json:
             body = {
                 "session_id": decision.session_id,
                 "aal": decision.aal,
                 "auth_time": decision.auth_time,
             }
-            return json_response(200, body, decision.set_cookies)
-        return redirect(safe_next(raw_next, endpoints.after_login), decision.set_cookies)
+            return json_response(200, body, decision.set_cookies, extra)
+        return redirect(safe_next(raw_next, endpoints.after_login), decision.set_cookies, extra)
     if isinstance(decision, Unauthorized):
         page = endpoints.step_up_page
         if not as_json and page is not None:
