@@ -1243,6 +1243,17 @@ def run(settings: Settings, report: Report) -> None:
     for name, reason in skipped.items():
         report.add_row(GROUP, name, {"skipped": f"not reachable ({reason})"})
     report.add_detail(GROUP, "goal", dict(GOALS))
+    report.add_detail(GROUP, "counts", dict(goals))
+    report.add_detail(
+        GROUP,
+        "summary",
+        "TOTP replays, "
+        f"{PARALLEL_GUESSES} parallel guesses (threads and async tasks; throttle limit "
+        f"{_limit()}) and {len(_rows())} forged, stale or downgraded claims, through the flow "
+        "with tokenflow.mfa.SecondFactors and a real throttle on "
+        + (", ".join(found) or "no backend")
+        + "; the second login step and a step-up timed against an argon2id password login.",
+    )
     report.add_detail(GROUP, "backends", list(found))
     report.add_detail(GROUP, "parallel_guesses", PARALLEL_GUESSES)
     report.add_detail(GROUP, "throttle_limit", _limit())
