@@ -337,21 +337,24 @@ class _World:
     secrets: dict[str, str] = field(default_factory=dict)
     serial: int = 0
 
-    def account(self, *, enrolled: bool = True) -> str:
+    def account(self, *, enrolled: bool = True, advance: bool = True) -> str:
         """A fresh user with a password, enrolled in TOTP (the enrolment's step used up)."""
         self.serial += 1
         user = f"user{self.serial}"
         self.users.add_user(user)
         self.passwords.set_password(user, PASSWORD)
         if enrolled:
-            self.enrol(user)
+            self.enrol(user, advance=advance)
         return user
 
-    def enrol(self, user: str) -> None:
+    def enrol(self, user: str, *, advance: bool = True) -> None:
+        """Enrol ``user`` in TOTP; the confirming code's step is spent, so the clock
+        moves on a step (unless ``advance`` is off: the caller does it once for many)."""
         enrolment = self.factors.begin_totp(user, account_name=user, now=self.clock())
         self.secrets[user] = enrolment.secret
         self.factors.confirm_totp(user, self.code(user), now=self.clock())
-        self.clock.advance(STEP)  # the confirming code's step is spent
+        if advance:
+            self.clock.advance(STEP)
 
     def code(self, user: str, offset: int = 0) -> str:
         import pyotp
@@ -1081,12 +1084,16 @@ def _timings(backend: _Backend, settings: Settings) -> tuple[dict[str, Stats], d
     flow, password_request = _timed_flow(w)
     size = POOL_QUICK if settings.quick else POOL
     steps = 10 if settings.quick else POOL_STEPS
-    partials = []
+    # Enrolments at one instant, then one step on (their codes are spent), so
+    # that no session or partial login ages while the cases are timed.
+    sessions = []
     for _ in range(size):
-        user = w.account()
-        partials.append((user, w.partial(user)))
-    sessions = [w.aal1_enrolled() for _ in range(size)]
-    w.clock.advance(STEP)  # past every enrolment's step
+        user = w.account(enrolled=False)
+        sessions.append((user, w.session(user)))
+        w.enrol(user, advance=False)
+    accounts = [w.account(advance=False) for _ in range(size)]
+    w.clock.advance(STEP)
+    partials = [(user, w.partial(user)) for user in accounts]
     second = _SecondSteps(w, partials, steps)
     stepups = _StepUps(w, sessions, steps)
     second()  # both cases work before they are timed
