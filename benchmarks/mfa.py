@@ -914,6 +914,12 @@ def _rows() -> list[_Row]:
         token = _foreign_partial(claims)
         return "login", _only({name: token}, _code(w.code(user))), None
 
+    def access_as_partial(w: _World) -> _Built:
+        access, _, name = _cookie_names(w)
+        user, browser = w.aal1_enrolled()  # the token of a stolen cookie jar, no password
+        token = browser.cookies()[access]
+        return "login", _only({name: token}, _code(w.code(user))), None
+
     def partial_of_another_user(w: _World) -> _Built:
         _, _, name = _cookie_names(w)
         victim = w.account()
@@ -955,15 +961,15 @@ def _rows() -> list[_Row]:
         ("step-up on a refresh token forged to aal2", step_up_forged_refresh),
         ("step-up from a cross-site page", step_up_cross_site),
         ("second step on a partial login sealed by another ring", forged_partial),
+        ("second step on the victim's access token as the partial login", access_as_partial),
         ("second step: own partial login, the victim's code", partial_of_another_user),
     ]
 
 
 def _foreign_partial(claims: dict[str, Any]) -> str:
-    # The partial-login purpose is the flow's own; an attacker without the key
-    # ring can only seal under another ring, with any purpose. Try the access
-    # purpose: the flow opens partial logins under their own purpose and key.
-    return TokenCodec(KeyRing.generate()).seal(Purpose.ACCESS, claims)
+    """A partial login an attacker without the server's key ring seals: the right
+    purpose, any claims, a key ring of their own."""
+    return TokenCodec(KeyRing.generate()).seal(Purpose.PARTIAL_LOGIN, claims)
 
 
 def _bypasses(w: _World) -> dict[str, JSON]:
