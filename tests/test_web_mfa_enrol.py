@@ -57,6 +57,7 @@ class Site:
     kind: str
     endpoints: Endpoints = field(default_factory=Endpoints)
     clock: FakeClock = field(default_factory=FakeClock)
+    store: MemorySecondFactorStore = field(default_factory=MemorySecondFactorStore)
     app: Any = field(init=False)
     factors: SecondFactors = field(init=False)
     seen: list[Any] = field(default_factory=list)
@@ -67,7 +68,7 @@ class Site:
         users.add_user("alice", {"email": "alice@example.com"})
         passwords = FakePasswordVerifier()
         passwords.set_password(ALICE.username, ALICE.password, user_id="alice")
-        self.factors = SecondFactors(keyring, MemorySecondFactorStore(), issuer="Example")
+        self.factors = SecondFactors(keyring, self.store, issuer="Example")
         flow: Flow | AsyncFlow
         if self.kind == "asgi-async":
             flow = AsyncFlow(
@@ -426,3 +427,37 @@ def test_the_edge_reports_its_refusals_and_never_a_secret(kind: str) -> None:
     site.post(f"{BASE}/totp/begin", jar)
     assert any(type(d).__name__ == "StepUpRequired" for d in site.seen)
     assert all(secret not in repr(decision) for decision in site.seen)
+
+
+class _Down(MemorySecondFactorStore):
+    """A store that fails once ``down`` is set."""
+
+    down = False
+
+    def pending_of(self, user_id: str, *, now: float) -> bytes | None:
+        if self.down:
+            raise ConnectionError("store down")
+        return super().pending_of(user_id, now=now)
+
+    def begin(self, user_id: str, sealed: bytes, expires_at: float) -> None:
+        if self.down:
+            raise ConnectionError("store down")
+        super().begin(user_id, sealed, expires_at)
+
+
+def test_a_failing_store_is_503_and_keeps_the_session(kind: str) -> None:
+    store = _Down()
+    site, jar = Site(kind, store=store), Jar()
+    site.login(jar)
+    secret = site.post(f"{BASE}/totp/begin", jar).json()["secret"]
+    store.down = True
+    assert site.post(f"{BASE}/totp/begin", jar).status == 503
+    failed = site.post(f"{BASE}/totp/confirm", jar, code=totp_code(secret, now=site.clock()))
+    assert failed.status == 503
+    assert failed.json() == {"error": "unavailable"}
+    assert failed.set_cookies == []  # nothing cleared
+    store.down = False
+    assert (
+        site.post(f"{BASE}/totp/confirm", jar, code=totp_code(secret, now=site.clock())).status
+        == 200
+    )
