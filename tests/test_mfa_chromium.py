@@ -161,9 +161,16 @@ def signed_in(driver: WebDriver) -> str:
 
 
 def second_step(driver: WebDriver, code: str) -> None:
-    wait_for(driver, lambda d: shown(d, "second-factor-step"), "the second-step form")
+    wait_for(driver, lambda d: "second-factor=1" in d.current_url, "the second-step page")
+    wait_for(
+        driver,
+        lambda d: (
+            d.execute_script("return document.body.dataset.ready")
+            and shown(d, "second-factor-step")
+        ),
+        "the second-step form",
+    )
     assert not shown(driver, "login-section")
-    assert "second-factor=1" in driver.current_url
     type_into(driver, "second-factor-code", code)
     driver.find_element(By.ID, "second-factor-submit").click()
 
@@ -209,14 +216,16 @@ def test_enrol_two_step_login_step_up_and_a_recovery_code(
     wait_for(browser, lambda d: shown(d, "step-up"), "the step-up prompt")
     assert "second factor" in text_of(browser, "step-up-why")
     assert "insufficient_user_authentication" in text_of(browser, "result")
+    assert "open" not in text_of(browser, "admin-status")
     type_into(browser, "step-up-code", server.next_code(secret))
     browser.find_element(By.ID, "step-up-submit").click()
     wait_for(
         browser,
-        lambda d: not shown(d, "step-up") and "aal 2" in text_of(d, "admin-status"),
+        lambda d: "Admin area open" in text_of(d, "admin-status"),
         "the admin route served after the step-up",
     )
-    assert "Admin area open" in text_of(browser, "admin-status")
+    assert "aal 2" in text_of(browser, "admin-status")
+    assert not shown(browser, "step-up")
 
     # 4. A recovery code in place of a code, once.
     log_out(browser)

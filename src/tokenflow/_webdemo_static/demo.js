@@ -151,6 +151,7 @@
     if (query.get("second-factor")) {
       // The first step was right: the login form gives way to the code form.
       $("second-factor-step").hidden = false;
+      $("login-section").hidden = true;
       $("second-factor-next").value = query.get("next") || "/";
       if (error) {
         $("error").textContent = "Wrong code (" + error + "): type the current one, or a recovery code.";
@@ -315,12 +316,14 @@
       "POST /auth/mfa/remove", "POST", "/auth/mfa/remove", {}, (answer) => {
         if (answer.status === 200) mfaSay(answer.body.removed ? "Second factor removed." : "Nothing to remove.");
       }));
-    $("admin").addEventListener("click", () => gated(
-      "GET /api/admin", "GET", "/api/admin", undefined, (answer) => {
+    $("admin").addEventListener("click", () => {
+      $("admin-status").textContent = "Opening the admin area…";
+      return gated("GET /api/admin", "GET", "/api/admin", undefined, (answer) => {
         $("admin-status").textContent = answer.status === 200
           ? "Admin area open: aal " + answer.body.aal + ", amr " + answer.body.amr.join("+")
           : "Admin area refused (" + answer.status + ")";
-      }));
+      });
+    });
     $("step-up-submit").addEventListener("click", async () => {
       const answer = await call("POST", "/auth/step-up", { code: $("step-up-code").value.trim() });
       show("POST /auth/step-up", answer.status, answer.body);
