@@ -70,6 +70,11 @@ GROUPS: Final[tuple[Group, ...]] = (
         lambda settings, report: _passkeys_group().run(settings, report),
     ),
     Group(
+        "mfa",
+        "TOTP replays, 50 parallel guesses and step-up bypasses through the flow; timings",
+        lambda settings, report: _mfa_group().run(settings, report),
+    ),
+    Group(
         "otel",
         "access and refresh decisions with the OpenTelemetry observer against none",
         lambda settings, report: _otel_group().run(settings, report),
@@ -82,6 +87,13 @@ def _passkeys_group() -> Any:
     from . import passkeys
 
     return passkeys
+
+
+def _mfa_group() -> Any:
+    # Imported when the group runs: the other groups need no mfa extra (pyotp).
+    from . import mfa
+
+    return mfa
 
 
 def _otel_group() -> Any:

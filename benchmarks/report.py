@@ -15,7 +15,8 @@ size; ``stores``: rotation against a bare round trip, and throughput;
 ``scale``: cost against the number of sessions in the store). Any other group
 gets a generic chart of its *ratio figures*, the numeric fields of its rows
 whose names contain ``vs`` (``rotation_vs_roundtrip``, ``vs_open``...), and
-a table of them, so that a new group needs no change here.
+a table of them, plus a table of its ``counts`` (attack outcomes, say) beside
+its goals, so that a new group needs no change here.
 
 Output is deterministic: the same JSON gives byte-identical SVG and Markdown
 (no dates or random ids in the files), so regenerating only changes what the
@@ -933,6 +934,7 @@ def _generic(page: Page, name: str, group: JSONObject) -> None:
     live = {n: r for n, r in _live(rows).items() if ratio_figures(r)}
     summary = group.get("summary") if isinstance(group.get("summary"), str) else None
     page.text(f"## Group `{name}`" + (f"\n\n{summary}" if summary else ""))
+    _counts(page, group)
     if not live:
         page.text("This group reported no ratio figures in this run.")
     else:
@@ -986,6 +988,25 @@ def _generic(page: Page, name: str, group: JSONObject) -> None:
             + "; ".join(f"{n} ({why})" for n, why in skipped.items())
             + "."
         )
+
+
+def _counts(page: Page, group: JSONObject) -> None:
+    """A group's ``counts`` (attack outcomes and the like), each beside its goal."""
+    counts = group.get("counts")
+    if not isinstance(counts, dict):
+        return
+    goals = _goals(group)
+    rows = []
+    for metric, value in counts.items():
+        if not _is_number(value):
+            continue
+        goal = _goal_for(goals, metric)
+        verdict = "" if goal is None else ("met" if value <= goal else "**missed**")
+        rows.append(
+            [_humanize(metric), f"{value:g}", "" if goal is None else f"≤ {goal:g}", verdict]
+        )
+    if rows:
+        page.text(_table(["count", "this run", "goal", ""], rows, "lrrl"))
 
 
 def _slug(name: str) -> str:

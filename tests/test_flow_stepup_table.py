@@ -30,7 +30,9 @@ from tokenflow import (
     SecondFactorCredentials,
     SecondFactorRequired,
     StepUpRequired,
+    Unauthorized,
 )
+from tokenflow.events import SteppedUp, UnauthorizedReason
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
 from tokenflow.testing import (
     AsyncFakePasswordVerifier,
@@ -463,3 +465,74 @@ def test_both_drivers_decide_the_two_step_path_alike() -> None:
             answers.append(normalize(decision))
         assert answers[0] == answers[1], kind
     assert sync_factors.verified == async_factors.sync.verified == 4
+
+
+# -- step-up on a device-bound session ------------------------------------------------
+
+
+def _bound_session(*, revoke_on_bare_refresh: bool = False) -> tuple[Any, Any, Any, Any]:
+    """A password-only (aal 1) session bound to a device key: (flow, client, factors, clock)."""
+    pytest.importorskip("joserfc")
+    from tokenflow import DeviceBinding, DeviceRegistered
+    from tokenflow.dbsc import DbscProofVerifier
+    from tokenflow.testing.dbsc import DbscClient
+
+    clock = FakeClock(T0)
+    users = FakeUserDirectory()
+    users.add_user("alice")
+    factors = FakeSecondFactors()
+    binding = DeviceBinding(revoke_on_bare_refresh=revoke_on_bare_refresh)
+    flow = Flow(
+        KeyRing.generate(),
+        MemoryStore(),
+        users,
+        passwords=FakePasswordVerifier({ALICE.username: ALICE.password}),
+        throttle=MemoryThrottle(),
+        second_factors=factors,
+        config=FlowConfig(device_binding=binding),
+        clock=clock,
+        proofs=DbscProofVerifier(),
+    )
+    client = DbscClient(clock)
+    client.receive_decision(flow.login(client.request("POST", credentials=ALICE)))
+    assert isinstance(client.register(flow), DeviceRegistered)
+    factors.enroll("alice")  # enrolled after the login: the session is at aal 1
+    return flow, client, factors, clock
+
+
+def test_a_device_bound_session_steps_up_with_its_live_bound_cookie() -> None:
+    flow, client, factors, clock = _bound_session()
+    assert isinstance(flow.decide(replace(client.request(), requirement=AAL2)), StepUpRequired)
+    clock.advance(30)
+    code = SecondFactorCredentials(factors.code_at("alice", clock()))
+    stepped = flow.step_up(client.request("POST", credentials=code))
+    assert isinstance(stepped, Reissue)
+    assert stepped.aal == 2
+    assert any(isinstance(event, SteppedUp) for event in stepped.events)
+    # The answer names the refresh token it hands out in a fresh challenge,
+    # so the device's next proof refreshes at once, without a 403 first.
+    assert any(name == "Secure-Session-Challenge" for name, _ in stepped.headers)
+    client.receive_decision(stepped)
+    assert isinstance(flow.decide(replace(client.request(), requirement=AAL2)), Process)
+    clock.advance(121)
+    refreshed = client.refresh(flow)
+    assert isinstance(refreshed, Reissue)
+    assert client.forbidden == 0
+    assert refreshed.aal == 2
+    assert isinstance(flow.decide(replace(client.request(), requirement=AAL2)), Process)
+
+
+@pytest.mark.parametrize("revoke", [False, True])
+def test_a_copied_refresh_cookie_cannot_step_up_a_device_bound_session(revoke: bool) -> None:
+    flow, client, factors, clock = _bound_session(revoke_on_bare_refresh=revoke)
+    clock.advance(121)  # the bound access cookie has expired: the jar holds the refresh cookie
+    thief = client.without_key()
+    assert ACCESS not in thief.cookies()
+    code = SecondFactorCredentials(factors.code_at("alice", clock()))
+    refused = flow.step_up(thief.request("POST", credentials=code))
+    assert isinstance(refused, Unauthorized)
+    assert refused.reason is UnauthorizedReason.DEVICE_BOUND
+    assert refused.set_cookies == ()
+    # The device itself still refreshes (unless the host revokes on a bare cookie).
+    refreshed = client.refresh(flow)
+    assert isinstance(refreshed, Reissue) != revoke

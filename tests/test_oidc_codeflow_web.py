@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -13,12 +14,21 @@ import httpx
 import pytest
 
 from _web_client import HOST, Jar, Reply
-from tokenflow import Flow, KeyRing, oidc
+from tokenflow import (
+    Flow,
+    KeyRing,
+    Reissue,
+    Request,
+    SecondFactorCredentials,
+    Unauthorized,
+    oidc,
+)
 from tokenflow.asgi import Endpoints as AsgiEndpoints
 from tokenflow.asgi import TokenflowMiddleware as AsgiMiddleware
 from tokenflow.stores import MemoryStore
-from tokenflow.testing import FakeUserDirectory
+from tokenflow.testing import FakeClock, FakeSecondFactors, FakeUserDirectory
 from tokenflow.testing.oidc import FakeAuthorizationServer, FakeClient, Misbehaviour
+from tokenflow.throttles import MemoryThrottle
 from tokenflow.wsgi import TokenflowMiddleware as WsgiMiddleware
 
 CLIENT_ID = "web-app"
@@ -33,7 +43,7 @@ def server() -> Iterator[FakeAuthorizationServer]:
         yield fake
 
 
-def build_flow(server: FakeAuthorizationServer) -> tuple[Flow, MemoryStore]:
+def build_flow(server: FakeAuthorizationServer, **options: Any) -> tuple[Flow, MemoryStore]:
     source = oidc.HttpKeySetSource(timeout=1.0, allow_loopback_http=True)
     verifier = oidc.oidc(server.issuer, client_ids=[CLIENT_ID], source=source)
     client = oidc.code_flow(
@@ -47,7 +57,11 @@ def build_flow(server: FakeAuthorizationServer) -> tuple[Flow, MemoryStore]:
     )
     store = MemoryStore()
     flow = Flow(
-        KeyRing.generate(), store, FakeUserDirectory(allow_signup=True), external={"fake": client}
+        KeyRing.generate(),
+        store,
+        FakeUserDirectory(allow_signup=True),
+        external={"fake": client},
+        **options,
     )
     return flow, store
 
@@ -160,6 +174,39 @@ def test_start_then_callback_signs_in_and_returns_to_next(
     assert back.header("cache-control") == "no-store"
     # Signed in: both auth cookies, and no transaction cookie left.
     assert set(jar.cookies) == {"__Host-tf_access", "__Host-tf_refresh"}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_provider_sign_in_to_an_account_with_a_second_factor_asks_for_it(
+    server: FakeAuthorizationServer, kind: str
+) -> None:
+    """The callback opens no session: it sends the browser to the second-factor
+    page with the partial-login cookie, and only the code completes the sign-in."""
+    middleware_type, call = KINDS[kind]
+    user_id = f"fake:{server.subject}"
+    factors = FakeSecondFactors()
+    factors.enroll(user_id)
+    clock = FakeClock(time.time())
+    flow, store = build_flow(server, throttle=MemoryThrottle(), second_factors=factors, clock=clock)
+    endpoints = AsgiEndpoints(login_page="/login", second_factor_page="/login/code")
+    middleware = middleware_type(app, flow, endpoints=endpoints)
+    jar = Jar()
+    started = call(middleware, "/auth/oidc/fake/start?next=/account", SAME_ORIGIN, jar)
+    back = call(middleware, at_provider(started.header("location") or ""), CROSS_SITE, jar)
+    assert back.status == 303, back.body
+    location = urlsplit(back.header("location") or "")
+    assert location.path == "/login/code"
+    assert parse_qs(location.query)["next"] == ["/account"]
+    # Only the partial-login cookie: no session, no transaction left.
+    assert set(jar.cookies) == {flow.partial_cookie_name}
+    assert store.sessions_of(user_id, now=clock()) == []
+    assert isinstance(flow.decide(Request(cookies=jar.cookies)), Unauthorized)
+    code = SecondFactorCredentials(factors.code_at(user_id, clock()))
+    completed = flow.login(
+        Request(method="POST", cookies=jar.cookies, credentials=code, sec_fetch_site="same-origin")
+    )
+    assert isinstance(completed, Reissue)
+    assert (completed.user_id, completed.aal, completed.amr) == (user_id, 2, ("otp",))
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

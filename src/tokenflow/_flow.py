@@ -1593,7 +1593,9 @@ class FlowCore:
         access token minted: Reissue (event SteppedUp). No session is created
         and no other device is logged out. Refused credentials, or credentials
         of another user, are Unauthorized with no cookie cleared: the session
-        stays as it was.
+        stays as it was. A device-bound session also needs its live access
+        cookie (as a logout does); the Reissue then carries the challenge for
+        the refresh token it hands out.
         """
         _check_now(now)
         forbidden = self._cross_origin(request)  # a step-up changes state, whatever its method
@@ -1614,8 +1616,19 @@ class FlowCore:
             if isinstance(raised, UnauthorizedReason):
                 return Unauthorized(raised, (), tuple(events))
             how, assurance = raised
+            # A session bound to a device key rotates only with that key. Its
+            # live access cookie (the bound cookie only the device's proofs
+            # renew) stands for a recent proof, as it does for a logout: with
+            # it, the step-up rotates under the stored key; a refresh cookie
+            # alone (a copied jar) is refused by the store, DEVICE_BOUND.
+            device_key = None
+            if self._config.device_binding is not None and any(
+                carried_session == session_id and by_access
+                for _, carried_session, by_access in self._carried_sessions(request, now)
+            ):
+                device_key = yield from self._device_key(session_id, now)
             outcome = yield from self._rotate(
-                user_id, session_id, secret, now, random, events, None,
+                user_id, session_id, secret, now, random, events, device_key,
                 generation=generation, assurance=assurance,
             )  # fmt: skip
         except PortError as failure:
@@ -1624,9 +1637,13 @@ class FlowCore:
         if isinstance(outcome, UnauthorizedReason):
             return Unauthorized(outcome, (), tuple(events))
         assert not isinstance(outcome, _Replayed)  # only a device proof can be replayed
-        reissue = outcome[0]
+        reissue, successor = outcome
         events.append(SteppedUp(user_id, session_id, assurance.aal, how))
-        return Reissue(reissue.claims, reissue.set_cookies, tuple(events))
+        if device_key is None:
+            return Reissue(reissue.claims, reissue.set_cookies, tuple(events))
+        # The device's next proof signs a challenge for the refresh token handed out now.
+        headers = (self._challenge(session_id, successor, now), ("Cache-Control", "no-store"))
+        return Reissue(reissue.claims, reissue.set_cookies, tuple(events), headers)
 
     def _reauthenticate(
         self,
