@@ -16,6 +16,7 @@ from tokenflow import (
     Flow,
     FlowConfig,
     KeyRing,
+    LoginThrottled,
     PasswordCredentials,
     Process,
     Reissue,
@@ -108,7 +109,9 @@ def test_an_attempt_runs_once_reserved_and_a_success_starts_the_count_over() -> 
     # The count started over: five more failures are allowed before the wait.
     outcomes = [flow.second_factor_attempt("alice", refused) for _ in range(6)]
     assert outcomes[:5] == [WRONG] * 5
-    assert isinstance(outcomes[5], TooManyRequests)
+    throttled = outcomes[5]
+    assert isinstance(throttled, TooManyRequests)
+    assert throttled.events == (LoginThrottled("second_factor", None, throttled.retry_after),)
     assert len(calls) == 9  # the sixth was never checked
 
 
@@ -212,3 +215,27 @@ def test_async_flow_runs_an_awaitable_attempt_under_the_same_rules() -> None:
     assert seen[0] == clock()
     assert seen[1:6] == [WRONG] * 5
     assert isinstance(seen[6], TooManyRequests)
+
+
+def test_an_observer_sees_the_attempt_as_a_second_factors_port_call() -> None:
+    calls: list[Any] = []
+
+    class Observer:
+        def on_decision(self, operation: Any, request: Any, decision: Any) -> None:
+            pass
+
+        def on_port_call(self, call: Any) -> None:
+            calls.append((call.port, call.method, call.failed))
+
+    flow = Flow(
+        KeyRing.generate(),
+        MemoryStore(),
+        FakeUserDirectory(),
+        passwords=FakePasswordVerifier(),
+        throttle=MemoryThrottle(),
+        second_factors=FakeSecondFactors(),
+        observer=Observer(),
+    )
+    assert flow.second_factor_attempt("alice", lambda now: "ok") == "ok"
+    assert ("second_factors", "attempt", False) in calls
+    assert [c for c in calls if c[0] == "throttle"]  # reserved, then reset
