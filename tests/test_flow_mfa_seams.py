@@ -16,7 +16,6 @@ from tokenflow import (
     Flow,
     FlowConfig,
     KeyRing,
-    LoginThrottled,
     PasswordCredentials,
     Process,
     Reissue,
@@ -29,6 +28,7 @@ from tokenflow import (
     TooManyRequests,
     Unavailable,
 )
+from tokenflow.events import LoginThrottled
 from tokenflow.ports import SecondFactorFailure, SecondFactorRefused
 from tokenflow.stores import AsyncMemoryStore, MemoryStore
 from tokenflow.testing import (
