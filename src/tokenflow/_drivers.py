@@ -25,9 +25,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from ._config import FlowConfig
 from ._errors import ConfigError
@@ -51,6 +51,7 @@ from ._flow import (
     ResetThrottle,
     RevokeSession,
     RotateSession,
+    RunAttempt,
     Steps,
     VerifyDeviceProof,
     VerifyExternalToken,
@@ -62,8 +63,13 @@ from ._keyring import KeyRing
 from ._model import (
     AuthorizationCodeCredentials,
     Decision,
+    Process,
     ProviderRedirect,
+    Reissue,
     Request,
+    Requirement,
+    StepUpRequired,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -96,6 +102,8 @@ __all__ = [
     "PortCall",
     "combine_observers",
 ]
+
+T = TypeVar("T")
 
 _PORT_METHODS: Final = {
     "store": ("create", "rotate", "revoke", "revoke_user", "sessions_of"),
@@ -137,6 +145,7 @@ _METHOD_OF_NEED: Final[dict[type, str]] = {
     ExchangeCode: "exchange_code",
     FactorsOf: "factors_of",
     VerifySecondFactor: "verify_second_factor",
+    RunAttempt: "attempt",
 }
 """The port method that answers each need (what :class:`PortCall` names)."""
 
@@ -515,8 +524,48 @@ class _Driver:
         """The observer given at construction, if any."""
         return self._observer
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the flow reads when a call is given no ``now``: an edge that
+        asks another port something timed (an enrolment's expiry) asks it on
+        this clock, so the two agree."""
+        return self._clock
+
+    def require(
+        self, decision: Process | Reissue, requirement: Requirement, *, now: float | None = None
+    ) -> Process | Reissue | StepUpRequired:
+        """``decision`` (a signed-in one), or :class:`~tokenflow.StepUpRequired`
+        (carrying its cookies) when its session falls short of ``requirement``.
+
+        The same check :attr:`Request.requirement <tokenflow.Request.requirement>`
+        makes, for a requirement that depends on who the user is, so known only
+        after a decision: an edge that lets a user replace a second factor
+        requires assurance level 2 of a session whose account has one. No port
+        is called (a plain call on :class:`AsyncFlow` too).
+        """
+        if type(decision) not in (Process, Reissue):
+            raise TypeError("require() takes a Process or Reissue decision")
+        if not isinstance(requirement, Requirement):
+            raise TypeError("require() takes a tokenflow.Requirement")
+        return self._core.require(decision, requirement, self._now(now))
+
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
+
+    def _attempt_steps(
+        self,
+        user_id: str,
+        attempt: Callable[[float], Any],
+        client_address: str | None,
+        now: float | None,
+    ) -> Any:
+        if self._second_factors is None:
+            raise ConfigError("second_factor_attempt needs a flow with second_factors")
+        if type(user_id) is not str or not user_id:
+            raise TypeError("second_factor_attempt takes a user id (a non-empty str)")
+        if not callable(attempt):
+            raise TypeError("second_factor_attempt takes a callable attempt(now)")
+        return self._core.second_factor_attempt(user_id, client_address, attempt, self._now(now))
 
     def begin(self, request: Request, *, now: float | None = None) -> Decision | PendingDecision:
         """The first step of :meth:`~Flow.decide`, which calls no port and never blocks.
@@ -610,6 +659,8 @@ class _Driver:
             return self._second_factors.factors_of(need.user_id)
         if type(need) is VerifySecondFactor:
             return self._second_factors.verify_second_factor(need.user_id, need.code, now=need.now)
+        if type(need) is RunAttempt:
+            return need.attempt(need.now)
         if type(need) is AuthorizationRequest:
             return self._external[need.provider].authorization_url(
                 state=need.state, nonce=need.nonce, code_challenge=need.code_challenge
@@ -738,6 +789,30 @@ class Flow(_Driver):
         """
         steps = self._core.step_up(request, self._now(now), self._random)
         return self._observed(FlowOperation.STEP_UP, request, self._run(steps))
+
+    def second_factor_attempt(
+        self,
+        user_id: str,
+        attempt: Callable[[float], T],
+        *,
+        client_address: str | None = None,
+        now: float | None = None,
+    ) -> T | TooManyRequests | Unavailable:
+        """Check a second-factor code outside a login, throttled like one.
+
+        ``attempt(now)`` checks the code (the first code of an enrolment:
+        ``lambda now: factors.confirm_totp(user_id, code, now=now)``); it is
+        counted under the account's second-factor throttle keys (and
+        ``client_address``'s), the same as a login's second step. Too many
+        recent failures: :class:`~tokenflow.TooManyRequests`, and ``attempt``
+        is not called. Otherwise its answer is returned; a
+        :class:`~tokenflow.ports.SecondFactorRefused` stays counted as a
+        failure, anything else starts the account's count over. If
+        ``attempt`` or the throttle raises: :class:`~tokenflow.Unavailable`.
+        Raises ConfigError when the flow has no ``second_factors``.
+        """
+        steps = self._attempt_steps(user_id, attempt, client_address, now)
+        return self._run(steps)  # type: ignore[return-value]
 
     def start_provider_login(
         self, request: Request, provider: str, *, next_path: str = "/", now: float | None = None
@@ -907,6 +982,19 @@ class AsyncFlow(_Driver):
         """Raise the assurance of the request's session (see :meth:`Flow.step_up`)."""
         steps = self._core.step_up(request, self._now(now), self._random)
         return self._observed(FlowOperation.STEP_UP, request, await self._run(steps))
+
+    async def second_factor_attempt(
+        self,
+        user_id: str,
+        attempt: Callable[[float], Awaitable[T]],
+        *,
+        client_address: str | None = None,
+        now: float | None = None,
+    ) -> T | TooManyRequests | Unavailable:
+        """Check a second-factor code outside a login, throttled like one (see
+        :meth:`Flow.second_factor_attempt`); ``attempt(now)`` returns an awaitable."""
+        steps = self._attempt_steps(user_id, attempt, client_address, now)
+        return await self._run(steps)  # type: ignore[return-value]
 
     async def start_provider_login(
         self, request: Request, provider: str, *, next_path: str = "/", now: float | None = None

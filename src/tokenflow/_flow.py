@@ -166,6 +166,7 @@ from ._model import (
     RefreshEndedReason,
     Reissue,
     Request,
+    Requirement,
     ReuseDetected,
     ReuseDetectedReason,
     SecondFactorChallenged,
@@ -426,6 +427,17 @@ class VerifySecondFactor:
     port: str = "second_factors"
 
 
+@dataclass(frozen=True, slots=True)
+class RunAttempt:
+    """Run a second-factor check the caller supplies (``attempt(now)``), after the
+    throttle reserved it: how a code is checked outside a login, such as the
+    first code that confirms an enrolment."""
+
+    attempt: Callable[[float], Any] = field(repr=False)
+    now: float
+    port: str = "second_factors"
+
+
 _AMR_OTP: Final = ("otp",)
 _MAX_SECOND_FACTOR_CHARS: Final = 64
 """The longest code sent on to the verifier (a recovery code with separators is ~20)."""
@@ -525,6 +537,7 @@ Need: TypeAlias = (
     | ExchangeCode
     | FactorsOf
     | VerifySecondFactor
+    | RunAttempt
 )
 Steps: TypeAlias = Generator[Need, Any, Decision]
 
@@ -767,6 +780,44 @@ class FlowCore:
         if requirement is None or requirement.is_met(aal_of(claims), auth_time_of(claims), now):
             return reissue
         return StepUpRequired(requirement, reissue.set_cookies, reissue.events)
+
+    @staticmethod
+    def require(
+        decision: Process | Reissue, requirement: Requirement, now: float
+    ) -> Process | Reissue | StepUpRequired:
+        """``decision``, or StepUpRequired (with its cookies) when its claims fall
+        short of ``requirement`` at ``now``: the check of step 1 and of a Reissue,
+        for a requirement known only once the user is (an enrolment endpoint's)."""
+        claims = decision.claims
+        if requirement.is_met(aal_of(claims), auth_time_of(claims), now):
+            return decision
+        return StepUpRequired(requirement, decision.set_cookies, decision.events)
+
+    def second_factor_attempt(
+        self, user_id: str, address: str | None, attempt: Callable[[float], Any], now: float
+    ) -> Generator[Need, Any, Any]:
+        """A second-factor code checked outside a login (the first code of an
+        enrolment), throttled like a login's second step, under the same keys:
+        too many recent failures -> TooManyRequests, nothing checked; else the
+        attempt is reserved (counted as a failure first), ``attempt(now)`` runs
+        (RunAttempt), and unless it answers SecondFactorRefused the account's
+        count starts over. Its answer is returned as it is; a port that fails
+        (the throttle, the attempt) -> Unavailable."""
+        events: list[Event] = []
+        try:
+            keys = self._second_factor_keys(user_id, address)
+            if keys:
+                wait = yield from self._reserve(keys, now)
+                if wait:
+                    events.append(LoginThrottled("second_factor", None, wait))
+                    return TooManyRequests(wait, tuple(events))
+            outcome = yield RunAttempt(attempt, now)
+            if keys and type(outcome) is not SecondFactorRefused:
+                yield from self._succeeded(keys, now)
+            return outcome
+        except PortError as failure:
+            events.append(PortFailed(failure.port, failure.error))
+            return Unavailable(failure.error, failure.port, tuple(events))
 
     def _unauthorized(
         self, reason: UnauthorizedReason, sent: tuple[bool, bool], events: list[Event]

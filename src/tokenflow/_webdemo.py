@@ -51,12 +51,14 @@ from ._model import (
     Process,
     Reissue,
     Request,
+    Requirement,
     Unauthorized,
     UnauthorizedReason,
 )
 from ._narrate import describe_event, meaning
 from .stores.sqlite import AsyncSQLiteStore
 from .testing import AsyncFakePasswordVerifier, AsyncFakeUserDirectory, FakeUserDirectory
+from .throttles import AsyncMemoryThrottle
 from .web.asgi import Endpoints, Message, Receive, Scope, Send, TokenflowMiddleware, auth_of
 
 __all__ = ["DEMO_USERS", "Journal", "WebDemo", "demo_config", "run_web_demo", "serve"]
@@ -366,6 +368,9 @@ class WebDemo:
         self.passkey_origin = _localhost(site)
         passkeys = _demo_passkeys(keyring, self.passkey_origin)
         # -- end passkeys --
+        # -- second factors (issue 22): TOTP and recovery codes, with the mfa extra --
+        second_factors = _demo_second_factors(keyring)
+        # -- end second factors --
         self.flow = AsyncFlow(
             keyring,
             self.store,
@@ -376,12 +381,20 @@ class WebDemo:
             observer=_Recorder(self.journal),
             passkeys=passkeys,
             external=None if provider is None else {PROVIDER: provider[1]},
+            second_factors=second_factors,
+            # Second factors need a throttle: six digits fall to an unthrottled guesser.
+            throttle=None if second_factors is None else AsyncMemoryThrottle(),
         )
         self._middleware = TokenflowMiddleware(
             self._site,
             self.flow,
             required=["/api", "/demo/replay"],
-            endpoints=Endpoints(login_page="/"),
+            endpoints=Endpoints(
+                login_page="/",
+                second_factor_page="/?second-factor=1",
+                step_up_page="/?step-up=1",
+            ),
+            requirements=None if second_factors is None else {"/api/admin": ADMIN_REQUIREMENT},
         )
 
     async def aclose(self) -> None:
@@ -477,6 +490,8 @@ class WebDemo:
             "docs": DOCS,
             "providers": [] if self._provider_server is None else [PROVIDER],
             "passkeys": None if self.flow.passkeys is None else self.passkey_origin,
+            "mfa": self.flow.second_factors is not None,
+            "admin_max_age": ADMIN_REQUIREMENT.max_age,
         }
 
     # -- the application behind the middleware --------------------------------
@@ -493,6 +508,22 @@ class WebDemo:
             )
         elif method == "GET" and path == "/api/me":
             await self._me(scope, send)
+        elif method == "GET" and path == "/api/admin":
+            # Only a session at aal 2, authenticated within ADMIN_REQUIREMENT.max_age,
+            # gets here: the middleware answers any other with the step-up challenge.
+            auth = auth_of(scope)
+            decision = auth.decision
+            await _json(
+                send,
+                200,
+                {
+                    "admin": True,
+                    "user_id": auth.user_id,
+                    "aal": getattr(decision, "aal", None),
+                    "amr": list(getattr(decision, "amr", ())),
+                    "auth_time": getattr(decision, "auth_time", None),
+                },
+            )
         elif method == "POST" and path == "/api/transfer":
             await _drain(receive)
             auth = auth_of(scope)
@@ -516,6 +547,7 @@ class WebDemo:
                 "session_id": auth.session_id,
                 "name": auth.claims.get("name"),
                 "amr": auth.claims.get("amr"),
+                "aal": auth.claims.get("aal"),
                 "decision": type(decision).__name__,
                 "refreshed": isinstance(decision, Reissue),
                 "cookies_sent": names,
@@ -675,6 +707,22 @@ def _demo_passkeys(keyring: KeyRing, origin: str | None) -> Any:
             other_sign_in=lambda user_id: True,
         )
     )
+
+
+ADMIN_REQUIREMENT: Final = Requirement(aal=2, max_age=60)
+"""What the demo's admin route (``GET /api/admin``) requires: a second factor,
+used within the last minute (so that the step-up prompt shows after a while)."""
+
+
+def _demo_second_factors(keyring: KeyRing) -> Any:
+    """TOTP and recovery codes for the demo's users, kept in memory, when the mfa
+    extra is installed; else None (the demo then has no second factors)."""
+    try:
+        from .mfa import AsyncSecondFactors, MemorySecondFactorStore, SecondFactors
+    except ImportError:
+        return None
+    factors = SecondFactors(keyring, MemorySecondFactorStore(), issuer="tokenflow web demo")
+    return AsyncSecondFactors(factors)
 
 
 def _passkeys_script() -> bytes:

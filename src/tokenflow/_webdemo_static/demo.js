@@ -6,6 +6,7 @@
   const JSON_HEADERS = { "Content-Type": "application/json", "Accept": "application/json" };
   const cookies = new Map(); // name -> {entry, at}
   let lastSeq = 0;
+  let mfaOn = false;
   let autoTimer = null;
 
   function text(tag, content, cls) {
@@ -40,12 +41,16 @@
     const status = $("status");
     const signedIn = answer.status === 200;
     // Signed in: no login form (a second login would replace this session).
-    $("login-section").hidden = signedIn;
+    const secondStep = !signedIn && new URLSearchParams(location.search).has("second-factor");
+    $("login-section").hidden = signedIn || secondStep;
+    $("second-factor-step").hidden = !secondStep;
+    if (mfaOn) $("mfa-section").hidden = !signedIn;
     $("signed-in-note").hidden = !signedIn;
     if (signedIn) $("error").hidden = true;
     if (signedIn) {
       status.textContent = "Signed in as " + answer.body.user_id + " (session " +
-        answer.body.session_id.slice(0, 8) + "…); this request was a " + answer.body.decision +
+        answer.body.session_id.slice(0, 8) + "…, aal " + (answer.body.aal || 1) +
+        "); this request was a " + answer.body.decision +
         (answer.body.refreshed ? " (silent refresh)" : "") + "; cookies sent: " +
         (answer.body.cookies_sent.join(", ") || "none");
       status.className = "signed-in";
@@ -141,8 +146,18 @@
     }
     $("attacker-link").href = config.attacker + "/";
     $("docs-link").href = config.docs.served;
-    const error = new URLSearchParams(location.search).get("error");
-    if (error) {
+    const query = new URLSearchParams(location.search);
+    const error = query.get("error");
+    if (query.get("second-factor")) {
+      // The first step was right: the login form gives way to the code form.
+      $("second-factor-step").hidden = false;
+      $("login-section").hidden = true;
+      $("second-factor-next").value = query.get("next") || "/";
+      if (error) {
+        $("error").textContent = "Wrong code (" + error + "): type the current one, or a recovery code.";
+        $("error").hidden = false;
+      }
+    } else if (error) {
       $("error").textContent = "Login failed (" + error + "): check the username and password.";
       $("error").hidden = false;
     }
@@ -197,6 +212,10 @@
       $("passkeys-section").hidden = true;
     }
     // -- end passkeys --
+    // -- second factors (issue 22) --
+    mfaOn = Boolean(config.mfa);
+    if (mfaOn) setUpSecondFactors(config);
+    // -- end second factors --
     await whoAmI();
     await pollLog();
     setInterval(pollLog, 1000);
@@ -204,6 +223,124 @@
     renderCookies();
     document.body.dataset.ready = "1";
   }
+
+  // -- second factors (issue 22) --
+  let afterStepUp = null;
+
+  function mfaSay(message) {
+    $("mfa-message").textContent = message;
+  }
+
+  function needsStepUp(answer) {
+    return answer.status === 401 && answer.body && answer.body.error === "insufficient_user_authentication";
+  }
+
+  function askStepUp(answer, retry) {
+    // The server answered 401 with the RFC 9470 challenge: ask for a code, then retry.
+    const why = answer.body.aal === 2
+      ? "This needs a second factor" + (answer.body.max_age ? " used within the last " + answer.body.max_age + " s" : "")
+      : "This needs a login within the last " + answer.body.max_age + " s";
+    $("step-up-why").textContent = why + ": type a code from your authenticator app (step-up).";
+    $("step-up").hidden = false;
+    $("step-up-code").value = "";
+    afterStepUp = retry;
+  }
+
+  async function gated(label, method, url, body, then) {
+    const answer = await call(method, url, body);
+    show(label, answer.status, answer.body);
+    if (needsStepUp(answer)) {
+      askStepUp(answer, () => gated(label, method, url, body, then));
+      return answer;
+    }
+    if (then) then(answer);
+    return answer;
+  }
+
+  function showCodes(codes) {
+    const list = $("mfa-recovery-codes");
+    list.replaceChildren();
+    for (const code of codes) list.appendChild(text("li", code));
+    $("mfa-codes-box").hidden = false;
+  }
+
+  function setUpSecondFactors(config) {
+    $("mfa-begin").addEventListener("click", () => gated(
+      "POST /auth/mfa/totp/begin", "POST", "/auth/mfa/totp/begin", {}, (answer) => {
+        if (answer.status !== 200) {
+          mfaSay("Could not start (" + answer.status + ").");
+          return;
+        }
+        // Parsed as HTML (the SVG carries no xmlns): no script runs, and the CSP allows it.
+        const svg = new DOMParser().parseFromString(answer.body.qr_svg, "text/html").querySelector("svg");
+        $("mfa-qr").replaceChildren(document.importNode(svg, true));
+        $("mfa-secret").textContent = answer.body.secret;
+        $("mfa-code").value = "";
+        $("mfa-enrol").hidden = false;
+        $("mfa-codes-box").hidden = true;
+        // The secret is not kept in the log pane: replace what show() wrote.
+        show("POST /auth/mfa/totp/begin", answer.status, { enrolment: "started", expires_at: answer.body.expires_at });
+        mfaSay("Scan the code, then type the first code the app shows.");
+      }));
+    $("mfa-confirm").addEventListener("click", () => gated(
+      "POST /auth/mfa/totp/confirm", "POST", "/auth/mfa/totp/confirm", { code: $("mfa-code").value.trim() },
+      (answer) => {
+        if (answer.status !== 200) {
+          mfaSay("Not confirmed (" + (answer.body && answer.body.error) + "): try the current code.");
+          return;
+        }
+        $("mfa-enrol").hidden = true;
+        $("mfa-qr").replaceChildren();
+        $("mfa-secret").textContent = "";
+        showCodes(answer.body.recovery_codes);
+        show("POST /auth/mfa/totp/confirm", 200, { factors: answer.body.factors, recovery_codes: "(shown once, above)" });
+        mfaSay("Authenticator app set up: the next login asks for a code.");
+      }));
+    $("mfa-status").addEventListener("click", async () => {
+      const answer = await call("GET", "/auth/mfa");
+      show("GET /auth/mfa", answer.status, answer.body);
+      if (answer.status === 200) {
+        mfaSay("Factors: " + (answer.body.factors.join(", ") || "none") +
+          "; recovery codes left: " + answer.body.recovery_codes_left);
+      }
+    });
+    $("mfa-regenerate").addEventListener("click", () => gated(
+      "POST /auth/mfa/recovery-codes", "POST", "/auth/mfa/recovery-codes", {}, (answer) => {
+        if (answer.status === 200) {
+          showCodes(answer.body.recovery_codes);
+          show("POST /auth/mfa/recovery-codes", 200, { recovery_codes: "(shown once, above)" });
+          mfaSay("New recovery codes: the old ones no longer work.");
+        }
+      }));
+    $("mfa-remove").addEventListener("click", () => gated(
+      "POST /auth/mfa/remove", "POST", "/auth/mfa/remove", {}, (answer) => {
+        if (answer.status === 200) mfaSay(answer.body.removed ? "Second factor removed." : "Nothing to remove.");
+      }));
+    $("admin").addEventListener("click", () => {
+      $("admin-status").textContent = "Opening the admin area…";
+      return gated("GET /api/admin", "GET", "/api/admin", undefined, (answer) => {
+        $("admin-status").textContent = answer.status === 200
+          ? "Admin area open: aal " + answer.body.aal + ", amr " + answer.body.amr.join("+")
+          : "Admin area refused (" + answer.status + ")";
+      });
+    });
+    $("step-up-submit").addEventListener("click", async () => {
+      const answer = await call("POST", "/auth/step-up", { code: $("step-up-code").value.trim() });
+      show("POST /auth/step-up", answer.status, answer.body);
+      if (answer.status !== 200) {
+        $("step-up-why").textContent = "Refused (" + (answer.body && answer.body.error) + "): try the current code.";
+        return;
+      }
+      $("step-up").hidden = true;
+      const retry = afterStepUp;
+      afterStepUp = null;
+      if (retry) await retry();
+    });
+    if (new URLSearchParams(location.search).get("step-up")) {
+      mfaSay("That page needs a second factor: use a button below, and the step-up prompt appears.");
+    }
+  }
+  // -- end second factors --
 
   window.tokenflowDemo = { callApi: callApi, whoAmI: whoAmI };
   init();

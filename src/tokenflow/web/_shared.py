@@ -54,6 +54,7 @@ from .._model import (
     Unavailable,
 )
 from .._sessions import SessionInfo
+from ..ports import SecondFactorFailure, SecondFactorRefused
 
 __all__ = ["Auth", "Endpoints", "Required", "Requirements"]
 
@@ -433,6 +434,23 @@ class Endpoints:
     * ``step_up_page``: where a browser navigation that falls short of its
       route's requirement is sent (303, with ``next``); None answers it 401
       with the ``WWW-Authenticate`` challenge like any API request.
+    * ``second_factor_setup`` (served when the flow's ``second_factors`` has
+      the enrolment API of :class:`tokenflow.mfa.SecondFactors`): the
+      signed-in user's own second factor, answered in JSON.
+      ``GET {second_factor_setup}`` says which factors the account has and
+      how many recovery codes are left; ``POST {...}/totp/begin`` starts a
+      TOTP enrolment (the secret, the ``otpauth://`` URI and a QR code as
+      SVG, shown this once); ``POST {...}/totp/confirm`` (``code``)
+      confirms it with a first code, throttled like a login's second step,
+      and answers the ten recovery codes (shown this once);
+      ``POST {...}/recovery-codes`` replaces them with ten new ones;
+      ``POST {...}/remove`` removes the factor (or a pending enrolment).
+      Gates: an account that has a factor needs the session at assurance
+      level 2 to begin, confirm, remove or regenerate (else 401
+      ``insufficient_user_authentication``, the step-up challenge); one that
+      has none needs an authentication within ``enrolment_max_age`` seconds
+      (default 300) to begin, confirm or remove, so that a stolen session
+      cookie alone cannot attach its thief's authenticator.
 
     ``max_body`` bounds the bytes read from a request body (413 beyond it).
     """
@@ -450,6 +468,8 @@ class Endpoints:
     step_up: str | None = "/auth/step-up"
     second_factor_page: str | None = None
     step_up_page: str | None = None
+    second_factor_setup: str | None = "/auth/mfa"
+    enrolment_max_age: int = 300
     _routes: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -466,8 +486,12 @@ class Endpoints:
             "step_up",
             "second_factor_page",
             "step_up_page",
+            "second_factor_setup",
         ):
             _check_path(name, getattr(self, name))
+        age = self.enrolment_max_age
+        if isinstance(age, bool) or not isinstance(age, int) or not 30 <= age <= 3600:
+            raise ConfigError("Endpoints.enrolment_max_age must be whole seconds, 30 to 3600")
         if isinstance(self.max_body, bool) or not isinstance(self.max_body, int):
             raise ConfigError("Endpoints.max_body must be a number of bytes")
         if not 256 <= self.max_body <= 1024 * 1024:
@@ -709,8 +733,40 @@ class TransactionClearing:
     credentials: AuthorizationCodeCredentials
 
 
+@dataclass(frozen=True, slots=True)
+class Require:
+    """Operation: ``flow.require(decision, requirement)`` (no I/O)."""
+
+    decision: Process | Reissue
+    requirement: Requirement
+
+
+@dataclass(frozen=True, slots=True)
+class FactorCall:
+    """Operation: ``flow.second_factors.<method>(*args, **kwargs)``, with
+    ``now=flow.clock()`` added when ``timed``; a :class:`Failed` if it raises."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    timed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmEnrolment:
+    """Operation: ``flow.second_factor_attempt(user_id, <confirm_totp(user_id, code)>,
+    client_address=...)``: the first code of an enrolment, throttled by the flow."""
+
+    user_id: str
+    code: str = field(repr=False)
+    client_address: str | None
+
+
 Operation: TypeAlias = (
-    Decide
+    Require
+    | FactorCall
+    | ConfirmEnrolment
+    | Decide
     | Login
     | StepUp
     | Logout
@@ -824,7 +880,7 @@ def endpoint(
     method = incoming.method
     if kind.startswith(_PROVIDER_KINDS):
         return (yield from _provider(kind, request, incoming, endpoints))
-    if kind in ("sessions", "pk-list"):
+    if kind in ("sessions", "pk-list", "enrol-status"):
         if method not in ("GET", "HEAD"):
             return json_response(405, {"error": "method_not_allowed"}, extra=[("allow", "GET")])
     elif method != "POST":
@@ -836,6 +892,8 @@ def endpoint(
         return (yield from _list_sessions(request))
     if kind == "pk-list":
         return (yield from _list_passkeys(request))
+    if kind == "enrol-status":
+        return (yield from _enrolment(kind, request, {}, endpoints))
     # The origin first: a cross-site post is refused whatever its body holds
     # (or lacks), and its body is never read. The flow still makes that
     # decision (with its event): a login without credentials is answered by
@@ -857,6 +915,8 @@ def endpoint(
         return (yield from _step_up(request, fields, as_json, endpoints))
     if kind.startswith("pk-"):
         return (yield from _passkeys(kind, request, fields))
+    if kind.startswith("enrol-"):
+        return (yield from _enrolment(kind, request, fields, endpoints))
     if kind == "logout":
         decision = yield Logout(request)
         if not isinstance(decision, LoggedOut):
@@ -1431,10 +1491,144 @@ def routes_of(endpoints: Endpoints, flow: Any) -> Mapping[str, str]:
     if flow.second_factors is None:
         return routes
     routes = dict(routes)
-    for path, kind in ((endpoints.second_factor, "mfa-verify"), (endpoints.step_up, "step-up")):
+    paths = [(endpoints.second_factor, "mfa-verify"), (endpoints.step_up, "step-up")]
+    base = endpoints.second_factor_setup
+    if base is not None and all(
+        callable(getattr(flow.second_factors, name, None)) for name in ENROLMENT_API
+    ):
+        base = base.rstrip("/")
+        paths.extend(((base + suffix) or "/", kind) for suffix, kind in _ENROLMENT_ROUTES)
+    for path, kind in paths:
         if path is None:
             continue
         if path in routes:
             raise ConfigError(f"the endpoint path {path!r} is used twice")
         routes[path] = kind
     return routes
+
+
+# -- enrolling a second factor (issue 22) ------------------------------------------
+
+ENROLMENT_API: Final = (
+    "factors_of",
+    "begin_totp",
+    "confirm_totp",
+    "regenerate_recovery_codes",
+    "recovery_codes_left",
+    "remove",
+)
+"""What the enrolment endpoints call on the flow's ``second_factors`` (the
+enrolment API of :class:`tokenflow.mfa.SecondFactors`): served only when it has all."""
+
+_ENROLMENT_ROUTES: Final = (
+    ("", "enrol-status"),
+    ("/totp/begin", "enrol-begin"),
+    ("/totp/confirm", "enrol-confirm"),
+    ("/recovery-codes", "enrol-recovery-codes"),
+    ("/remove", "enrol-remove"),
+)
+_LABEL_LIMIT: Final = 200
+
+
+def _account_name(who: Process | Reissue) -> str:
+    """What the authenticator app shows under the issuer: the account's email or
+    name claim, else its user id (without ':', which ends the label's issuer part)."""
+    for value in (who.claims.get("email"), who.claims.get("name"), who.user_id):
+        if isinstance(value, str):
+            label = " ".join(value.replace(":", " ").split())[:_LABEL_LIMIT]
+            if label:
+                return label
+    return "account"
+
+
+def _with_cookies_of(response: Response, cookies: Sequence[str]) -> Response:
+    """``response`` with a signed-in decision's cookies (a rotation's: never dropped)."""
+    if not cookies:
+        return response
+    headers = [h for h in response.headers if h[0] != "cache-control"]
+    return Response(response.status, _with_cookies(headers, cookies), response.body)
+
+
+def _codes_json(codes: Any) -> list[str]:
+    return [str(code) for code in codes]
+
+
+def _enrolment(
+    kind: str, request: Request, fields: Mapping[str, str], endpoints: Endpoints
+) -> Steps:
+    """The signed-in user's second factor: status, TOTP enrolment, recovery codes, removal.
+
+    Who the user is comes from the flow; what the session must show for each
+    action (assurance level 2 when the account has a factor, a recent
+    authentication when it has none) is checked by the flow's ``require``,
+    which answers the same StepUpRequired a route requirement would.
+    """
+    who = yield from _signed_in(request)
+    if isinstance(who, Response):
+        return who
+    user_id, cookies = who.user_id, who.set_cookies
+    factors = yield FactorCall("factors_of", (user_id,))
+    if isinstance(factors, Failed):
+        return json_response(503, {"error": "unavailable"}, cookies)
+    enrolled = bool(factors)
+    if kind == "enrol-status":
+        left = (yield FactorCall("recovery_codes_left", (user_id,))) if enrolled else 0
+        if isinstance(left, Failed):
+            return json_response(503, {"error": "unavailable"}, cookies)
+        body = {"factors": list(factors), "recovery_codes_left": left}
+        return json_response(200, body, cookies)
+    if kind == "enrol-recovery-codes" and not enrolled:
+        return json_response(404, {"error": "not_enrolled"}, cookies)
+    # Replacing or removing a factor, or new recovery codes, takes the factor
+    # itself (aal 2); a first one takes a recent login, so that a session
+    # cookie stolen earlier cannot attach its thief's authenticator.
+    requirement = (
+        Requirement(aal=2) if enrolled else Requirement(max_age=endpoints.enrolment_max_age)
+    )
+    gated = yield Require(who, requirement)
+    if isinstance(gated, StepUpRequired):
+        return step_up_response(gated, False, endpoints, "")
+    if kind == "enrol-begin":
+        enrolment = yield FactorCall(
+            "begin_totp", (user_id,), {"account_name": _account_name(who)}, timed=True
+        )
+        if isinstance(enrolment, Failed):
+            return json_response(503, {"error": "unavailable"}, cookies)
+        body = {
+            "secret": enrolment.secret,
+            "uri": enrolment.uri,
+            "qr_svg": enrolment.qr_svg,
+            "expires_at": enrolment.expires_at,
+        }
+        return json_response(200, body, cookies)
+    if kind == "enrol-confirm":
+        code = fields.get("code")
+        if code is None:
+            return json_response(400, {"error": "missing_code"}, cookies)
+        outcome = yield ConfirmEnrolment(user_id, code, request.client_address)
+        if isinstance(outcome, (TooManyRequests, Unavailable)):
+            return _with_cookies_of(refusal(outcome), cookies)
+        if isinstance(outcome, SecondFactorRefused):
+            if outcome.reason is SecondFactorFailure.NOT_ENROLLED:
+                return json_response(409, {"error": "no_enrolment_pending"}, cookies)
+            if outcome.reason is SecondFactorFailure.REPLAYED:
+                return json_response(409, {"error": "enrolment_already_confirmed"}, cookies)
+            return json_response(400, {"error": "wrong_code"}, cookies)
+        if isinstance(outcome, Failed):
+            return json_response(503, {"error": "unavailable"}, cookies)
+        body = {"factors": ["totp"], "recovery_codes": _codes_json(outcome)}
+        return json_response(200, body, cookies)
+    if kind == "enrol-recovery-codes":
+        codes = yield FactorCall("regenerate_recovery_codes", (user_id,))
+        if isinstance(codes, Failed):
+            return json_response(503, {"error": "unavailable"}, cookies)
+        if isinstance(codes, SecondFactorRefused):
+            return json_response(404, {"error": "not_enrolled"}, cookies)
+        return json_response(200, {"recovery_codes": _codes_json(codes)}, cookies)
+    removed = yield FactorCall("remove", (user_id,))
+    if isinstance(removed, Failed):
+        return json_response(503, {"error": "unavailable"}, cookies)
+    return json_response(200, {"removed": bool(removed)}, cookies)
+
+
+# -- end enrolment ---------------------------------------------------------------------

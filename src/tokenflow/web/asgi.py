@@ -56,11 +56,21 @@ from typing import Any, TypeAlias
 from .._drivers import AsyncFlow, Flow, PendingDecision
 from .._errors import ConfigError
 from .._http import TrustedProxies, read_asgi_route
-from .._model import Decision, Process, Request, StepUpRequired, route_request
+from .._model import (
+    Decision,
+    Process,
+    Request,
+    StepUpRequired,
+    TooManyRequests,
+    Unavailable,
+    route_request,
+)
 from ._shared import (
     Auth,
+    ConfirmEnrolment,
     Decide,
     Endpoints,
+    FactorCall,
     Failed,
     Incoming,
     Login,
@@ -70,6 +80,7 @@ from ._shared import (
     ReadBody,
     RefreshDevice,
     RegisterDevice,
+    Require,
     Required,
     Requirements,
     Response,
@@ -284,6 +295,48 @@ class TokenflowMiddleware:
             return await method(*operation.args, **operation.kwargs)
         return await asyncio.to_thread(method, *operation.args, **operation.kwargs)
 
+    async def _second_factor_call(self, operation: Require | FactorCall | ConfirmEnrolment) -> Any:
+        """The enrolment endpoints' operations: the second factors' store may
+        block, so a sync one runs off the loop."""
+        flow = self._flow
+        if isinstance(operation, Require):
+            gated = flow.require(operation.decision, operation.requirement)
+            if self._on_decision is not None and gated is not operation.decision:
+                self._on_decision(gated)
+            return gated
+        factors = flow.second_factors
+        try:
+            if isinstance(operation, FactorCall):
+                kwargs = dict(operation.kwargs)
+                if operation.timed:
+                    kwargs["now"] = flow.clock()
+                method = getattr(factors, operation.method)
+                if inspect.iscoroutinefunction(method):
+                    return await method(*operation.args, **kwargs)
+                return await asyncio.to_thread(method, *operation.args, **kwargs)
+            user_id, code = operation.user_id, operation.code
+            address = operation.client_address
+            answer: Any
+            if isinstance(flow, AsyncFlow):
+                answer = await flow.second_factor_attempt(
+                    user_id,
+                    lambda now: factors.confirm_totp(user_id, code, now=now),
+                    client_address=address,
+                )
+            else:
+                answer = await asyncio.to_thread(
+                    lambda: flow.second_factor_attempt(
+                        user_id,
+                        lambda now: factors.confirm_totp(user_id, code, now=now),
+                        client_address=address,
+                    )
+                )
+        except Exception as exc:
+            return Failed(exc)
+        if self._on_decision is not None and isinstance(answer, (TooManyRequests, Unavailable)):
+            self._on_decision(answer)
+        return answer
+
     async def _endpoint(
         self, kind: str, request: Request, scope: Scope, receive: Receive
     ) -> Response:
@@ -316,6 +369,8 @@ class TokenflowMiddleware:
                     answer = await self._passkey_call(operation)
                 except Exception as exc:
                     answer = Failed(exc)
+            elif isinstance(operation, (Require, FactorCall, ConfirmEnrolment)):
+                answer = await self._second_factor_call(operation)
             elif isinstance(operation, StartProviderLogin):
                 answer = await self._call(
                     "start_provider_login",

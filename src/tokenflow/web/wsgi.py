@@ -38,11 +38,13 @@ from typing import Any, Final, Protocol, TypeAlias
 from .._drivers import AsyncFlow, Flow
 from .._errors import ConfigError
 from .._http import TrustedProxies
-from .._model import Decision, Process, Request, StepUpRequired
+from .._model import Decision, Process, Request, StepUpRequired, TooManyRequests, Unavailable
 from ._shared import (
     Auth,
+    ConfirmEnrolment,
     Decide,
     Endpoints,
+    FactorCall,
     Failed,
     Incoming,
     Login,
@@ -52,6 +54,7 @@ from ._shared import (
     ReadBody,
     RefreshDevice,
     RegisterDevice,
+    Require,
     Required,
     Requirements,
     Response,
@@ -228,6 +231,12 @@ class TokenflowMiddleware:
                     answer = method(*operation.args, **operation.kwargs)
                 except Exception as exc:
                     answer = Failed(exc)
+            elif isinstance(operation, Require):
+                answer = flow.require(operation.decision, operation.requirement)
+                if self._on_decision is not None and answer is not operation.decision:
+                    self._on_decision(answer)
+            elif isinstance(operation, (FactorCall, ConfirmEnrolment)):
+                answer = self._factor_call(operation)
             elif isinstance(operation, StartProviderLogin):
                 answer = flow.start_provider_login(
                     operation.request, operation.provider, next_path=operation.next_path
@@ -251,6 +260,28 @@ class TokenflowMiddleware:
                         answer = flow.revoke_session(operation.session_id)
                 except Exception as exc:
                     answer = Failed(exc)
+
+    def _factor_call(self, operation: FactorCall | ConfirmEnrolment) -> Any:
+        """An enrolment endpoint's call on the second factors (a Failed if it raises)."""
+        flow = self._flow
+        factors = flow.second_factors
+        try:
+            if isinstance(operation, FactorCall):
+                kwargs = dict(operation.kwargs)
+                if operation.timed:
+                    kwargs["now"] = flow.clock()
+                return getattr(factors, operation.method)(*operation.args, **kwargs)
+            user_id, code = operation.user_id, operation.code
+            answer = flow.second_factor_attempt(
+                user_id,
+                lambda now: factors.confirm_totp(user_id, code, now=now),
+                client_address=operation.client_address,
+            )
+        except Exception as exc:
+            return Failed(exc)
+        if self._on_decision is not None and isinstance(answer, (TooManyRequests, Unavailable)):
+            self._on_decision(answer)
+        return answer
 
 
 def _path(environ: Environ) -> str:
