@@ -157,6 +157,7 @@ from ._model import (
     Unauthorized,
     UnauthorizedReason,
     Unavailable,
+    process_of,
 )
 from ._sessions import (
     SALT_BYTES,
@@ -567,7 +568,7 @@ class FlowCore:
                 # Only tokens this flow minted name a session; any other
                 # access-purpose token sealed with the same ring is refused.
                 if type(claims.get("sid")) is str:
-                    return Process(claims)
+                    return process_of(claims)
                 rejected = TokenRejected(_ACCESS, InvalidTokenReason.BAD_CLAIMS)
         # Past the hot path: the event list is only built for requests that go on.
         events: list[Event] = [] if rejected is None else [rejected]
