@@ -141,7 +141,6 @@ from ._model import (
     PasskeyReplayed,
     PasswordCredentials,
     PortFailed,
-    Process,
     ProviderRedirect,
     Refreshed,
     RefreshEnded,

@@ -325,11 +325,11 @@ class TokenCodec:
             # never looks here), and only by this codec, whose key ring
             # cannot change. The lookup hashes the text with the process's
             # secret hash key: a near miss costs the same as any miss.
-            plain, exp, iat = seen
+            known, known_exp, known_iat = seen
             leeway = self._leeway
             try:
-                expired = not now < exp + leeway
-                early = not iat <= now + leeway
+                expired = not now < known_exp + leeway
+                early = not known_iat <= now + leeway
             except TypeError:
                 raise ValueError(
                     f"now must be seconds since the epoch, not {type(now).__name__}"
@@ -340,7 +340,7 @@ class TokenCodec:
                 raise InvalidToken(InvalidTokenReason.NOT_YET_VALID)
             # Parsed again, not shared: whatever the caller does to its claims
             # (nested ones included) never reaches the next request.
-            return _loads(plain)  # type: ignore[no-any-return]
+            return _loads(known)  # type: ignore[no-any-return]
         try:
             raw = _a2b(token.encode("ascii").translate(_TO_STD), strict_mode=True)
         except (UnicodeEncodeError, _Base64Error):
