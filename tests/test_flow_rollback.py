@@ -22,6 +22,7 @@ from tokenflow._sessions import (
     RotationResult,
     SessionInfo,
     StoredSession,
+    apply_binding,
     apply_rotation,
 )
 from tokenflow.events import ReuseDetected, ReuseDetectedReason, SessionRevoked
@@ -68,6 +69,23 @@ class SnapshotStore:
     def revoke(self, session_id: str) -> bool:
         with self._lock:
             return self._sessions.pop(session_id, None) is not None
+
+    def bind_device(self, session_id: str, device_key: str, *, now: float) -> SessionInfo | None:
+        with self._lock:
+            stored = self._sessions.get(session_id)
+            if stored is None:
+                return None
+            info, state = apply_binding(stored, device_key, now)
+            if state is not None:
+                self._sessions[session_id] = state
+            return info
+
+    def device_key_of(self, session_id: str, *, now: float) -> str | None:
+        with self._lock:
+            stored = self._sessions.get(session_id)
+        if stored is None or not stored.info.is_live(now):
+            return None
+        return stored.info.device_key
 
     def revoke_user(self, user_id: str) -> int:
         return 0
@@ -225,3 +243,43 @@ def test_refresh_tokens_carry_their_generation_and_old_ones_still_work() -> None
     clock.advance(200)
     renewed = _refresh_token(_refresh(flow, legacy))
     assert codec.open(Purpose.REFRESH, renewed, now=clock())["gen"] == 1
+
+
+def test_a_device_bound_refresh_newer_than_the_store_is_named_so() -> None:
+    """The device-bound refresh (``refresh_device``) tells a store that lost
+    rotations from a replay like the bare one: its token's generation reaches
+    the rotation."""
+    pytest.importorskip("joserfc")
+    from tokenflow import DeviceBinding, DeviceRegistered, FlowConfig
+    from tokenflow.dbsc import DbscProofVerifier
+    from tokenflow.testing.dbsc import DbscClient
+
+    store = SnapshotStore()
+    users = FakeUserDirectory()
+    users.add_user("ada")
+    clock = FakeClock()
+    flow = Flow(
+        KEYRING,
+        store,
+        users,
+        passwords=FakePasswordVerifier({"ada": "pw"}),
+        config=FlowConfig(device_binding=DeviceBinding()),
+        clock=clock,
+        proofs=DbscProofVerifier(),
+    )
+    client = DbscClient(clock)
+    login = flow.login(client.request("POST", credentials=PasswordCredentials("ada", "pw")))
+    client.receive_decision(login)
+    assert isinstance(client.register(flow), DeviceRegistered)
+    clock.advance(200)
+    assert isinstance(client.refresh(flow), Reissue)  # generation 1
+    replicated = store.snapshot()
+    for _ in range(3):  # generations 2 to 4: lost with the primary
+        clock.advance(200)
+        assert isinstance(client.refresh(flow), Reissue)
+    store.restore(replicated)
+    clock.advance(200)
+    answer = client.refresh(flow)
+    assert isinstance(answer, Unauthorized)
+    assert _reasons(answer) == [ReuseDetectedReason.NEWER_THAN_STORE]
+    assert store.snapshot() == {}

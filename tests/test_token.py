@@ -729,3 +729,88 @@ def test_non_finite_floats_are_refused_not_turned_into_null(codec: TokenCodec, b
 def test_a_null_claim_still_seals(codec: TokenCodec) -> None:
     with_null = claims(manager=None)
     assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, with_null), now=NOW) == with_null
+
+
+# -- access tokens already opened ------------------------------------------------------
+# A codec remembers the access tokens it opened (a browser sends the same one on
+# every request of its lifetime). What must not change: time is checked on every
+# open, each caller gets its own claims, and nothing unverified is remembered.
+
+
+def test_a_remembered_access_token_still_expires(codec: TokenCodec, token: str) -> None:
+    assert codec.open(Purpose.ACCESS, token, now=NOW) == REFERENCE_CLAIMS
+    assert token in codec._opened
+    leeway = codec.leeway
+    late = NOW + 120 + leeway
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, token, now=late)) is (
+        InvalidTokenReason.EXPIRED
+    )
+    early = NOW - leeway - 1
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, token, now=early)) is (
+        InvalidTokenReason.NOT_YET_VALID
+    )
+    # A NaN clock fails closed; a clock of the wrong type is the caller's bug.
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, token, now=float("nan"))) is (
+        InvalidTokenReason.EXPIRED
+    )
+    with pytest.raises(ValueError, match="seconds since the epoch"):
+        codec.open(Purpose.ACCESS, token, now="soon")  # type: ignore[arg-type]
+    # Still valid inside its lifetime.
+    assert codec.open(Purpose.ACCESS, token, now=late - 1) == REFERENCE_CLAIMS
+
+
+def test_the_claims_of_a_remembered_token_are_each_callers_own(
+    codec: TokenCodec, token: str
+) -> None:
+    first = codec.open(Purpose.ACCESS, token, now=NOW)
+    first["sub"] = "someone-else"
+    first["roles"].append("root")
+    second = codec.open(Purpose.ACCESS, token, now=NOW)
+    assert second == REFERENCE_CLAIMS
+    second["roles"].clear()
+    assert codec.open(Purpose.ACCESS, token, now=NOW) == REFERENCE_CLAIMS
+
+
+def test_only_verified_access_tokens_are_remembered(codec: TokenCodec, token: str) -> None:
+    # Refused at the first open: expired, tampered, or of the other purpose.
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, token, now=NOW + 1000)) is (
+        InvalidTokenReason.EXPIRED
+    )
+    assert reason_of(lambda: codec.open(Purpose.REFRESH, token, now=NOW)) is (
+        InvalidTokenReason.TAG_MISMATCH
+    )
+    refresh = codec.seal(Purpose.REFRESH, REFERENCE_CLAIMS)
+    assert codec.open(Purpose.REFRESH, refresh, now=NOW) == REFERENCE_CLAIMS
+    assert codec._opened == {}
+    # Once remembered as an access token, it is still refused as a refresh one,
+    # and a token one character away is opened (and refused) in full.
+    codec.open(Purpose.ACCESS, token, now=NOW)
+    assert reason_of(lambda: codec.open(Purpose.REFRESH, token, now=NOW)) is (
+        InvalidTokenReason.TAG_MISMATCH
+    )
+    last = token[-2]
+    tampered = token[:-2] + ("A" if last != "A" else "B") + token[-1]
+    assert reason_of(lambda: codec.open(Purpose.ACCESS, tampered, now=NOW)) is (
+        InvalidTokenReason.TAG_MISMATCH
+    )
+    assert list(codec._opened) == [token]
+
+
+def test_a_codec_remembers_only_its_own_opens(codec: TokenCodec, token: str) -> None:
+    codec.open(Purpose.ACCESS, token, now=NOW)
+    # A ring without the token's key (a retired key dropped) makes a new codec,
+    # which knows nothing of the old one's opens.
+    other = TokenCodec(KeyRing(Key("n3w0ne", SECRET_NEW)))
+    assert reason_of(lambda: other.open(Purpose.ACCESS, token, now=NOW)) is (
+        InvalidTokenReason.UNKNOWN_KEY
+    )
+
+
+def test_the_remembered_tokens_are_bounded(codec: TokenCodec) -> None:
+    limit = token_module.OPENED_CACHE_SIZE
+    tokens = [codec.seal(Purpose.ACCESS, claims(n=n)) for n in range(limit + 10)]
+    for n, sealed in enumerate(tokens):
+        assert codec.open(Purpose.ACCESS, sealed, now=NOW)["n"] == n
+        assert len(codec._opened) <= limit
+    for n, sealed in enumerate(tokens):
+        assert codec.open(Purpose.ACCESS, sealed, now=NOW)["n"] == n

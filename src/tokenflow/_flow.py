@@ -184,6 +184,7 @@ from ._model import (
     Unavailable,
     aal_of,
     auth_time_of,
+    process_of,
 )
 from ._sessions import (
     SALT_BYTES,
@@ -700,7 +701,7 @@ class FlowCore:
                     if requirement is None or requirement.is_met(
                         aal_of(claims), auth_time_of(claims), now
                     ):
-                        return Process(claims)
+                        return process_of(claims)
                     # Signed in, but not well enough for this route: step up.
                     return StepUpRequired(requirement)
                 rejected = TokenRejected(_ACCESS, InvalidTokenReason.BAD_CLAIMS)

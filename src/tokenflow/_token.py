@@ -63,6 +63,8 @@ _SUBKEY_INFO: Final = b"tokenflow/v1 subkey"
 _FIXED_HEADER: Final = 2 + SALT_BYTES
 _MIN_BODY: Final = NONCE_BYTES + TAG_BYTES + 2
 _SUBKEY_CACHE_SIZE: Final = 1024
+OPENED_CACHE_SIZE: Final = 2048
+"""Access tokens a codec remembers having opened (see :meth:`TokenCodec.open`)."""
 _VERSION_BYTE: Final = bytes([VERSION])
 # Spaces appended to the JSON so that the sealed bytes are a multiple of 3 long:
 # the base64url text then has no padding and no partial final quantum, so each
@@ -179,6 +181,7 @@ class TokenCodec:
         "_lock",
         "_max_raw",
         "_names",
+        "_opened",
         "_random",
         "_sealer",
     )
@@ -209,6 +212,8 @@ class TokenCodec:
         # The randomness source: os.urandom. Only the known-answer vector seam replaces it.
         self._random: Callable[[int], bytes] = os.urandom
         self._cache: dict[bytes, _Subkey] = {}
+        # Access tokens this codec opened, by their exact text: (plaintext, exp, iat).
+        self._opened: dict[str, tuple[bytes, int, int]] = {}
         self._lock = threading.Lock()
         self._sealer = self._new_sealer(self._random(SALT_BYTES))
         self._cache_subkey(self._sealer)
@@ -324,6 +329,33 @@ class TokenCodec:
         # bytes only. Inlined on purpose: this is every request's hot path.
         if type(token) is not str or (size := len(token)) & 3 or size > MAX_TOKEN_CHARS:
             raise InvalidToken(InvalidTokenReason.MALFORMED)
+        if purpose is _ACCESS and (seen := self._opened.get(token)) is not None:
+            # A browser sends the same access token on every request of its
+            # lifetime. The text is the whole input of everything below but
+            # the time checks: equal text, equal bytes, equal verdict. So the
+            # tag, the claims and their checks are not redone; the time is,
+            # as below, on every open. Only tokens that passed every check
+            # are remembered (a forger cannot fill this cache), only access
+            # tokens (the purpose is bound into the tag, so a refresh open
+            # never looks here), and only by this codec, whose key ring
+            # cannot change. The lookup hashes the text with the process's
+            # secret hash key: a near miss costs the same as any miss.
+            known, known_exp, known_iat = seen
+            leeway = self._leeway
+            try:
+                expired = not now < known_exp + leeway
+                early = not known_iat <= now + leeway
+            except TypeError:
+                raise ValueError(
+                    f"now must be seconds since the epoch, not {type(now).__name__}"
+                ) from None
+            if expired:
+                raise InvalidToken(InvalidTokenReason.EXPIRED)
+            if early:
+                raise InvalidToken(InvalidTokenReason.NOT_YET_VALID)
+            # Parsed again, not shared: whatever the caller does to its claims
+            # (nested ones included) never reaches the next request.
+            return _loads(known)  # type: ignore[no-any-return]
         try:
             raw = _a2b(token.encode("ascii").translate(_TO_STD), strict_mode=True)
         except (UnicodeEncodeError, _Base64Error):
@@ -398,6 +430,13 @@ class TokenCodec:
             raise InvalidToken(InvalidTokenReason.EXPIRED)
         if early:
             raise InvalidToken(InvalidTokenReason.NOT_YET_VALID)
+        if purpose is _ACCESS:
+            opened = self._opened
+            if len(opened) >= OPENED_CACHE_SIZE:
+                # Whole, not one by one: atomic under concurrent opens, and a
+                # full cache of live tokens refills from the next requests.
+                opened.clear()
+            opened[token] = (plain, exp, iat)
         return claims
 
     def _subkey_for(self, raw: bytes, end: int) -> _Subkey:
