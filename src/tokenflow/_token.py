@@ -96,12 +96,12 @@ def _within_depth(claims: object) -> bool:
 _CONTAINERS: Final = (dict, list)
 _DEEP_MIN_BYTES: Final = len('{"sub":"","iat":0,"exp":0,"":}') + 2 * MAX_CLAIMS_DEPTH
 """The shortest JSON text of a claim set nested deeper than MAX_CLAIMS_DEPTH,
-94 bytes: ``{"sub":"","iat":0,"exp":0,"":[[...[]...]]}`` with 32 arrays. Every
-check runs after the typed members are known present, each level below the
-claim set costs at least its two brackets, and whitespace, escapes, longer
-keys or values only add bytes: a shorter text, ours or another sealer's, is
-shallow without a scan. Typical access claims (``sub``, ``sid``, ``iat``,
-``exp`` and a short list) are about that long."""
+94 bytes plus the length of its ``sub``: ``{"sub":"","iat":0,"exp":0,"":[[...]]}``
+with 32 arrays. The checks run once ``sub``, ``iat`` and ``exp`` are known
+present and typed; each level below the claim set costs at least its two
+brackets; each character of ``sub`` at least one byte; whitespace, escapes,
+duplicate members, longer keys or numbers only add. A shorter text, ours or
+another sealer's, is shallow without a scan: a typical access token is."""
 # Nesting deeper than MAX_CLAIMS_DEPTH needs more opening brackets than that in
 # the JSON text, so a text with fewer is shallow without a walk. Counted as the
 # bytes two ``replace(b"[", b"")``-style deletions remove: bytes.replace takes
@@ -259,13 +259,18 @@ class TokenCodec:
         sub = self._sealer
         if next(sub.sealed) >= SUBKEY_SEAL_LIMIT:
             sub = self._rekey()
+        if type(claims) is not dict:
+            # An exact dict from here on, so that the checks below read the very
+            # members orjson serializes: a dict subclass's __getitem__ or
+            # __missing__ (a defaultdict's) could answer otherwise than its storage.
+            claims = dict(claims)
         try:
             # Subscripts, not .get(): a dict subscript is one specialised
             # instruction, a method call is three. A missing member raises KeyError.
             untyped = (
                 type(claims["exp"]) is not int
                 or type(claims["iat"]) is not int
-                or type(claims["sub"]) is not str
+                or type(subject := claims["sub"]) is not str
             )
         except KeyError:
             untyped = True
@@ -274,7 +279,7 @@ class TokenCodec:
         plain = _dumps(claims)
         size = len(plain)
         if (
-            size >= _DEEP_MIN_BYTES
+            size >= _DEEP_MIN_BYTES + len(subject)
             and size - len(plain.replace(b"[", b"").replace(b"{", b"")) > MAX_CLAIMS_DEPTH
             and not _within_depth(claims)
         ):
@@ -382,22 +387,21 @@ class TokenCodec:
         try:
             # orjson refuses NaN and Infinity, invalid UTF-8 and lone surrogates
             # itself: no number that the sealer refuses can come back in.
-            claims = _loads(plain)
-            # Subscripts raise KeyError for a missing member and TypeError when
-            # the claims are an array, a string or a number, not an object.
-            # orjson returns only dicts, lists, strings, numbers, booleans and
-            # None, and all but a dict refuse a string subscript with TypeError:
-            # claims that get past these three lines are a dict.
+            claims: dict[str, Any] = _loads(plain)
+            # No "is it a dict" test: orjson returns only dicts, lists, strings,
+            # numbers, booleans and None, and all but a dict refuse a string
+            # subscript with TypeError (a dict without the member: KeyError).
+            # Claims that get past these lines are a dict, as annotated.
             exp = claims["exp"]
             iat = claims["iat"]
-            typed = type(exp) is int and type(iat) is int and type(claims["sub"]) is str
+            typed = type(exp) is int and type(iat) is int and type(subject := claims["sub"]) is str
         except (JSONDecodeError, KeyError, TypeError):
             typed = False
         # The depth bound holds for tokens this codec sealed, but the spec makes
         # an opener refuse a deep claim set from any sealer (tests/vectors/
         # invalid.json): the typical access token is too short to need the scan.
         if not typed or (
-            (size := len(plain)) >= _DEEP_MIN_BYTES
+            (size := len(plain)) >= _DEEP_MIN_BYTES + len(subject)
             and size - len(plain.replace(b"[", b"").replace(b"{", b"")) > MAX_CLAIMS_DEPTH
             and not _within_depth(claims)
         ):
