@@ -251,7 +251,8 @@ class TokenCodec:
 
         ``claims`` must hold ``sub`` (a string) and ``iat`` and ``exp`` (whole
         seconds since the epoch); any other JSON-serialisable members travel
-        too. Raises :class:`TokenTooLarge` if the cookie would not fit and
+        too. A ``Mapping`` that is not exactly a ``dict`` is copied into one
+        first. Raises :class:`TokenTooLarge` if the cookie would not fit and
         :class:`ValueError` or :class:`TypeError` for claims that break the format.
         """
         # The hot path of every login and refresh: one pass, no helper frames,
