@@ -698,6 +698,83 @@ def test_deep_claims_sealed_elsewhere_open_as_bad_claims() -> None:
     assert reason is InvalidTokenReason.BAD_CLAIMS
 
 
+def _shortest_too_deep(subject: str) -> bytes:
+    """The shortest JSON text of a claim set one level deeper than the limit."""
+    # The claim set is level 1: one array more than the limit below it.
+    arrays = token_module.MAX_CLAIMS_DEPTH
+    text = orjson.dumps({"sub": subject, "iat": 0, "exp": 0, "": nested(arrays)})
+    return text.replace(b"[1]", b"[]")
+
+
+@pytest.mark.parametrize("subject", ["", "u", "user-12345"])
+def test_the_length_below_which_claims_skip_the_depth_scan_is_exact(subject: str) -> None:
+    # The hot paths scan for brackets only when the JSON text reaches
+    # _DEEP_MIN_BYTES + len(sub): the shortest too-deep claim set is exactly
+    # that long, so none can slip under it, and it is refused both ways.
+    text = _shortest_too_deep(subject)
+    assert len(text) == token_module._DEEP_MIN_BYTES + len(subject)
+    deep = orjson.loads(text)
+    assert _depth(deep) == token_module.MAX_CLAIMS_DEPTH + 1
+    with pytest.raises(ValueError, match="deeper than 32 levels"):
+        TokenCodec(RING).seal(Purpose.ACCESS, deep)
+    spec = _spec_v1()
+    plaintext = spec.fill(text, "k7qm2x")
+    token = spec.seal_plaintext(SECRET_OLD, "k7qm2x", "access", plaintext, b"s" * 8, b"n" * 12)
+    reason = reason_of(lambda: TokenCodec(RING).open(Purpose.ACCESS, token, now=0))
+    assert reason is InvalidTokenReason.BAD_CLAIMS
+    # One level less is within the limit, and opens.
+    shallow = text.replace(b"[[]]", b"[]", 1)
+    plaintext = spec.fill(shallow, "k7qm2x")
+    token = spec.seal_plaintext(SECRET_OLD, "k7qm2x", "access", plaintext, b"s" * 8, b"n" * 12)
+    assert TokenCodec(RING).open(Purpose.ACCESS, token, now=0) == orjson.loads(shallow)
+
+
+@pytest.mark.parametrize("body", [b"true", b"false", b"1.5", b"[]", b'"sub"', b"null"])
+def test_claims_that_are_not_an_object_open_as_bad_claims(body: bytes) -> None:
+    # open has no "is it a dict" test: every other JSON value refuses the
+    # string subscripts that read exp, iat and sub (TypeError), which is
+    # what refuses these.
+    spec = _spec_v1()
+    plaintext = spec.fill(body, "k7qm2x")
+    token = spec.seal_plaintext(SECRET_OLD, "k7qm2x", "access", plaintext, b"s" * 8, b"n" * 12)
+    reason = reason_of(lambda: TokenCodec(RING).open(Purpose.ACCESS, token, now=NOW))
+    assert reason is InvalidTokenReason.BAD_CLAIMS
+
+
+def test_seal_reads_the_members_that_json_will_carry(codec: TokenCodec) -> None:
+    # A defaultdict answers a missing "sub" from __missing__, a Counter a
+    # missing "exp" with 0: neither member is in what orjson would serialize.
+    # Both are refused, and the caller's mapping is left as it was.
+    from collections import defaultdict
+    from types import MappingProxyType
+
+    no_sub: defaultdict[str, Any] = defaultdict(str, {"iat": NOW, "exp": NOW + 1})
+    with pytest.raises(ValueError, match="'sub' \\(str\\)"):
+        codec.seal(Purpose.ACCESS, no_sub)
+    assert "sub" not in no_sub
+    no_exp = Counter({"iat": NOW})
+    with pytest.raises(ValueError, match="'exp' \\(int\\)"):
+        codec.seal(Purpose.ACCESS, no_exp)  # type: ignore[arg-type]
+    # Any other Mapping seals as the dict it holds.
+    frozen = MappingProxyType(claims())
+    assert codec.open(Purpose.ACCESS, codec.seal(Purpose.ACCESS, frozen), now=NOW) == claims()
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda t: t[:-1] + "\u00e9",  # one non-ASCII letter
+        lambda t: t[:-4] + "\U0001f600" * 1 + "AAA",  # four UTF-8 bytes: a multiple of 4
+        lambda t: t[:-1] + "\ud800",  # a lone surrogate, which does not encode
+    ],
+    ids=["latin", "astral", "surrogate"],
+)
+def test_non_ascii_token_text_is_malformed(codec: TokenCodec, spoil: Callable[[str], str]) -> None:
+    token = spoil(codec.seal(Purpose.ACCESS, claims()))
+    reason = reason_of(lambda: codec.open(Purpose.ACCESS, token, now=NOW))
+    assert reason is InvalidTokenReason.MALFORMED
+
+
 def _spec_v1() -> Any:
     """The independent implementation of the spec in tests/vectors/spec_v1.py."""
     import importlib.util

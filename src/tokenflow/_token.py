@@ -81,7 +81,7 @@ def _within_depth(claims: object) -> bool:
     decision carrying them, and any host code that walks them recursively,
     raise RecursionError. Iterative, so the check itself cannot. The hot paths
     call it only when the JSON text holds more opening brackets than the limit
-    (see ``_OPENERS``), which no usual claim set does.
+    (see ``_DEEP_MIN_BYTES``), which no usual claim set does.
     """
     stack: list[tuple[object, int]] = [(claims, 1)]
     while stack:
@@ -96,12 +96,22 @@ def _within_depth(claims: object) -> bool:
 
 
 _CONTAINERS: Final = (dict, list)
-_OPENERS: Final = b"[{"
-"""Nesting deeper than MAX_CLAIMS_DEPTH needs more opening brackets than that in
-the JSON text, so a text with fewer is shallow without a walk. Counted as the
-bytes ``translate(None, _OPENERS)`` deletes: one C pass, cheaper than two
-``count`` calls. Brackets inside strings only ever raise the count, sending a
-shallow claim set to the exact walk, never a deep one past it."""
+_DEEP_MIN_BYTES: Final = len('{"sub":"","iat":0,"exp":0,"":}') + 2 * MAX_CLAIMS_DEPTH
+"""The shortest JSON text of a claim set nested deeper than MAX_CLAIMS_DEPTH,
+94 bytes plus the length of its ``sub``: ``{"sub":"","iat":0,"exp":0,"":[[...]]}``
+with 32 arrays. The checks run once ``sub``, ``iat`` and ``exp`` are known
+present and typed; each level below the claim set costs at least its two
+brackets; each character of ``sub`` at least one byte; whitespace, escapes,
+duplicate members, longer keys or numbers only add. A shorter text, ours or
+another sealer's, is shallow without a scan: a typical access token is."""
+# Nesting deeper than MAX_CLAIMS_DEPTH needs more opening brackets than that in
+# the JSON text, so a text with fewer is shallow without a walk. Counted as the
+# bytes two ``replace(b"[", b"")``-style deletions remove: bytes.replace takes
+# positional arguments through the fast calling convention and skips the copy
+# when there is nothing to delete, where bytes.count parses an argument tuple
+# (about 1,500 instructions a call) and translate(None, ...) first fills a
+# 256-entry table. Brackets inside strings only ever raise the count, sending a
+# shallow claim set to the exact walk, never a deep one past it.
 
 
 def _all_finite(claims: object) -> bool:
@@ -148,7 +158,17 @@ def derive_subkey(key: bytes, salt: bytes) -> bytes:
 class _Subkey:
     """A derived subkey with its AEAD object and both associated-data strings."""
 
-    __slots__ = ("ad_access", "ad_partial", "ad_refresh", "aead", "overhead", "prefix", "sealed")
+    __slots__ = (
+        "ad_access",
+        "ad_partial",
+        "ad_refresh",
+        "aead",
+        "fill",
+        "overhead",
+        "prefix",
+        "room",
+        "sealed",
+    )
 
     def __init__(self, key: bytes, header: bytes, salt: bytes) -> None:
         self.aead = AESGCM(derive_subkey(key, salt))
@@ -157,6 +177,10 @@ class _Subkey:
         self.ad_access = header + Purpose.ACCESS.value
         self.ad_refresh = header + Purpose.REFRESH.value
         self.ad_partial = header + Purpose.PARTIAL_LOGIN.value
+        # The spaces to append, indexed by the JSON's length modulo 3.
+        self.fill = tuple(_FILL[(self.overhead + r) % 3] for r in range(3))
+        # Longest JSON a sealer may take before the cookie check (set by the codec).
+        self.room = 0
         # next(count) is atomic, so concurrent sealers never undercount.
         self.sealed = itertools.count()
 
@@ -240,14 +264,19 @@ class TokenCodec:
     def _new_sealer(self, salt: bytes) -> _Subkey:
         key = self._keyring.active
         kid = key.kid.encode()
-        return _Subkey(key.secret, _VERSION_BYTE + bytes([len(kid)]) + kid + salt, salt)
+        sealer = _Subkey(key.secret, _VERSION_BYTE + bytes([len(kid)]) + kid + salt, salt)
+        # The sealed bytes are overhead + JSON rounded up to a multiple of 3, and
+        # _max_raw is a multiple of 3: they fit exactly when overhead + JSON does.
+        sealer.room = self._max_raw - sealer.overhead
+        return sealer
 
     def seal(self, purpose: Purpose, claims: Mapping[str, Any]) -> str:
         """Seal ``claims`` under the active key and return the token text.
 
         ``claims`` must hold ``sub`` (a string) and ``iat`` and ``exp`` (whole
         seconds since the epoch); any other JSON-serialisable members travel
-        too. Raises :class:`TokenTooLarge` if the cookie would not fit and
+        too. A ``Mapping`` that is not exactly a ``dict`` is copied into one
+        first. Raises :class:`TokenTooLarge` if the cookie would not fit and
         :class:`ValueError` or :class:`TypeError` for claims that break the format.
         """
         # The hot path of every login and refresh: one pass, no helper frames,
@@ -255,26 +284,43 @@ class TokenCodec:
         sub = self._sealer
         if next(sub.sealed) >= SUBKEY_SEAL_LIMIT:
             sub = self._rekey()
-        if (
-            type(claims.get("exp")) is not int
-            or type(claims.get("iat")) is not int
-            or type(claims.get("sub")) is not str
-        ):
+        if type(claims) is not dict:
+            # An exact dict from here on, so that the checks below read the very
+            # members orjson serializes: a dict subclass's __getitem__ or
+            # __missing__ (a defaultdict's) could answer otherwise than its storage.
+            claims = dict(claims)
+        try:
+            # Subscripts, not .get(): a dict subscript is one specialised
+            # instruction, a method call is three. A missing member raises KeyError.
+            untyped = (
+                type(claims["exp"]) is not int
+                or type(claims["iat"]) is not int
+                or type(subject := claims["sub"]) is not str
+            )
+        except KeyError:
+            untyped = True
+        if untyped:
             raise ValueError("claims need 'sub' (str), 'iat' (int) and 'exp' (int)")
         plain = _dumps(claims)
-        if len(plain) - len(plain.translate(None, _OPENERS)) > MAX_CLAIMS_DEPTH and not (
-            _within_depth(claims)
+        size = len(plain)
+        if (
+            size >= _DEEP_MIN_BYTES + len(subject)
+            and size - len(plain.replace(b"[", b"").replace(b"{", b"")) > MAX_CLAIMS_DEPTH
+            and not _within_depth(claims)
         ):
             raise ValueError(f"claims nest objects or arrays deeper than {MAX_CLAIMS_DEPTH} levels")
         # orjson writes NaN and infinities as null, which would change the claims
         # silently: the rare claim set with a null in it gets the exact check.
-        # find, not "in": bytes.__contains__ first tries its argument as an
-        # integer and pays for a raised and cleared TypeError on every call.
-        if plain.find(b"null") >= 0 and not _all_finite(claims):
+        # partition, not find or "in": it takes its one argument without the
+        # tuple parsing of find (or the raised and cleared TypeError of "in"),
+        # and returns the claims' own bytes when there is no null.
+        if plain.partition(b"null")[1] and not _all_finite(claims):
             raise ValueError("claims hold NaN or an infinity, which JSON cannot carry")
-        fill = _FILL[(sub.overhead + len(plain)) % 3]
+        fill = sub.fill[size % 3]
         if fill:
             plain += fill
+        if size > sub.room:
+            self._refuse_oversized(purpose, sub.overhead + len(plain))
         nonce = self._random(NONCE_BYTES)
         raw = (
             sub.prefix
@@ -289,8 +335,6 @@ class TokenCodec:
                 else sub.ad_partial,
             )
         )
-        if len(raw) > self._max_raw:
-            self._refuse_oversized(purpose, len(raw))
         return _b2a(raw, newline=False).translate(_TO_URL).decode()
 
     def _refuse_oversized(self, purpose: Purpose, raw_length: int) -> None:
@@ -357,89 +401,118 @@ class TokenCodec:
             # (nested ones included) never reaches the next request.
             return _loads(known)  # type: ignore[no-any-return]
         try:
-            raw = _a2b(token.encode("ascii").translate(_TO_STD), strict_mode=True)
+            # encode() without an argument takes CPython's UTF-8 fast path. It is
+            # as strict as "ascii" here: a non-ASCII character becomes bytes of
+            # 0x80 and above, which the strict decoder refuses like any other
+            # byte outside the alphabet, and a lone surrogate does not encode.
+            raw = _a2b(token.encode().translate(_TO_STD), strict_mode=True)
         except (UnicodeEncodeError, _Base64Error):
             raise InvalidToken(InvalidTokenReason.MALFORMED) from None
         try:
-            if raw[0] != VERSION:
-                raise InvalidToken(InvalidTokenReason.UNSUPPORTED_VERSION)
             end = raw[1] + _FIXED_HEADER
-            # The length check comes before the cache lookup, so a token cut
-            # short is MALFORMED whether or not its subkey is cached, and AES-GCM
-            # never sees a nonce shorter than 12 bytes.
-            if len(raw) < end + _MIN_BODY:
-                raise InvalidToken(InvalidTokenReason.MALFORMED)
-            sub = self._cache.get(raw[1:end])
-            fresh = sub is None
-            if sub is None:
-                sub = self._subkey_for(raw, end)
-            plain = sub.aead.decrypt(
-                raw[end : end + NONCE_BYTES],
-                raw[end + NONCE_BYTES :],
-                # Anything but a Purpose gets an associated data no token has:
-                # a wrong argument fails closed instead of opening the other kind.
-                sub.ad_access
-                if purpose is _ACCESS
-                else sub.ad_refresh
-                if purpose is _REFRESH
-                else sub.ad_partial
-                if purpose is _PARTIAL
-                else b"",
-            )
-            if fresh:
-                # Cached only once a tag verified under it: forged salts can
-                # cost a derivation each, but never evict live subkeys.
-                self._cache_subkey(sub)
+            # Cache keys are whole headers, version byte included: a hit is a
+            # version 1 token under a known key and salt. A miss, or a hit on a
+            # token too short for a nonce, a tag and a claim set, goes through
+            # the spec's checks in order (version, length, key id), so the
+            # reason never depends on what the cache holds, and AES-GCM never
+            # sees a nonce shorter than 12 bytes.
+            try:
+                sub = self._cache[raw[:end]]
+            except KeyError:
+                sub = None
+            if sub is None or len(raw) < end + _MIN_BODY:
+                plain = self._open_uncached(purpose, raw, end)
+            else:
+                plain = sub.aead.decrypt(
+                    raw[end : end + NONCE_BYTES],
+                    raw[end + NONCE_BYTES :],
+                    # Anything but a Purpose gets an associated data no token has:
+                    # a wrong argument fails closed instead of opening the other kind.
+                    sub.ad_access
+                    if purpose is _ACCESS
+                    else sub.ad_refresh
+                    if purpose is _REFRESH
+                    else sub.ad_partial
+                    if purpose is _PARTIAL
+                    else b"",
+                )
         except InvalidTag:
             raise InvalidToken(InvalidTokenReason.TAG_MISMATCH) from None
         except (IndexError, ValueError):
             # An empty token (no version byte); ValueError is defensive only.
             raise InvalidToken(InvalidTokenReason.MALFORMED) from None
-        try:
-            # orjson refuses NaN and Infinity, invalid UTF-8 and lone surrogates
-            # itself: no number that the sealer refuses can come back in.
-            claims = _loads(plain)
-        except JSONDecodeError:
-            raise InvalidToken(InvalidTokenReason.BAD_CLAIMS) from None
         # The sealer guarantees the member types; a claim set that breaks them
         # can only come from a leaked key or a faulty implementation, and fails
         # closed here (a float or boolean exp must not open, nor a missing sub).
-        if (
-            type(claims) is not dict
-            or type(exp := claims.get("exp")) is not int
-            or type(iat := claims.get("iat")) is not int
-            or type(claims.get("sub")) is not str
-            or (
-                len(plain) - len(plain.translate(None, _OPENERS)) > MAX_CLAIMS_DEPTH
-                and not _within_depth(claims)
-            )
+        try:
+            # orjson refuses NaN and Infinity, invalid UTF-8 and lone surrogates
+            # itself: no number that the sealer refuses can come back in.
+            claims: dict[str, Any] = _loads(plain)
+            # No "is it a dict" test: orjson returns only dicts, lists, strings,
+            # numbers, booleans and None, and all but a dict refuse a string
+            # subscript with TypeError (a dict without the member: KeyError).
+            # Claims that get past these lines are a dict, as annotated.
+            exp = claims["exp"]
+            iat = claims["iat"]
+            typed = type(exp) is int and type(iat) is int and type(subject := claims["sub"]) is str
+        except (JSONDecodeError, KeyError, TypeError):
+            typed = False
+        # The depth bound holds for tokens this codec sealed, but the spec makes
+        # an opener refuse a deep claim set from any sealer (tests/vectors/
+        # invalid.json): the typical access token is too short to need the scan.
+        if not typed or (
+            (size := len(plain)) >= _DEEP_MIN_BYTES + len(subject)
+            and size - len(plain.replace(b"[", b"").replace(b"{", b"")) > MAX_CLAIMS_DEPTH
+            and not _within_depth(claims)
         ):
             raise InvalidToken(InvalidTokenReason.BAD_CLAIMS)
         # Written so that a NaN ``now`` fails both tests: every comparison with
-        # NaN is false, so "not (now < ...)" holds and the token is refused.
-        leeway = self._leeway
+        # NaN is false, so the token is refused (as expired).
         try:
-            expired = not now < exp + leeway
-            early = not iat <= now + leeway
+            valid = now < exp + self._leeway and iat <= now + self._leeway
         except TypeError:
             # The caller's clock, not the token, is wrong: say so, as a ValueError.
             raise ValueError(
                 f"now must be seconds since the epoch, not {type(now).__name__}"
             ) from None
-        if expired:
+        if valid:
+            if purpose is _ACCESS:
+                opened = self._opened
+                if len(opened) >= OPENED_CACHE_SIZE:
+                    # Whole, not one by one: atomic under concurrent opens, and a
+                    # full cache of live tokens refills from the next requests.
+                    opened.clear()
+                opened[token] = (plain, exp, iat)
+            return claims
+        if not now < exp + self._leeway:
             raise InvalidToken(InvalidTokenReason.EXPIRED)
-        if early:
-            raise InvalidToken(InvalidTokenReason.NOT_YET_VALID)
-        if purpose is _ACCESS:
-            opened = self._opened
-            if len(opened) >= OPENED_CACHE_SIZE:
-                # Whole, not one by one: atomic under concurrent opens, and a
-                # full cache of live tokens refills from the next requests.
-                opened.clear()
-            opened[token] = (plain, exp, iat)
-        return claims
+        raise InvalidToken(InvalidTokenReason.NOT_YET_VALID)
+
+    def _open_uncached(self, purpose: Purpose, raw: bytes, end: int) -> bytes:
+        """Decrypt a token whose header is not cached; cache its subkey once the tag verifies."""
+        sub = self._subkey_for(raw, end)
+        plain = sub.aead.decrypt(
+            raw[end : end + NONCE_BYTES],
+            raw[end + NONCE_BYTES :],
+            sub.ad_access
+            if purpose is _ACCESS
+            else sub.ad_refresh
+            if purpose is _REFRESH
+            else sub.ad_partial
+            if purpose is _PARTIAL
+            else b"",
+        )
+        # Cached only once a tag verified under it: forged salts can cost a
+        # derivation each, but never evict live subkeys.
+        self._cache_subkey(sub)
+        return plain
 
     def _subkey_for(self, raw: bytes, end: int) -> _Subkey:
+        """A new subkey for a header not in the cache, after the spec's layout checks."""
+        if raw[0] != VERSION:
+            raise InvalidToken(InvalidTokenReason.UNSUPPORTED_VERSION)
+        if len(raw) < end + _MIN_BODY:
+            raise InvalidToken(InvalidTokenReason.MALFORMED)
         kid_len = raw[1]
         if not 1 <= kid_len <= 16:
             raise InvalidToken(InvalidTokenReason.MALFORMED)
@@ -457,7 +530,7 @@ class TokenCodec:
                 # Evict the oldest entry. Live salts are few (one per sealing
                 # process per 2^24 tokens), so churn only comes from forged salts.
                 del self._cache[next(iter(self._cache))]
-            self._cache[sub.prefix[1:]] = sub
+            self._cache[sub.prefix] = sub
 
 
 def _codec_with_fixed_randomness(codec: TokenCodec, randomness: bytes) -> TokenCodec:
