@@ -247,7 +247,8 @@ def test_a_hundred_failed_codes_lock_the_account_past_the_hour_until_the_day_end
     # Refused attempts neither extend nor shorten it: it ends a day after the last failure.
     set_clock(world.clock, last + DAY - 1)
     early = world.flow.login(at(world.partial(), SecondFactorCredentials(world.code())))
-    assert isinstance(early, TooManyRequests) and early.retry_after == 1
+    assert isinstance(early, TooManyRequests)
+    assert early.retry_after == 1
     assert world.counts(SF_KEY)[0] == FailureCount(LIMIT, last)
     set_clock(world.clock, last + DAY)
     assert isinstance(
@@ -258,7 +259,9 @@ def test_a_hundred_failed_codes_lock_the_account_past_the_hour_until_the_day_end
 
 def lock_by_step_up(world: World, browser: Browser) -> None:
     for i in range(LIMIT):
-        decision = world.flow.step_up(at(browser, SecondFactorCredentials(world.wrong(i)), spread(i)))
+        decision = world.flow.step_up(
+            at(browser, SecondFactorCredentials(world.wrong(i)), spread(i))
+        )
         assert isinstance(decision, Unauthorized), (i, decision)
 
 
@@ -282,7 +285,9 @@ def test_a_success_before_the_limit_starts_the_count_over() -> None:
     world = World(policy=NO_DELAYS)
     browser = world.session()
     for i in range(LIMIT - 1):
-        decision = world.flow.step_up(at(browser, SecondFactorCredentials(world.wrong(i)), spread(i)))
+        decision = world.flow.step_up(
+            at(browser, SecondFactorCredentials(world.wrong(i)), spread(i))
+        )
         assert isinstance(decision, Unauthorized)
     world.clock.advance(30)  # the next time step: the session's own code was used
     stepped = world.flow.step_up(at(browser, SecondFactorCredentials(world.code())))
@@ -321,7 +326,9 @@ def test_fifty_parallel_guesses_at_the_limit_verify_no_more_than_it_allows(
     browser = world.session()
     spare = 3
     for i in range(LIMIT - spare):
-        decision = world.flow.step_up(at(browser, SecondFactorCredentials(world.wrong(i)), spread(i)))
+        decision = world.flow.step_up(
+            at(browser, SecondFactorCredentials(world.wrong(i)), spread(i))
+        )
         assert isinstance(decision, Unauthorized)
     before = world.factors.verified
     now = world.clock()
@@ -392,9 +399,12 @@ def test_code_guesses_reserve_the_account_for_a_day_and_the_address_for_an_hour(
     world = World(throttle=throttle)
     browser = world.partial()
     password_call = throttle.reserved[-1]
-    assert password_call[1] == HOUR and len(password_call[0]) == 2  # one call, as before
+    assert password_call[1] == HOUR
+    assert len(password_call[0]) == 2
     throttle.reserved.clear()
-    assert isinstance(world.flow.login(at(browser, SecondFactorCredentials(world.wrong()))), Unauthorized)
+    assert isinstance(
+        world.flow.login(at(browser, SecondFactorCredentials(world.wrong()))), Unauthorized
+    )
     assert throttle.reserved == [((SF_KEY,), DAY), ((address_key(ADDRESS),), HOUR)]
 
 
@@ -490,10 +500,12 @@ def test_the_async_driver_locks_out_alike() -> None:
         verified = factors.sync.verified
         clock.advance(30)
         stepped = await flow.step_up(at(browser, SecondFactorCredentials(code())))
-        assert isinstance(stepped, TooManyRequests) and stepped.retry_after == DAY - 30
+        assert isinstance(stepped, TooManyRequests)
+        assert stepped.retry_after == DAY - 30
         clock.advance(HOUR)  # past the ordinary window
         login = await flow.login(at(await partial("192.0.2.3"), SecondFactorCredentials(code())))
-        assert isinstance(login, TooManyRequests) and login.retry_after == DAY - HOUR - 30
+        assert isinstance(login, TooManyRequests)
+        assert login.retry_after == DAY - HOUR - 30
         assert factors.sync.verified == verified
         await throttle.reset([second_factor_key("alice")])
         login = await flow.login(at(await partial("192.0.2.3"), SecondFactorCredentials(code())))
