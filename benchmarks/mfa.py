@@ -23,7 +23,7 @@ Three goals (issue 22), each a count that must be 0:
   the second login step and through step-up. The right code is among them,
   but it is sent only once as many guesses as the throttle allows have
   reached the verifier; a session it gets is a grant over the limit. The
-  limit (``ThrottlePolicy.username.free`` failures at one instant) and the
+  limit (``ThrottlePolicy.second_factor.free`` failures at one instant) and the
   number of guesses that reached the verifier are reported beside it.
 * **stepup_bypasses**: a table of forged, stale and downgraded claims (the
   rows of ``tests/test_flow_stepup_table.py`` and more: claims with ``aal``
@@ -124,7 +124,7 @@ BOTH: Final = Requirement(aal=2, max_age=300)
 
 def _limit() -> int:
     """Failures one account may make at one instant before the throttle waits."""
-    return ThrottlePolicy().username.free
+    return ThrottlePolicy().second_factor.free
 
 
 # -- backends ----------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_a_store_that_accepts_a_step_twice_is_counted(
 def test_a_throttle_looser_than_the_limit_is_counted(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    lax = ThrottlePolicy(username=ThrottleRule(1000, 1.0, 300.0))
+    lax = ThrottlePolicy(second_factor=ThrottleRule(1000, 1.0, 300.0))
     monkeypatch.setattr(mfa, "CONFIG", FlowConfig(second_factor_ttl=3600, throttle=lax))
     backend = mfa._Backend("memory", str(tmp_path), "test")
     for via in ("login", "step_up"):

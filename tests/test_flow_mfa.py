@@ -467,7 +467,7 @@ def test_fifty_parallel_guesses_are_verified_at_most_as_often_as_the_limit(
         thread.start()
     for thread in threads:
         thread.join()
-    free = world.flow.config.throttle.username.free
+    free = world.flow.config.throttle.second_factor.free
     # The throttle's reservations let at most `free` codes reach the verifier.
     assert world.factors.verified <= free
     assert not any(isinstance(d, Reissue) for d in answers)
@@ -519,7 +519,7 @@ def test_no_account_shares_a_throttle_key_with_another_accounts_second_factor() 
     browser.receive(first.set_cookies)
     right = factors.code_at("alice", clock())
     wrong = [f"{n:06d}" for n in range(1, 40) if f"{n:06d}" != right]
-    free = flow.config.throttle.username.free
+    free = flow.config.throttle.second_factor.free
     for code in wrong[:free]:
         assert isinstance(flow.login(post(browser, SecondFactorCredentials(code))), Unauthorized)
     assert isinstance(

@@ -1453,21 +1453,48 @@ class FlowCore:
         between; a lost race reads again. So with a limit of N, at most N of
         any number of simultaneous attempts are verified.
         """
-        window = self._config.throttle.window
+        policy = self._config.throttle
         for _ in range(_RESERVE_TRIES):
             check = CheckThrottle(keys, now)
             counts = yield check
             _check_counts(check, counts)
-            wait = self._config.throttle.retry_after(keys, counts, now)
+            wait = policy.retry_after(keys, counts, now)
             if wait:
                 return wait
-            need = ReserveAttempt(keys, tuple(c.count for c in counts), now, window)
-            reserved = yield need
-            if type(reserved) is not bool:
-                raise PortError(need, TypeError("reserve must return a bool"))
+            reserved = yield from self._reserve_counts(keys, tuple(c.count for c in counts), now)
             if reserved:
                 return 0
         return 1
+
+    def _reserve_counts(
+        self, keys: tuple[str, ...], expected: tuple[int, ...], now: float
+    ) -> Generator[Need, Any, bool]:
+        """Count one attempt on every key if their counts are still ``expected``.
+
+        Keys remembered for different windows (an account's second-factor
+        count, a day; its address, an hour) are reserved in one port call per
+        window, in key order. If a later call loses the race, the attempts
+        already reserved are taken back before answering False, as the port's
+        contract allows a backend to do: no count is left raised, and every
+        attempt let through still holds a reservation on every key.
+        """
+        policy = self._config.throttle
+        groups: dict[float, list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(policy.window_of(key), []).append(index)
+        taken: list[tuple[str, ...]] = []
+        for window, indexes in groups.items():
+            group = tuple(keys[i] for i in indexes)
+            need = ReserveAttempt(group, tuple(expected[i] for i in indexes), now, window)
+            reserved = yield need
+            if type(reserved) is not bool:
+                raise PortError(need, TypeError("reserve must return a bool"))
+            if not reserved:
+                for earlier in taken:
+                    yield ReleaseAttempt(earlier, now)
+                return False
+            taken.append(group)
+        return True
 
     def _release(self, keys: tuple[str, ...], now: float) -> Generator[Need, Any, None]:
         if keys:

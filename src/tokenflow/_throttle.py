@@ -14,6 +14,14 @@ here, so that every backend applies the same rule:
 - a key's count is forgotten ``window`` seconds after its last failure, and a
   successful login forgets its account's count at once.
 
+Second-factor codes (an account's TOTP and recovery codes) are counted under
+a rule of their own, remembered longer (``second_factor_window``), and with a
+hard limit: once an account has ``second_factor_limit`` consecutive failed
+codes, every code attempt for it is refused, unverified, until the window has
+passed since the last failure or an operator resets the count
+(:func:`tokenflow.throttles.second_factor_key`). Someone holding the password
+cannot guess codes forever.
+
 A throttled attempt is answered before any credential is verified: no hash is
 computed, so guessing costs the attacker time and costs the server nothing.
 An attempt let through is counted before it is verified (the flow reserves
@@ -43,6 +51,8 @@ _SECOND_FACTOR_PREFIX: Final = "u:!"
 """Account keys are username keys too (same rule), in a namespace no typed
 username reaches: a username key continues with hex digits only."""
 _ADDRESS_PREFIX: Final = "a:"
+_MAX_SECOND_FACTOR_LIMIT: Final = 100
+"""NIST SP 800-63B: at most 100 consecutive failed attempts on one account."""
 _IPV6_PREFIX_BITS: Final = 64
 """One IPv6 client usually holds a whole /64: counting single addresses would
 give it 2^64 fresh counters."""
@@ -122,7 +132,18 @@ class ThrottlePolicy:
     - ``address``: 100 free failures (offices and mobile carriers share
       addresses), then 1 s doubling up to 15 minutes.
     - ``window``: a key's failures are forgotten this long after its last
-      one (default 1 hour).
+      one (default 1 hour); longer than either cap.
+    - ``second_factor``: an account's wrong second-factor codes (TOTP or
+      recovery): 5 free failures, then 1 s doubling up to 15 minutes.
+    - ``second_factor_window``: an account's code failures are forgotten this
+      long after the last one (default 24 hours); longer than that cap.
+    - ``second_factor_limit``: after this many consecutive failed codes
+      (default 100, at most 100, as NIST SP 800-63B requires) every code
+      attempt for the account is refused without being verified, until
+      ``second_factor_window`` has passed since the last failure or an
+      operator resets the count
+      (``throttle.reset([tokenflow.throttles.second_factor_key(user_id)])``).
+      Refused attempts neither extend nor shorten the lockout.
 
     The policy applies only when the flow has a throttle port
     (``Flow(..., throttle=...)``).
@@ -131,24 +152,58 @@ class ThrottlePolicy:
     username: ThrottleRule = field(default_factory=lambda: ThrottleRule(5, 1.0, 300.0))
     address: ThrottleRule = field(default_factory=lambda: ThrottleRule(100, 1.0, 900.0))
     window: float = 3600.0
+    second_factor: ThrottleRule = field(default_factory=lambda: ThrottleRule(5, 1.0, 900.0))
+    second_factor_window: float = 86400.0
+    second_factor_limit: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("username", "address"):
+        for name in ("username", "address", "second_factor"):
             if not isinstance(getattr(self, name), ThrottleRule):
                 raise ConfigError(f"ThrottlePolicy.{name} must be a ThrottleRule")
         window = _rule_number("ThrottlePolicy.window", self.window)
         longest = max(self.username.cap, self.address.cap)
-        if window < longest:
+        if window <= longest:
             raise ConfigError(
-                f"ThrottlePolicy.window ({window:g} s) must be at least the longest delay "
-                f"({longest:g} s), or counts would be forgotten while a delay still runs"
+                f"ThrottlePolicy.window ({window:g} s) must be longer than the longest delay "
+                f"({longest:g} s), or counts would be forgotten when a delay ends"
+            )
+        second = _rule_number("ThrottlePolicy.second_factor_window", self.second_factor_window)
+        if second <= self.second_factor.cap:
+            raise ConfigError(
+                f"ThrottlePolicy.second_factor_window ({second:g} s) must be longer than "
+                f"ThrottlePolicy.second_factor.cap ({self.second_factor.cap:g} s), or counts "
+                "would be forgotten when a delay ends"
+            )
+        limit = self.second_factor_limit
+        if type(limit) is not int or not 1 <= limit <= _MAX_SECOND_FACTOR_LIMIT:
+            raise ConfigError(
+                f"ThrottlePolicy.second_factor_limit must be a whole number from 1 to "
+                f"{_MAX_SECOND_FACTOR_LIMIT} (NIST SP 800-63B allows at most "
+                f"{_MAX_SECOND_FACTOR_LIMIT} consecutive failures), not {limit!r}"
             )
 
+    def window_of(self, key: str) -> float:
+        """Seconds a key's failures are remembered after its last one."""
+        return self.second_factor_window if is_second_factor_key(key) else self.window
+
     def retry_after(self, keys: Sequence[str], counts: Sequence[FailureCount], now: float) -> int:
-        """Whole seconds an attempt must wait (0: go ahead), given its keys' failure counts."""
+        """Whole seconds an attempt must wait (0: go ahead), given its keys' failure counts.
+
+        An account at its second-factor limit waits until the count is
+        forgotten (``second_factor_window`` after its last failure).
+        """
         wait = 0.0
         for key, failures in zip(keys, counts, strict=True):
-            rule = self.username if key.startswith(_USER_PREFIX) else self.address
+            if is_second_factor_key(key):
+                if failures.count >= self.second_factor_limit:
+                    wait = max(wait, failures.last_failure_at + self.second_factor_window - now)
+                    # A count the store still reports is never waved through,
+                    # even if its time says the window ran out.
+                    wait = max(wait, 1.0)
+                    continue
+                rule = self.second_factor
+            else:
+                rule = self.username if key.startswith(_USER_PREFIX) else self.address
             delay = rule.delay(failures.count)
             if delay > 0:
                 wait = max(wait, failures.last_failure_at + delay - now)
@@ -182,10 +237,13 @@ def account_key(account: str) -> str:
 def second_factor_key(user_id: str) -> str:
     """The throttle key of an account's second-factor guesses.
 
-    Counted under the username rule (and reset by a success) like an account
-    key, under a prefix of its own: code guesses and password guesses are
-    counted apart, and no account id, whatever it spells, shares the count
-    of another account's codes.
+    Counted under :attr:`ThrottlePolicy.second_factor` (and its window and
+    limit), and reset by a success like an account key, under a prefix of its
+    own: code guesses and password guesses are counted apart, and no account
+    id, whatever it spells, shares the count of another account's codes.
+
+    Operators lift a locked-out account with
+    ``throttle.reset([second_factor_key(user_id)])`` on the flow's throttle.
     """
     return (
         _SECOND_FACTOR_PREFIX
@@ -214,5 +272,10 @@ def address_key(address: str) -> str:
 
 
 def is_username_key(key: str) -> bool:
-    """True for a key made by :func:`username_key`."""
+    """True for a key made by :func:`username_key` (or an account or second-factor key)."""
     return key.startswith(_USER_PREFIX)
+
+
+def is_second_factor_key(key: str) -> bool:
+    """True for a key made by :func:`second_factor_key`."""
+    return key.startswith(_SECOND_FACTOR_PREFIX)

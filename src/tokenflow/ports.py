@@ -494,7 +494,11 @@ class LoginThrottle(Protocol):
       that turned out not to be a guess (a success, for the address).
     - ``reset`` forgets the keys' failures (a successful login's account).
     - Times are the ``now`` passed in, never the store's own clock. A store
-      may drop a key once its window has run out (a TTL).
+      may drop a key once its window has run out (a TTL). A call's ``window``
+      applies to every key of that call; the flow reserves keys remembered
+      for different windows (an account's second-factor count, a day; its
+      client address, an hour) in separate calls, taking the first back if
+      the second loses.
 
     :mod:`tokenflow.testing` checks throttles against this contract
     (:func:`~tokenflow.testing.check_login_throttle`), simultaneous

@@ -30,6 +30,7 @@ _T0 = 1_000_000_000.125
 """Logical start time: years away from any real clock, so a backend that
 judged expiry by its own clock instead of ``now`` fails the window checks."""
 _WINDOW = 3600.0
+_DAY = 86400.0
 _CALL_TIMEOUT = 60.0
 
 
@@ -98,9 +99,9 @@ def _record(
 
 
 def _reserve(
-    keys: Sequence[str], expected: Sequence[int], now: float
+    keys: Sequence[str], expected: Sequence[int], now: float, window: float = _WINDOW
 ) -> Generator[_Call, Any, object]:
-    value = yield _Call("reserve", (list(keys), list(expected)), {"now": now, "window": _WINDOW})
+    value = yield _Call("reserve", (list(keys), list(expected)), {"now": now, "window": window})
     if value is not True and value is not False:
         _fail(f"reserve() returned {type(value).__name__}, not a bool")
     return value
@@ -250,6 +251,25 @@ def _scenario(tag: str, parallel: int, repr_of: Callable[[], str]) -> _Ops:
     if (yield from _reserve([r_user], [0], late)) is not True:
         _fail("reserve() expecting 0 of a key whose window ran out must return True")
     _expect((yield from _failures([r_user], late)), [(1, late)], "a reservation restarts a count")
+    # Each reservation keeps the window it was given: the flow reserves an
+    # account's second-factor key for a day and its address for an hour.
+    w_code, w_address = f"u:!{secrets.token_hex(16)}", f"a:{secrets.token_hex(8)}"
+    if (yield from _reserve([w_code], [0], late, _DAY)) is not True:
+        _fail("reserve() of a new key with a day's window must return True")
+    if (yield from _reserve([w_address], [0], late, 2.5)) is not True:
+        _fail("reserve() of a new key with a short window must return True")
+    _expect((yield from _failures([w_code, w_address], late + 2.0)), [(1, late)] * 2, "windows")
+    _expect(
+        (yield from _failures([w_code, w_address], late + 2.5)),
+        [(1, late), (0, 0.0)],
+        "a reservation's short window over, the long one still running",
+    )
+    _expect(
+        (yield from _failures([w_code], late + _WINDOW + 1.0)),
+        [(1, late)],
+        "a reservation's day-long window outlives the ordinary one",
+    )
+    _expect((yield from _failures([w_code], late + _DAY)), [(0, 0.0)], "a day's window over")
 
     # Simultaneous reservations with the same expected counts: exactly one wins.
     s_user, s_address = f"u:{secrets.token_hex(16)}", f"a:192.0.2.{int(tag[4:6], 16)}"
@@ -375,7 +395,8 @@ def check_login_throttle(make_throttle: Callable[[], LoginThrottle], *, threads:
     by one per key per call, with ``last_failure_at`` exactly the ``now``
     passed; keys treated as opaque text; the window running from the last
     failure and ending exactly ``window`` seconds after it (a later failure
-    restarts at 1), judged by ``now`` alone (the scenario's times are decades
+    restarts at 1), each reservation keeping the ``window`` it was given (a
+    day and a few seconds side by side), judged by ``now`` alone (the scenario's times are decades
     from the real clock); ``reset`` of exactly the keys named; ``threads``
     parallel failures of the same two keys counted exactly ``threads`` times,
     each caller seeing a distinct count; ``reserve`` as a compare-and-set

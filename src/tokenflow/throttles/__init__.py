@@ -12,12 +12,17 @@ that process.
 - :class:`PostgresThrottle` / :class:`AsyncPostgresThrottle`: extra
   ``postgres``.
 
+To lift an account's second-factor lockout (after
+``ThrottlePolicy.second_factor_limit`` consecutive wrong codes), reset its key
+on the flow's throttle: ``throttle.reset([second_factor_key(user_id)])``.
+
 The Redis and PostgreSQL classes are imported on first use, so this package
 imports without their drivers.
 """
 
 from typing import TYPE_CHECKING, Any
 
+from .._throttle import second_factor_key
 from .memory import AsyncMemoryThrottle, MemoryThrottle, ThrottleFull
 from .sqlite import AsyncSQLiteThrottle, SQLiteThrottle
 
@@ -35,6 +40,7 @@ __all__ = [
     "RedisThrottle",
     "SQLiteThrottle",
     "ThrottleFull",
+    "second_factor_key",
 ]
 
 _LAZY = {
