@@ -38,9 +38,11 @@ The signature itself is checked by ``cryptography``, which joserfc uses too.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
@@ -310,19 +312,36 @@ def verify_held_key(
     except InvalidSignature as exc:
         raise JWSRejected(JWSRejectedReason.SIGNATURE) from exc
     # Authenticated from here on: the key's holder wrote these bytes.
-    header_raw = b64url_decode(header_text)
     payload = b64url_decode(payload_text)
-    if header_raw is None or payload is None:
+    if payload is None:
         raise JWSRejected(JWSRejectedReason.MALFORMED)
+    header = _signed_header(header_text, expected)
+    if isinstance(header, JWSRejectedReason):
+        raise JWSRejected(header)
+    return VerifiedJWS(header, payload)
+
+
+@functools.lru_cache(maxsize=256)
+def _signed_header(header_text: str, alg: str) -> Mapping[str, Any] | JWSRejectedReason:
+    """The protected header of a JWS whose signature verified, read-only, or why it is refused:
+    it must be a JSON object, name ``alg`` and hold neither ``crit`` nor ``b64``.
+
+    Only called once the signature over ``header_text`` verified. Cached by
+    the encoded text: a device signs the same header into every proof, and
+    the answer is a function of the text alone.
+    """
+    raw = b64url_decode(header_text)
+    if raw is None:
+        return JWSRejectedReason.MALFORMED
     try:
-        header = json.loads(header_raw)
-    except (ValueError, RecursionError) as exc:
-        raise JWSRejected(JWSRejectedReason.MALFORMED) from exc
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        return JWSRejectedReason.MALFORMED
     if type(header) is not dict:
-        raise JWSRejected(JWSRejectedReason.MALFORMED)
-    if header.get("alg") != expected:
-        raise JWSRejected(JWSRejectedReason.ALGORITHM)
+        return JWSRejectedReason.MALFORMED
+    if header.get("alg") != alg:
+        return JWSRejectedReason.ALGORITHM
     for name in _REFUSED_HEADERS:
         if name in header:
-            raise JWSRejected(JWSRejectedReason.CRITICAL_HEADER)
-    return VerifiedJWS(header, payload)
+            return JWSRejectedReason.CRITICAL_HEADER
+    return MappingProxyType(header)
