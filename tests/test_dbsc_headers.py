@@ -14,7 +14,10 @@ pytest.importorskip("joserfc")
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from joserfc.jwk import ECKey
 
 from tokenflow import KeyRing
@@ -34,6 +37,7 @@ from tokenflow._jose import (
     MAX_KEY_HEADER_BYTES,
     JWSRejected,
     JWSRejectedReason,
+    _der_signature,
     parse_compact,
     verify_held_key,
     verify_parsed,
@@ -480,3 +484,17 @@ def test_a_proof_payload_must_be_utf8_json() -> None:
     assert verifier.verify(token, key=stored, algorithms=frozenset({"ES256"})) is (
         ProofFailure.MALFORMED
     )
+
+
+_EDGES = st.sampled_from(
+    [bytes(32), b"\xff" * 32, b"\x80" + bytes(31), b"\x7f" + b"\xff" * 31, bytes(31) + b"\x80"]
+)
+
+
+@given(
+    st.one_of(_EDGES, st.binary(min_size=32, max_size=32)),
+    st.one_of(_EDGES, st.binary(min_size=32, max_size=32)),
+)
+def test_es256_signatures_become_the_der_cryptography_makes(r: bytes, s: bytes) -> None:
+    expected = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+    assert _der_signature(r + s) == expected

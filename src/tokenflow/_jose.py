@@ -48,7 +48,6 @@ from typing import Any, Final, NamedTuple
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
 from joserfc.errors import (
     InvalidKeyTypeError,
@@ -263,6 +262,27 @@ _SHA256: Final = hashes.SHA256()
 _PKCS1: Final = padding.PKCS1v15()
 
 
+def _der_integer(value: bytes) -> bytes:
+    """A big-endian unsigned integer as a DER INTEGER (X.690): minimal, and a
+    leading zero byte where the top bit would otherwise read as a sign."""
+    value = value.lstrip(b"\x00")
+    if not value or value[0] & 0x80:
+        value = b"\x00" + value
+    return b"\x02" + len(value).to_bytes(1, "big") + value
+
+
+def _der_signature(raw: bytes) -> bytes:
+    """A JWS ES256 signature (``r || s``, 32 bytes each) as the DER
+    ``SEQUENCE { INTEGER r, INTEGER s }`` that ``cryptography`` verifies.
+
+    What ``encode_dss_signature`` makes of the two integers, byte for byte,
+    without converting them to Python ints and back: at most 70 bytes, so
+    every length fits one byte.
+    """
+    body = _der_integer(raw[:32]) + _der_integer(raw[32:])
+    return b"\x30" + len(body).to_bytes(1, "big") + body
+
+
 def verify_held_key(
     token: object,
     key: HeldKey,
@@ -281,12 +301,12 @@ def verify_held_key(
         raise JWSRejected(JWSRejectedReason.MALFORMED)
     if len(token) > max_bytes:
         raise JWSRejected(JWSRejectedReason.TOO_LARGE)
-    dots = token.count(".")
-    if dots == 4:
-        raise JWSRejected(JWSRejectedReason.ENCRYPTED)
-    if dots != 2:
-        raise JWSRejected(JWSRejectedReason.MALFORMED)
-    header_text, payload_text, signature_text = token.split(".")
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise JWSRejected(
+            JWSRejectedReason.ENCRYPTED if len(segments) == 5 else JWSRejectedReason.MALFORMED
+        )
+    header_text, payload_text, signature_text = segments
     if not header_text or len(header_text) > max_header:
         raise JWSRejected(JWSRejectedReason.MALFORMED)
     signature = b64url_decode(signature_text)
@@ -300,9 +320,7 @@ def verify_held_key(
             # JWS writes r || s, 32 bytes each (RFC 7518, section 3.4).
             if len(signature) != 64:
                 raise JWSRejected(JWSRejectedReason.SIGNATURE)
-            r = int.from_bytes(signature[:32], "big")
-            s = int.from_bytes(signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), signing_input, _ES256)
+            key.verify(_der_signature(signature), signing_input, _ES256)
             expected = "ES256"
         elif isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, signing_input, _PKCS1, _SHA256)
