@@ -56,8 +56,9 @@ _PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
 _SUBKEY_INFO: Final = b"tokenflow/v1 dbsc challenge key"
 _MAC_LABEL: Final = b"tokenflow/v1 dbsc challenge\x00"
 _MAX_TIME_DIGITS: Final = 15
-_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-.]+")
-_SESSION_ID_CHARS = re.compile(r"[A-Za-z0-9_\-.~]+")
+_TOKEN_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-."
+"""What a proof may hold: base64url and dots."""
+_SESSION_ID_CHARS: Final = _TOKEN_CHARS + b"~"
 _MAX_PROOF_CHARS: Final = 8192
 _MAX_SESSION_ID_CHARS: Final = 128
 
@@ -307,7 +308,7 @@ def open_challenge(
     return OpenedChallenge(ChallengeVerdict.STALE, issued_at)
 
 
-def _unquote(value: object, pattern: re.Pattern[str], limit: int) -> str | None:
+def _unquote(value: object, allowed: bytes, limit: int) -> str | None:
     """The value of an sf-string header, quoted or bare, parameters dropped; None if malformed."""
     if type(value) is not str:
         return None
@@ -321,7 +322,13 @@ def _unquote(value: object, pattern: re.Pattern[str], limit: int) -> str | None:
             return None
     else:
         inner = text.split(";", 1)[0].strip(" \t")
-    if not inner or len(inner) > limit or not pattern.fullmatch(inner):
+    if (
+        not inner
+        or len(inner) > limit
+        or not inner.isascii()
+        # Deleting every allowed byte leaves nothing: one C pass, a third of a regex's.
+        or inner.encode("ascii").translate(None, allowed)
+    ):
         return None
     return inner
 
