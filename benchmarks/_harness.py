@@ -129,10 +129,17 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One timed operation with a unique label (``contender/operation`` by convention)."""
+    """One timed operation with a unique label (``contender/operation`` by convention).
+
+    ``prepare``, if given, is called with the batch size before every batch
+    (calibration probes included), outside the timed region: it readies the
+    inputs that ``n`` calls will consume, work that belongs to the other party
+    (a client signing the proofs a server verifies, say) and must not be timed.
+    """
 
     label: str
     call: Call
+    prepare: Callable[[int], object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,17 +210,19 @@ def _time_batch(call: Call, n: int) -> int:
             gc.enable()
 
 
-def calibrate(call: Call, target_ns: int) -> int:
+def calibrate(call: Call, target_ns: int, prepare: Callable[[int], object] | None = None) -> int:
     """Operations per batch so that one batch of ``call`` takes about ``target_ns``.
 
     Batches grow until one takes a fifth of the target, long enough that timer
     resolution and a slow first call (imports, caches) no longer skew the
     per-operation estimate, and the target is then extrapolated from it. The
-    probing doubles as the warm-up.
+    probing doubles as the warm-up. ``prepare`` is :attr:`Case.prepare`.
     """
     probe_ns = max(1, target_ns // 5)
     n = 1
     while True:
+        if prepare is not None:
+            prepare(n)
         gc.collect()
         elapsed = _time_batch(call, n)
         if elapsed >= probe_ns or n >= _MAX_BATCH_OPS:
@@ -240,7 +249,9 @@ def measure(
     if len(set(labels)) != len(labels):
         raise ValueError(f"case labels must be unique: {labels}")
     settings.log(f"{group}: calibrating {len(cases)} cases to ~{settings.batch_ms:g} ms batches")
-    batch_ops = {case.label: calibrate(case.call, settings.batch_ns) for case in cases}
+    batch_ops = {
+        case.label: calibrate(case.call, settings.batch_ns, case.prepare) for case in cases
+    }
     samples: dict[str, list[float]] = {label: [] for label in labels}
     order = list(cases)
     shuffler = random.Random(settings.seed)
@@ -249,6 +260,8 @@ def measure(
         shuffler.shuffle(order)
         for case in order:
             n = batch_ops[case.label]
+            if case.prepare is not None:
+                case.prepare(n)
             # Collect here, outside the timed region, so that each batch starts
             # with the garbage of the previous one already gone.
             gc.collect()

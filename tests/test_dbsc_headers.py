@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 
 import pytest
@@ -13,12 +14,18 @@ pytest.importorskip("joserfc")
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from joserfc.jwk import ECKey
 
 from tokenflow import KeyRing
 from tokenflow._dbsc import (
     ChallengeVerdict,
     DeviceBinding,
+    _mac,
+    _subkey,
     challenge_header,
     open_challenge,
     parse_session_id_header,
@@ -30,6 +37,7 @@ from tokenflow._jose import (
     MAX_KEY_HEADER_BYTES,
     JWSRejected,
     JWSRejectedReason,
+    _der_signature,
     parse_compact,
     verify_held_key,
     verify_parsed,
@@ -418,3 +426,75 @@ def test_the_refresh_path_and_joserfc_agree_on_what_verifies() -> None:
             assert fast is ProofFailure.MALFORMED
         else:
             assert (fast.challenge, fast.audience) == (payload["jti"], payload.get("aud"))
+
+
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.sampled_from(["register", "refresh"]),
+    st.text(max_size=60),
+    st.binary(min_size=32, max_size=32),
+    st.integers(min_value=0, max_value=10**15),
+)
+def test_challenge_mac_is_hmac_sha256_of_the_documented_message(
+    secret: bytes, purpose: str, sid: str, token: bytes, issued: int
+) -> None:
+    """The MAC's cached SHA-256 states give exactly the standard library's HMAC."""
+    message = (
+        b"tokenflow/v1 dbsc challenge\x00"
+        + purpose.encode()
+        + b"\x00"
+        + sid.encode("utf-8", "surrogatepass")
+        + b"\x00"
+        + token
+        + str(issued).encode()
+    )
+    expected = hmac.digest(_subkey(secret), message, "sha256")
+    assert _mac(secret, purpose, sid, token, str(issued)) == expected
+    # The cached states are copied, never consumed: the same answer twice.
+    assert _mac(secret, purpose, sid, token, str(issued)) == expected
+
+
+def test_a_held_key_header_verdict_is_per_algorithm_and_read_only() -> None:
+    """The header check is cached by its text; the same text under another key type
+    (an RSA key signing a header that says ES256) is still refused, and the header
+    handed back cannot be altered by a caller."""
+    proof = sign_proof(device, {"jti": "c"}, with_jwk=False)
+    verified = verify_held_key(proof, device.public_key())
+    with pytest.raises(TypeError):
+        verified.header["alg"] = "none"  # type: ignore[index]
+    rsa_device = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    es256_header = proof.split(".")[0]
+    signing_input = f"{es256_header}.{_b64({'jti': 'c'})}"
+    signature = rsa_device.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    token = f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+    with pytest.raises(JWSRejected) as caught:
+        verify_held_key(token, rsa_device.public_key())
+    assert caught.value.reason is JWSRejectedReason.ALGORITHM
+
+
+def test_a_proof_payload_must_be_utf8_json() -> None:
+    assert stored is not None
+    head = sign_proof(device, {"jti": "c"}, with_jwk=False).split(".")[0]
+    body = base64.urlsafe_b64encode('{"jti":"c"}'.encode("utf-16")).rstrip(b"=").decode()
+    der = device.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    signature = base64.urlsafe_b64encode(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    token = f"{head}.{body}.{signature.rstrip(b'=').decode()}"
+    verifier = DbscProofVerifier()
+    assert verifier.verify(token, key=stored, algorithms=frozenset({"ES256"})) is (
+        ProofFailure.MALFORMED
+    )
+
+
+_EDGES = st.sampled_from(
+    [bytes(32), b"\xff" * 32, b"\x80" + bytes(31), b"\x7f" + b"\xff" * 31, bytes(31) + b"\x80"]
+)
+
+
+@given(
+    st.one_of(_EDGES, st.binary(min_size=32, max_size=32)),
+    st.one_of(_EDGES, st.binary(min_size=32, max_size=32)),
+)
+def test_es256_signatures_become_the_der_cryptography_makes(r: bytes, s: bytes) -> None:
+    expected = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+    assert _der_signature(r + s) == expected

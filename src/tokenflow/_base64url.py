@@ -11,15 +11,27 @@ path; it accepts the same spellings.
 
 from __future__ import annotations
 
-import base64
-import binascii
+from binascii import Error as _Base64Error
+from binascii import a2b_base64 as _a2b
+from binascii import b2a_base64 as _b2a
+from typing import Final
 
 __all__ = ["b64url_decode", "b64url_encode"]
+
+# base64url -> standard alphabet; '+', '/' and '=' map to '*', which the strict
+# decoder refuses, so only the url-safe alphabet without padding gets through.
+_TO_STD: Final = bytes.maketrans(b"-_+/=", b"+/***")
+_TO_URL: Final = bytes.maketrans(b"+/", b"-_")
+# The last character of a value whose length is 2 (or 3) mod 4 carries 4 (or 2)
+# spare bits, which must be zero: only these characters have them so. The
+# strict decoder does not look at spare bits, so this is the canonical-form check.
+_ZERO_LOW_4: Final = frozenset(b"AQgw")
+_ZERO_LOW_2: Final = frozenset(b"AEIMQUYcgkosw048")
 
 
 def b64url_encode(raw: bytes) -> str:
     """``raw`` as unpadded base64url text."""
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return _b2a(raw, newline=False).translate(_TO_URL).rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(text: object) -> bytes | None:
@@ -32,11 +44,17 @@ def b64url_decode(text: object) -> bytes | None:
     if type(text) is not str:
         return None
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
+        data = text.encode("ascii")
+    except UnicodeEncodeError:
         return None
-    # Re-encoding is the canonical-form check: it catches skipped characters,
-    # padding and stray low bits in one comparison.
-    if b64url_encode(raw) != text:
+    spare = len(data) & 3
+    if spare:
+        if spare == 1 or data[-1] not in (_ZERO_LOW_4 if spare == 2 else _ZERO_LOW_2):
+            return None
+        data = data.translate(_TO_STD) + (b"==" if spare == 2 else b"=")
+    else:
+        data = data.translate(_TO_STD)
+    try:
+        return _a2b(data, strict_mode=True)
+    except _Base64Error:
         return None
-    return raw

@@ -38,15 +38,16 @@ The signature itself is checked by ``cryptography``, which joserfc uses too.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
 from joserfc.errors import (
     InvalidKeyTypeError,
@@ -261,6 +262,27 @@ _SHA256: Final = hashes.SHA256()
 _PKCS1: Final = padding.PKCS1v15()
 
 
+def _der_integer(value: bytes) -> bytes:
+    """A big-endian unsigned integer as a DER INTEGER (X.690): minimal, and a
+    leading zero byte where the top bit would otherwise read as a sign."""
+    value = value.lstrip(b"\x00")
+    if not value or value[0] & 0x80:
+        value = b"\x00" + value
+    return b"\x02" + len(value).to_bytes(1, "big") + value
+
+
+def _der_signature(raw: bytes) -> bytes:
+    """A JWS ES256 signature (``r || s``, 32 bytes each) as the DER
+    ``SEQUENCE { INTEGER r, INTEGER s }`` that ``cryptography`` verifies.
+
+    What ``encode_dss_signature`` makes of the two integers, byte for byte,
+    without converting them to Python ints and back: at most 70 bytes, so
+    every length fits one byte.
+    """
+    body = _der_integer(raw[:32]) + _der_integer(raw[32:])
+    return b"\x30" + len(body).to_bytes(1, "big") + body
+
+
 def verify_held_key(
     token: object,
     key: HeldKey,
@@ -279,12 +301,12 @@ def verify_held_key(
         raise JWSRejected(JWSRejectedReason.MALFORMED)
     if len(token) > max_bytes:
         raise JWSRejected(JWSRejectedReason.TOO_LARGE)
-    dots = token.count(".")
-    if dots == 4:
-        raise JWSRejected(JWSRejectedReason.ENCRYPTED)
-    if dots != 2:
-        raise JWSRejected(JWSRejectedReason.MALFORMED)
-    header_text, payload_text, signature_text = token.split(".")
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise JWSRejected(
+            JWSRejectedReason.ENCRYPTED if len(segments) == 5 else JWSRejectedReason.MALFORMED
+        )
+    header_text, payload_text, signature_text = segments
     if not header_text or len(header_text) > max_header:
         raise JWSRejected(JWSRejectedReason.MALFORMED)
     signature = b64url_decode(signature_text)
@@ -298,9 +320,7 @@ def verify_held_key(
             # JWS writes r || s, 32 bytes each (RFC 7518, section 3.4).
             if len(signature) != 64:
                 raise JWSRejected(JWSRejectedReason.SIGNATURE)
-            r = int.from_bytes(signature[:32], "big")
-            s = int.from_bytes(signature[32:], "big")
-            key.verify(encode_dss_signature(r, s), signing_input, _ES256)
+            key.verify(_der_signature(signature), signing_input, _ES256)
             expected = "ES256"
         elif isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, signing_input, _PKCS1, _SHA256)
@@ -310,19 +330,36 @@ def verify_held_key(
     except InvalidSignature as exc:
         raise JWSRejected(JWSRejectedReason.SIGNATURE) from exc
     # Authenticated from here on: the key's holder wrote these bytes.
-    header_raw = b64url_decode(header_text)
     payload = b64url_decode(payload_text)
-    if header_raw is None or payload is None:
+    if payload is None:
         raise JWSRejected(JWSRejectedReason.MALFORMED)
+    header = _signed_header(header_text, expected)
+    if isinstance(header, JWSRejectedReason):
+        raise JWSRejected(header)
+    return VerifiedJWS(header, payload)
+
+
+@functools.lru_cache(maxsize=256)
+def _signed_header(header_text: str, alg: str) -> Mapping[str, Any] | JWSRejectedReason:
+    """The protected header of a JWS whose signature verified, read-only, or why it is refused:
+    it must be a JSON object, name ``alg`` and hold neither ``crit`` nor ``b64``.
+
+    Only called once the signature over ``header_text`` verified. Cached by
+    the encoded text: a device signs the same header into every proof, and
+    the answer is a function of the text alone.
+    """
+    raw = b64url_decode(header_text)
+    if raw is None:
+        return JWSRejectedReason.MALFORMED
     try:
-        header = json.loads(header_raw)
-    except (ValueError, RecursionError) as exc:
-        raise JWSRejected(JWSRejectedReason.MALFORMED) from exc
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        return JWSRejectedReason.MALFORMED
     if type(header) is not dict:
-        raise JWSRejected(JWSRejectedReason.MALFORMED)
-    if header.get("alg") != expected:
-        raise JWSRejected(JWSRejectedReason.ALGORITHM)
+        return JWSRejectedReason.MALFORMED
+    if header.get("alg") != alg:
+        return JWSRejectedReason.ALGORITHM
     for name in _REFUSED_HEADERS:
         if name in header:
-            raise JWSRejected(JWSRejectedReason.CRITICAL_HEADER)
-    return VerifiedJWS(header, payload)
+            return JWSRejectedReason.CRITICAL_HEADER
+    return MappingProxyType(header)
