@@ -360,7 +360,7 @@ class FakeSecondFactors:
 
     def __init__(self) -> None:
         self.unavailable = False
-        self.verified = 0
+        self.verified: int = 0
         self._lock = threading.Lock()
         self._secrets: dict[str, bytes] = {}
         self._last_step: dict[str, int] = {}
@@ -446,7 +446,7 @@ class AsyncFakeSecondFactors:
     """The async face of a :class:`FakeSecondFactors` (shared state)."""
 
     def __init__(self, sync: FakeSecondFactors | None = None) -> None:
-        self.sync = sync if sync is not None else FakeSecondFactors()
+        self.sync: FakeSecondFactors = sync if sync is not None else FakeSecondFactors()
 
     def __repr__(self) -> str:
         return f"AsyncFakeSecondFactors({self.sync!r})"
