@@ -135,14 +135,24 @@ async def _attempt_async(throttle: AsyncLoginThrottle, burst: _Burst) -> bool:
     return False
 
 
+def _v4() -> str:
+    """An address key shaped like tokenflow's IPv4 keys, fresh on every call.
+
+    All 32 bits are random: a persistent backend keeps counts between runs of
+    the kit (for a day, with the longest window), and a key drawn from a small
+    range would meet an earlier run's count sooner or later."""
+    return "a:" + ".".join(str(b) for b in secrets.token_bytes(4))
+
+
+def _v6() -> str:
+    """An address key shaped like tokenflow's IPv6 /64 keys, fresh on every call."""
+    a, b = secrets.token_hex(2), secrets.token_hex(2)
+    return f"a:2001:db8:{a}:{b}::/64"
+
+
 def _keys(tag: str) -> list[str]:
     """Keys shaped like tokenflow's, and harder: colons, slashes, braces, non-ASCII."""
-    return [
-        f"u:{secrets.token_hex(16)}",
-        f"a:2001:db8:{tag[:4]}::/64",
-        f"a:203.0.113.{int(tag[:2], 16)}",
-        f"x:{tag}{{slot}}/é ü",
-    ]
+    return [f"u:{secrets.token_hex(16)}", _v6(), _v4(), f"x:{tag}{{slot}}/é ü"]
 
 
 def _scenario(tag: str, parallel: int, repr_of: Callable[[], str]) -> _Ops:
@@ -217,7 +227,7 @@ def _scenario(tag: str, parallel: int, repr_of: Callable[[], str]) -> _Ops:
     )
 
     # Reservations: a compare-and-set on the counts read.
-    r_user, r_address = f"u:{secrets.token_hex(16)}", f"a:198.51.100.{int(tag[2:4], 16)}"
+    r_user, r_address = f"u:{secrets.token_hex(16)}", _v4()
     now5 = now4 + 1.0
     if (yield from _reserve([r_user, r_address], [0, 0], now5)) is not True:
         _fail("reserve() with the counts as they are must return True")
@@ -272,7 +282,7 @@ def _scenario(tag: str, parallel: int, repr_of: Callable[[], str]) -> _Ops:
     _expect((yield from _failures([w_code], late + _DAY)), [(0, 0.0)], "a day's window over")
 
     # Simultaneous reservations with the same expected counts: exactly one wins.
-    s_user, s_address = f"u:{secrets.token_hex(16)}", f"a:192.0.2.{int(tag[4:6], 16)}"
+    s_user, s_address = f"u:{secrets.token_hex(16)}", _v4()
     now7 = late + 1.0
     won = yield _Race(
         _Call("reserve", ([s_user, s_address], [0, 0]), {"now": now7, "window": _WINDOW}),
@@ -289,7 +299,7 @@ def _scenario(tag: str, parallel: int, repr_of: Callable[[], str]) -> _Ops:
 
     # The flow's whole check-then-reserve, raced: with a limit of L, of any
     # number of simultaneous attempts exactly L are let through.
-    b_user, b_address = f"u:{secrets.token_hex(16)}", f"a:2001:db8:b{tag[:3]}::/64"
+    b_user, b_address = f"u:{secrets.token_hex(16)}", _v6()
     limit = max(1, parallel // 3)
     granted = yield _Burst((b_user, b_address), limit, now7 + 1.0, parallel)
     if granted != limit:
