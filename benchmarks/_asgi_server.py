@@ -7,7 +7,7 @@ serves one variant per process, every variant answering the same two bytes:
 * ``TF_BENCH_KEYS``: tokenflow's key ring (``KeyRing.serialize()``), shared with
   the parent process, which mints the cookies the load generator sends;
 * ``TF_BENCH_SECRET``: the peers' secret (hex), for Starlette's signed session
-  cookie, the PyJWT cookie and authx;
+  cookie, the PyJWT cookie, authx and the AES-GCM floor;
 * ``TF_BENCH_DB``: the SQLite file holding tokenflow's sessions (refresh path);
 * ``TF_BENCH_USERS``: how many users (``user-0`` ...) the user directory holds.
 
@@ -15,6 +15,12 @@ Each peer is written the way its own documentation, or the tutorials most
 users copy, write it; each endpoint reads the identity its middleware found
 and answers 401 without one, so a run whose answers are all 200 proves that
 every request was authenticated.
+
+Two variants are yardsticks rather than peers: ``aesgcm_floor``, the least a
+sealed-cookie middleware can do (find one cookie, AES-GCM-open it, parse its
+JSON, check its expiry), and ``fastapi_dependency``, a FastAPI route behind a
+dependency that does nothing, which is what FastAPI itself charges for any
+dependency.
 """
 
 import os
@@ -39,6 +45,8 @@ MODES: Final = (
     "fastapi_bare",
     "fastapi_tokenflow",
     "fastapi_authx",
+    "aesgcm_floor",
+    "fastapi_dependency",
     "hand_wired",
 )
 """Every variant: the access-path peers, then the refresh path wired by hand."""
@@ -48,6 +56,8 @@ AUTHX_COOKIE: Final = "access_token_cookie"
 """authx's default access-token cookie name."""
 SESSION_COOKIE: Final = "session"
 """Starlette's default session cookie name."""
+FLOOR_COOKIE: Final = "floor"
+"""The AES-GCM floor's cookie: base64url(12-byte nonce + AES-256-GCM of JSON claims)."""
 
 _HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
 
@@ -132,6 +142,59 @@ def _pyjwt_cookie() -> App:
     return BaseHTTPMiddleware(state_endpoint, dispatch=dispatch)
 
 
+def seal_floor(secret: bytes, claims: dict[str, Any]) -> str:
+    """A cookie value the AES-GCM floor opens (the parent mints it with the same secret)."""
+    import base64
+
+    import orjson
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    sealed = nonce + AESGCM(secret).encrypt(nonce, orjson.dumps(claims), None)
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+
+
+def _aesgcm_floor() -> App:
+    # The least a sealed-cookie middleware does, with no checks beyond the
+    # cipher's and the expiry: first "floor=" in the first Cookie header, no
+    # duplicate or size checks, no purpose, key id or claim validation.
+    import binascii
+    import time
+
+    import orjson
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    cipher = AESGCM(_secret())
+    key = FLOOR_COOKIE + "="
+    to_standard = bytes.maketrans(b"-_", b"+/")
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                header = value.decode("latin-1")
+                start = header.find(key)
+                if start >= 0:
+                    start += len(key)
+                    end = header.find(";", start)
+                    token = header[start:] if end < 0 else header[start:end]
+                    try:
+                        padded = token.encode().translate(to_standard) + b"=" * (-len(token) % 4)
+                        raw = binascii.a2b_base64(padded)
+                        claims = orjson.loads(cipher.decrypt(raw[:12], raw[12:], None))
+                    except Exception:  # any failure is a 401
+                        break
+                    if claims["exp"] > time.time():
+                        scope["state"] = {"user": claims["sub"]}
+                        await state_endpoint(scope, receive, send)
+                        return
+                break
+        await _answer(send, 401)
+
+    return middleware
+
+
 def _fastapi(mode: str) -> App:
     from fastapi import Depends, FastAPI, HTTPException
     from fastapi import Request as FastAPIRequest
@@ -158,6 +221,15 @@ def _fastapi(mode: str) -> App:
             return "ok"
 
         app.add_middleware(TokenflowMiddleware, flow=_flow(), required=["/"])
+    elif mode == "fastapi_dependency":
+        # What FastAPI charges for any dependency: one that does nothing.
+        async def nobody(request: FastAPIRequest) -> str:
+            return "user-0"
+
+        @app.get("/", response_class=PlainTextResponse)
+        async def home_dependency(user: str = Depends(nobody)) -> str:
+            return "ok"
+
     else:
         from authx import AuthX, AuthXConfig
 
@@ -207,6 +279,8 @@ def build(mode: str) -> App:
         return _pyjwt_cookie()
     if mode.startswith("fastapi_"):
         return _fastapi(mode)
+    if mode == "aesgcm_floor":
+        return _aesgcm_floor()
     if mode == "hand_wired":
         return _hand_wired()
     raise ValueError(f"TF_BENCH_MODE must be one of {', '.join(MODES)}, not {mode!r}")
