@@ -686,28 +686,51 @@ def _report_stack(
     print("FastAPI variants are paired with the bare FastAPI route, the others with bare ASGI.")
 
 
+@dataclass(frozen=True, slots=True)
+class _Yardstick:
+    """A variant that measures what no middleware avoids, and tokenflow's variant beside it."""
+
+    mode: str
+    baseline: str
+    meaning: str
+    ours: str
+    own_key: str
+    ours_key: str
+
+
+_YARDSTICKS: Final = (
+    _Yardstick(
+        "aesgcm_floor",
+        "bare",
+        "the least a sealed-cookie middleware does",
+        "tokenflow",
+        "floor_access_rps_vs_bare",
+        "asgi_access_rps_vs_floor",
+    ),
+    _Yardstick(
+        "fastapi_dependency",
+        "fastapi_bare",
+        "FastAPI's own price of a dependency",
+        "fastapi_tokenflow",
+        "fastapi_dependency_rps_vs_fastapi_bare",
+        "fastapi_access_rps_vs_fastapi_dependency",
+    ),
+)
+
+
 def _report_yardsticks(head: StackRuns, variants: tuple[str, ...], report: Report) -> None:
     """The figures that separate tokenflow's cost from what no middleware avoids."""
-    if "aesgcm_floor" in variants:
-        floor = statistics.median(head.paired("aesgcm_floor", "bare"))
-        tf = statistics.median(head.paired("tokenflow", "aesgcm_floor"))
+    for stick in _YARDSTICKS:
+        if stick.mode not in variants or stick.ours not in variants:
+            continue
+        own = statistics.median(head.paired(stick.mode, stick.baseline))
+        versus = head.paired(stick.ours, stick.mode)
         print(
-            f"floor_access_rps_vs_bare = {floor:.3f} (the least a sealed-cookie middleware "
-            f"does); asgi_access_rps_vs_floor = {tf:.3f}, per round "
-            f"{_spread(head.paired('tokenflow', 'aesgcm_floor'))}"
+            f"{stick.own_key} = {own:.3f} ({stick.meaning}); {stick.ours_key} = "
+            f"{statistics.median(versus):.3f}, per round {_spread(versus)}"
         )
-        report.add_key("floor_access_rps_vs_bare", round(floor, 4))
-        report.add_key("asgi_access_rps_vs_floor", round(tf, 4))
-    if "fastapi_dependency" in variants and "fastapi_tokenflow" in variants:
-        charge = statistics.median(head.paired("fastapi_dependency", "fastapi_bare"))
-        tf = statistics.median(head.paired("fastapi_tokenflow", "fastapi_dependency"))
-        print(
-            f"fastapi_dependency_rps_vs_fastapi_bare = {charge:.3f} (FastAPI's own price of "
-            f"a dependency); fastapi_access_rps_vs_fastapi_dependency = {tf:.3f}, per round "
-            f"{_spread(head.paired('fastapi_tokenflow', 'fastapi_dependency'))}"
-        )
-        report.add_key("fastapi_dependency_rps_vs_fastapi_bare", round(charge, 4))
-        report.add_key("fastapi_access_rps_vs_fastapi_dependency", round(tf, 4))
+        report.add_key(stick.own_key, round(own, 4))
+        report.add_key(stick.ours_key, round(statistics.median(versus), 4))
 
 
 def _report_http(http: OverHttp, report: Report) -> None:
