@@ -16,14 +16,11 @@ message names the files.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
 import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +45,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from tokenflow._webdemo import WebDemo, bind, demo_config, origin_of, serve  # noqa: E402
+from _demo_server import DemoServer  # noqa: E402
+from tokenflow._webdemo import WebDemo, demo_config  # noqa: E402
 
 
 def artifacts_dir() -> Path:
@@ -64,70 +62,13 @@ def artifacts_dir() -> Path:
 # -- the server ----------------------------------------------------------------------
 
 
-class DemoServer:
-    """The web demo served by uvicorn in a thread of its own, on 127.0.0.1."""
-
-    def __init__(self, db_path: str) -> None:
-        self._site_sock = bind(0)
-        self._attacker_sock = bind(0)
-        self.site = origin_of(self._site_sock)
-        self.attacker = origin_of(self._attacker_sock)
-        config = demo_config(
-            access_ttl=ACCESS_TTL, refresh_idle_ttl=IDLE_TTL, refresh_absolute_ttl=600
-        )
-        self.demo = WebDemo(db_path, site=self.site, attacker=self.attacker, config=config)
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="web-demo", daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            await serve(
-                self.demo,
-                self._site_sock,
-                self._attacker_sock,
-                stop=self._stop,
-                started=self._ready.set,
-            )
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self._failure = exc
-        finally:
-            self._ready.set()
-
-    def start(self) -> None:
-        self._thread.start()
-        assert self._ready.wait(10), "the demo server did not start within 10 s"
-        assert self._failure is None, f"the demo server failed: {self._failure!r}"
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self._site_sock.close()
-        self._attacker_sock.close()
-
-    def journal(self, after: int = 0) -> list[dict[str, Any]]:
-        """The server's journal, read the way the page reads it."""
-        url = f"{self.site}/demo/log?after={after}"  # http://127.0.0.1:PORT, built here
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
-            entries: list[dict[str, Any]] = json.load(answer)["entries"]
-        return entries
-
-    def last_seq(self) -> int:
-        entries = self.journal()
-        return int(entries[-1]["seq"]) if entries else 0
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
-    running = DemoServer(str(tmp_path_factory.mktemp("webdemo") / "sessions.sqlite3"))
+    db_path = str(tmp_path_factory.mktemp("webdemo") / "sessions.sqlite3")
+    config = demo_config(access_ttl=ACCESS_TTL, refresh_idle_ttl=IDLE_TTL, refresh_absolute_ttl=600)
+    running = DemoServer(
+        lambda site, attacker: WebDemo(db_path, site=site, attacker=attacker, config=config)
+    )
     running.start()
     try:
         yield running

@@ -17,8 +17,6 @@ unless ``TOKENFLOW_REQUIRE_BROWSER=1`` (CI), which turns a skip into a failure.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,7 +35,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from tokenflow._webdemo import ADMIN_REQUIREMENT, WebDemo, bind, origin_of, serve  # noqa: E402
+from _demo_server import DemoServer  # noqa: E402
+from tokenflow._webdemo import ADMIN_REQUIREMENT, WebDemo  # noqa: E402
 from tokenflow.testing import FakeClock  # noqa: E402
 from tokenflow.testing.mfa import totp_code  # noqa: E402
 
@@ -45,53 +44,15 @@ ALICE = ("alice@example.com", "correct horse battery staple")
 STEP = 30
 
 
-class DemoServer:
+class MfaDemoServer(DemoServer):
     """The web demo on a fake clock, served by uvicorn in a thread of its own."""
 
     def __init__(self, db_path: str) -> None:
         self.clock = FakeClock()
-        self._site_sock = bind(0)
-        self._attacker_sock = bind(0)
-        self.site = origin_of(self._site_sock)
-        self.demo = WebDemo(
-            db_path, site=self.site, attacker=origin_of(self._attacker_sock), clock=self.clock
+        super().__init__(
+            lambda site, attacker: WebDemo(db_path, site=site, attacker=attacker, clock=self.clock),
+            name="mfa-web-demo",
         )
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="mfa-web-demo", daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            await serve(
-                self.demo,
-                self._site_sock,
-                self._attacker_sock,
-                stop=self._stop,
-                started=self._ready.set,
-            )
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            self._failure = exc
-        finally:
-            self._ready.set()
-
-    def start(self) -> None:
-        self._thread.start()
-        assert self._ready.wait(10), "the demo server did not start within 10 s"
-        assert self._failure is None, f"the demo server failed: {self._failure!r}"
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self._site_sock.close()
-        self._attacker_sock.close()
 
     def next_code(self, secret: str) -> str:
         """The code an app shows one time step later: a step never used before."""
@@ -100,8 +61,8 @@ class DemoServer:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
-    running = DemoServer(str(tmp_path_factory.mktemp("mfa-webdemo") / "sessions.sqlite3"))
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MfaDemoServer]:
+    running = MfaDemoServer(str(tmp_path_factory.mktemp("mfa-webdemo") / "sessions.sqlite3"))
     running.start()
     try:
         yield running
@@ -132,7 +93,7 @@ def text_of(driver: WebDriver, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).text)
 
 
-def open_page(driver: WebDriver, server: DemoServer) -> None:
+def open_page(driver: WebDriver, server: MfaDemoServer) -> None:
     driver.get(server.site + "/")
     wait_for(driver, lambda d: d.execute_script("return document.body.dataset.ready"), "page")
 
@@ -143,7 +104,7 @@ def type_into(driver: WebDriver, element_id: str, value: str) -> None:
     field.send_keys(value)
 
 
-def password_step(driver: WebDriver, server: DemoServer) -> None:
+def password_step(driver: WebDriver, server: MfaDemoServer) -> None:
     open_page(driver, server)
     type_into(driver, "username", ALICE[0])
     type_into(driver, "password", ALICE[1])
@@ -181,7 +142,7 @@ def log_out(driver: WebDriver) -> None:
 
 
 def test_enrol_two_step_login_step_up_and_a_recovery_code(
-    browser: WebDriver, server: DemoServer
+    browser: WebDriver, server: MfaDemoServer
 ) -> None:
     # 1. Password only: aal 1. The page offers to set up an authenticator app.
     password_step(browser, server)
