@@ -90,6 +90,7 @@ from ._shared import (
     Steps,
     StepUp,
     TransactionClearing,
+    auth_of_process,
     endpoint,
     for_route,
     is_navigation,
@@ -219,7 +220,7 @@ class TokenflowMiddleware:
         # the application's own send and response go through untouched.
         first = self._begin(request)
         if type(first) is Process:
-            auth = Auth(first)
+            auth = auth_of_process(first)
             scope["tokenflow"] = auth
             state = scope.get("state")
             if state is None:
