@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import pathlib
 import re
@@ -846,6 +847,46 @@ def test_the_claims_of_a_remembered_token_are_each_callers_own(
     assert second == REFERENCE_CLAIMS
     second["roles"].clear()
     assert codec.open(Purpose.ACCESS, token, now=NOW) == REFERENCE_CLAIMS
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"amr": ["pwd", "otp"], "aal": 2, "ratio": 0.5, "admin": False, "manager": None},
+        {"amr": [], "groups": ["a", 1, 2.5, True, None]},
+        {"profile": {"name": "Ada", "langs": ["en"]}},
+        {"grid": [[1, 2], [3]]},
+        {"tags": ["a", {"b": ["c"]}]},
+    ],
+)
+def test_no_change_to_one_callers_claims_reaches_another(
+    codec: TokenCodec, extra: dict[str, Any]
+) -> None:
+    # Whatever the shape of the claims (flat, lists, nested objects and arrays),
+    # every open of a remembered token hands out a claim set of its own: no
+    # change a request makes, at any depth, is seen by the next one.
+    expected = claims(**extra)
+    sealed = codec.seal(Purpose.ACCESS, expected)
+    reference = copy.deepcopy(expected)
+
+    def mutate(opened: Any) -> None:
+        if isinstance(opened, dict):
+            for value in opened.values():
+                mutate(value)
+            opened["injected"] = ["x"]
+            opened.pop("sub", None)
+        elif isinstance(opened, list):
+            for value in opened:
+                mutate(value)
+            opened.append("x")
+
+    for _ in range(4):
+        opened = codec.open(Purpose.ACCESS, sealed, now=NOW)
+        assert opened == reference
+        mutate(opened)
+    assert sealed in codec._opened
+    assert expected == reference
 
 
 def test_only_verified_access_tokens_are_remembered(codec: TokenCodec, token: str) -> None:
