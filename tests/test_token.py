@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import pathlib
 import re
 import threading
@@ -835,6 +836,53 @@ def test_a_remembered_access_token_still_expires(codec: TokenCodec, token: str) 
         codec.open(Purpose.ACCESS, token, now="soon")  # type: ignore[arg-type]
     # Still valid inside its lifetime.
     assert codec.open(Purpose.ACCESS, token, now=late - 1) == REFERENCE_CLAIMS
+
+
+_EXACT = 2**53
+
+
+@pytest.mark.parametrize("exp", [NOW + 120, _EXACT - 10, _EXACT + 2, _EXACT + 3, 2**63])
+def test_a_remembered_token_meets_the_same_time_bounds_to_the_last_bit(
+    codec: TokenCodec, exp: int
+) -> None:
+    # The remembered times are floats where exact, ints beyond: the verdict at
+    # each bound (int and float clocks alike) is the first open's.
+    sealed = codec.seal(Purpose.ACCESS, claims(exp=exp))
+    leeway = codec.leeway
+    first = TokenCodec(codec._keyring, leeway=leeway)
+    bounds = [
+        exp + leeway,
+        exp + leeway - 1,
+        float(exp + leeway),
+        math.nextafter(float(exp + leeway), 0),
+        NOW - leeway,
+        NOW - leeway - 1,
+        float(NOW - leeway),
+        math.nextafter(float(NOW - leeway), 0),
+        math.nextafter(float(NOW - leeway), math.inf),
+    ]
+    codec.open(Purpose.ACCESS, sealed, now=NOW)
+    assert sealed in codec._opened
+
+    def verdict(opener: TokenCodec, now: float) -> InvalidTokenReason | None:
+        try:
+            opener.open(Purpose.ACCESS, sealed, now=now)
+        except InvalidToken as exc:
+            return exc.reason
+        return None
+
+    verdicts = []
+    for now in bounds:
+        remembered = verdict(codec, now)
+        assert sealed in codec._opened
+        fresh = verdict(first, now)
+        first._opened.clear()
+        assert remembered == fresh, now
+        verdicts.append(fresh)
+    assert None in verdicts
+    assert InvalidTokenReason.NOT_YET_VALID in verdicts
+    if exp + leeway < _EXACT:
+        assert InvalidTokenReason.EXPIRED in verdicts
 
 
 def test_the_claims_of_a_remembered_token_are_each_callers_own(

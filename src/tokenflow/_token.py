@@ -65,9 +65,12 @@ _MIN_BODY: Final = NONCE_BYTES + TAG_BYTES + 2
 _SUBKEY_CACHE_SIZE: Final = 1024
 OPENED_CACHE_SIZE: Final = 2048
 """Access tokens a codec remembers having opened (see :meth:`TokenCodec.open`)."""
-_Opened: TypeAlias = tuple[int, int, dict[str, Any] | bytes, tuple[str, ...] | None]
-"""A remembered access token: exp, iat, and its claims as :meth:`TokenCodec.open`
-copies them (a dict and the keys of its lists) or parses them again (bytes, None)."""
+_Opened: TypeAlias = tuple[float, float, dict[str, Any] | bytes, tuple[str, ...] | None]
+"""A remembered access token: exp plus the leeway, iat, and its claims as
+:meth:`TokenCodec.open` copies them (a dict and the keys of its lists) or parses
+them again (bytes, None)."""
+_EXACT: Final = 2**53
+"""Every int up to this magnitude is exactly a float."""
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 """The immutable types orjson returns: the values a claim copy may share."""
 _VERSION_BYTE: Final = bytes([VERSION])
@@ -391,10 +394,10 @@ class TokenCodec:
             # never looks here), and only by this codec, whose key ring
             # cannot change. The lookup hashes the text with the process's
             # secret hash key: a near miss costs the same as any miss.
-            known_exp, known_iat, known, lists = seen
+            deadline, known_iat, known, lists = seen
             leeway = self._leeway
             try:
-                expired = not now < known_exp + leeway
+                expired = not now < deadline
                 early = not known_iat <= now + leeway
             except TypeError:
                 raise ValueError(
@@ -498,7 +501,7 @@ class TokenCodec:
                     # Whole, not one by one: atomic under concurrent opens, and a
                     # full cache of live tokens refills from the next requests.
                     opened.clear()
-                opened[token] = _remembered(claims, plain, exp, iat)
+                opened[token] = _remembered(claims, plain, exp + self._leeway, iat)
             return claims
         if not now < exp + self._leeway:
             raise InvalidToken(InvalidTokenReason.EXPIRED)
@@ -549,27 +552,32 @@ class TokenCodec:
             self._cache[sub.prefix] = sub
 
 
-def _remembered(claims: dict[str, Any], plain: bytes, exp: int, iat: int) -> _Opened:
+def _remembered(claims: dict[str, Any], plain: bytes, deadline: int, iat: int) -> _Opened:
     """What the codec keeps of an access token it opened (see ``_opened``).
+
+    The times are kept as floats when they are exactly floats (any time this
+    side of the year 285 million): a float clock's comparison with an int of
+    more than 30 bits takes CPython's slow path, with a float its fastest.
 
     Claims whose values are scalars or lists of scalars are kept as a private
     copy (never the caller's dict, which the caller may change): a copy of it,
     and of each of its lists, is all the next caller needs. Anything nested
     deeper keeps the plaintext, parsed again on every open.
     """
+    until, since = (float(t) if -_EXACT <= t <= _EXACT else t for t in (deadline, iat))
     lists: list[str] = []
     for key, value in claims.items():
         kind = type(value)
         if kind is list:
             if not all(type(item) in _SCALARS for item in value):
-                return exp, iat, plain, None
+                return until, since, plain, None
             lists.append(key)
         elif kind not in _SCALARS:
-            return exp, iat, plain, None
+            return until, since, plain, None
     own = claims.copy()
     for key in lists:
         own[key] = own[key].copy()
-    return exp, iat, own, tuple(lists)
+    return until, since, own, tuple(lists)
 
 
 def _codec_with_fixed_randomness(codec: TokenCodec, randomness: bytes) -> TokenCodec:
