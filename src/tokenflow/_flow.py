@@ -182,9 +182,9 @@ from ._model import (
     Unauthorized,
     UnauthorizedReason,
     Unavailable,
+    _ProcessDraft,
     aal_of,
     auth_time_of,
-    process_of,
 )
 from ._sessions import (
     SALT_BYTES,
@@ -701,7 +701,12 @@ class FlowCore:
                     if requirement is None or requirement.is_met(
                         aal_of(claims), auth_time_of(claims), now
                     ):
-                        return process_of(claims)
+                        # Process(claims), built in a draft (see _model.draft_of).
+                        done = _ProcessDraft()
+                        done.claims = claims
+                        done.events = ()
+                        done.__class__ = Process
+                        return done  # type: ignore[no-any-return]
                     # Signed in, but not well enough for this route: step up.
                     return StepUpRequired(requirement)
                 rejected = TokenRejected(_ACCESS, InvalidTokenReason.BAD_CLAIMS)

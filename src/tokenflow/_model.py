@@ -795,19 +795,7 @@ class Process(_Authenticated):
 
 
 _ProcessDraft: Any = draft_of(Process)
-
-
-def process_of(claims: Mapping[str, Any]) -> Process:
-    """``Process(claims)`` for the flow's access path, where it is built once a request.
-
-    The same object, built in a draft (see :func:`draft_of`). ``claims`` are
-    those the codec just opened.
-    """
-    self = _ProcessDraft()
-    self.claims = claims
-    self.events = ()
-    self.__class__ = Process
-    return self  # type: ignore[no-any-return]
+"""Where the flow's access path builds its one Process a request (see :func:`draft_of`)."""
 
 
 @dataclass(frozen=True, slots=True)

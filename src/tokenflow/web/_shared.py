@@ -52,7 +52,6 @@ from .._model import (
     Unauthorized,
     UnauthorizedReason,
     Unavailable,
-    draft_of,
 )
 from .._sessions import SessionInfo
 from ..ports import SecondFactorFailure, SecondFactorRefused
@@ -118,18 +117,6 @@ class Auth:
         if self.authenticated:
             return 200
         return 503 if isinstance(self.decision, Unavailable) else 401
-
-
-_AuthDraft: Any = draft_of(Auth)
-
-
-def auth_of_process(decision: Process) -> Auth:
-    """``Auth(decision)`` for a middleware's access path, built once a request
-    in a draft (see :func:`tokenflow._model.draft_of`)."""
-    auth = _AuthDraft()
-    auth.decision = decision
-    auth.__class__ = Auth
-    return auth  # type: ignore[no-any-return]
 
 
 Required: TypeAlias = "Callable[[str], bool] | Iterable[str] | None"
