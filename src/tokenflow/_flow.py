@@ -113,7 +113,7 @@ from ._cookies import (
     CookiePolicy,
     SameSite,
     auth_cookie_candidates,
-    read_access_cookie,
+    find_cookie,
     read_refresh_cookie,
     render_clear_cookie,
     render_set_cookie,
@@ -578,6 +578,7 @@ class FlowCore:
     """The sans-IO decision logic, shared by both drivers. Holds no mutable state."""
 
     __slots__ = (
+        "_access_key",
         "_accounts",
         "_clear",
         "_code_providers",
@@ -613,6 +614,7 @@ class FlowCore:
         self._codec = codec
         self._config = config
         policy = self._policy = config.cookies
+        self._access_key = policy._access_key
         self._names = (policy.access_name, policy.refresh_name)
         self._clear = tuple(render_clear_cookie(name, policy) for name in self._names)
         self._passwords = passwords
@@ -678,7 +680,7 @@ class FlowCore:
         if cookies is not None:
             access: object = cookies.get(self._names[0])
         elif header:
-            access = read_access_cookie(header, self._policy)
+            access = find_cookie(header, self._access_key)
             if access is CookieFault.OVERSIZE:
                 # Cookie bloat: clear ours so the browser can recover.
                 return Unauthorized(UnauthorizedReason.MALFORMED_REQUEST, self._clear)
