@@ -233,6 +233,7 @@ _REFRESH: Final = Purpose.REFRESH
 _PARTIAL: Final = Purpose.PARTIAL_LOGIN
 _SESSION_ID_BYTES: Final = 16
 _MAX_NOW: Final = 2.0**62
+_OVERSIZE: Final = CookieFault.OVERSIZE  # a global load on the hot path, not a class attribute
 _RESERVE_TRIES: Final = 16
 """Reservations an attempt may lose to concurrent ones before it is answered 429.
 
@@ -667,7 +668,7 @@ class FlowCore:
     def begin(self, request: Request, now: float) -> Decision | Pending:
         """Steps 0 and 1. A decision, or the state :meth:`resume` continues from."""
         # Inlined _check_now: a host's clock bug raises here, before any parsing.
-        if not (type(now) is float or type(now) is int) or not 0 <= now < _MAX_NOW:
+        if not (type(now) is float or type(now) is int) or not 0.0 <= now < _MAX_NOW:
             _check_now(now)
         # A login is state-changing whatever its method: credentials on a GET
         # from another site get the same cross-origin check as a POST.
@@ -681,7 +682,7 @@ class FlowCore:
             access: object = cookies.get(self._names[0])
         elif header:
             access = find_cookie(header, self._access_key)
-            if access is CookieFault.OVERSIZE:
+            if access is _OVERSIZE:
                 # Cookie bloat: clear ours so the browser can recover.
                 return Unauthorized(UnauthorizedReason.MALFORMED_REQUEST, self._clear)
         elif request.credentials is None:
