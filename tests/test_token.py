@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
+import math
 import pathlib
 import re
 import threading
@@ -836,6 +838,53 @@ def test_a_remembered_access_token_still_expires(codec: TokenCodec, token: str) 
     assert codec.open(Purpose.ACCESS, token, now=late - 1) == REFERENCE_CLAIMS
 
 
+_EXACT = 2**53
+
+
+@pytest.mark.parametrize("exp", [NOW + 120, _EXACT - 10, _EXACT + 2, _EXACT + 3, 2**63])
+def test_a_remembered_token_meets_the_same_time_bounds_to_the_last_bit(
+    codec: TokenCodec, exp: int
+) -> None:
+    # The remembered times are floats where exact, ints beyond: the verdict at
+    # each bound (int and float clocks alike) is the first open's.
+    sealed = codec.seal(Purpose.ACCESS, claims(exp=exp))
+    leeway = codec.leeway
+    first = TokenCodec(codec._keyring, leeway=leeway)
+    bounds = [
+        exp + leeway,
+        exp + leeway - 1,
+        float(exp + leeway),
+        math.nextafter(float(exp + leeway), 0),
+        NOW - leeway,
+        NOW - leeway - 1,
+        float(NOW - leeway),
+        math.nextafter(float(NOW - leeway), 0),
+        math.nextafter(float(NOW - leeway), math.inf),
+    ]
+    codec.open(Purpose.ACCESS, sealed, now=NOW)
+    assert sealed in codec._opened
+
+    def verdict(opener: TokenCodec, now: float) -> InvalidTokenReason | None:
+        try:
+            opener.open(Purpose.ACCESS, sealed, now=now)
+        except InvalidToken as exc:
+            return exc.reason
+        return None
+
+    verdicts = []
+    for now in bounds:
+        remembered = verdict(codec, now)
+        assert sealed in codec._opened
+        fresh = verdict(first, now)
+        first._opened.clear()
+        assert remembered == fresh, now
+        verdicts.append(fresh)
+    assert None in verdicts
+    assert InvalidTokenReason.NOT_YET_VALID in verdicts
+    if exp + leeway < _EXACT:
+        assert InvalidTokenReason.EXPIRED in verdicts
+
+
 def test_the_claims_of_a_remembered_token_are_each_callers_own(
     codec: TokenCodec, token: str
 ) -> None:
@@ -846,6 +895,46 @@ def test_the_claims_of_a_remembered_token_are_each_callers_own(
     assert second == REFERENCE_CLAIMS
     second["roles"].clear()
     assert codec.open(Purpose.ACCESS, token, now=NOW) == REFERENCE_CLAIMS
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"amr": ["pwd", "otp"], "aal": 2, "ratio": 0.5, "admin": False, "manager": None},
+        {"amr": [], "groups": ["a", 1, 2.5, True, None]},
+        {"profile": {"name": "Ada", "langs": ["en"]}},
+        {"grid": [[1, 2], [3]]},
+        {"tags": ["a", {"b": ["c"]}]},
+    ],
+)
+def test_no_change_to_one_callers_claims_reaches_another(
+    codec: TokenCodec, extra: dict[str, Any]
+) -> None:
+    # Whatever the shape of the claims (flat, lists, nested objects and arrays),
+    # every open of a remembered token hands out a claim set of its own: no
+    # change a request makes, at any depth, is seen by the next one.
+    expected = claims(**extra)
+    sealed = codec.seal(Purpose.ACCESS, expected)
+    reference = copy.deepcopy(expected)
+
+    def mutate(opened: Any) -> None:
+        if isinstance(opened, dict):
+            for value in opened.values():
+                mutate(value)
+            opened["injected"] = ["x"]
+            opened.pop("sub", None)
+        elif isinstance(opened, list):
+            for value in opened:
+                mutate(value)
+            opened.append("x")
+
+    for _ in range(4):
+        opened = codec.open(Purpose.ACCESS, sealed, now=NOW)
+        assert opened == reference
+        mutate(opened)
+    assert sealed in codec._opened
+    assert expected == reference
 
 
 def test_only_verified_access_tokens_are_remembered(codec: TokenCodec, token: str) -> None:

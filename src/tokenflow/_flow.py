@@ -113,7 +113,7 @@ from ._cookies import (
     CookiePolicy,
     SameSite,
     auth_cookie_candidates,
-    read_access_cookie,
+    find_cookie,
     read_refresh_cookie,
     render_clear_cookie,
     render_set_cookie,
@@ -182,9 +182,9 @@ from ._model import (
     Unauthorized,
     UnauthorizedReason,
     Unavailable,
+    _ProcessDraft,
     aal_of,
     auth_time_of,
-    process_of,
 )
 from ._sessions import (
     SALT_BYTES,
@@ -233,6 +233,7 @@ _REFRESH: Final = Purpose.REFRESH
 _PARTIAL: Final = Purpose.PARTIAL_LOGIN
 _SESSION_ID_BYTES: Final = 16
 _MAX_NOW: Final = 2.0**62
+_OVERSIZE: Final = CookieFault.OVERSIZE  # a global load on the hot path, not a class attribute
 _RESERVE_TRIES: Final = 16
 """Reservations an attempt may lose to concurrent ones before it is answered 429.
 
@@ -578,6 +579,7 @@ class FlowCore:
     """The sans-IO decision logic, shared by both drivers. Holds no mutable state."""
 
     __slots__ = (
+        "_access_key",
         "_accounts",
         "_clear",
         "_code_providers",
@@ -613,6 +615,7 @@ class FlowCore:
         self._codec = codec
         self._config = config
         policy = self._policy = config.cookies
+        self._access_key = policy._access_key
         self._names = (policy.access_name, policy.refresh_name)
         self._clear = tuple(render_clear_cookie(name, policy) for name in self._names)
         self._passwords = passwords
@@ -665,7 +668,7 @@ class FlowCore:
     def begin(self, request: Request, now: float) -> Decision | Pending:
         """Steps 0 and 1. A decision, or the state :meth:`resume` continues from."""
         # Inlined _check_now: a host's clock bug raises here, before any parsing.
-        if not (type(now) is float or type(now) is int) or not 0 <= now < _MAX_NOW:
+        if not (type(now) is float or type(now) is int) or not 0.0 <= now < _MAX_NOW:
             _check_now(now)
         # A login is state-changing whatever its method: credentials on a GET
         # from another site get the same cross-origin check as a POST.
@@ -678,8 +681,8 @@ class FlowCore:
         if cookies is not None:
             access: object = cookies.get(self._names[0])
         elif header:
-            access = read_access_cookie(header, self._policy)
-            if access is CookieFault.OVERSIZE:
+            access = find_cookie(header, self._access_key)
+            if access is _OVERSIZE:
                 # Cookie bloat: clear ours so the browser can recover.
                 return Unauthorized(UnauthorizedReason.MALFORMED_REQUEST, self._clear)
         elif request.credentials is None:
@@ -701,7 +704,12 @@ class FlowCore:
                     if requirement is None or requirement.is_met(
                         aal_of(claims), auth_time_of(claims), now
                     ):
-                        return process_of(claims)
+                        # Process(claims), built in a draft (see _model.draft_of).
+                        done = _ProcessDraft()
+                        done.claims = claims
+                        done.events = ()
+                        done.__class__ = Process
+                        return done  # type: ignore[no-any-return]
                     # Signed in, but not well enough for this route: step up.
                     return StepUpRequired(requirement)
                 rejected = TokenRejected(_ACCESS, InvalidTokenReason.BAD_CLAIMS)

@@ -433,8 +433,9 @@ def read_asgi_route(scope: Mapping[str, Any], build: RouteBuilder[_T]) -> _T:
         # bytes; anything else takes the full reader, which checks types.
         cookie: str | None = None
         for name, value in scope["headers"]:
-            if name == b"cookie" or (
-                len(name) == 6 and type(name) is bytes and name.lower() == b"cookie"
+            # The length first: the one test most names fail, and the cheapest.
+            if len(name) == 6 and (
+                name == b"cookie" or (type(name) is bytes and name.lower() == b"cookie")
             ):
                 if type(value) is not bytes:
                     break

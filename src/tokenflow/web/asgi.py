@@ -63,6 +63,7 @@ from .._model import (
     StepUpRequired,
     TooManyRequests,
     Unavailable,
+    draft_of,
     route_request,
 )
 from ._shared import (
@@ -110,6 +111,7 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 """An ASGI 3 application."""
 
 _NO_STORE = (b"cache-control", b"no-store")
+_AuthDraft: Any = draft_of(Auth)
 
 
 def auth_of(scope: Scope) -> Auth:
@@ -219,7 +221,11 @@ class TokenflowMiddleware:
         # the application's own send and response go through untouched.
         first = self._begin(request)
         if type(first) is Process:
-            auth = Auth(first)
+            # Auth(first), built in a draft (see tokenflow._model.draft_of):
+            # the one object every request of a signed-in user makes here.
+            auth = _AuthDraft()
+            auth.decision = first
+            auth.__class__ = Auth
             scope["tokenflow"] = auth
             state = scope.get("state")
             if state is None:
